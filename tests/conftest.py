@@ -1,0 +1,51 @@
+"""Real servers for the test session: the embedded PostgreSQL 18, and Debian's builds where present."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from playbook.lab.server import LabServer
+
+
+def debian_bin_dirs() -> list[Path]:
+    return [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin")) if Path(p, "postgres").exists()]
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    """The shared embedded PostgreSQL 18. Tests that change settings restore them; tests that
+    restart or crash the server use `private_lab` instead."""
+    server = LabServer(tmp_path_factory.mktemp("lab"))
+    server.up()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_lab(tmp_path: Path) -> Iterator[LabServer]:
+    """A server of one's own (about a second to create), for tests that break it."""
+    server = LabServer(tmp_path / "lab")
+    server.up()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session", params=["embedded", *[f"debian-{p.parent.name}" for p in debian_bin_dirs()]])
+def any_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabServer]:
+    """Every PostgreSQL build on this machine: the embedded one always, Debian's where installed."""
+    if request.param == "embedded":
+        server = LabServer(tmp_path_factory.mktemp("any-embedded"))
+    else:
+        version = request.param.split("-", 1)[1]
+        server = LabServer(
+            tmp_path_factory.mktemp(f"any-{version}"), bin_dir=Path(f"/usr/lib/postgresql/{version}/bin")
+        )
+    server.up()
+    yield server
+    server.destroy()
