@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,17 +152,16 @@ class LabServer:
         assert self.bin_dir is not None
         return self.bin_dir / name
 
-    def _as_server_user(self) -> dict[str, object]:
-        return {"user": SERVER_USER, "group": SERVER_USER} if os.geteuid() == 0 else {}
-
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        as_root = os.geteuid() == 0
         return subprocess.run(
             list(args),
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd="/",  # the server user may not be able to enter the caller's cwd
-            **self._as_server_user(),  # type: ignore[arg-type]
+            user=SERVER_USER if as_root else None,
+            group=SERVER_USER if as_root else None,
         )
 
     def _prepare_root_mode(self) -> None:
@@ -252,7 +251,7 @@ class LabServer:
         state["port"] = port
         self._write_state(state)
         structured = "jsonlog" if self.major_version >= 15 else "csvlog"
-        conf = f"""# Written by pg-session-playbook's lab; ALTER SYSTEM settings of scenarios go to postgresql.auto.conf.
+        conf = f"""# Written by pg-session-playbook's lab; scenarios use ALTER SYSTEM (postgresql.auto.conf).
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = ''
@@ -297,10 +296,8 @@ timezone = 'UTC'
         )
         if done.returncode != 0:
             tail = ""
-            try:
+            with suppress(OSError, IndexError):
                 tail = (self.data_dir / "startup.log").read_text().strip().splitlines()[-1]
-            except (OSError, IndexError):
-                pass
             raise PlaybookError(f"the lab server did not start: {tail or done.stderr.strip()}")
         self.wait_ready()
 
