@@ -79,7 +79,7 @@ class LabServer:
         self.base_dir = Path(self.base_dir).absolute()
         if self.bin_dir is None:
             state = self._read_state()
-            self.bin_dir = Path(state["bin_dir"]) if state.get("bin_dir") else embedded_bin_dir()
+            self.bin_dir = Path(str(state["bin_dir"])) if state.get("bin_dir") else embedded_bin_dir()
         self.bin_dir = Path(self.bin_dir)
 
     # -- paths -----------------------------------------------------------------------------
