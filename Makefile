@@ -20,8 +20,8 @@ demo: install
 	$(BIN)/playbook demo --out demo
 
 lint: install
-	$(BIN)/ruff check playbook tests bench
-	$(BIN)/ruff format --check playbook tests bench
+	$(BIN)/ruff check playbook tests bench notebooks
+	$(BIN)/ruff format --check playbook tests bench notebooks
 
 typecheck: install
 	$(BIN)/mypy
