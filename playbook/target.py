@@ -116,29 +116,34 @@ def resolve_target(dsn: str | None = None, **options: Any) -> Target:
     return Target(chosen, **options)
 
 
+# libpq's connection errors reach psycopg without a SQLSTATE: the server's wording decides.
+CONNECT_HINTS = (
+    ("password authentication failed", "wrong password"),
+    (
+        "no password supplied",
+        "the server wants a password and none was found (PGPASSWORD, .pgpass or the DSN)",
+    ),
+    ("does not exist", "unknown database or role"),
+    ("is not permitted to log in", "login not allowed"),
+    ("no pg_hba.conf entry", "pg_hba.conf has no entry for this host, user and database"),
+    ("too many clients", "the server has no free connection slot"),
+    ("remaining connection slots are reserved", "the server has no free connection slot"),
+    ("too many connections for", "a role or database connection limit is reached"),
+    ("the database system is", "the server is starting up, shutting down or in recovery"),
+    ("could not translate host name", "unknown host"),
+    ("name or service not known", "unknown host"),
+    ("connection refused", "nothing listens there"),
+    ("timeout expired", "connection timed out"),
+)
+
+
 def explain_connect_error(exc: psycopg.Error, where: str) -> str:
     """One sentence from libpq's message, which already names host, port and cause."""
-    sqlstate = getattr(exc, "sqlstate", None)
     text = " ".join(str(exc).split())
-    for marker in ("FATAL:  ", "FATAL: "):
-        if marker in str(exc):
-            text = " ".join(str(exc).split(marker, 1)[1].split())
-    hints = {
-        "28P01": "wrong password",
-        "3D000": "unknown database",
-        "28000": "login not allowed",
-        "53300": "the server has no free connection slot",
-        "57P03": "the server is starting up or shutting down",
-    }
-    hint = hints.get(sqlstate or "")
-    if hint is None:
-        lowered = text.lower()
-        if "could not translate host name" in lowered or "name or service not known" in lowered:
-            hint = "unknown host"
-        elif "connection refused" in lowered:
-            hint = "nothing listens there"
-        elif "timeout expired" in lowered:
-            hint = "connection timed out"
-        elif "password" in lowered and "no password supplied" in lowered:
-            hint = "the server wants a password and none was found (PGPASSWORD, .pgpass or the DSN)"
+    if "FATAL:" in text:
+        text = text.split("FATAL:", 1)[1].strip()
+    lowered = text.lower()
+    hint = next((hint for marker, hint in CONNECT_HINTS if marker in lowered), None)
+    if hint == "unknown database or role":
+        hint = "unknown database" if 'database "' in lowered else "unknown role"
     return f"cannot connect to {where}: {hint + ' — ' if hint else ''}{text}"

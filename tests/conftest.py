@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import glob
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +52,19 @@ def any_server(
     server.up()
     yield server
     server.destroy()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, user: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`playbook …` as a user would run it: a separate process, its own stdout and stderr."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "playbook.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        user=user,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )

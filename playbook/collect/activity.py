@@ -27,7 +27,9 @@ SELECT now() AS ts, pid, state, application_name, usename, datname, client_addr:
        extract(epoch FROM now() - xact_start) AS xact_age_s,
        extract(epoch FROM now() - backend_start) AS conn_age_s
 FROM pg_stat_activity
-WHERE backend_type = 'client backend'
+WHERE (backend_type = 'client backend'
+       -- rows of roles we may not see have a null backend_type; clients still show user and database
+       OR (backend_type IS NULL AND usename IS NOT NULL AND datname IS NOT NULL))
   AND pid <> pg_backend_pid()
   AND coalesce(application_name, '') NOT LIKE '{APPLICATION_NAME}%'
 """

@@ -1,0 +1,178 @@
+"""Bad input: one clear sentence on stderr, exit 3, no traceback, nothing passed off as a report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from playbook.lab.server import LabServer, free_port
+
+
+def assert_one_sentence(result: object, *fragments: str) -> None:
+    stderr = result.stderr.strip()  # type: ignore[attr-defined]
+    assert result.returncode == 3, (result.returncode, stderr)  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("playbook")
+    for fragment in fragments:
+        assert fragment in stderr, stderr
+
+
+def assert_no_report(out: Path) -> None:
+    assert not (out / "summary.json").exists()
+    assert not (out / "index.html").exists()
+    assert not list(out.glob(".partial-*")) if out.exists() else True
+
+
+@pytest.fixture(scope="module")
+def nologin_dsn(lab: LabServer) -> Iterator[str]:
+    dsn = lab.create_role("cannot_login")
+    with lab.admin() as admin:
+        admin.execute("ALTER ROLE cannot_login NOLOGIN")
+    yield dsn
+    with lab.admin() as admin:
+        admin.execute("DROP ROLE cannot_login")
+
+
+def run_with_dsn(dsn: str, out: Path, *extra: str) -> object:
+    return run_cli("run", "--dsn", dsn, "--duration", "1", "--out", str(out), *extra)
+
+
+def test_closed_port(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_with_dsn(f"host=127.0.0.1 port={port} user=x dbname=y", tmp_path / "out")
+    assert_one_sentence(result, "cannot connect", "nothing listens there", str(port))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_host(tmp_path: Path) -> None:
+    result = run_with_dsn("host=no-such-host.invalid user=x dbname=y connect_timeout=3", tmp_path / "out")
+    assert_one_sentence(result, "cannot connect", "unknown host")
+
+
+def test_malformed_dsn(tmp_path: Path) -> None:
+    result = run_with_dsn("host=127.0.0.1 port", tmp_path / "out")
+    assert_one_sentence(result, "malformed")
+
+
+def test_wrong_password_is_named_and_not_echoed(lab: LabServer, tmp_path: Path) -> None:
+    result = run_with_dsn(lab.dsn() + " password=Not-The-Right-One", tmp_path / "out")
+    assert_one_sentence(result, "wrong password")
+    assert "Not-The-Right-One" not in result.stderr + result.stdout  # type: ignore[attr-defined]
+
+
+def test_unknown_database(lab: LabServer, tmp_path: Path) -> None:
+    result = run_with_dsn(lab.dsn(dbname="no_such_db"), tmp_path / "out")
+    assert_one_sentence(result, "unknown database", "no_such_db")
+
+
+def test_role_that_may_not_log_in(nologin_dsn: str, tmp_path: Path) -> None:
+    result = run_with_dsn(nologin_dsn, tmp_path / "out")
+    assert_one_sentence(result, "login not allowed", "cannot_login")
+
+
+def test_missing_log(lab: LabServer, tmp_path: Path) -> None:
+    result = run_with_dsn(lab.dsn(), tmp_path / "out", "--server-log", str(tmp_path / "nope.log"))
+    assert_one_sentence(result, "does not exist", "nope.log")
+    assert not (tmp_path / "out").exists()
+
+
+def test_directory_given_as_log(lab: LabServer, tmp_path: Path) -> None:
+    result = run_with_dsn(lab.dsn(), tmp_path / "out", "--app-log", str(tmp_path))
+    assert_one_sentence(result, "is a directory")
+
+
+def run_main_as_nobody(argv: list[str]) -> tuple[int, str]:
+    """playbook's main() in a forked child that dropped root: root itself reads every file."""
+    import io
+    import sys
+
+    from playbook import cli
+    from playbook.report import runner  # noqa: F401  (imported before dropping privileges)
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, run, report back, never return into pytest
+        status = 99
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            sys.stderr = captured = io.StringIO()
+            status = cli.main(argv)
+            os.write(write_end, f"{status}\n{captured.getvalue()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        output = pipe.read()
+    os.waitpid(pid, 0)
+    code, _, stderr = output.partition("\n")
+    return int(code), stderr
+
+
+class Result:
+    def __init__(self, returncode: int, stderr: str) -> None:
+        self.returncode, self.stderr, self.stdout = returncode, stderr, ""
+
+
+def test_unreadable_log(lab: LabServer, tmp_path: Path) -> None:
+    log = tmp_path / "secret.log"
+    log.write_text("2024-01-01 00:00:00 UTC LOG:  hello\n")
+    log.chmod(0o000)
+    argv = [
+        "run",
+        "--dsn",
+        lab.dsn(),
+        "--duration",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--server-log",
+        str(log),
+    ]
+    if os.geteuid() == 0:
+        for path in [tmp_path, *tmp_path.parents]:
+            path.chmod(path.stat().st_mode | 0o001)  # nobody may traverse to the file, not read it
+        result: object = Result(*run_main_as_nobody(argv))
+    else:
+        result = run_cli(*argv)
+    assert_one_sentence(result, "cannot read log file", "secret.log", "Permission denied")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [
+        ("--duration", "abc", "not a number"),
+        ("--duration", "-5", "positive"),
+        ("--duration", "0", "positive"),
+        ("--interval", "nan", "positive"),
+        ("--interval", "-1", "positive"),
+        ("--jobs", "0", "1 or more"),
+    ],
+)
+def test_bad_numbers(flag: str, value: str, fragment: str, tmp_path: Path) -> None:
+    result = run_cli("run", "--dsn", "host=127.0.0.1", flag, value, "--out", str(tmp_path / "out"))
+    assert_one_sentence(result, fragment)
+
+
+def test_out_that_cannot_be_written(lab: LabServer, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_with_dsn(lab.dsn(), blocker / "out")
+    assert_one_sentence(result, "cannot write the report")
+
+
+def test_unknown_notebook(lab: LabServer, tmp_path: Path) -> None:
+    result = run_with_dsn(lab.dsn(), tmp_path / "out", "--notebooks", "triage,astrology")
+    assert_one_sentence(result, "unknown notebook", "astrology")
+
+
+def test_unknown_fail_on_value(tmp_path: Path) -> None:
+    result = run_cli("run", "--fail-on", "sometimes")
+    assert_one_sentence(result, "invalid choice")

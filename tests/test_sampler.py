@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import psycopg
+
+from playbook.collect.activity import ActivitySampler, counts_over_time
+from playbook.lab.server import APP_ROLE, LabServer
+from playbook.target import Target
+
+
+def test_samples_client_backends_and_leaves_out_its_own(lab: LabServer) -> None:
+    with (
+        psycopg.connect(lab.dsn(APP_ROLE), application_name="orders") as busy,
+        Target(lab.dsn()).connect() as playbook_session,
+    ):
+        busy.execute("SELECT 1")  # psycopg opened a transaction: idle in transaction from now on
+        evidence = ActivitySampler(Target(lab.dsn()), duration=1.0, interval=0.25, progress=False).run()
+        own_pid = playbook_session.info.backend_pid
+    samples = evidence.samples
+    assert len(evidence.ticks) >= 4 and evidence.ticks["ok"].all()
+    assert own_pid not in set(samples["pid"])
+    assert not samples["application_name"].str.startswith("pg-session-playbook").any()
+    orders = samples[samples["application_name"] == "orders"]
+    assert set(orders["state"]) == {"idle in transaction"}
+    assert orders["xact_age_s"].is_monotonic_increasing
+    assert (orders["conn_age_s"] >= orders["xact_age_s"]).all()
+    assert evidence.gaps == []
+
+
+def test_counts_are_zero_filled_when_a_group_vanishes(lab: LabServer) -> None:
+    sampler = ActivitySampler(Target(lab.dsn()), duration=0.5, interval=0.1, progress=False)
+    with psycopg.connect(lab.dsn(APP_ROLE), application_name="short-lived"):
+        sampler._tick()
+        sampler._tick()
+    sampler._tick()  # the connection is gone now
+    evidence = sampler.evidence()
+    counts = counts_over_time(evidence.samples, evidence.ticks, ["application_name"])
+    assert len(counts) == 3
+    assert list(counts["short-lived"]) == [1, 1, 0]
+
+
+def test_a_plain_role_sees_its_limits_and_is_told_the_grant(lab: LabServer) -> None:
+    dsn = lab.create_role("sampler_plain")
+    try:
+        with psycopg.connect(lab.dsn(APP_ROLE), application_name="someone-else"):
+            evidence = ActivitySampler(Target(dsn), duration=0.3, interval=0.1, progress=False).run()
+        assert (evidence.samples["state"] == "(hidden)").any()
+        assert evidence.hidden_note and "GRANT pg_read_all_stats" in evidence.hidden_note
+    finally:
+        with lab.admin() as admin:
+            admin.execute("DROP ROLE sampler_plain")
