@@ -140,6 +140,7 @@ def _psycopg(idle: float | None, life: float | None, keepidle: int | None) -> st
     if life is not None:
         args.append(f"    max_lifetime={_secs(life)},  # the pool takes up to 5% off, at random")
     args.append("    check=ConnectionPool.check_connection,  # test each connection before lending it")
+    args.append("    open=True,")
     body = "\n".join(args)
     return f"from psycopg_pool import ConnectionPool\n\npool = ConnectionPool(\n{body}\n)"
 
@@ -248,6 +249,8 @@ def _hikaricp(idle: float | None, life: float | None, keepidle: int | None) -> s
     if idle is not None:
         idle_ms = max(HIKARI_MIN_IDLE_MS, math.floor(idle * 1000))
         lines.append(f"spring.datasource.hikari.idle-timeout={idle_ms}")
+        if idle * 1000 < HIKARI_MIN_IDLE_MS:
+            notes.append("# HikariCP will not retire idle connections sooner than 10000 ms")
         notes.append("# idleTimeout only retires connections while minimumIdle < maximumPoolSize")
     # keepaliveTime pings idle connections, so an idle limit on the path never sees them idle
     pings = [v for v in (idle, keepidle) if v is not None]
@@ -273,8 +276,6 @@ def _pgbouncer(idle: float | None, life: float | None, keepidle: int | None) -> 
         lines.append(f"server_idle_timeout = {_secs(idle)}")
     if life is not None:
         lines.append(f"server_lifetime = {_secs(life)}")
-    lines.append("server_check_delay = 30")
-    lines.append("server_check_query = select 1")
     if keepidle is not None:
         interval = max(1, min(10, keepidle))
         lines += [
