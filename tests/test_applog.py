@@ -128,7 +128,7 @@ def test_each_stacks_sample_reads_as_recorded(
 ) -> None:
     ev = read_app_logs([DATA / name])
     assert list(ev.events.columns) == COLUMNS
-    got = [(row.kind, None if pd.isna(row.ts) else row.ts) for row in ev.events.itertuples(index=False)]
+    got = list(zip(ev.events["kind"], [None if pd.isna(t) else t for t in ev.events["ts"]], strict=True))
     assert got == [(kind, None if ts is None else utc(ts)) for kind, ts in expected]
     assert set(ev.events["stack"]) == {stack}
     assert ev.primary_stack == stack
@@ -408,13 +408,16 @@ def test_every_stack_gets_its_own_knobs_and_one_retry_sentence() -> None:
         assert advice.count(". ") == 0 and advice.endswith("."), (stack, advice)
 
 
+def _code(stack: str) -> str:
+    """The snippet without the closing retry sentence."""
+    text = stack_fix(stack, max_idle_s=240, max_lifetime_s=1800, keepalives_idle_s=60)
+    return text.rstrip().rsplit("\n\n", 1)[0]
+
+
 def test_python_snippets_are_valid_and_psycopgs_builds_a_real_pool(lab: LabServer) -> None:
     for stack in ("psycopg", "psycopg2", "sqlalchemy"):
-        code = stack_fix(stack, max_idle_s=240, max_lifetime_s=1800, keepalives_idle_s=60).split("\n\n")
-        compile("\n\n".join(code[:-1]), stack, "exec")
-    code = stack_fix("psycopg", max_idle_s=240, max_lifetime_s=1800, keepalives_idle_s=60).rsplit("\n\n", 1)[
-        0
-    ]
+        compile(_code(stack), stack, "exec")
+    code = _code("psycopg")
     scope: dict[str, object] = {"conninfo": lab.dsn(APP_ROLE, LAB_DATABASE)}
     exec(code, scope)
     pool = scope["pool"]
@@ -467,4 +470,4 @@ def test_bad_fix_input(stack: str, kwargs: dict[str, float], message: str) -> No
 
 def test_a_single_path_string_is_one_file_not_a_sequence_of_characters(tmp_path: Path) -> None:
     shutil.copy(DATA / "prisma.log", tmp_path / "p.log")
-    assert read_app_logs(str(tmp_path / "p.log")).primary_stack == "prisma"  # type: ignore[arg-type]
+    assert read_app_logs(str(tmp_path / "p.log")).primary_stack == "prisma"
