@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from playbook.collect.applog import COLUMNS, KIND_IDS, read_app_logs
+from playbook.collect.applog import COLUMNS, KIND_IDS, KINDS, read_app_logs
 from playbook.diagnose.client_fixes import STACKS, stack_fix
 from playbook.errors import PlaybookError
 from playbook.lab.server import APP_ROLE, LAB_DATABASE, LabServer
@@ -278,6 +278,168 @@ def test_bad_paths_are_one_sentence_errors(tmp_path: Path) -> None:
         locked.chmod(0)
         with pytest.raises(PlaybookError, match=r"is not readable \(permission denied\)$"):
             read_app_logs([locked])
+
+
+# One line per wording the reader knows (KINDS entries), as each project writes it.
+WORDINGS: list[tuple[str, str | None, str]] = [
+    ("idle_session_timeout", None, "FATAL:  terminating connection due to idle-session timeout"),
+    (
+        "idle_in_transaction_timeout",
+        None,
+        "FATAL:  terminating connection due to idle-in-transaction timeout",
+    ),
+    ("transaction_timeout", None, "FATAL:  terminating connection due to transaction timeout"),
+    ("admin_shutdown", None, "FATAL:  terminating connection due to administrator command"),
+    ("crash_shutdown", None, "FATAL:  terminating connection because of crash of another server process"),
+    ("cannot_connect_now", None, "FATAL:  the database system is shutting down"),
+    ("statement_timeout", None, "ERROR:  canceling statement due to statement timeout"),
+    ("lock_timeout", None, "ERROR:  canceling statement due to lock timeout"),
+    ("too_many_clients", None, "FATAL:  sorry, too many clients already"),
+    (
+        "too_many_clients",
+        "prisma",
+        "Too many database connections opened: FATAL: sorry, too many clients already",
+    ),
+    ("auth_failed", None, 'FATAL:  password authentication failed for user "app"'),
+    (
+        "auth_failed",
+        "prisma",
+        "Authentication failed against database server at `db`, the provided database credentials for `app`"
+        " are not valid.",
+    ),
+    (
+        "pgbouncer_server_crashed",
+        "pgbouncer",
+        "S-0x5581: app/app@10.0.1.5:5432 closing because: server conn crashed?",
+    ),
+    ("pgbouncer_query_wait_timeout", "psycopg", "psycopg.errors.ProtocolViolation: query_wait_timeout"),
+    ("pgbouncer_query_timeout", None, "Error: query_timeout"),
+    (
+        "pgbouncer_query_timeout",
+        "pgbouncer",
+        "S-0x5581: app/app@10.0.1.5:5432 closing because: query timeout (age=31s)",
+    ),
+    ("pgbouncer_client_idle_timeout", None, "FATAL: client_idle_timeout"),
+    (
+        "pgbouncer_idle_transaction_timeout",
+        "pgbouncer",
+        "S-0x5581: app/app@10.0.1.5:5432 closing because: idle transaction timeout (age=61s)",
+    ),
+    ("pgbouncer_client_login_timeout", None, "FATAL: client_login_timeout (server down)"),
+    ("pgbouncer_max_client_conn", None, "FATAL: no more connections allowed (max_client_conn)"),
+    ("pgbouncer_server_login_failed", None, 'ERROR: server login failed: FATAL role "app" does not exist'),
+    ("pgbouncer_cannot_connect", None, "ERROR: pgbouncer cannot connect to server"),
+    (
+        "pgbouncer_client_unexpected_eof",
+        "pgbouncer",
+        "C-0x5581: app/app@10.0.3.7:51234 closing because: client unexpected eof (age=12s)",
+    ),
+    ("connect_refused", None, 'connection to server at "127.0.0.1", port 5432 failed: Connection refused'),
+    ("connect_refused", None, "Error: connect ECONNREFUSED 127.0.0.1:5432"),
+    (
+        "connect_refused",
+        "hikaricp",
+        "Connection to localhost:5432 refused. Check that the hostname and port are correct and that the"
+        " postmaster is accepting TCP/IP connections.",
+    ),
+    ("connect_timeout", None, 'connection to server at "10.0.0.5", port 5432 failed: timeout expired'),
+    ("connect_timeout", "psycopg", "psycopg.errors.ConnectionTimeout: connection timeout expired"),
+    ("connect_timeout", "node-postgres", "Error: Connection terminated due to connection timeout"),
+    ("connect_timeout", "prisma", "The database server at `db`:`5432` was reached but timed out."),
+    (
+        "leak_detected",
+        "hikaricp",
+        "Connection leak detection triggered for org.postgresql.jdbc.PgConnection@1 on thread main",
+    ),
+    (
+        "validation_failed",
+        "hikaricp",
+        "HikariPool-1 - Failed to validate connection org.postgresql.jdbc.PgConnection@1",
+    ),
+    (
+        "validation_failed",
+        "psycopg",
+        "connection failed check: consuming input failed: server closed the connection",
+    ),
+    (
+        "validation_failed",
+        "sqlalchemy",
+        "Pool pre-ping on connection <connection object at 0x7f; dsn: 'host=db', closed: 0> failed, will"
+        " invalidate pool",
+    ),
+    ("pool_timeout", "psycopg", "psycopg_pool.PoolTimeout: couldn't get a connection after 30.00 sec"),
+    (
+        "pool_timeout",
+        "sqlalchemy",
+        "QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00",
+    ),
+    ("pool_timeout", "node-postgres", "Error: timeout exceeded when trying to connect"),
+    (
+        "pool_timeout",
+        "prisma",
+        "Timed out fetching a new connection from the connection pool. More info: http://pris.ly",
+    ),
+    (
+        "pool_timeout",
+        "hikaricp",
+        "HikariPool-1 - Connection is not available, request timed out after 30004ms",
+    ),
+    ("pool_queue_full", "psycopg", "TooManyRequests: the pool 'pool-1' has already 10 requests waiting"),
+    ("ssl_eof", None, "SSL SYSCALL error: EOF detected"),
+    ("connection_reset", None, "could not receive data from server: Connection reset by peer"),
+    ("broken_pipe", None, "could not send data to server: Broken pipe"),
+    ("network_timeout", None, "Caused by: java.net.SocketTimeoutException: Read timed out"),
+    ("server_closed_unexpectedly", None, "server closed the connection unexpectedly"),
+    ("server_closed_unexpectedly", "node-postgres", "Error: Connection terminated unexpectedly"),
+    ("server_closed_unexpectedly", "prisma", "Server has closed the connection."),
+    (
+        "server_closed_unexpectedly",
+        "asyncpg",
+        "ConnectionDoesNotExistError: connection was closed in the middle of operation",
+    ),
+    ("connection_lost", None, "no connection to the server"),
+    ("connection_lost", "psycopg", "OperationalError: the connection is lost"),
+    ("connection_lost", "hikaricp", "PSQLException: An I/O error occurred while sending to the backend."),
+    (
+        "connection_lost",
+        "sqlalchemy",
+        "PendingRollbackError: Can't reconnect until invalid transaction is rolled back.",
+    ),
+    ("connect_failed", "prisma", "Can't reach database server at `db`:`5432`"),
+    ("connect_failed", "hikaricp", "PSQLException: The connection attempt failed."),
+    ("connect_failed", "psycopg", "reconnection attempt in pool 'pool 1' failed after 300.0 sec"),
+    ("connection_closed", None, "OperationalError: the connection is closed"),
+    ("connection_closed", "psycopg2", "psycopg2.InterfaceError: connection already closed"),
+    ("connection_closed", "asyncpg", "InterfaceError: cannot perform operation: connection is closed"),
+    ("connection_closed", "node-postgres", "Error: Client was closed and is not queryable"),
+    ("connection_closed", "hikaricp", "PSQLException: This connection has been closed."),
+    ("pool_discarded_broken", "psycopg", "discarding broken connection: <psycopg.Connection [BAD] at 0x7f>"),
+    (
+        "pool_discarded_broken",
+        "hikaricp",
+        "HikariPool-1 - Connection PgConnection@1 marked as broken because of SQLSTATE(08006), ErrorCode(0)",
+    ),
+    (
+        "returned_in_transaction",
+        "psycopg",
+        "rolling back returned connection: <psycopg.Connection [INTRANS] at 0x7f>",
+    ),
+    ("client_query_timeout", "node-postgres", "Error: Query read timeout"),
+    ("client_query_timeout", "prisma", "Operations timed out after `10s`. Context: the query"),
+]
+
+
+def test_every_known_wording_is_found_with_its_stack(tmp_path: Path) -> None:
+    covered = {i for i, k in enumerate(KINDS) for _, _, line in WORDINGS if k.pattern.search(line)}
+    assert covered == set(range(len(KINDS))), [
+        KINDS[i].pattern.pattern for i in set(range(len(KINDS))) - covered
+    ]
+    for i, (kind, stack, line) in enumerate(WORDINGS):
+        path = tmp_path / f"{i}.log"
+        path.write_text(f"2024-05-01 12:00:{i % 60:02d}.000 ERROR app: {line}\n")
+        ev = read_app_logs([path])
+        assert list(ev.events["kind"]) == [kind], line
+        assert ev.events["stack"].iloc[0] == (stack or "unknown"), line
 
 
 # -- a log written for real -----------------------------------------------------------------

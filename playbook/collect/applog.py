@@ -134,7 +134,7 @@ KINDS: tuple[_Kind, ...] = (
     _k("leak_detected", r"Connection leak detection triggered", "hikaricp"),
     _k("validation_failed", r"Failed to validate connection", "hikaricp"),
     _k("validation_failed", r"connection failed check", "psycopg"),
-    _k("validation_failed", r"Pool pre-ping on connection \S+ failed", "sqlalchemy"),
+    _k("validation_failed", r"Pool pre-ping on connection .* failed", "sqlalchemy"),
     _k("pool_timeout", r"couldn't get a connection after|\bPoolTimeout\b", "psycopg"),
     _k("pool_timeout", r"QueuePool limit of size \d+ overflow -?\d+ reached", "sqlalchemy"),
     _k("pool_timeout", r"timeout exceeded when trying to connect", "node-postgres"),
@@ -165,7 +165,7 @@ KINDS: tuple[_Kind, ...] = (
     _k("connection_lost", r"Can't reconnect until invalid transaction is rolled back", "sqlalchemy"),
     _k("connect_failed", r"Can't reach database server", "prisma"),
     _k("connect_failed", r"The connection attempt failed", "hikaricp"),
-    _k("connect_failed", r"error connecting in '|reconnection attempt in pool \S+ failed", "psycopg"),
+    _k("connect_failed", r"error connecting in '|reconnection attempt in pool .* failed", "psycopg"),
     _k("connection_closed", r"\bthe connection is closed\b|\bconnection is closed\b"),
     _k("connection_closed", r"connection already closed", "psycopg2"),
     _k("connection_closed", r"cannot perform operation: connection is closed", "asyncpg"),
@@ -179,10 +179,28 @@ KINDS: tuple[_Kind, ...] = (
 )
 KIND_IDS = tuple(dict.fromkeys(k.kind for k in KINDS))
 _KIND_RANK = {kind: i for i, kind in enumerate(KIND_IDS)}
-_ANY_KIND = re.compile("|".join(f"(?:{k.pattern.pattern})" for k in KINDS), _F)
+# Most lines of an application log are about something else. One of these lower-case words is in
+# every wording above, so a plain-literal search on the lower-cased line decides cheaply which
+# lines deserve the full patterns (test_applog checks each kind's wordings pass it).
+_TRIGGERS = re.compile(
+    "|".join(
+        re.escape(word)
+        for word in (
+            "connect", "timeout", "timed out", "closed", "terminat", "refused", "ssl", "reset", "pipe",
+            "too many", "authentication", "pg_hba", "crash", "econn", "etimedout", "database system",
+            "canceling", "requests waiting", "login", "max_client_conn", "queryable", "validate",
+            "discarding", "rolling back", "i/o error", "can't reach", "shutdown", "pooltimeout",
+            "toomanyrequests", "invalidpassword", "timeout expired", "leak detection", "unexpected eof",
+        )
+    )
+)  # fmt: skip
 
 _PGBOUNCER_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ \[\d+\] (?:LOG|WARNING|ERROR|FATAL|DEBUG|NOISE) "
+)
+# likewise for stack marks; PgBouncer's line format is anchored, so it is cheap on its own
+_STACK_TRIGGERS = re.compile(
+    r"pgbouncer|-0x|sqlalche|psycopg|asyncpg|node_modules|prisma|hikari|org\.postgresql|code"
 )
 _STACK_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("pgbouncer", _PGBOUNCER_LINE),
@@ -395,9 +413,12 @@ class _Record:
         self.nlines += 1
         if text.startswith(_TRACEBACK_MARKS):
             self.traceback = True
-        for stack, mark in _STACK_MARKS:
-            if stack not in self.stacks and mark.search(text):
-                self.stacks.add(stack)
+        if _PGBOUNCER_LINE.match(text):
+            self.stacks.add("pgbouncer")
+        elif _STACK_TRIGGERS.search(text.lower()):
+            for stack, mark in _STACK_MARKS:
+                if stack not in self.stacks and mark.search(text):
+                    self.stacks.add(stack)
         if self.after_frame:
             kinds = []  # `raise PoolTimeout(` in a traceback is code, the message comes later
         self.after_frame = bool(_PY_FRAME.match(text))
@@ -540,7 +561,7 @@ class _FileReader:
         for line_no, text in _lines(self.path, warnings):
             self.lines_read += 1
             ts = self._ts(text)
-            kinds = [k for k in KINDS if k.pattern.search(text)] if _ANY_KIND.search(text) else []
+            kinds = [k for k in KINDS if k.pattern.search(text)] if _TRIGGERS.search(text.lower()) else []
             if record is None or ts is not None or not record.continues_with(text):
                 self._flush(record)
                 record = _Record(file=str(self.path), ts=ts)
