@@ -3,7 +3,7 @@
 The reader streams each file line by line (plain or gzip, any encoding damage replaced) and
 recognises the wordings of the common client stacks: psycopg 3 / psycopg_pool, psycopg2,
 SQLAlchemy, asyncpg, node-postgres, Prisma, HikariCP / pgJDBC and PgBouncer. The texts were
-checked against each project's source; REFERENCE.md lists them per stack.
+checked against each project's source; tests/test_applog.py holds one real line per wording.
 
 One failure usually spans several lines (a log message, a traceback, chained exceptions, a
 libpq message continued on the next line), so lines are grouped into records: a line with its
