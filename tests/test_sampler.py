@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pandas as pd
 import psycopg
 
 from playbook.collect.activity import ActivitySampler, counts_over_time
@@ -48,3 +49,46 @@ def test_a_plain_role_sees_its_limits_and_is_told_the_grant(lab: LabServer) -> N
     finally:
         with lab.admin() as admin:
             admin.execute("DROP ROLE sampler_plain")
+
+
+def test_a_lost_session_is_a_gap_and_sampling_goes_on(private_lab: LabServer) -> None:
+    """Terminated once, then the whole server restarted: two gaps, each with its error, and samples after."""
+    import threading
+
+    from playbook.lab.wait import wait_until
+
+    sampler = ActivitySampler(Target(private_lab.dsn()), duration=60.0, interval=0.2, progress=False)
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(sampler.run()))
+
+    def sampler_pid() -> int | None:
+        with private_lab.admin() as admin:
+            row = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg-session-playbook'"
+            ).fetchone()
+        return row[0] if row else None
+
+    thread.start()
+    try:
+        first = wait_until(sampler_pid, timeout=20, what="the sampler's session")
+        with private_lab.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [first])
+        wait_until(lambda: len(sampler.gaps) >= 1, timeout=20, what="the first gap to close")
+        wait_until(lambda: (pid := sampler_pid()) and pid != first, timeout=20, what="a new session")
+        private_lab.restart()
+        wait_until(lambda: len(sampler.gaps) >= 2, timeout=20, what="the second gap to close")
+        wait_until(lambda: sampler._ticks[-1][2], timeout=20, what="a successful tick after the restart")
+    finally:
+        sampler.stop()
+        thread.join(timeout=40)
+    evidence = result[0]
+    assert isinstance(evidence, type(sampler.evidence()))
+    gaps = evidence.gaps
+    assert gaps[0]["sqlstate"] == "57P01" or "terminating connection" in gaps[0]["error"]
+    assert "administrator command" in gaps[0]["error"]
+    assert all(g["start"] <= g["end"] for g in gaps[:2])
+    restart_gap = gaps[1]
+    assert restart_gap["reconnect_attempts"] >= 1 or "shutting down" in restart_gap["error"]
+    last_gap_end = max(pd.Timestamp(g["end"]) for g in gaps)
+    ok_after = evidence.ticks[evidence.ticks["ok"] & (evidence.ticks["ts"] >= last_gap_end)]
+    assert len(ok_after) >= 1  # it went on sampling after the restart

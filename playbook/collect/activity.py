@@ -7,6 +7,7 @@ are left out of every row.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,13 +20,11 @@ from playbook import APPLICATION_NAME
 from playbook.progress import progress_bar
 from playbook.target import Target
 
-# One row per client backend; ages derived on the server's clock so client skew does not matter.
+# One row per client backend. Ages are derived later in pandas from the server's own clock
+# (ts is the server's now()), which keeps the per-tick cost low: no numeric conversions per row.
 ACTIVITY_SQL = f"""
 SELECT now() AS ts, pid, state, application_name, usename, datname, client_addr::text AS client_addr,
-       backend_start, xact_start, query_start, state_change, wait_event_type, wait_event,
-       extract(epoch FROM now() - state_change) AS state_age_s,
-       extract(epoch FROM now() - xact_start) AS xact_age_s,
-       extract(epoch FROM now() - backend_start) AS conn_age_s
+       backend_start, xact_start, query_start, state_change, wait_event_type, wait_event
 FROM pg_stat_activity
 WHERE (backend_type = 'client backend'
        -- rows of roles we may not see have a null backend_type; clients still show user and database
@@ -33,11 +32,11 @@ WHERE (backend_type = 'client backend'
   AND pid <> pg_backend_pid()
   AND coalesce(application_name, '') NOT LIKE '{APPLICATION_NAME}%'
 """
-SAMPLE_COLUMNS = [
-    "tick_ts", "ts", "pid", "state", "application_name", "usename", "datname", "client_addr", "backend_start",
-    "xact_start", "query_start", "state_change", "wait_event_type", "wait_event", "state_age_s",
-    "xact_age_s", "conn_age_s",
+QUERY_COLUMNS = [
+    "ts", "pid", "state", "application_name", "usename", "datname", "client_addr", "backend_start",
+    "xact_start", "query_start", "state_change", "wait_event_type", "wait_event",
 ]  # fmt: skip
+SAMPLE_COLUMNS = ["tick_ts", *QUERY_COLUMNS, "state_age_s", "xact_age_s", "conn_age_s"]
 TICK_COLUMNS = ["ts", "server_ts", "ok", "backends", "hidden", "query_ms"]
 GROUP_KEYS = ["state", "application_name", "usename", "datname", "client_addr"]
 HIDDEN_STATE = "(hidden)"  # rows of other roles that this role may not see
@@ -64,10 +63,15 @@ class ActivitySampler:
         self.interval = interval
         self.progress = progress
         self._conn: psycopg.Connection[Any] | None = None
-        self._rows: list[tuple[Any, ...]] = []
+        self._batches: list[tuple[datetime, list[tuple[Any, ...]]]] = []
         self._ticks: list[tuple[Any, ...]] = []
         self.gaps: list[dict[str, Any]] = []
         self._open_gap: dict[str, Any] | None = None
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """End the window early (from another thread): what was sampled so far is the evidence."""
+        self._stopped.set()
 
     def _lost(self, exc: BaseException) -> None:
         if self._conn is not None:
@@ -82,9 +86,9 @@ class ActivitySampler:
                 "reconnect_attempts": 0,
             }
 
-    def _close_gap(self) -> None:
+    def _close_gap(self, resumed_at: datetime) -> None:
         if self._open_gap is not None:
-            self._open_gap["end"] = _utcnow().isoformat()
+            self._open_gap["end"] = resumed_at.isoformat()
             self.gaps.append(self._open_gap)
             self._open_gap = None
 
@@ -96,14 +100,15 @@ class ActivitySampler:
                 if self._open_gap is not None:
                     self._open_gap["reconnect_attempts"] += 1
                 self._conn = self.target.connect()
-                self._close_gap()
-            rows = self._conn.execute(ACTIVITY_SQL).fetchall()
+                self._close_gap(resumed_at=now)
+            with self._conn.cursor(binary=True) as cur:  # binary: cheaper to parse at 1,000 backends
+                rows = cur.execute(ACTIVITY_SQL).fetchall()
         except psycopg.Error as exc:
             self._lost(exc)
             self._ticks.append((now, None, False, 0, 0, (time.perf_counter() - started) * 1000))
             return
         hidden = sum(1 for row in rows if row[2] is None)  # state is null for rows we may not see
-        self._rows.extend((now, *row) for row in rows)
+        self._batches.append((now, rows))
         server_ts = rows[0][0] if rows else None
         self._ticks.append((now, server_ts, True, len(rows), hidden, (time.perf_counter() - started) * 1000))
 
@@ -124,9 +129,8 @@ class ActivitySampler:
                     next_tick += self.interval
                     while next_tick < time.monotonic():  # an overlong tick skips, never bunches up
                         next_tick += self.interval
-                if next_tick > end:
+                if next_tick > end or self._stopped.wait(max(0.0, next_tick - time.monotonic())):
                     break
-                time.sleep(max(0.0, next_tick - time.monotonic()))
             advance(self.duration)
         if self._open_gap is not None:
             self._open_gap["end"] = None  # still lost when the window closed
@@ -136,11 +140,22 @@ class ActivitySampler:
         return self.evidence()
 
     def evidence(self) -> ActivityEvidence:
-        samples = pd.DataFrame(self._rows, columns=SAMPLE_COLUMNS)
+        frames = [
+            pd.DataFrame(rows, columns=QUERY_COLUMNS).assign(tick_ts=now)
+            for now, rows in self._batches
+            if rows
+        ]
+        samples = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=QUERY_COLUMNS + ["tick_ts"])
+        )
         for column in ("tick_ts", "ts", "backend_start", "xact_start", "query_start", "state_change"):
             samples[column] = pd.to_datetime(samples[column], utc=True)
-        for column in ("state_age_s", "xact_age_s", "conn_age_s"):
-            samples[column] = pd.to_numeric(samples[column], errors="coerce").astype("float64")
+        samples["state_age_s"] = (samples["ts"] - samples["state_change"]).dt.total_seconds()
+        samples["xact_age_s"] = (samples["ts"] - samples["xact_start"]).dt.total_seconds()
+        samples["conn_age_s"] = (samples["ts"] - samples["backend_start"]).dt.total_seconds()
+        samples = samples[SAMPLE_COLUMNS]
         samples["pid"] = samples["pid"].astype("int64")
         hidden = int(samples["state"].isna().sum())
         samples["state"] = samples["state"].fillna(HIDDEN_STATE)

@@ -358,9 +358,11 @@ timezone = 'UTC'
 
     def restart(self) -> None:
         """A clean restart (fast shutdown): every session is ended with 57P01."""
+        # -l as in start: without it the new postmaster inherits our pipes and the call never returns.
         done = self._run(
-            str(self._bin("pg_ctl")), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "restart"
-        )
+            str(self._bin("pg_ctl")), "-D", str(self.data_dir), "-l", str(self.data_dir / "startup.log"),
+            "-m", "fast", "-w", "-t", "60", "restart",
+        )  # fmt: skip
         if done.returncode != 0:
             raise PlaybookError(f"the lab server did not restart: {done.stderr.strip()}")
         self.wait_ready()
