@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
+from conftest import run_cli
 from playbook.lab.server import MONITOR_ROLE, LabServer
 
 
@@ -46,3 +49,27 @@ def test_down_stops_and_up_restarts(private_lab: LabServer) -> None:
 def test_any_server_build_runs_the_lab(any_server: LabServer) -> None:
     with psycopg.connect(any_server.dsn()) as conn:
         assert conn.execute("SHOW server_version_num").fetchone() is not None
+
+
+def test_lab_cli_up_is_idempotent_status_follows_and_down_stops(tmp_path: Path) -> None:
+    lab_dir = str(tmp_path / "cli-lab")
+    try:
+        first = run_cli("lab", "--lab-dir", lab_dir, "up")
+        assert first.returncode == 0, first.stderr
+        assert "dsn:" in first.stdout and "password" not in first.stdout
+        assert "server log:" in first.stdout and "postgresql.log" in first.stdout
+        dsn = next(
+            line.split(":", 1)[1].strip() for line in first.stdout.splitlines() if line.startswith("dsn:")
+        )
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        again = run_cli("lab", "--lab-dir", lab_dir, "up")
+        assert again.returncode == 0 and dsn in again.stdout  # same server, same port
+        status = run_cli("lab", "--lab-dir", lab_dir, "status")
+        assert status.returncode == 0 and "running" in status.stdout
+        down = run_cli("lab", "--lab-dir", lab_dir, "down")
+        assert down.returncode == 0
+        stopped = run_cli("lab", "--lab-dir", lab_dir, "status")
+        assert stopped.returncode == 1 and "not running" in stopped.stdout
+    finally:
+        LabServer(Path(lab_dir)).destroy()
