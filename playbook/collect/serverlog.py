@@ -780,6 +780,13 @@ class _Reader:
                     user[i] = user[i] or _decode(match.group(4))
                     db[i] = db[i] or _decode(match.group(5))
                     host[i] = host[i] or _decode(match.group(6))
+            elif ev == "connection_authorized":
+                # the record's application_name is not set yet when this line is written
+                match = _AUTH_LENIENT_RE.match(text.encode("utf-8", "replace"))
+                if match:
+                    user[i] = user[i] or _decode(match.group(1))
+                    db[i] = db[i] or _decode(match.group(2))
+                    app[i] = _decode(match.group(3)) or app[i]
             elif ev == "connection_received" and not host[i]:
                 match = _RECV_LENIENT_RE.match(text.encode("utf-8", "replace"))
                 host[i] = _decode(match.group(1)) if match else ""
@@ -1088,7 +1095,9 @@ def _frames(reader: _Reader) -> tuple[pd.DataFrame, pd.DataFrame]:
     raw = _backfill(raw, sessions)
     events = raw[EVENT_COLUMNS].reset_index(drop=True)
     for name in _CATEGORICAL:
-        events[name] = events[name].cat.remove_unused_categories()
+        column = events[name].cat.remove_unused_categories()
+        # Sorted categories: the same log gives the same frame however it was split or ordered.
+        events[name] = column.cat.reorder_categories(sorted(column.cat.categories))
     return events, sessions
 
 
