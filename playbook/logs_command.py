@@ -78,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _short(stamp: str | None) -> str:
-    return stamp.replace("T", " ").split(".")[0].replace("+00:00", "") if stamp else "-"
+def _short(stamp: str | None, same_day: bool = False) -> str:
+    """'2025-03-01T10:00:05.123+00:00' -> '2025-03-01 10:00:05' (or '10:00:05' within one day)."""
+    if not stamp:
+        return "-"
+    text = stamp.replace("T", " ").split(".")[0].replace("+00:00", "")
+    return text.split(" ", 1)[-1] if same_day else text
 
 
 def _top_names(counts: dict[str, int], n: int = 3) -> str:
@@ -90,8 +94,11 @@ def _print_tables(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # A pipe or a file has no width of its own: rich would assume 80 columns and squeeze the table.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     window = summary["window"]
+    first, last = window["first"], window["last"]
+    same_day = bool(first and last and first[:10] == last[:10])
     console.print(
         f"[bold]{len(summary['files'])} file(s)[/bold], {summary['format']}"
         + (f" with prefix {summary['prefix']!r}" if summary.get("prefix") else "")
@@ -100,8 +107,14 @@ def _print_tables(summary: dict[str, Any]) -> None:
     )
 
     table = Table(title="What ended or refused sessions", title_justify="left")
-    for column in ("category", "event", "count", "first seen", "last seen", "top users", "top applications"):
-        table.add_column(column, justify="right" if column == "count" else "left")
+    # Ids stay whole on a narrow terminal or in a pipe (80 columns); the lists of names wrap.
+    table.add_column("category", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("first seen", no_wrap=True)
+    table.add_column("last seen", no_wrap=True)
+    table.add_column("top users", ratio=1)
+    table.add_column("top applications", ratio=1)
     events = summary["events"]
     shown = 0
     for category in log_events.CATEGORIES:
@@ -111,8 +124,8 @@ def _print_tables(summary: dict[str, Any]) -> None:
                 category if i == 0 else "",
                 event_id,
                 f"{event['count']:,}",
-                _short(event["first_seen"]),
-                _short(event["last_seen"]),
+                _short(event["first_seen"], same_day),
+                _short(event["last_seen"], same_day),
                 _top_names(event["users"]),
                 _top_names(event["applications"]),
                 end_section=i == len(rows) - 1,
@@ -125,11 +138,14 @@ def _print_tables(summary: dict[str, Any]) -> None:
 
     info = Table(title="Server and session lines", title_justify="left")
     for column in ("event", "count", "first seen", "last seen"):
-        info.add_column(column, justify="right" if column == "count" else "left")
+        info.add_column(column, justify="right" if column == "count" else "left", no_wrap=True)
     for event_id, event in events.items():
         if event["category"] == "":
             info.add_row(
-                event_id, f"{event['count']:,}", _short(event["first_seen"]), _short(event["last_seen"])
+                event_id,
+                f"{event['count']:,}",
+                _short(event["first_seen"], same_day),
+                _short(event["last_seen"], same_day),
             )
     if info.row_count:
         console.print(info)

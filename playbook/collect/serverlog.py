@@ -1176,8 +1176,12 @@ def _sessions(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ended_by(raw: pd.DataFrame, sessions: pd.DataFrame) -> pd.Series:
-    """The last classified event of the session's pid within a second before its end."""
-    causes = raw.loc[raw["category"] != "", ["ts", "pid", "event"]].sort_values("ts", kind="stable")
+    """The last classified event of the session's pid within a second before its end.
+
+    ERROR lines (statement_timeout, lock_timeout) end a statement, not the session: not a cause.
+    """
+    causes = raw.loc[(raw["category"] != "") & (raw["level"] != "ERROR"), ["ts", "pid", "event"]]
+    causes = causes.sort_values("ts", kind="stable")
     ended = sessions.loc[sessions["end"].notna(), ["end", "pid"]]
     result = pd.Series("", index=sessions.index, dtype=object)
     if causes.empty or ended.empty:
