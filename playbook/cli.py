@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NoReturn
 
@@ -41,6 +42,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def since_time(text: str) -> datetime:
+    """'90s', '30m', '2h', '1d' ago, or an ISO-8601 time (UTC when it has no zone)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration like 30m or 2h nor an ISO-8601 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="playbook", description="Find out why PostgreSQL sessions closed under a pool.")
     parser.add_argument("--version", action="version", version=f"pg-session-playbook {__version__}")
@@ -54,6 +69,12 @@ def build_parser() -> Parser:
         "--server-log", type=Path, action="append", default=[], help="server log file (repeatable)"
     )
     run.add_argument("--app-log", type=Path, action="append", default=[], help="application log (repeatable)")
+    run.add_argument(
+        "--since",
+        type=since_time,
+        help="read log events from this time (2h, 30m or ISO-8601; "
+        "default: the start of the sampling window)",
+    )
     run.add_argument("--app", help="the application_name to focus on")
     run.add_argument("--notebooks", default="all", help="all, or a comma list of notebook names")
     run.add_argument(
@@ -112,6 +133,7 @@ def command_run(args: argparse.Namespace) -> int:
         interval=min(args.interval, args.duration),
         server_logs=args.server_log,
         app_logs=args.app_log,
+        since=args.since,
         notebooks=select_notebooks(args.notebooks),
         jobs=args.jobs,
         fail_on=args.fail_on,

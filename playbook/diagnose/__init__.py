@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from playbook.diagnose import leak, pool_config
+from playbook.diagnose import leak, network, pool_config, server, timeout
 from playbook.diagnose.findings import CATEGORIES, Finding, Severity
 from playbook.evidence import Evidence
 
-DIAGNOSES = (leak.diagnose, pool_config.diagnose)
+DIAGNOSES = (leak.diagnose, timeout.diagnose, network.diagnose, pool_config.diagnose, server.diagnose)
 
 
 def diagnose_all(evidence: Evidence) -> list[Finding]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class RunOptions:
     interval: float = 1.0
     server_logs: Sequence[Path] = ()
     app_logs: Sequence[Path] = ()
+    since: datetime | None = None
     notebooks: list[str] = field(default_factory=lambda: ["triage"])
     jobs: int = 1
     fail_on: str = "warning"
@@ -198,6 +200,7 @@ def run(options: RunOptions) -> int:
             interval=options.interval,
             server_logs=options.server_logs,
             app_logs=options.app_logs,
+            since=options.since,
             progress=options.progress,
         )
         evidence_dir = work / "evidence"
