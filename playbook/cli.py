@@ -90,6 +90,15 @@ def build_parser() -> Parser:
     lab_commands.add_parser("up", help="create and start the lab server (idempotent)")
     lab_commands.add_parser("down", help="stop the lab server")
     lab_commands.add_parser("status", help="say whether the lab server runs (exit 1 when not)")
+    from playbook.lab import proxy_cli
+
+    proxy_cli.add_arguments(lab_commands.add_parser("proxy", help="the chaos TCP proxy in front of the lab"))
+
+    from playbook import logs_command
+
+    logs_command.add_arguments(
+        commands.add_parser("logs", help="classify server logs on their own: what ended the sessions")
+    )
 
     demo = commands.add_parser("demo", help="lab server, a workload with a leak, and a full run on it")
     demo.add_argument("--out", type=Path, default=Path("demo"), help="report folder (demo)")
@@ -115,6 +124,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return command_run(args)
     if args.command == "lab":
         return command_lab(args)
+    if args.command == "logs":
+        from playbook import logs_command
+
+        return logs_command.run(args)
     if args.command == "demo":
         from playbook.demo import run_demo
 
@@ -146,6 +159,10 @@ def command_run(args: argparse.Namespace) -> int:
 def command_lab(args: argparse.Namespace) -> int:
     from playbook.lab.server import LabServer, default_lab_dir
 
+    if args.lab_command == "proxy":
+        from playbook.lab import proxy_cli
+
+        return proxy_cli.run(args)
     server = LabServer(args.lab_dir or default_lab_dir())
     if args.lab_command == "up":
         server.up()
