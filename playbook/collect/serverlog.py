@@ -20,7 +20,6 @@ import json
 import lzma
 import math
 import re
-import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -120,6 +119,7 @@ _ESCAPES: dict[str, tuple[str | None, bytes]] = {
 }
 
 _LEVEL_AND_MESSAGE = rb"([A-Z]+[0-9]?):  ([^\n]*(?:\n\t[^\n]*)*)"
+_LEVEL_AND_LINE = rb"([A-Z]+[0-9]?):  ([^\n]*)"  # for blocks without continuation lines: faster
 
 
 @dataclass
@@ -127,6 +127,7 @@ class _PrefixRegex:
     prefix: str
     regex: re.Pattern[bytes]
     fields: list[str]  # the name of each captured group, in order
+    single_line: re.Pattern[bytes] | None = None  # the same, for blocks without tab-continued lines
 
 
 def compile_prefix(prefix: str) -> _PrefixRegex:
@@ -183,7 +184,8 @@ def compile_prefix(prefix: str) -> _PrefixRegex:
         # After %q, non-session processes print nothing: the rest of the prefix is optional.
         parts[optional_from:] = [b"(?:" + b"".join(parts[optional_from:]) + b")?"]
     regex = re.compile(b"\n" + b"".join(parts) + _LEVEL_AND_MESSAGE)
-    return _PrefixRegex(prefix, regex, [*fields, "level", "message"])
+    single = re.compile(b"\n" + b"".join(parts) + _LEVEL_AND_LINE)
+    return _PrefixRegex(prefix, regex, [*fields, "level", "message"], single)
 
 
 # -- time --------------------------------------------------------------------------------------
@@ -433,6 +435,13 @@ class _Vocab:
         self.normalise = normalise
 
     def codes(self, values: Sequence[bytes | str]) -> np.ndarray:
+        """Global codes for a column: factorize in C, then look up only its distinct values."""
+        if len(values) > 64:
+            local, distinct = pd.factorize(_objects(values))
+            return self._lookup(list(distinct))[local]
+        return self._lookup(values)
+
+    def _lookup(self, values: Sequence[bytes | str]) -> np.ndarray:
         index = self.index
         for value in set(values) - index.keys():
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -514,13 +523,17 @@ def _objects(values: Sequence[bytes | str]) -> np.ndarray:
 
 
 def _arrow_text(values: np.ndarray) -> pa.Array:
-    """Arrow strings from bytes (or str) in C; invalid UTF-8 takes the slow, replacing path."""
+    """Arrow strings from bytes (or str) in C; only non-ASCII items of a block with invalid
+    UTF-8 are decoded in Python, with replacement characters."""
     try:
         return pa.array(values, type=pa.binary()).cast(pa.string())
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return pa.array(
-            [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values], type=pa.string()
-        )
+    except pa.ArrowInvalid:
+        pass
+    fixed = [
+        v if v.__class__ is not bytes or v.isascii() else v.decode("utf-8", "replace")
+        for v in values.tolist()
+    ]
+    return pa.array(fixed, type=pa.binary()).cast(pa.string())
 
 
 def _pick(column: Sequence[Any], rows: Sequence[int]) -> list[Any]:
@@ -575,6 +588,7 @@ class _Reader:
     # -- stderr ----------------------------------------------------------------------------
     def stderr_file(self, source: _Source, prefix_regex: _PrefixRegex, tick: Callable[[], None]) -> None:
         regex = prefix_regex.regex
+        single = prefix_regex.single_line or regex
         index = {name: i for i, name in enumerate(prefix_regex.fields)}
         carry = b"\n"
         matched_any = False
@@ -593,7 +607,9 @@ class _Reader:
             if cut <= 0:
                 carry = buf
                 continue
-            rows = regex.findall(buf, 0, cut)
+            # Most connection-heavy blocks have no tab-continued line: the simpler regex is faster.
+            block_regex = regex if buf.find(b"\n\t", 0, cut) >= 0 else single
+            rows = block_regex.findall(buf, 0, cut)
             self.lines += buf.count(b"\n", 1, cut) + 1
             carry = buf[cut:]
             if rows:
@@ -1143,7 +1159,9 @@ def _sessions(raw: pd.DataFrame) -> pd.DataFrame:
         }
     )
     used = paired["auth_row"].dropna().to_numpy(dtype=np.int64)
-    still = auth[~np.isin(auth["auth_row"].to_numpy(), used)].reset_index(drop=True)
+    unpaired = np.ones(len(auth), dtype=bool)
+    unpaired[used] = False
+    still = auth[unpaired].reset_index(drop=True)
     host = pd.Series(
         pd.Categorical.from_codes(np.zeros(len(still), dtype=np.int32), categories=raw["host"].cat.categories)
     )
@@ -1348,8 +1366,3 @@ def _summarise(
         "sessions": session_summary,
         "warnings": sorted(set(reader.warnings)),
     }
-
-
-if __name__ == "__main__":  # a quick look: python -m playbook.collect.serverlog FILE...
-    found = read_server_logs(sys.argv[1:])
-    print(json.dumps(found.summary, indent=2)[:4000])
