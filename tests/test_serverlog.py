@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import signal
 import socket
@@ -602,6 +603,18 @@ def test_invalid_utf8_never_stops_the_reader() -> None:
     assert counts["idle_session_timeout"] == 1
     apps = set(evidence.events["application"].astype(str))
     assert "caf\ufffd-app" in apps  # the latin-1 byte is replaced, the rest is kept
+
+
+def test_prefix_without_pid_still_gives_sessions(tmp_path: Path) -> None:
+    # the same lines with the prefix '%m ' only: no pid to pair logins with their end
+    path = tmp_path / "no_pid.log"
+    path.write_bytes(re.sub(rb" \[\d+\] [^ ]+@[^ ]+ | \[\d+\] ", b" ", (DATA / "rotated.log").read_bytes()))
+    evidence = read_server_logs([path], prefix="%m ")
+    sessions = evidence.sessions
+    assert len(sessions) == 2  # from the two disconnection lines alone
+    assert set(sessions["application"]) == {""}
+    assert sorted(sessions["duration_s"]) == [60.0, 239.991]
+    assert set(sessions["user"]) == {"app"}
 
 
 def test_time_zones_are_converted_to_utc() -> None:

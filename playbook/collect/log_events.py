@@ -536,7 +536,7 @@ def session_seconds(message: str) -> float | None:
     match = _SESSION_TIME_RE.match(message)
     if match is None:
         return None
-    return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+    return round(int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)), 3)
 
 
 def meaning(event_id: str) -> str:

@@ -332,24 +332,28 @@ _CSV_START_RE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? [A-Za-z0-
 
 
 def detect_format(path: Path, sample: bytes) -> str:
-    """stderr, csvlog or jsonlog from the first lines of a file."""
-    for line in sample.splitlines()[:20]:
-        if not line.strip():
+    """stderr, csvlog or jsonlog from the first lines of a file, by majority: a stderr file can
+    start with a stray csvlog record (PostgreSQL writes one there when log_destination changes)."""
+    votes = {"stderr": 0, "csvlog": 0, "jsonlog": 0}
+    for line in sample.splitlines()[:50]:
+        if not line.strip() or line.startswith(b"\t"):
             continue
         if line.startswith(b"{"):
             try:
                 record = json.loads(line.decode("utf-8", "replace"))
             except ValueError:
-                break
+                continue  # a torn last line of the sample
             if isinstance(record, dict) and ("error_severity" in record or "timestamp" in record):
-                return "jsonlog"
-            break
-        if _CSV_START_RE.match(line):
-            return "csvlog"
-        return "stderr"
-    if not sample.strip():
-        return "stderr"
-    raise PlaybookError(f"could not recognise {path} as a PostgreSQL stderr, csvlog or jsonlog file")
+                votes["jsonlog"] += 1
+        elif _CSV_START_RE.match(line):
+            votes["csvlog"] += 1
+        else:
+            votes["stderr"] += 1
+    if not any(votes.values()):
+        if not sample.strip():
+            return "stderr"
+        raise PlaybookError(f"could not recognise {path} as a PostgreSQL stderr, csvlog or jsonlog file")
+    return max(votes, key=lambda name: votes[name])
 
 
 def _count_matches(prefix_regex: _PrefixRegex, sample: bytes) -> int:
@@ -851,7 +855,7 @@ def _seconds(hours: Sequence[bytes], minutes: Sequence[bytes], seconds: Sequence
         out[ok] = arr[ok].astype(np.float64)
         return out
 
-    return num(hours) * 3600 + num(minutes) * 60 + num(seconds)
+    return np.round(num(hours) * 3600 + num(minutes) * 60 + num(seconds), 3)  # the log has ms
 
 
 class _CountingReader(io.RawIOBase):
@@ -1132,6 +1136,9 @@ def _sessions(raw: pd.DataFrame) -> pd.DataFrame:
     if auth.empty and disc.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in SESSION_COLUMNS})
 
+    if not (raw["pid"] > 0).any():
+        # No %p in the prefix: nothing ties an authorized line to its disconnection.
+        auth = auth.iloc[:0]
     auth = auth.rename(columns={"ts": "auth_ts"}).assign(auth_row=np.arange(len(auth)))
     disc = disc.rename(columns={"ts": "end"})
     disc["start"] = (disc["end"] - pd.to_timedelta(disc["session_s"].fillna(0), unit="s")).dt.as_unit("ms")
