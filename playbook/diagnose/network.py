@@ -150,7 +150,7 @@ def find_slow_connects(evidence: Evidence) -> list[Finding]:
     if not failures and (p95 is None or p95 < CONNECT_SLOW_MS):
         return []
     severity = (
-        Severity.CRITICAL if failures and failures >= int(summary.get("count") or 1) else Severity.WARNING
+        Severity.CRITICAL if failures and failures >= int(summary.get("samples") or 1) else Severity.WARNING
     )
     return [
         Finding(

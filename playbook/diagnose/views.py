@@ -113,7 +113,9 @@ def first_last(frame: pd.DataFrame) -> dict[str, str | None]:
 def top_values(frame: pd.DataFrame, column: str, limit: int = 5) -> dict[str, int]:
     if frame.empty or column not in frame:
         return {}
-    counts = frame[column].fillna("").astype(str).replace("", "(none)").value_counts().head(limit)
+    # astype(str) first: the log readers hand categoricals, where fillna("") may not be allowed.
+    values = frame[column].astype(str).replace({"": "(none)", "nan": "(none)", "None": "(none)"})
+    counts = values.value_counts().head(limit)
     return {str(k): int(v) for k, v in counts.items()}
 
 

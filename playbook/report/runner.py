@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -47,6 +48,11 @@ def ipc_kernel_manager() -> type:
     class IPCKernelManager(KernelManager):
         def __init__(self, **kwargs: Any) -> None:
             kwargs.setdefault("transport", "ipc")
+            # IPC socket paths are "<ip>-<n>": a prefix of its own per kernel, or side-by-side kernels
+            # pick the same paths and reject each other's messages.
+            kwargs.setdefault(
+                "ip", os.path.join(tempfile.gettempdir(), f"pg-session-playbook-{uuid.uuid4().hex}")
+            )
             super().__init__(**kwargs)
 
     return IPCKernelManager
