@@ -81,7 +81,10 @@ def server_overview(evidence: Evidence) -> pd.DataFrame:
 
 def unavailable(evidence: Evidence) -> pd.DataFrame:
     """What this role could not see, and the GRANT that would show it."""
-    return pd.DataFrame(evidence.manifest.get("unavailable", []), columns=["what", "error", "grant"])
+    missing = evidence.manifest.get("unavailable", [])
+    if not missing:
+        return pd.DataFrame({"result": ["nothing: this role sees everything the playbook reads"]})
+    return pd.DataFrame(missing, columns=["what", "error", "grant"])
 
 
 def findings(evidence: Evidence, category: str | None = None) -> list[Finding]:

@@ -54,7 +54,18 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
         )
         ax.legend(loc="upper left", fontsize="small", ncol=3)
     usable = usable_connections(evidence.settings)
-    if show_limit and usable:
+    peak = int(counts.sum(axis=1).max()) if not counts.empty and counts.shape[1] else 0
+    if show_limit and usable and peak < 0.3 * usable:
+        # Far below the limit: drawing it would flatten the curve to nothing; say it instead.
+        ax.annotate(
+            f"usable limit {usable} (max_connections − reserved) is far above: peak {peak}",
+            xy=(0.99, 0.97),
+            xycoords="axes fraction",
+            ha="right",
+            va="top",
+            fontsize="small",
+        )
+    elif show_limit and usable:
         ax.axhline(usable, color="black", linestyle="--", linewidth=1)
         ax.annotate(
             f"max_connections − reserved = {usable}",
