@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,11 @@ def generate(path: Path, target_mb: float, seed: int = 7) -> int:
     return written
 
 
+def _peak_mb(before: int) -> float:
+    """Peak RSS of the largest child waited for since `before` (Linux reports KB)."""
+    return max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+
+
 def time_ours(path: Path) -> tuple[float, str]:
     code = (
         "import argparse, sys; from playbook import logs_command as m; p = argparse.ArgumentParser(); "
@@ -183,7 +189,8 @@ def main() -> int:
         print(f"cpu cores visible: {os.cpu_count()}; both tools run on one core")
 
         ours, out = time_ours(path)
-        print(f"playbook logs : {ours:6.2f} s  {mb / ours:7.1f} MB/s")
+        peak = _peak_mb(0)
+        print(f"playbook logs : {ours:6.2f} s  {mb / ours:7.1f} MB/s  (peak RSS {peak:.0f} MB)")
         if '"lines"' in out:
             import json
 
@@ -194,7 +201,8 @@ def main() -> int:
         if badger is None:
             print("pgbadger      : not installed (apt-get install -y pgbadger); ours only")
         else:
-            print(f"pgbadger -j 1 : {badger:6.2f} s  {mb / badger:7.1f} MB/s")
+            version = subprocess.run(["pgbadger", "--version"], capture_output=True, text=True).stdout.strip()
+            print(f"pgbadger -j 1 : {badger:6.2f} s  {mb / badger:7.1f} MB/s  ({version})")
             print(f"ratio         : playbook logs is {badger / ours:.1f}x pgBadger's throughput")
     return 0
 
