@@ -527,17 +527,25 @@ def _objects(values: Sequence[bytes | str]) -> np.ndarray:
 
 
 def _arrow_text(values: np.ndarray) -> pa.Array:
-    """Arrow strings from bytes (or str) in C; only non-ASCII items of a block with invalid
-    UTF-8 are decoded in Python, with replacement characters."""
+    """Arrow strings from bytes (or str) in C. A block with invalid UTF-8 gets its non-ASCII
+    items decoded in Python, with replacement characters; checking the joined bytes first is
+    cheaper than letting arrow's cast fail."""
+    items = values.tolist()
+    if items and isinstance(items[0], str):  # csvlog and jsonlog: decoded already
+        return pa.array(items, type=pa.string())
+    if not _valid_utf8(b"".join(items)):
+        items = [v if v.isascii() else v.decode("utf-8", "replace").encode() for v in items]
+    return pa.array(items, type=pa.binary()).cast(pa.string())
+
+
+def _valid_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
     try:
-        return pa.array(values, type=pa.binary()).cast(pa.string())
-    except pa.ArrowInvalid:
-        pass
-    fixed = [
-        v if v.__class__ is not bytes or v.isascii() else v.decode("utf-8", "replace")
-        for v in values.tolist()
-    ]
-    return pa.array(fixed, type=pa.binary()).cast(pa.string())
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _pick(column: Sequence[Any], rows: Sequence[int]) -> list[Any]:
@@ -716,14 +724,14 @@ class _Reader:
         # Everything else is rare in a connection-heavy log: classify it line by line.
         picked: list[int] = []
         events: list[str] = []
-        texts: list[str] = []
-        details: list[str] = []
+        texts: list[bytes] = []
+        details: list[bytes] = []
         last = -2
         for i in np.flatnonzero(kinds == 0).tolist():
             level = levels[i]
             if last == i - 1 and level in _SECONDARY:
                 if level == b"DETAIL" and not details[-1]:
-                    details[-1] = _decode(messages[i]).replace("\n\t", "\n")
+                    details[-1] = messages[i].replace(b"\n\t", b"\n")
                 last = i  # DETAIL, HINT, CONTEXT, STATEMENT follow their entry
                 continue
             if level not in _INTERESTING_BYTES:
@@ -736,8 +744,8 @@ class _Reader:
                 continue
             picked.append(i)
             events.append(kind.id)
-            texts.append(text.replace("\n\t", "\n"))
-            details.append("")
+            texts.append(messages[i].replace(b"\n\t", b"\n"))
+            details.append(b"")
             last = i
         if picked:
             at = np.array(picked, dtype=np.int64)
