@@ -1109,24 +1109,30 @@ def _frames(reader: _Reader) -> tuple[pd.DataFrame, pd.DataFrame]:
         }
     )
     for name in _CODED:
-        vocab = reader.vocab[name]
-        raw[name] = pd.Categorical.from_codes(columns[name], categories=pd.Index(vocab.values, dtype=object))
+        raw[name] = _categorical(columns[name], reader.vocab[name].values)
     # The category follows from the event: map codes to codes instead of strings per row.
     names = ["", *log_events.CATEGORIES]
     of_event = np.array(
         [names.index(log_events.category(e)) for e in reader.vocab["event"].values], dtype=np.int32
     )
-    raw["category"] = pd.Categorical.from_codes(
-        of_event[columns["event"]], categories=pd.Index(names, dtype=object)
-    )
+    raw["category"] = _categorical(of_event[columns["event"]], names)
     sessions = _sessions(raw)
     raw = _backfill(raw, sessions)
-    events = raw[EVENT_COLUMNS].reset_index(drop=True)
-    for name in _CATEGORICAL:
-        column = events[name].cat.remove_unused_categories()
-        # Sorted categories: the same log gives the same frame however it was split or ordered.
-        events[name] = column.cat.reorder_categories(sorted(column.cat.categories))
-    return events, sessions
+    return raw[EVENT_COLUMNS].reset_index(drop=True), sessions
+
+
+def _categorical(codes: np.ndarray, values: list[str]) -> pd.Categorical:
+    """Codes into the values actually used, sorted: the same log gives the same frame however
+    it was split or ordered (bincount, not np.unique: no sort of a million codes)."""
+    used = (
+        np.flatnonzero(np.bincount(codes, minlength=len(values))) if len(codes) else np.array([], dtype=int)
+    )
+    names = [values[i] for i in used]
+    order = sorted(range(len(names)), key=names.__getitem__)
+    remap = np.full(len(values), -1, dtype=np.int32)
+    remap[used[order]] = np.arange(len(order), dtype=np.int32)
+    categories = pd.Index([names[i] for i in order], dtype=object)
+    return pd.Categorical.from_codes(remap[codes], categories=categories, validate=False)
 
 
 def _sessions(raw: pd.DataFrame) -> pd.DataFrame:
