@@ -617,6 +617,20 @@ def test_prefix_without_pid_still_gives_sessions(tmp_path: Path) -> None:
     assert set(sessions["user"]) == {"app"}
 
 
+def test_epoch_prefix_and_sqlstate_escape(tmp_path: Path) -> None:
+    path = tmp_path / "epoch.log"
+    path.write_text(
+        "1740823200.500 [77] 00000 LOG:  connection authorized: user=app database=shop application_name=x\n"
+        "1740823201.250 [77] 57P05 FATAL:  Verbindung wegen Leerlauf beendet\n"  # a translated wording
+        "1740823201.251 [77] 00000 LOG:  disconnection: session time: 0:00:00.751 user=app database=shop"
+        " host=h\n"
+    )
+    events = read_server_logs([path], prefix="%n [%p] %e ").events
+    timeout = events[events["event"] == "idle_session_timeout"].iloc[0]  # by SQLSTATE alone
+    assert timeout["ts"] == pd.Timestamp("2025-03-01 10:00:01.250", tz="UTC")
+    assert timeout["sqlstate"] == "57P05" and timeout["application"] == "x"
+
+
 def test_time_zones_are_converted_to_utc() -> None:
     evidence = read_server_logs(
         [DATA / "cet_prefix.log"], prefix="%t [%p]: [%l-1] user=%u,db=%d,app=%a,client=%h "
