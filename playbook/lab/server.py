@@ -61,6 +61,9 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As PostgreSQL itself binds: a port whose old connections sit in TIME_WAIT is free to reuse,
+        # so `up` after `down` keeps the port and DSNs handed out before stay valid.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
