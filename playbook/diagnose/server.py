@@ -104,14 +104,21 @@ def find_crashes(evidence: Evidence) -> list[Finding]:
 def find_admin_terminations(evidence: Evidence) -> list[Finding]:
     terminated = server_events(evidence, "admin_terminate")
     shutdowns = server_events(evidence, "shutdown_requested")
+    stamps = pd.to_datetime(shutdowns["ts"], utc=True)
+
+    def during_shutdown(ts: pd.Timestamp) -> bool:
+        return bool(((ts - stamps).abs() <= SHUTDOWN_ATTRIBUTION).any())
+
     if not terminated.empty and not shutdowns.empty:
-        stamps = pd.to_datetime(shutdowns["ts"], utc=True)
-        during_shutdown = pd.to_datetime(terminated["ts"], utc=True).apply(
-            lambda ts: bool(((ts - stamps).abs() <= SHUTDOWN_ATTRIBUTION).any())
-        )
-        terminated = terminated[~during_shutdown.astype(bool)]
+        terminated = terminated[
+            ~pd.to_datetime(terminated["ts"], utc=True).apply(during_shutdown).astype(bool)
+        ]
     app = app_events(evidence, "admin_shutdown") if shutdowns.empty else app_events(evidence).iloc[0:0]
-    gaps = [g for g in evidence.gaps if "administrator command" in (g.get("error") or "")]
+    gaps = [
+        g
+        for g in evidence.gaps
+        if "administrator command" in (g.get("error") or "") and not during_shutdown(pd.Timestamp(g["start"]))
+    ]
     count = max(len(terminated), len(app), len(gaps))
     if not count:
         return []

@@ -1,0 +1,155 @@
+"""The diagnosis as pure functions of evidence recorded on real lab incidents (no server needed)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from playbook.diagnose import diagnose_all, rank_root_causes
+from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence import Evidence
+
+RECORDED = Path(__file__).parent / "data" / "evidence"
+EXPECTED = {
+    "leak": "leak",
+    "idle_session_timeout": "timeout",
+    "idle_in_transaction_timeout": "timeout",
+    "too_many_connections": "pool_config",
+    "reset_path": "network",
+    "nat_drop": "network",
+    "admin_terminate": "server",
+    "server_restart": "server",
+    "backend_crash": "server",
+}
+
+
+def recorded(name: str) -> Evidence:
+    return Evidence.load(RECORDED / name)
+
+
+def ids(findings: list[Finding]) -> set[str]:
+    return {f.id for f in findings}
+
+
+@pytest.mark.parametrize(("scenario", "category"), sorted(EXPECTED.items()))
+def test_the_top_cause_of_each_recorded_incident(scenario: str, category: str) -> None:
+    findings = diagnose_all(recorded(scenario))
+    causes = rank_root_causes(findings)
+    assert causes and causes[0]["category"] == category, causes
+    for finding in findings:
+        assert finding.recommendation.strip() and finding.evidence, finding.id
+
+
+def test_a_healthy_service_gets_no_invented_cause() -> None:
+    findings = diagnose_all(recorded("healthy"))
+    assert rank_root_causes(findings) == []
+    assert all(f.severity is Severity.INFO for f in findings)
+
+
+def test_each_incident_is_named_by_its_own_finding() -> None:
+    assert "TMO-001" in ids(diagnose_all(recorded("idle_session_timeout")))
+    assert "TMO-002" in ids(diagnose_all(recorded("idle_in_transaction_timeout")))
+    assert "POOL-002" in ids(diagnose_all(recorded("too_many_connections")))
+    assert "NET-001" in ids(diagnose_all(recorded("reset_path")))
+    assert "NET-002" in ids(diagnose_all(recorded("nat_drop")))
+    assert "SRV-003" in ids(diagnose_all(recorded("admin_terminate")))
+    assert "SRV-001" in ids(diagnose_all(recorded("server_restart")))
+    assert "SRV-002" in ids(diagnose_all(recorded("backend_crash")))
+    leak = ids(diagnose_all(recorded("leak")))
+    assert leak & {"LEAK-001", "LEAK-002", "LEAK-004"}
+
+
+def test_a_restart_is_not_also_blamed_on_a_reaper_or_the_network() -> None:
+    """A fast shutdown sends 57P01 to every session: those lines belong to the restart."""
+    found = ids(diagnose_all(recorded("server_restart")))
+    assert "SRV-003" not in found
+    assert "NET-002" not in found
+
+
+def test_a_crash_is_not_blamed_on_the_network() -> None:
+    found = diagnose_all(recorded("backend_crash"))
+    assert not [f for f in found if f.category == "network" and f.severity is not Severity.INFO]
+
+
+def test_the_same_app_errors_change_cause_with_the_server_log() -> None:
+    """App-side 'connection closed' is network only while the server logged no reason of its own."""
+    evidence = recorded("nat_drop")
+    assert rank_root_causes(diagnose_all(evidence))[0]["category"] == "network"
+    with_reaper = copy.deepcopy(evidence)
+    events = with_reaper.frame("server_log_events")
+    lost = with_reaper.frame("app_log_events")
+    reaped = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(lost["ts"], utc=True),
+            "event": "admin_terminate",
+            "category": "server",
+            "level": "FATAL",
+            "sqlstate": "57P01",
+            "user": "lab_app",
+            "database": "lab",
+            "application": "ledger",
+            "host": "127.0.0.1",
+            "pid": 1,
+            "message": "terminating connection due to administrator command",
+        }
+    )
+    for column in ("event", "category", "level", "sqlstate", "user", "database", "application", "host"):
+        events[column] = events[column].astype(str)
+    with_reaper.frames["server_log_events"] = pd.concat([events, reaped], ignore_index=True)
+    causes = rank_root_causes(diagnose_all(with_reaper))
+    assert causes[0]["category"] == "server"
+    assert "NET-002" not in ids(diagnose_all(with_reaper))
+
+
+def test_without_a_server_log_the_network_verdict_is_less_sure() -> None:
+    evidence = recorded("nat_drop")
+    sure = next(f for f in diagnose_all(evidence) if f.id == "NET-002")
+    blind = copy.deepcopy(evidence)
+    blind.frames.pop("server_log_events")
+    blind.manifest["collected"] = [c for c in blind.manifest["collected"] if c != "server_log"]
+    unsure = next(f for f in diagnose_all(blind) if f.id == "NET-002")
+    assert unsure.confidence < sure.confidence
+    assert "--server-log" in unsure.title
+
+
+def test_the_timeout_fix_keeps_the_pool_inside_the_server_limit() -> None:
+    evidence = recorded("idle_session_timeout")
+    finding = next(f for f in diagnose_all(evidence) if f.id == "TMO-001")
+    timeout_s = finding.evidence["setting_s"]
+    assert timeout_s == 2
+    assert "ConnectionPool(" in finding.recommendation  # the app log revealed psycopg
+    idle = float(re.search(r"max_idle=([\d.]+)", finding.recommendation).group(1))  # type: ignore[union-attr]
+    life = float(re.search(r"max_lifetime=([\d.]+)", finding.recommendation).group(1))  # type: ignore[union-attr]
+    assert 0 < idle < timeout_s and 0 < life < timeout_s
+    assert "ALTER ROLE" in finding.recommendation
+
+
+def test_the_leak_trend_has_a_positive_slope() -> None:
+    growth = [f for f in diagnose_all(recorded("leak")) if f.id == "LEAK-002"]
+    assert growth and growth[0].evidence["slope_per_min"] > 0
+    assert growth[0].evidence["end"] > growth[0].evidence["start"]
+
+
+def test_refusals_name_the_usable_limit() -> None:
+    finding = next(f for f in diagnose_all(recorded("too_many_connections")) if f.id == "POOL-002")
+    assert finding.severity is Severity.CRITICAL
+    assert finding.evidence["usable_connections"] == 20 - 3 - 4
+
+
+def test_finding_ids_are_stable_and_match_their_category() -> None:
+    every = [f for name in [*EXPECTED, "healthy"] for f in diagnose_all(recorded(name))]
+    prefixes = {
+        "leak": "LEAK-",
+        "timeout": "TMO-",
+        "network": "NET-",
+        "pool_config": "POOL-",
+        "server": "SRV-",
+    }
+    for finding in every:
+        assert finding.id.startswith(prefixes[finding.category])
+    with pytest.raises(ValueError):
+        Finding(id="NET-001", category="leak", severity=Severity.INFO, title="x", recommendation="y")
