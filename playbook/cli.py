@@ -100,9 +100,11 @@ def build_parser() -> Parser:
         commands.add_parser("logs", help="classify server logs on their own: what ended the sessions")
     )
 
-    demo = commands.add_parser("demo", help="lab server, a workload with a leak, and a full run on it")
-    demo.add_argument("--out", type=Path, default=Path("demo"), help="report folder (demo)")
-    demo.add_argument("--duration", type=positive_seconds, default=20.0, help="seconds to sample (20)")
+    demo = commands.add_parser("demo", help="every lab scenario, diagnosed by playbook run, and a scorecard")
+    demo.add_argument("--out", type=Path, default=Path("demo"), help="scorecard and reports folder (demo)")
+    demo.add_argument("--duration", type=positive_seconds, default=15.0, help="seconds each run samples (15)")
+    demo.add_argument("--jobs", type=positive_int, default=3, help="scenarios run side by side (3)")
+    demo.add_argument("--scenarios", help="a comma list of scenario names (default: all)")
     return parser
 
 
@@ -131,7 +133,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from playbook.demo import run_demo
 
-        return run_demo(out=args.out, duration=args.duration)
+        names = [n.strip() for n in args.scenarios.split(",") if n.strip()] if args.scenarios else None
+        return run_demo(out=args.out, duration=args.duration, jobs=args.jobs, scenarios=names)
     raise PlaybookError(f"unknown command {args.command!r}")
 
 
