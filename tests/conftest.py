@@ -68,3 +68,33 @@ def run_cli(
         user=user,
         cwd=str(Path(__file__).resolve().parents[1]),
     )
+
+
+def run_main_as_nobody(argv: list[str]) -> tuple[int, str]:
+    """playbook's main() in a forked child that dropped root: root itself reads every file."""
+    import io
+    import sys
+
+    from playbook import cli
+    from playbook.report import runner  # noqa: F401  (imported before dropping privileges)
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, run, report back, never return into pytest
+        status = 99
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            sys.stderr = captured = io.StringIO()
+            status = cli.main(argv)
+            os.write(write_end, f"{status}\n{captured.getvalue()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        output = pipe.read()
+    os.waitpid(pid, 0)
+    code, _, stderr = output.partition("\n")
+    return int(code), stderr

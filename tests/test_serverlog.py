@@ -27,6 +27,7 @@ import pandas as pd
 import psycopg
 import pytest
 
+from conftest import run_main_as_nobody
 from playbook.collect import log_events
 from playbook.collect.serverlog import (
     EVENT_COLUMNS,
@@ -683,29 +684,20 @@ def test_directory(tmp_path: Path) -> None:
         read_server_logs([tmp_path])
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_file(tmp_path: Path) -> None:
+    """A real permission refusal: as root, the command runs in a child that dropped to nobody."""
     path = tmp_path / "secret.log"
     path.write_text("x\n")
     path.chmod(0)
-    with pytest.raises(PlaybookError, match="is not readable"):
-        read_server_logs([path])
-
-
-def test_unreadable_file_even_as_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Root reads anything, so the refusal is simulated at open()."""
-    path = tmp_path / "postgresql.log"
-    path.write_text("x\n")
-    real_open = Path.open
-
-    def refuse(self: Path, *args: object, **kwargs: object) -> object:
-        if self == path:
-            raise PermissionError(13, "Permission denied")
-        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(Path, "open", refuse)
-    with pytest.raises(PlaybookError, match=r"postgresql\.log is not readable: Permission denied$"):
-        read_server_logs([path])
+    if os.geteuid() != 0:
+        with pytest.raises(PlaybookError, match="is not readable"):
+            read_server_logs([path])
+        return
+    for folder in [tmp_path, *tmp_path.parents]:
+        folder.chmod(folder.stat().st_mode | 0o001)  # nobody may reach the file, not read it
+    code, stderr = run_main_as_nobody(["logs", str(path)])
+    assert code == 3
+    assert stderr.strip() == f"playbook: server log {path} is not readable: Permission denied"
 
 
 def test_binary_garbage() -> None:
