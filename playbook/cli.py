@@ -93,6 +93,11 @@ def build_parser() -> Parser:
     from playbook.lab import proxy_cli
 
     proxy_cli.add_arguments(lab_commands.add_parser("proxy", help="the chaos TCP proxy in front of the lab"))
+    from playbook.lab import scenario_cli
+
+    scenario_cli.add_arguments(
+        lab_commands.add_parser("scenario", help="make one root cause happen in the lab")
+    )
 
     from playbook import logs_command
 
@@ -166,6 +171,10 @@ def command_lab(args: argparse.Namespace) -> int:
         from playbook.lab import proxy_cli
 
         return proxy_cli.run(args)
+    if args.lab_command == "scenario":
+        from playbook.lab import scenario_cli
+
+        return scenario_cli.run(args)
     server = LabServer(args.lab_dir or default_lab_dir())
     if args.lab_command == "up":
         server.up()
