@@ -27,6 +27,12 @@ STATE_COLORS = {
 }
 
 
+def _vertical_limit(ax: Axes, x: float, label: str, *, color: str) -> None:
+    """A limit on the x axis (a threshold, a timeout), labelled at the top of the plot."""
+    ax.axvline(x, color=color, linestyle="--", linewidth=1.5)
+    ax.annotate(label, xy=(x, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize="small")
+
+
 def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figure:
     """Client backends over time, stacked by state, against the usable connection limit."""
     counts = counts_over_time(evidence.frame("activity_samples"), evidence.frame("activity_ticks"), ["state"])
@@ -109,15 +115,7 @@ def idle_in_transaction_ages(
         ]
         ax.barh(labels[::-1], sessions["max_age_s"][::-1], color=STATE_COLORS["idle in transaction"])
     if threshold_s:
-        ax.axvline(threshold_s, color="black", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"threshold {threshold_s:.0f} s",
-            xy=(threshold_s, 1.0),
-            xycoords=("data", "axes fraction"),
-            ha="left",
-            va="top",
-            fontsize="small",
-        )
+        _vertical_limit(ax, threshold_s, f"threshold {threshold_s:.0f} s", color="black")
     ax.set_title("Oldest sessions idle in transaction")
     ax.set_xlabel("transaction age (s)")
     fig.tight_layout()
@@ -235,15 +233,7 @@ def idle_age_histogram(evidence: Evidence, *, limit_s: float | None = None, limi
         longest = idle.groupby(["pid", "backend_start"])["state_age_s"].max()
         ax.hist(longest, bins=30, color=STATE_COLORS["idle"], edgecolor="white")
     if limit_s:
-        ax.axvline(limit_s, color="#e34a33", linestyle="--", linewidth=1.5)
-        ax.annotate(
-            f"{limit_label or 'limit'} = {limit_s:g} s",
-            xy=(limit_s, 1.0),
-            xycoords=("data", "axes fraction"),
-            ha="left",
-            va="top",
-            fontsize="small",
-        )
+        _vertical_limit(ax, limit_s, f"{limit_label or 'limit'} = {limit_s:g} s", color="#e34a33")
     ax.set_title("Longest idle time of each pooled connection seen in the window")
     ax.set_xlabel("idle time (s)")
     ax.set_ylabel("connections")

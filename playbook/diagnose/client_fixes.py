@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import math
 
+from playbook.collect.applog import STACKS as DETECTED_STACKS
+from playbook.collect.applog import UNKNOWN
 from playbook.errors import PlaybookError
 
-STACKS = (
-    "psycopg",
-    "psycopg2",
-    "sqlalchemy",
-    "asyncpg",
-    "node-postgres",
-    "prisma",
-    "hikaricp",
-    "pgbouncer",
-    "unknown",
-)
+# Every stack the application-log reader can name, plus "unknown" (a generic libpq fix).
+STACKS = (*DETECTED_STACKS, UNKNOWN)
 
 # HikariCP raises maxLifetime below 30 s back to its 30 min default and disables keepaliveTime
 # below 30 s (HikariConfig.validateNumerics); idleTimeout below 10 s becomes 10 min.
