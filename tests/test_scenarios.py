@@ -22,7 +22,7 @@ from playbook.errors import PlaybookError
 from playbook.lab import scenario_cli
 from playbook.lab.scenarios import SCENARIOS, RunningScenario, start_scenario
 from playbook.lab.server import MONITOR_ROLE, LabServer
-from playbook.lab.wait import wait_until
+from playbook.lab.wait import DeadlineExceeded, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TERMINATING = re.compile(r"FATAL:\s+terminating connection")
@@ -67,7 +67,14 @@ def show(server: LabServer, name: str) -> str:
 
 
 def wait_signature(running: RunningScenario, timeout: float) -> None:
-    wait_until(running.signature_seen, timeout=timeout, what=f"the signature of {running.spec.name}")
+    try:
+        wait_until(running.signature_seen, timeout=timeout, what=f"the signature of {running.spec.name}")
+    except DeadlineExceeded as exc:  # say what was there instead
+        server_tail = "\n".join(running.server_log_text().splitlines()[-15:])
+        app_tail = "\n".join(running.app_log_text().splitlines()[-15:])
+        raise AssertionError(
+            f"{exc}\nstats: {running.stats()}\nserver log:\n{server_tail}\napp log:\n{app_tail}"
+        ) from None
 
 
 def test_every_scenario_has_a_spec_with_a_known_category() -> None:
@@ -125,6 +132,13 @@ def test_idle_in_transaction_timeout_kills_slow_transactions(scenario: RunningSc
     )
     scenario.stop()
     assert show(scenario.server, "idle_in_transaction_session_timeout") == "0"
+
+
+def test_settings_are_restored_to_what_they_were(private_lab: LabServer, tmp_path: Path) -> None:
+    private_lab.alter_system({"idle_in_transaction_session_timeout": "7s"})
+    with start_scenario("idle_in_transaction_timeout", private_lab, tmp_path / "work"):
+        assert show(private_lab, "idle_in_transaction_session_timeout") == "1s"
+    assert show(private_lab, "idle_in_transaction_session_timeout") == "7s"
 
 
 @pytest.mark.parametrize("scenario", ["too_many_connections"], indirect=True)

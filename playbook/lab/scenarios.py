@@ -230,7 +230,7 @@ class RunningScenario:
         with self.server.admin() as conn:
             rows = conn.execute(
                 "SELECT name, setting FROM pg_file_settings "
-                "WHERE sourcefile LIKE '%%postgresql.auto.conf' ORDER BY seqno"
+                "WHERE sourcefile LIKE '%postgresql.auto.conf' ORDER BY seqno"
             ).fetchall()
         before = {str(name): str(value) for name, value in rows}
         previous: dict[str, str | int | None] = {name: before.get(name) for name in settings}
@@ -406,17 +406,19 @@ def _too_many_connections(run: RunningScenario) -> None:
                     admin.execute(f"REVOKE pg_use_reserved_connections FROM {MONITOR_ROLE}")
 
             run.on_stop("revoke pg_use_reserved_connections", revoke)
+    # 30 workers holding a connection 1 s each want 30 connections; 13 slots shared by pools of at most 6
+    # leave some pool with at most 4 for its 10 workers, whose requests then wait ~1.5 s > its 1 s timeout.
     # A failed grow attempt gives up after reconnect_timeout, so the next waiting request tries again.
     pool_kwargs = {"reconnect_timeout": 2.0}
     for name in ("orders", "inventory", "notifications"):
         run.add_service(
             name,
-            workers=8,
+            workers=10,
             min_size=2,
             max_size=6,
             pool_timeout=1.0,
             request_interval=0.02,
-            query="SELECT pg_sleep(0.5)",
+            query="SELECT pg_sleep(1.0)",
             pool_kwargs=pool_kwargs,
         )
 
