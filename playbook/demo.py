@@ -14,9 +14,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from multiprocessing import get_context
 from pathlib import Path
 
 import jinja2
@@ -170,7 +171,8 @@ def run_demo(
         f"running {len(names)} lab scenarios, {jobs} side by side, each diagnosed by `playbook run`…"
     )
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        # One process per scenario: loggers, pools and threads of one never see another's.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(score_scenario, name, out, labs, duration) for name in names]
             scores = []
             for future in futures:

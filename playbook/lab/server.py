@@ -243,7 +243,9 @@ class LabServer:
         finally:
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
-            raise PlaybookError(f"initdb failed: {done.stderr.strip().splitlines()[-1:]}")
+            # Every line: initdb's first error is the cause, its last one is only the clean-up.
+            said = "; ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+            raise PlaybookError(f"initdb failed in {self.data_dir}: {said or f'exit code {done.returncode}'}")
         self._write_state({"port": free_port(), "password": password, "bin_dir": str(self.bin_dir)})
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'playbook_lab.conf'\n")

@@ -47,12 +47,10 @@ POOL_LOGGER = "psycopg.pool"  # psycopg_pool's own logger: "error connecting in 
 
 def app_logger(name: str, path: Path | None) -> logging.Logger:
     """A logger that writes like a service would: one line per event, the exception's own text."""
-    logger = logging.getLogger(f"lab.{name}")
-    logger.setLevel(logging.INFO)
+    # A logger of its own, outside logging's registry: two services of the same name in one process
+    # (two scenarios side by side) must not write into each other's application log.
+    logger = logging.Logger(f"lab.{name}", logging.INFO)
     logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path)
