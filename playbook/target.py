@@ -22,6 +22,13 @@ SECRET_KEYS = ("password", "sslpassword")
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_MS = 1000
 DEFAULT_CONNECT_TIMEOUT_S = 5
+OWN_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 15,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30000,
+}
 
 
 def parse_dsn(dsn: str) -> dict[str, Any]:
@@ -93,6 +100,11 @@ class Target:
             "options": options,
             "autocommit": True,
         }
+        # The path may be the patient: keepalives keep our idle session visible to NATs, and
+        # tcp_user_timeout bounds a write into a dead path. A DSN's own values win.
+        for key, value in OWN_KEEPALIVES.items():
+            if key not in params:
+                kwargs[key] = value
         if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
             kwargs["connect_timeout"] = self.connect_timeout_s
         return kwargs

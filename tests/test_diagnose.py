@@ -44,8 +44,10 @@ def test_the_top_cause_of_each_recorded_incident(scenario: str, category: str) -
         assert finding.recommendation.strip() and finding.evidence, finding.id
 
 
-def test_a_healthy_service_gets_no_invented_cause() -> None:
-    findings = diagnose_all(recorded("healthy"))
+@pytest.mark.parametrize("scenario", ["healthy", "nat_drop_keepalive"])
+def test_a_healthy_service_gets_no_invented_cause(scenario: str) -> None:
+    """Also behind a NAT that drops idle flows, when keepalives keep them alive."""
+    findings = diagnose_all(recorded(scenario))
     assert rank_root_causes(findings) == []
     assert all(f.severity is Severity.INFO for f in findings)
 

@@ -70,3 +70,15 @@ def test_user_options_are_kept_alongside_the_safety_options(lab: LabServer) -> N
             "SELECT current_setting('work_mem'), current_setting('default_transaction_read_only')"
         )
         assert row.fetchone() == ("8MB", "on")
+
+
+def test_the_playbook_keeps_its_own_session_alive_through_nats(lab: LabServer) -> None:
+    from playbook.probes.keepalive import client_keepalive_settings
+
+    with Target(lab.dsn()).connect() as conn:
+        socket_options = client_keepalive_settings(conn)
+    assert socket_options["so_keepalive"] is True
+    assert (socket_options["tcp_keepidle_s"], socket_options["tcp_keepintvl_s"]) == (15, 5)
+    assert socket_options["tcp_user_timeout_ms"] == 30000
+    with Target(lab.dsn() + " keepalives_idle=7").connect() as conn:  # the DSN's own value wins
+        assert client_keepalive_settings(conn)["tcp_keepidle_s"] == 7

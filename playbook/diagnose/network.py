@@ -111,19 +111,17 @@ def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
 
 
 def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[Finding]:
+    """The server's keepalives in force: they keep every client's idle flow visible to the path.
+
+    The playbook's own socket is evidence only: it sets keepalives of its own, the application
+    may not, which is why the server side is what is judged here.
+    """
     in_force = evidence.settings.get("keepalives_in_force") or {}
-    client = evidence.snapshots.get("keepalive_probe") or {}
     try:
         server_idle = int(in_force.get("tcp_keepalives_idle") or 0)
     except ValueError:
         server_idle = 0
-    client_idle = client.get("tcp_keepidle_s") if client.get("so_keepalive") else None
-    if (
-        server_idle
-        and server_idle <= SHORTEST_PATH_IDLE_S
-        and client_idle
-        and client_idle <= SHORTEST_PATH_IDLE_S
-    ):
+    if not in_force or (server_idle and server_idle <= SHORTEST_PATH_IDLE_S):
         return []
     return [
         Finding(
@@ -132,12 +130,16 @@ def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[F
             severity=Severity.WARNING if network_trouble else Severity.INFO,
             confidence=0.6 if network_trouble else 0.3,
             title=(
-                f"TCP keepalives start after {server_idle or 'the OS default'} s on the server and "
-                f"{client_idle if client_idle is not None else 'never'} s on this client: idle flows look "
-                "dead "
-                f"to NATs and load balancers that cut at {SHORTEST_PATH_IDLE_S}–350 s"
+                f"the server's TCP keepalives start after {server_idle or 'the OS default'} s: idle flows "
+                "look "
+                f"dead to NATs and load balancers that cut at {SHORTEST_PATH_IDLE_S}–350 s unless the "
+                "clients "
+                "send keepalives of their own"
             ),
-            evidence={"server_keepalives_in_force": in_force, "client_socket": client},
+            evidence={
+                "server_keepalives_in_force": in_force,
+                "playbook_socket": evidence.snapshots.get("keepalive_probe") or {},
+            },
             recommendation=_keepalive_fix(evidence),
         )
     ]
