@@ -75,7 +75,7 @@ def build_parser() -> Parser:
         help="read log events from this time (2h, 30m or ISO-8601; "
         "default: the start of the sampling window)",
     )
-    run.add_argument("--app", help="the application_name to focus on")
+    run.add_argument("--app", help="focus the per-application findings on this application_name")
     run.add_argument("--notebooks", default="all", help="all, or a comma list of notebook names")
     run.add_argument(
         "--out", type=Path, default=Path("reports/latest"), help="report folder (reports/latest)"
@@ -155,6 +155,7 @@ def command_run(args: argparse.Namespace) -> int:
         server_logs=args.server_log,
         app_logs=args.app_log,
         since=args.since,
+        app=args.app,
         notebooks=select_notebooks(args.notebooks),
         jobs=args.jobs,
         fail_on=args.fail_on,

@@ -13,6 +13,7 @@ from IPython.display import Markdown
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding
+from playbook.diagnose.views import app_samples
 from playbook.evidence import Evidence
 from playbook.target import resolve_target
 
@@ -110,7 +111,7 @@ def root_causes(evidence: Evidence) -> pd.DataFrame:
 def oldest_idle_in_transaction(evidence: Evidence, top: int = 10) -> pd.DataFrame:
     from playbook.diagnose.leak import idle_in_transaction_sessions
 
-    return idle_in_transaction_sessions(evidence.frame("activity_samples")).head(top)
+    return idle_in_transaction_sessions(app_samples(evidence)).head(top)
 
 
 NOTEBOOK_FILES = {

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from playbook.collect.activity import counts_over_time
 from playbook.collect.settings import usable_connections
 from playbook.diagnose.leak import idle_in_transaction_sessions
+from playbook.diagnose.views import app_samples
 from playbook.evidence import Evidence
 
 STATE_COLORS = {
@@ -98,7 +99,7 @@ def idle_in_transaction_ages(
     evidence: Evidence, *, threshold_s: float | None = None, top: int = 15
 ) -> Figure:
     """The oldest idle-in-transaction sessions, longest observed transaction age per backend."""
-    sessions = idle_in_transaction_sessions(evidence.frame("activity_samples")).head(top)
+    sessions = idle_in_transaction_sessions(app_samples(evidence)).head(top)
     fig = Figure(figsize=(10, max(2.5, 0.35 * len(sessions) + 1.5)))
     ax = fig.subplots()
     if sessions.empty:
@@ -202,9 +203,7 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
 
 def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure:
     """Connections per application over time: a leak is a line that only goes up."""
-    counts = counts_over_time(
-        evidence.frame("activity_samples"), evidence.frame("activity_ticks"), ["application_name"]
-    )
+    counts = counts_over_time(app_samples(evidence), evidence.frame("activity_ticks"), ["application_name"])
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
     if counts.empty or not counts.shape[1]:
@@ -223,7 +222,7 @@ def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure:
 
 def idle_age_histogram(evidence: Evidence, *, limit_s: float | None = None, limit_label: str = "") -> Figure:
     """How long pooled connections sit idle, against the timeout that would end them."""
-    samples = evidence.frame("activity_samples")
+    samples = app_samples(evidence)
     idle = samples[samples["state"] == "idle"] if not samples.empty else samples
     fig = Figure(figsize=(10, 3.8))
     ax = fig.subplots()

@@ -155,3 +155,13 @@ def test_finding_ids_are_stable_and_match_their_category() -> None:
         assert finding.id.startswith(prefixes[finding.category])
     with pytest.raises(ValueError):
         Finding(id="NET-001", category="leak", severity=Severity.INFO, title="x", recommendation="y")
+
+
+def test_app_focus_limits_the_per_application_findings() -> None:
+    """`playbook run --app NAME`: leak findings about other applications stay out."""
+    evidence = recorded("leak")
+    evidence.manifest["app"] = "billing"
+    assert {"LEAK-001", "LEAK-002"} <= ids(diagnose_all(evidence))
+    evidence.manifest["app"] = "some-other-service"
+    focused = ids(diagnose_all(evidence))
+    assert not focused & {"LEAK-001", "LEAK-002"}

@@ -44,6 +44,7 @@ def collect_evidence(
     app_logs: Sequence[str | Path] = (),
     log_prefix: str | None = None,
     since: datetime | None = None,
+    app: str | None = None,
     progress: bool = True,
 ) -> Evidence:
     """Settings, probes, the sampler for the window, then the server's and the application's logs."""
@@ -123,6 +124,7 @@ def collect_evidence(
             "duration_s": round((ended - started).total_seconds(), 3),
         },
         "interval_s": interval,
+        "app": app,
         "logs_since": log_since.isoformat(),
         "collected": collected,
         "privileges": {

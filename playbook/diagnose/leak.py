@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.views import app_samples
 from playbook.evidence import Evidence
 
 IDLE_IN_TRANSACTION_WARNING_S = 10.0
@@ -27,7 +28,7 @@ def idle_in_transaction_sessions(samples: pd.DataFrame) -> pd.DataFrame:
 def find_idle_in_transaction(
     evidence: Evidence, *, warning_s: float = IDLE_IN_TRANSACTION_WARNING_S
 ) -> list[Finding]:
-    sessions = idle_in_transaction_sessions(evidence.frame("activity_samples"))
+    sessions = idle_in_transaction_sessions(app_samples(evidence))
     stuck = sessions[sessions["max_age_s"] >= warning_s]
     if stuck.empty:
         return []
@@ -67,9 +68,7 @@ def connection_trends(evidence: Evidence) -> pd.DataFrame:
     """Per application: connections at the start and end of the window, slope (per minute), monotony."""
     from playbook.collect.activity import counts_over_time
 
-    counts = counts_over_time(
-        evidence.frame("activity_samples"), evidence.frame("activity_ticks"), ["application_name"]
-    )
+    counts = counts_over_time(app_samples(evidence), evidence.frame("activity_ticks"), ["application_name"])
     rows = []
     if len(counts) < GROWTH_MIN_TICKS:
         return pd.DataFrame(columns=["application_name", "start", "end", "slope_per_min", "non_decreasing"])
@@ -179,7 +178,7 @@ def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
     timeouts = app_events(
         evidence, "pool_timeout", "pool_queue_full", "leak_detected", "returned_in_transaction"
     )
-    samples = evidence.frame("activity_samples")
+    samples = app_samples(evidence)
     if timeouts.empty or samples.empty:
         return []
     last_tick = samples[samples["tick_ts"] == samples["tick_ts"].max()]

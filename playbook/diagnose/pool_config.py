@@ -6,6 +6,7 @@ import numpy as np
 
 from playbook.collect.settings import usable_connections
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.views import app_samples
 from playbook.evidence import Evidence
 
 USAGE_WARNING = 0.8
@@ -112,7 +113,7 @@ def little_law_sizes(evidence: Evidence) -> list[dict[str, object]]:
     """
     from playbook.collect.activity import counts_over_time
 
-    samples, ticks = evidence.frame("activity_samples"), evidence.frame("activity_ticks")
+    samples, ticks = app_samples(evidence), evidence.frame("activity_ticks")
     sizes: list[dict[str, object]] = []
     for app, ours in samples.groupby("application_name") if not samples.empty else []:
         per_state = counts_over_time(ours, ticks, ["state"])
@@ -165,7 +166,7 @@ def find_pool_waits(evidence: Evidence) -> list[Finding]:
     from playbook.diagnose.views import app_events, first_last
 
     waits = app_events(evidence, "pool_timeout", "pool_queue_full")
-    samples = evidence.frame("activity_samples")
+    samples = app_samples(evidence)
     if waits.empty:
         return []
     active = int((samples["state"] == "active").sum()) if not samples.empty else 0

@@ -120,4 +120,12 @@ def top_values(frame: pd.DataFrame, column: str, limit: int = 5) -> dict[str, in
 
 
 def app_samples(evidence: Evidence) -> pd.DataFrame:
-    return evidence.frame("activity_samples")
+    """Activity rows of the application in focus (`playbook run --app`), else of every application.
+
+    Server-wide questions (usage against max_connections) read evidence.frame("activity_samples").
+    """
+    samples = evidence.frame("activity_samples")
+    focus = evidence.manifest.get("app")
+    if not focus or samples.empty:
+        return samples
+    return samples[samples["application_name"] == focus]

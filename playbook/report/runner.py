@@ -97,6 +97,7 @@ class RunOptions:
     server_logs: Sequence[Path] = ()
     app_logs: Sequence[Path] = ()
     since: datetime | None = None
+    app: str | None = None
     notebooks: list[str] = field(default_factory=lambda: ["triage"])
     jobs: int = 1
     fail_on: str = "warning"
@@ -207,6 +208,7 @@ def run(options: RunOptions) -> int:
             server_logs=options.server_logs,
             app_logs=options.app_logs,
             since=options.since,
+            app=options.app,
             progress=options.progress,
         )
         evidence_dir = work / "evidence"
