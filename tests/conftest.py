@@ -76,7 +76,10 @@ def run_main_as_nobody(argv: list[str]) -> tuple[int, str]:
     import sys
 
     from playbook import cli
-    from playbook.report import runner  # noqa: F401  (imported before dropping privileges)
+    from playbook.collect import applog, serverlog  # noqa: F401  (imported before dropping privileges:
+    from playbook.report import runner  # noqa: F401   nobody cannot read this Python's stdlib under /root)
+
+    cli.build_parser()  # imports every subcommand's modules
 
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -90,6 +93,10 @@ def run_main_as_nobody(argv: list[str]) -> tuple[int, str]:
             sys.stderr = captured = io.StringIO()
             status = cli.main(argv)
             os.write(write_end, f"{status}\n{captured.getvalue()}".encode())
+        except BaseException:  # say what broke in the child instead of an empty pipe
+            import traceback
+
+            os.write(write_end, f"99\n{traceback.format_exc()}".encode())
         finally:
             os._exit(0)
     os.close(write_end)

@@ -685,6 +685,11 @@ class _Reader:
             rows_ = at.tolist()
             return at, rows_, _pick(messages, rows_)
 
+        def no_text(rows_: list[int]) -> list[bytes]:
+            # A session line's content lives on in its coded columns: keeping its text too would make
+            # memory grow with the log (about 2.5 MB per MB of a connection-heavy log).
+            return [b""] * len(rows_)
+
         def common(at: np.ndarray, rows_: list[int], event: str) -> dict[str, np.ndarray]:
             k = len(rows_)
             return {
@@ -704,7 +709,7 @@ class _Reader:
             coded = common(at, rows_, "disconnection")
             coded.update(user=vocab["user"].codes(user), database=vocab["database"].codes(db))
             coded.update(host=vocab["host"].codes(host), application=prefix_codes("application", apps, rows_))
-            part.add(at + base, ts_all[at], pid_all[at], coded, msgs, session_s=seconds)
+            part.add(at + base, ts_all[at], pid_all[at], coded, no_text(rows_), session_s=seconds)
         at, rows_, msgs = session_rows(_AUTH, "connection_authorized")
         if rows_:
             user, db, app = zip(*_parse_all(_AUTH_RE, _AUTH_LENIENT_RE, msgs, 3), strict=True)
@@ -713,13 +718,13 @@ class _Reader:
             coded = common(at, rows_, "connection_authorized")
             coded.update(user=vocab["user"].codes(user), database=vocab["database"].codes(db))
             coded.update(application=vocab["application"].codes(app), host=prefix_codes("host", hosts, rows_))
-            part.add(at + base, ts_all[at], pid_all[at], coded, msgs)
+            part.add(at + base, ts_all[at], pid_all[at], coded, no_text(rows_))
         at, rows_, msgs = session_rows(_RECV, "connection_received")
         if rows_:
             host, _port = zip(*_parse_all(_RECV_RE, _RECV_LENIENT_RE, msgs, 2), strict=True)
             coded = common(at, rows_, "connection_received")
             coded.update(host=vocab["host"].codes(host))
-            part.add(at + base, ts_all[at], pid_all[at], coded, msgs)
+            part.add(at + base, ts_all[at], pid_all[at], coded, no_text(rows_))
 
         # Everything else is rare in a connection-heavy log: classify it line by line.
         picked: list[int] = []
