@@ -5,6 +5,7 @@ import psycopg
 
 from playbook.collect.activity import ActivitySampler, counts_over_time
 from playbook.lab.server import APP_ROLE, LabServer
+from playbook.lab.wait import wait_until
 from playbook.target import Target
 
 
@@ -29,10 +30,17 @@ def test_samples_client_backends_and_leaves_out_its_own(lab: LabServer) -> None:
 
 def test_counts_are_zero_filled_when_a_group_vanishes(lab: LabServer) -> None:
     sampler = ActivitySampler(Target(lab.dsn()), duration=0.5, interval=0.1, progress=False)
-    with psycopg.connect(lab.dsn(APP_ROLE), application_name="short-lived"):
+    with psycopg.connect(lab.dsn(APP_ROLE), application_name="short-lived") as conn:
+        pid = conn.info.backend_pid
         sampler._tick()
         sampler._tick()
-    sampler._tick()  # the connection is gone now
+
+    def backend_gone() -> bool:  # the backend exits a moment after its client closed
+        with lab.admin() as admin:
+            return admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() is None
+
+    wait_until(backend_gone, timeout=10, what="the closed connection's backend to exit")
+    sampler._tick()
     evidence = sampler.evidence()
     counts = counts_over_time(evidence.samples, evidence.ticks, ["application_name"])
     assert len(counts) == 3
