@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from playbook import __version__
-from playbook.errors import PlaybookError
-from playbook.report.summary import EXIT_ERROR
+from playbook.errors import EXIT_ERROR, PlaybookError
 
 
 class Parser(argparse.ArgumentParser):

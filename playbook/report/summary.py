@@ -6,14 +6,12 @@ import json
 from importlib import resources
 from typing import Any
 
-import jsonschema
-
 from playbook.diagnose import rank_root_causes
 from playbook.diagnose.findings import Finding, worst_severity
+from playbook.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARNING
 from playbook.evidence import Evidence
 
 SCHEMA_ID = "pg-session-playbook/summary/v1"
-EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_ERROR = 0, 1, 2, 3
 
 
 def schema() -> dict[str, Any]:
@@ -24,6 +22,8 @@ def schema() -> dict[str, Any]:
 
 def validate(summary: dict[str, Any]) -> None:
     """Raises jsonschema.ValidationError when the summary breaks the contract."""
+    import jsonschema  # its format checkers take most of a second to import: only when validating
+
     jsonschema.validate(summary, schema(), format_checker=jsonschema.FormatChecker())
 
 
