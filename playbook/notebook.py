@@ -187,9 +187,8 @@ def settings_table(evidence: Evidence, names: Sequence[str]) -> pd.DataFrame:
             rows.append({"setting": name, "value": "absent on this version", "source": ""})
             continue
         unit = entry.get("unit") or ""
-        rows.append(
-            {"setting": name, "value": f"{entry['setting']}{unit}", "source": entry.get("source") or ""}
-        )
+        value = "?" if entry.get("setting") is None else f"{entry['setting']}{unit}"
+        rows.append({"setting": name, "value": value, "source": entry.get("source") or ""})
         for override in overrides_of(evidence, name):
             scope = f"role {override['role'] or '*'} / db {override['database'] or '*'}"
             rows.append({"setting": f"  {name}", "value": override["value"], "source": scope})

@@ -60,3 +60,11 @@ def test_snapshot_needs_no_write(lab: LabServer) -> None:
     with Target(lab.dsn()).connect() as conn:
         snapshot_settings(conn)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_the_playbooks_own_session_values_are_not_passed_off_as_the_servers(lab: LabServer) -> None:
+    with Target(lab.dsn()).connect() as conn:
+        snap = snapshot_settings(conn)
+    assert snap["settings"]["statement_timeout"]["setting"] is None
+    assert "playbook's own session" in snap["settings"]["statement_timeout"]["source"]
+    assert snap["settings"]["idle_session_timeout"]["source"] != "client"

@@ -44,6 +44,7 @@ LOG_SETTINGS = (
     "data_directory",
 )
 GRANT_HINT = "GRANT pg_monitor TO {role};"
+OWN_SESSION_SETTINGS = ("statement_timeout", "lock_timeout", "default_transaction_read_only")
 
 
 def _jsonable(value: Any) -> Any:
@@ -124,6 +125,12 @@ def snapshot_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         [names],
     )
     result["settings"] = {row.pop("name"): row for row in found}
+    # Our own startup options set these for our session only (source "client"): that value is ours,
+    # not what the server gives applications, which this session cannot see without pg_file_settings.
+    for name in OWN_SESSION_SETTINGS:
+        entry = result["settings"].get(name)
+        if entry and entry.get("source") == "client":
+            entry.update(setting=None, source="not visible: the playbook's own session sets it")
     result["absent"].extend(name for name in names if name not in result["settings"])
     # Without pg_read_all_settings, sourcefile is null and some values read as hidden.
     if not (server["is_superuser"] or server["has_read_all_settings"]):
