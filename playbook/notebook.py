@@ -14,6 +14,7 @@ from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding
 from playbook.diagnose.views import app_samples
+from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
 from playbook.target import resolve_target
 
@@ -34,7 +35,10 @@ def load_or_collect(
     app_log: str | Sequence[str] | None = None,
 ) -> Evidence:
     """Under `playbook run` the evidence is already collected; opened by hand, the notebook collects."""
-    if evidence_dir and Path(evidence_dir, "manifest.json").exists():
+    if evidence_dir:
+        if not Path(evidence_dir, "manifest.json").exists():
+            # Never collect silently in its place: the report would not show the run's evidence.
+            raise PlaybookError(f"no evidence in {Path(evidence_dir).resolve()} (evidence_dir)")
         return Evidence.load(evidence_dir)
     target = resolve_target(dsn or None)
     return collect_evidence(

@@ -55,7 +55,11 @@ def any_server(
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, user: str | None = None, timeout: float = 300
+    *args: str,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    timeout: float = 300,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`playbook …` as a user would run it: a separate process, its own stdout and stderr."""
     full_env = {**os.environ, **(env or {})}
@@ -66,7 +70,7 @@ def run_cli(
         env=full_env,
         timeout=timeout,
         user=user,
-        cwd=str(Path(__file__).resolve().parents[1]),
+        cwd=str(cwd or Path(__file__).resolve().parents[1]),
     )
 
 

@@ -128,8 +128,12 @@ def test_a_second_run_replaces_the_first_and_leaves_no_work_folder(lab: LabServe
         )
         assert result.returncode in (0, 1, 2), result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "evidence", "index.html", "summary.json", "triage.html", "triage.ipynb",
-    ]  # fmt: skip
+        "evidence",
+        "index.html",
+        "summary.json",
+        "triage.html",
+        "triage.ipynb",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -171,3 +175,33 @@ def test_the_schema_rejects_a_summary_that_breaks_the_contract() -> None:
     ):
         with pytest.raises(jsonschema.ValidationError):
             validate(broken)
+
+
+def test_a_relative_out_gives_the_notebooks_the_runs_own_evidence(lab: LabServer, tmp_path: Path) -> None:
+    """`make demo` passes a relative --out: the kernels, which run inside it, must still find the evidence."""
+    result = run_cli(
+        "run",
+        "--dsn",
+        lab.dsn(),
+        "--duration",
+        "1",
+        "--notebooks",
+        "triage",
+        "--out",
+        "relative-report",
+        cwd=tmp_path,
+    )
+    assert result.returncode in (0, 1, 2), result.stderr
+    out = tmp_path / "relative-report"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["notebooks"][0]["status"] == "ok", summary["notebooks"]
+    assert summary["notebooks"][0]["seconds"] < 15  # it read the evidence; it did not sample again
+    assert str(out.resolve() / "evidence") in (out / "triage.ipynb").read_text()
+
+
+def test_a_notebook_refuses_an_evidence_folder_that_is_not_there(tmp_path: Path) -> None:
+    from playbook.errors import PlaybookError
+    from playbook.notebook import load_or_collect
+
+    with pytest.raises(PlaybookError, match="no evidence in"):
+        load_or_collect(evidence_dir=str(tmp_path / "missing"))

@@ -109,7 +109,8 @@ def prepare_out(out: Path) -> Path:
     """The private folder the run writes into; an --out that cannot be written is bad input."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+        # Absolute: the kernels run inside this folder, so a relative path would point elsewhere.
+        return Path(tempfile.mkdtemp(prefix=".partial-", dir=out)).resolve()
     except OSError as exc:
         raise PlaybookError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
 
