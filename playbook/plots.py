@@ -34,6 +34,14 @@ def _vertical_limit(ax: Axes, x: float, label: str, *, color: str) -> None:
     ax.annotate(label, xy=(x, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize="small")
 
 
+def _horizontal_limit(ax: Axes, y: float, label: str, *, color: str) -> None:
+    """A limit on the y axis (the usable connections, a percentile), labelled at the right."""
+    ax.axhline(y, color=color, linestyle="--", linewidth=1)
+    ax.annotate(
+        label, xy=(0.99, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize="small"
+    )
+
+
 def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figure:
     """Client backends over time, stacked by state, against the usable connection limit."""
     counts = counts_over_time(evidence.frame("activity_samples"), evidence.frame("activity_ticks"), ["state"])
@@ -73,15 +81,7 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
             fontsize="small",
         )
     elif show_limit and usable:
-        ax.axhline(usable, color="black", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"max_connections − reserved = {usable}",
-            xy=(0.99, usable),
-            xycoords=("axes fraction", "data"),
-            ha="right",
-            va="bottom",
-            fontsize="small",
-        )
+        _horizontal_limit(ax, usable, f"max_connections − reserved = {usable}", color="black")
     for gap in evidence.gaps:
         if gap.get("start"):
             end = gap.get("end") or evidence.manifest.get("window", {}).get("end")
@@ -258,15 +258,7 @@ def connect_latency(evidence: Evidence) -> Figure:
         else:
             ax.plot(range(1, len(values) + 1), values.to_numpy(), marker="o", linestyle="-", color="#3182bd")
             p95 = float(values.quantile(0.95))
-            ax.axhline(p95, color="#e34a33", linestyle="--", linewidth=1)
-            ax.annotate(
-                f"p95 {p95:.2f} ms",
-                xy=(0.99, p95),
-                xycoords=("axes fraction", "data"),
-                ha="right",
-                va="bottom",
-                fontsize="small",
-            )
+            _horizontal_limit(ax, p95, f"p95 {p95:.2f} ms", color="#e34a33")
         ax.set_title(f"{title}\n{failures} failure(s)", fontsize="medium")
         ax.set_xlabel("attempt")
         ax.set_ylabel("milliseconds")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from playbook.collect.activity import counts_over_time
+from playbook.collect.settings import usable_connections
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import app_samples
+from playbook.diagnose.views import app_events, app_samples, first_last, server_events, top_values
 from playbook.evidence import Evidence
 
 IDLE_IN_TRANSACTION_WARNING_S = 10.0
@@ -66,8 +68,6 @@ GROWTH_MIN_TICKS = 5
 
 def connection_trends(evidence: Evidence) -> pd.DataFrame:
     """Per application: connections at the start and end of the window, slope (per minute), monotony."""
-    from playbook.collect.activity import counts_over_time
-
     counts = counts_over_time(app_samples(evidence), evidence.frame("activity_ticks"), ["application_name"])
     rows = []
     if len(counts) < GROWTH_MIN_TICKS:
@@ -91,8 +91,6 @@ def connection_trends(evidence: Evidence) -> pd.DataFrame:
 
 
 def find_growing_applications(evidence: Evidence) -> list[Finding]:
-    from playbook.collect.settings import usable_connections
-
     trends = connection_trends(evidence)
     if trends.empty:
         return []
@@ -144,8 +142,6 @@ def find_growing_applications(evidence: Evidence) -> list[Finding]:
 
 
 def find_client_vanished_in_transaction(evidence: Evidence) -> list[Finding]:
-    from playbook.diagnose.views import first_last, server_events, top_values
-
     eofs = server_events(evidence, "unexpected_eof_in_transaction")
     if eofs.empty:
         return []
@@ -173,8 +169,6 @@ def find_client_vanished_in_transaction(evidence: Evidence) -> list[Finding]:
 
 def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
     """Pool timeouts while the server sees the app's connections idle: they are checked out, not used."""
-    from playbook.diagnose.views import app_events, first_last
-
     timeouts = app_events(
         evidence, "pool_timeout", "pool_queue_full", "leak_detected", "returned_in_transaction"
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from playbook.collect.activity import counts_over_time
 from playbook.collect.settings import usable_connections
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import app_samples
+from playbook.diagnose.views import app_events, app_samples, first_last, server_events, top_values
 from playbook.evidence import Evidence
 
 USAGE_WARNING = 0.8
@@ -46,8 +47,6 @@ def find_usage_near_limit(evidence: Evidence) -> list[Finding]:
 
 
 def find_rejections(evidence: Evidence) -> list[Finding]:
-    from playbook.diagnose.views import app_events, first_last, server_events, top_values
-
     slots = server_events(evidence, "too_many_clients", "reserved_slots")
     limits = server_events(evidence, "role_conn_limit", "database_conn_limit")
     app = app_events(evidence, "too_many_clients")
@@ -111,8 +110,6 @@ def little_law_sizes(evidence: Evidence) -> list[dict[str, object]]:
     Little's law: connections in use = arrival rate x time held, which the sampler observes directly as
     the number of active backends; size the pool for its 95th percentile plus headroom.
     """
-    from playbook.collect.activity import counts_over_time
-
     samples, ticks = app_samples(evidence), evidence.frame("activity_ticks")
     sizes: list[dict[str, object]] = []
     for app, ours in samples.groupby("application_name") if not samples.empty else []:
@@ -163,8 +160,6 @@ def find_oversized_idle_pools(evidence: Evidence) -> list[Finding]:
 
 
 def find_pool_waits(evidence: Evidence) -> list[Finding]:
-    from playbook.diagnose.views import app_events, first_last
-
     waits = app_events(evidence, "pool_timeout", "pool_queue_full")
     samples = app_samples(evidence)
     if waits.empty:

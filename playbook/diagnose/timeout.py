@@ -137,9 +137,9 @@ def find_statement_cancels(evidence: Evidence) -> list[Finding]:
     ]
 
 
-def find_limits_shorter_than_pool_idle(evidence: Evidence) -> list[Finding]:
+def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding]) -> list[Finding]:
     """idle_session_timeout (global or per role/database) shorter than what the pools keep idle."""
-    if any(f.id == "TMO-001" for f in find_kills(evidence)):
+    if any(f.id == "TMO-001" for f in kills):
         return []  # the kills themselves are the finding
     candidates = [("server-wide", setting_s(evidence, "idle_session_timeout"))]
     candidates += [
@@ -187,6 +187,5 @@ def find_limits_shorter_than_pool_idle(evidence: Evidence) -> list[Finding]:
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
-    return (
-        find_kills(evidence) + find_statement_cancels(evidence) + find_limits_shorter_than_pool_idle(evidence)
-    )
+    kills = find_kills(evidence)
+    return kills + find_statement_cancels(evidence) + find_limits_shorter_than_pool_idle(evidence, kills)
