@@ -13,9 +13,10 @@ from IPython.display import Markdown
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding
-from playbook.diagnose.views import app_samples
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
+from playbook.evidence.views import app_samples
+from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
 from playbook.target import resolve_target
 
 
@@ -113,24 +114,13 @@ def root_causes(evidence: Evidence) -> pd.DataFrame:
 
 
 def oldest_idle_in_transaction(evidence: Evidence, top: int = 10) -> pd.DataFrame:
-    from playbook.diagnose.leak import idle_in_transaction_sessions
+    from playbook.evidence.views import idle_in_transaction_sessions
 
     return idle_in_transaction_sessions(app_samples(evidence)).head(top)
 
 
-NOTEBOOK_FILES = {
-    "triage": "00_triage.ipynb",
-    "leaks": "01_leaks.ipynb",
-    "timeouts": "02_timeouts.ipynb",
-    "network": "03_network.ipynb",
-    "pool_config": "04_pool_config.ipynb",
-}
-
-
 def next_step(evidence: Evidence) -> Markdown:
     """The notebook to read next, from the top-ranked cause."""
-    from playbook.diagnose.findings import NOTEBOOK_OF_CATEGORY
-
     causes = rank_root_causes(diagnose_all(evidence))
     if not causes:
         return Markdown(
@@ -138,7 +128,7 @@ def next_step(evidence: Evidence) -> Markdown:
             "(`--duration`, `--since`) and pass the server and application logs."
         )
     top = causes[0]
-    notebook = NOTEBOOK_OF_CATEGORY[str(top["category"])]
+    notebook = NOTEBOOK_OF_CATEGORY[top["category"]]  # type: ignore[index]
     target = NOTEBOOK_FILES[notebook]
     return Markdown(
         f"**Most likely: `{top['category']}`** ({top['severity']}, confidence "
@@ -151,7 +141,7 @@ def log_events_table(evidence: Evidence, categories: Sequence[str] | None = None
     """Server log events that end or refuse sessions, per event: count, first and last seen, meaning."""
     from playbook.collect.log_events import meaning
 
-    events = evidence.frame("server_log_events")
+    events = evidence.server_log_events
     if events.empty:
         note = "no server log read" if not evidence.manifest.get("server_logs") else "no event in the window"
         return pd.DataFrame({"result": [note]})
@@ -169,7 +159,7 @@ def log_events_table(evidence: Evidence, categories: Sequence[str] | None = None
 
 def app_errors_table(evidence: Evidence) -> pd.DataFrame:
     """What the application logged, per kind of error, and the client stack it revealed."""
-    events = evidence.frame("app_log_events")
+    events = evidence.app_log_events
     if events.empty:
         note = "no application log read" if not evidence.manifest.get("app_logs") else "no known error in it"
         return pd.DataFrame({"result": [note]})
@@ -181,7 +171,7 @@ def app_errors_table(evidence: Evidence) -> pd.DataFrame:
 
 def settings_table(evidence: Evidence, names: Sequence[str]) -> pd.DataFrame:
     """Settings by name with unit and where they come from; per-role/database overrides listed too."""
-    from playbook.diagnose.views import overrides_of
+    from playbook.evidence.views import overrides_of
 
     values = evidence.settings.get("settings", {})
     rows = []
@@ -213,7 +203,7 @@ def pool_sizes(evidence: Evidence) -> pd.DataFrame:
 
 def limits_table(evidence: Evidence) -> pd.DataFrame:
     """Connection limits per role and database, next to the connections seen of each."""
-    samples = evidence.frame("activity_samples")
+    samples = evidence.activity_samples
     peak_role: dict[Any, int] = {}
     peak_db: dict[Any, int] = {}
     if not samples.empty:
@@ -290,6 +280,4 @@ def idle_survival(dsn: str, idle_s: Sequence[float]) -> pd.DataFrame:
 
 def setting_seconds(evidence: Evidence, name: str) -> float | None:
     """A time setting in seconds (None when absent or disabled), for drawing it as a limit."""
-    from playbook.diagnose.views import setting_s
-
-    return setting_s(evidence, name)
+    return evidence.setting_s(name)

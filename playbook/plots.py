@@ -11,11 +11,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from playbook.collect.activity import counts_over_time
-from playbook.collect.settings import usable_connections
-from playbook.diagnose.leak import idle_in_transaction_sessions
-from playbook.diagnose.views import app_samples
 from playbook.evidence import Evidence
+from playbook.evidence.views import (
+    app_samples,
+    counts_over_time,
+    idle_in_transaction_sessions,
+    usable_connections,
+)
 
 STATE_COLORS = {
     "active": "#2b8cbe",
@@ -44,7 +46,7 @@ def _horizontal_limit(ax: Axes, y: float, label: str, *, color: str) -> None:
 
 def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figure:
     """Client backends over time, stacked by state, against the usable connection limit."""
-    counts = counts_over_time(evidence.frame("activity_samples"), evidence.frame("activity_ticks"), ["state"])
+    counts = counts_over_time(evidence.activity_samples, evidence.activity_ticks, ["state"])
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
     if counts.empty or counts.shape[1] == 0:
@@ -83,9 +85,16 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
     elif show_limit and usable:
         _horizontal_limit(ax, usable, f"max_connections − reserved = {usable}", color="black")
     for gap in evidence.gaps:
+        window = evidence.window
         if gap.get("start"):
-            end = gap.get("end") or evidence.manifest.get("window", {}).get("end")
-            ax.axvspan(gap["start"], end, color="orange", alpha=0.3, label="sampler lost its session")
+            end = pd.Timestamp(gap.get("end") or (window[1] if window else gap["start"]))
+            ax.axvspan(
+                pd.Timestamp(gap["start"]),  # type: ignore[arg-type]
+                end,  # type: ignore[arg-type]
+                color="orange",
+                alpha=0.3,
+                label="sampler lost its session",
+            )
     ax.set_title("Client connections by state (the playbook's own excluded)")
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel("connections")
@@ -139,7 +148,7 @@ def _format_time_axis(ax: Axes) -> None:
 
 def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = None) -> Figure:
     """Connections by state, with the server's and the application's events on the same time axis."""
-    counts = counts_over_time(evidence.frame("activity_samples"), evidence.frame("activity_ticks"), ["state"])
+    counts = counts_over_time(evidence.activity_samples, evidence.activity_ticks, ["state"])
     fig = Figure(figsize=(10, 5.5))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     if not counts.empty and counts.shape[1]:
@@ -159,13 +168,13 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
     top.set_ylim(bottom=0)
     top.set_title("Connections by state, and what the logs say happened at the same time")
     rows: list[tuple[str, str, pd.Series]] = []
-    server = evidence.frame("server_log_events")
+    server = evidence.server_log_events
     if not server.empty:
         server = server[server["category"].astype(str) != ""]
         for (category, event), group in server.groupby(["category", "event"], observed=True):
             if categories is None or category in categories:
                 rows.append((f"server: {event}", str(category), pd.to_datetime(group["ts"], utc=True)))
-    app = evidence.frame("app_log_events")
+    app = evidence.app_log_events
     if not app.empty:
         for kind, group in app.dropna(subset=["ts"]).groupby("kind"):
             rows.append((f"app: {kind}", "app", pd.to_datetime(group["ts"], utc=True)))
@@ -193,9 +202,8 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
             transform=bottom.transAxes,
         )
         bottom.set_yticks([])
-    window = evidence.manifest.get("window") or {}
-    if window.get("start") and window.get("end"):
-        top.set_xlim(pd.Timestamp(window["start"]), pd.Timestamp(window["end"]))
+    if evidence.window:
+        top.set_xlim(*evidence.window)
     _format_time_axis(bottom)
     fig.tight_layout()
     return fig
@@ -203,7 +211,7 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
 
 def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure:
     """Connections per application over time: a leak is a line that only goes up."""
-    counts = counts_over_time(app_samples(evidence), evidence.frame("activity_ticks"), ["application_name"])
+    counts = counts_over_time(app_samples(evidence), evidence.activity_ticks, ["application_name"])
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
     if counts.empty or not counts.shape[1]:

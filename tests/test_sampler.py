@@ -3,7 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import psycopg
 
-from playbook.collect.activity import ActivitySampler, counts_over_time
+from playbook.collect.activity import ActivitySampler
+from playbook.evidence.views import counts_over_time
 from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.target import Target

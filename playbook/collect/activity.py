@@ -17,6 +17,7 @@ import pandas as pd
 import psycopg
 
 from playbook import APPLICATION_NAME
+from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS
 from playbook.progress import progress_bar
 from playbook.target import Target
 
@@ -36,8 +37,9 @@ QUERY_COLUMNS = [
     "ts", "pid", "state", "application_name", "usename", "datname", "client_addr", "backend_start",
     "xact_start", "query_start", "state_change", "wait_event_type", "wait_event",
 ]  # fmt: skip
-SAMPLE_COLUMNS = ["tick_ts", *QUERY_COLUMNS, "state_age_s", "xact_age_s", "conn_age_s"]
-TICK_COLUMNS = ["ts", "server_ts", "ok", "backends", "hidden", "query_ms"]
+# The frames' columns are the evidence contract's (playbook.evidence.frames); the query feeds them.
+SAMPLE_COLUMNS = ACTIVITY_SAMPLES.column_names
+TICK_COLUMNS = ACTIVITY_TICKS.column_names
 GROUP_KEYS = ["state", "application_name", "usename", "datname", "client_addr"]
 HIDDEN_STATE = "(hidden)"  # rows of other roles that this role may not see
 
@@ -174,17 +176,3 @@ class ActivitySampler:
         from playbook.target import parse_dsn
 
         return str(parse_dsn(self.target.dsn).get("user") or "<role>")
-
-
-def counts_over_time(samples: pd.DataFrame, ticks: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """Backends per tick and group, zero-filled: a group that vanished reads 0, not a gap.
-
-    Only ticks where sampling succeeded are rows; lost ticks stay out (they are gaps, not zeros).
-    """
-    keys = by or ["state"]
-    ok_ticks = ticks.loc[ticks["ok"].astype(bool), "ts"].drop_duplicates().sort_values()
-    if samples.empty:
-        return pd.DataFrame(index=pd.DatetimeIndex(ok_ticks, name="ts"))
-    grouped = samples.fillna({k: "" for k in keys}).groupby(["tick_ts", *keys]).size()
-    table = grouped.unstack(keys, fill_value=0)
-    return table.reindex(pd.DatetimeIndex(ok_ticks, name="ts"), fill_value=0).fillna(0).astype("int64")

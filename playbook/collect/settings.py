@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from playbook.evidence.settings import usable_connections
+
 # Every setting REFERENCE.md names, plus what the log readers need to parse the server's logs.
 SESSION_SETTINGS = (
     "idle_in_transaction_session_timeout",
@@ -59,30 +61,6 @@ def _rows(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> list[d
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql, params)
         return [{k: _jsonable(v) for k, v in row.items()} for row in cur.fetchall()]
-
-
-def setting_seconds(entry: dict[str, Any] | None) -> float | None:
-    """A time setting in seconds (None when absent or 0, which means 'disabled' for every timeout here)."""
-    if not entry or entry.get("setting") in (None, ""):
-        return None
-    factor = {"ms": 0.001, "s": 1.0, "min": 60.0}.get(str(entry.get("unit") or ""), 1.0)
-    seconds = float(entry["setting"]) * factor
-    return seconds or None
-
-
-def usable_connections(settings: dict[str, Any]) -> int | None:
-    """max_connections minus the slots ordinary roles can never use."""
-    values = settings.get("settings", {})
-
-    def number(name: str) -> int:
-        entry = values.get(name)
-        return int(entry["setting"]) if entry and entry.get("setting") not in (None, "") else 0
-
-    if "max_connections" not in values:
-        return None
-    return (
-        number("max_connections") - number("superuser_reserved_connections") - number("reserved_connections")
-    )
 
 
 def snapshot_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:

@@ -5,26 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from playbook.collect.activity import counts_over_time
-from playbook.collect.settings import usable_connections
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import app_events, app_samples, first_last, server_events, top_values
 from playbook.evidence import Evidence
+from playbook.evidence.views import (
+    app_events,
+    app_samples,
+    counts_over_time,
+    first_last,
+    idle_in_transaction_sessions,
+    server_events,
+    top_values,
+    usable_connections,
+)
 
 IDLE_IN_TRANSACTION_WARNING_S = 10.0
 IDLE_IN_TRANSACTION_CRITICAL_S = 300.0
-
-
-def idle_in_transaction_sessions(samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per backend seen idle in transaction: its longest observed age and who it belongs to."""
-    if samples.empty:
-        return pd.DataFrame(
-            columns=["pid", "application_name", "usename", "datname", "client_addr", "max_age_s"]
-        )
-    idle = samples[samples["state"].isin(["idle in transaction", "idle in transaction (aborted)"])]
-    keys = ["pid", "backend_start", "application_name", "usename", "datname", "client_addr"]
-    grouped = idle.groupby(keys, dropna=False)["xact_age_s"].max().rename("max_age_s").reset_index()
-    return grouped.drop(columns="backend_start").sort_values("max_age_s", ascending=False, ignore_index=True)
 
 
 def find_idle_in_transaction(
@@ -68,7 +63,7 @@ GROWTH_MIN_TICKS = 5
 
 def connection_trends(evidence: Evidence) -> pd.DataFrame:
     """Per application: connections at the start and end of the window, slope (per minute), monotony."""
-    counts = counts_over_time(app_samples(evidence), evidence.frame("activity_ticks"), ["application_name"])
+    counts = counts_over_time(app_samples(evidence), evidence.activity_ticks, ["application_name"])
     rows = []
     if len(counts) < GROWTH_MIN_TICKS:
         return pd.DataFrame(columns=["application_name", "start", "end", "slope_per_min", "non_decreasing"])

@@ -6,7 +6,8 @@ from typing import Any
 
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import (
+from playbook.evidence import Evidence
+from playbook.evidence.views import (
     APP_SESSION_LOST,
     SERVER_SIDE_ENDINGS,
     app_events,
@@ -16,7 +17,6 @@ from playbook.diagnose.views import (
     server_log_read,
     top_values,
 )
-from playbook.evidence import Evidence
 
 RESET_EVENTS = (
     "connection_reset",

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from playbook.collect.activity import counts_over_time
-from playbook.collect.settings import usable_connections
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import app_events, app_samples, first_last, server_events, top_values
 from playbook.evidence import Evidence
+from playbook.evidence.views import (
+    app_events,
+    app_samples,
+    counts_over_time,
+    first_last,
+    server_events,
+    top_values,
+    usable_connections,
+)
 
 USAGE_WARNING = 0.8
 USAGE_CRITICAL = 0.95
@@ -16,7 +22,7 @@ USAGE_CRITICAL = 0.95
 
 def peak_usage(evidence: Evidence) -> tuple[int, int | None]:
     """The most client backends seen in one tick (the playbook's own included: they use slots too)."""
-    ticks = evidence.frame("activity_ticks")
+    ticks = evidence.activity_ticks
     peak = int(ticks.loc[ticks["ok"].astype(bool), "backends"].max()) if not ticks.empty else 0
     return peak + 1, usable_connections(evidence.settings)  # +1: the sampler's own slot
 
@@ -110,7 +116,7 @@ def little_law_sizes(evidence: Evidence) -> list[dict[str, object]]:
     Little's law: connections in use = arrival rate x time held, which the sampler observes directly as
     the number of active backends; size the pool for its 95th percentile plus headroom.
     """
-    samples, ticks = app_samples(evidence), evidence.frame("activity_ticks")
+    samples, ticks = app_samples(evidence), evidence.activity_ticks
     sizes: list[dict[str, object]] = []
     for app, ours in samples.groupby("application_name") if not samples.empty else []:
         per_state = counts_over_time(ours, ticks, ["state"])

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import app_events, first_last, server_events, top_values
 from playbook.evidence import Evidence
+from playbook.evidence.views import app_events, first_last, server_events, top_values
 
 RESTART_EVENTS = ("shutdown_requested", "shut_down", "server_start", "ready_to_accept")
 CRASH_EVENTS = (
@@ -25,8 +25,7 @@ SHUTDOWN_ATTRIBUTION = timedelta(seconds=3)
 
 
 def _window_start(evidence: Evidence) -> datetime | None:
-    start = (evidence.manifest.get("window") or {}).get("start")
-    return datetime.fromisoformat(start) if start else None
+    return evidence.window[0] if evidence.window else None
 
 
 def find_restarts(evidence: Evidence) -> list[Finding]:

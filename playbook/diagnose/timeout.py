@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import (
+from playbook.evidence import Evidence
+from playbook.evidence.views import (
     app_events,
     app_samples,
     app_stack,
@@ -15,7 +16,6 @@ from playbook.diagnose.views import (
     setting_s,
     top_values,
 )
-from playbook.evidence import Evidence
 
 # How long each stack keeps an unused connection by default (seconds): what a timeout must exceed.
 STACK_DEFAULT_IDLE_S = {

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,14 @@ from typing import Any
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError
+from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
 from playbook.report.index import verdict_line, write_index
 from playbook.report.render import notebook_to_html
 from playbook.report.summary import build_summary, exit_code, validate
 from playbook.target import Target
 
-NOTEBOOKS = {
-    "triage": "00_triage.ipynb",
-    "leaks": "01_leaks.ipynb",
-    "timeouts": "02_timeouts.ipynb",
-    "network": "03_network.ipynb",
-    "pool_config": "04_pool_config.ipynb",
-}
+NOTEBOOKS: dict[str, str] = {str(name): file for name, file in NOTEBOOK_FILES.items()}
 KERNEL_NAME = "pg-session-playbook"
 NOTEBOOK_TIMEOUT_S = 900  # a cell that hangs longer than this fails its notebook, not the whole run
 
@@ -59,7 +55,10 @@ def ipc_kernel_manager() -> type:
 
 
 def notebook_dir() -> Path:
-    return Path(os.environ.get("PLAYBOOK_NOTEBOOKS", Path(__file__).resolve().parents[2] / "notebooks"))
+    """The notebooks shipped inside the package (playbook/notebooks, the repository's notebooks/
+    in a checkout), or $PLAYBOOK_NOTEBOOKS to run edited copies."""
+    override = os.environ.get("PLAYBOOK_NOTEBOOKS")
+    return Path(override) if override else Path(str(resources.files("playbook") / "notebooks"))
 
 
 def available_notebooks() -> list[str]:

@@ -1,0 +1,197 @@
+"""`playbook …`: run, lab, demo, logs. Bad input is one sentence on stderr and exit 3."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import NoReturn
+
+from playbook import __version__
+from playbook.errors import EXIT_ERROR, PlaybookError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 3 with one sentence, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def since_time(text: str) -> datetime:
+    """'90s', '30m', '2h', '1d' ago, or an ISO-8601 time (UTC when it has no zone)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration like 30m or 2h nor an ISO-8601 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="playbook", description="Find out why PostgreSQL sessions closed under a pool.")
+    parser.add_argument("--version", action="version", version=f"pg-session-playbook {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = commands.add_parser("run", help="collect evidence, run the notebooks, write the report")
+    run.add_argument("--dsn", help="libpq DSN or URL (default: $PLAYBOOK_DSN, else the PG* variables)")
+    run.add_argument("--duration", type=positive_seconds, default=60.0, help="seconds to sample (60)")
+    run.add_argument("--interval", type=positive_seconds, default=1.0, help="seconds between samples (1)")
+    run.add_argument(
+        "--server-log", type=Path, action="append", default=[], help="server log file (repeatable)"
+    )
+    run.add_argument("--app-log", type=Path, action="append", default=[], help="application log (repeatable)")
+    run.add_argument(
+        "--since",
+        type=since_time,
+        help="read log events from this time (2h, 30m or ISO-8601; "
+        "default: the start of the sampling window)",
+    )
+    run.add_argument("--app", help="focus the per-application findings on this application_name")
+    run.add_argument("--notebooks", default="all", help="all, or a comma list of notebook names")
+    run.add_argument(
+        "--out", type=Path, default=Path("reports/latest"), help="report folder (reports/latest)"
+    )
+    run.add_argument("--jobs", type=positive_int, default=2, help="notebooks executed side by side (2)")
+    run.add_argument("--fail-on", choices=["critical", "warning", "never"], default="warning")
+    run.add_argument("--show-code", action="store_true", help="keep the code cells in the HTML pages")
+
+    lab = commands.add_parser("lab", help="the lab: an embedded PostgreSQL that reproduces every cause")
+    lab.add_argument("--lab-dir", type=Path, help="where the lab lives (default: $PLAYBOOK_LAB_DIR)")
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True, parser_class=Parser)
+    lab_commands.add_parser("up", help="create and start the lab server (idempotent)")
+    lab_commands.add_parser("down", help="stop the lab server")
+    lab_commands.add_parser("status", help="say whether the lab server runs (exit 1 when not)")
+    from playbook.lab import proxy_cli
+
+    proxy_cli.add_arguments(lab_commands.add_parser("proxy", help="the chaos TCP proxy in front of the lab"))
+    from playbook.lab import scenario_cli
+
+    scenario_cli.add_arguments(
+        lab_commands.add_parser("scenario", help="make one root cause happen in the lab")
+    )
+
+    from playbook import logs_command
+
+    logs_command.add_arguments(
+        commands.add_parser("logs", help="classify server logs on their own: what ended the sessions")
+    )
+
+    demo = commands.add_parser("demo", help="every lab scenario, diagnosed by playbook run, and a scorecard")
+    demo.add_argument("--out", type=Path, default=Path("demo"), help="scorecard and reports folder (demo)")
+    demo.add_argument("--duration", type=positive_seconds, default=15.0, help="seconds each run samples (15)")
+    demo.add_argument("--jobs", type=positive_int, default=3, help="scenarios run side by side (3)")
+    demo.add_argument("--scenarios", help="a comma list of scenario names (default: all)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return dispatch(args)
+    except PlaybookError as exc:
+        print(f"playbook: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("playbook: interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return command_run(args)
+    if args.command == "lab":
+        return command_lab(args)
+    if args.command == "logs":
+        from playbook import logs_command
+
+        return logs_command.run(args)
+    if args.command == "demo":
+        from playbook.demo import run_demo
+
+        names = [n.strip() for n in args.scenarios.split(",") if n.strip()] if args.scenarios else None
+        return run_demo(out=args.out, duration=args.duration, jobs=args.jobs, scenarios=names)
+    raise PlaybookError(f"unknown command {args.command!r}")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from playbook.report.runner import RunOptions, run, select_notebooks
+    from playbook.target import resolve_target
+
+    options = RunOptions(
+        target=resolve_target(args.dsn),
+        out=args.out,
+        duration=args.duration,
+        interval=min(args.interval, args.duration),
+        server_logs=args.server_log,
+        app_logs=args.app_log,
+        since=args.since,
+        app=args.app,
+        notebooks=select_notebooks(args.notebooks),
+        jobs=args.jobs,
+        fail_on=args.fail_on,
+        show_code=args.show_code,
+        progress=sys.stderr.isatty(),
+    )
+    return run(options)
+
+
+def command_lab(args: argparse.Namespace) -> int:
+    from playbook.lab.server import LabServer, default_lab_dir
+
+    if args.lab_command == "proxy":
+        from playbook.lab import proxy_cli
+
+        return proxy_cli.run(args)
+    if args.lab_command == "scenario":
+        from playbook.lab import scenario_cli
+
+        return scenario_cli.run(args)
+    server = LabServer(args.lab_dir or default_lab_dir())
+    if args.lab_command == "up":
+        server.up()
+        print(f"lab server running: PostgreSQL {server.major_version} on 127.0.0.1:{server.port}")
+        print(f"dsn:        {server.dsn()}")
+        print(f"server log: {server.stderr_log}")
+        print(f"json log:   {server.structured_log}")
+        return 0
+    if args.lab_command == "down":
+        server.down()
+        print("lab server stopped")
+        return 0
+    running = server.is_running()
+    state = f"running on 127.0.0.1:{server.port}" if running else "not running"
+    print(f"lab server {state} ({server.base_dir})")
+    return 0 if running else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

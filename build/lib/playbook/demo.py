@@ -1,0 +1,191 @@
+"""`playbook demo`: every lab scenario, diagnosed by a real `playbook run`, scored against its cause.
+
+Each scenario runs on a lab server of its own (about a second to create), so scenarios that
+restart, crash or reconfigure a server run side by side without touching each other. The run is
+the CLI in a subprocess, exactly as a user would start it, with --since at the scenario's start.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+
+import jinja2
+from rich.console import Console
+from rich.table import Table
+
+from playbook.errors import PlaybookError
+from playbook.lab.scenarios import SCENARIOS, start_scenario
+from playbook.lab.server import LabServer
+from playbook.lab.wait import DeadlineExceeded, wait_until
+
+WARM_UP_TIMEOUT_S = 30.0  # an incident that has not shown itself by then is a failed scenario
+console = Console(stderr=True)
+
+
+@dataclass
+class Score:
+    scenario: str
+    expected: str | None
+    top_cause: str | None
+    passed: bool
+    seconds: float
+    report: str
+    status: str
+    note: str = ""
+
+
+def _run_playbook(
+    dsn: str, out: Path, *, duration: float, since: datetime, logs: Sequence[Path], app_logs: Sequence[Path]
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "playbook.cli",
+        "run",
+        "--dsn",
+        dsn,
+        "--duration",
+        str(duration),
+        "--interval",
+        "0.5",
+        "--since",
+        since.isoformat(),
+        "--out",
+        str(out),
+        "--jobs",
+        "1",
+    ]
+    for log in logs:
+        command += ["--server-log", str(log)]
+    for log in app_logs:
+        command += ["--app-log", str(log)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=duration + 300)
+
+
+def score_scenario(name: str, out: Path, labs: Path, duration: float) -> Score:
+    spec = SCENARIOS[name]
+    started = time.monotonic()
+    server = LabServer(labs / name)
+    report = out / name
+    try:
+        server.up()
+        since = datetime.now(timezone.utc)
+        with start_scenario(name, server, labs / f"{name}-work") as running:
+            if spec.expected_category:
+                wait_until(running.signature_seen, timeout=WARM_UP_TIMEOUT_S, what=f"the {name} incident")
+            done = _run_playbook(
+                running.dsn,
+                report,
+                duration=duration,
+                since=since,
+                logs=[running.server_log],
+                app_logs=[running.app_log],
+            )
+        if done.returncode == 3 or not (report / "summary.json").exists():
+            raise PlaybookError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "run failed")
+        summary = json.loads((report / "summary.json").read_text())
+        causes = summary["root_causes"]
+        top = causes[0]["category"] if causes else None
+        passed = top == spec.expected_category
+        if spec.expected_category is None:  # healthy: no root cause and no critical finding at all
+            passed = passed and all(f["severity"] != "critical" for f in summary["findings"])
+        return Score(
+            name,
+            spec.expected_category,
+            top,
+            passed,
+            round(time.monotonic() - started, 1),
+            str(report / "index.html"),
+            summary["status"],
+        )
+    except (PlaybookError, DeadlineExceeded, subprocess.TimeoutExpired) as exc:
+        return Score(
+            name,
+            spec.expected_category,
+            None,
+            False,
+            round(time.monotonic() - started, 1),
+            str(report / "index.html"),
+            "error",
+            str(exc)[:200],
+        )
+    finally:
+        server.destroy()
+
+
+def print_scorecard(scores: list[Score], seconds: float) -> None:
+    table = Table(
+        title=f"pg-session-playbook demo: {sum(s.passed for s in scores)}/{len(scores)} passed "
+        f"in {seconds:.0f} s"
+    )
+    for column in ("scenario", "expected cause", "top-ranked cause", "result", "seconds", "report"):
+        table.add_column(column)
+    for s in scores:
+        table.add_row(
+            s.scenario,
+            s.expected or "(none)",
+            s.top_cause or "(none)",
+            "[green]PASS[/]" if s.passed else f"[red]FAIL[/] {s.note}",
+            f"{s.seconds:.0f}",
+            s.report,
+        )
+    Console(width=200).print(table)
+
+
+def write_scorecard_page(out: Path, scores: list[Score], seconds: float) -> Path:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("playbook.report", "templates"), autoescape=True)
+    page = env.get_template("demo.html.j2").render(
+        scores=[asdict(s) for s in scores], seconds=seconds, out=out.resolve()
+    )
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    (out / "scorecard.json").write_text(json.dumps([asdict(s) for s in scores], indent=2))
+    return path
+
+
+def run_demo(
+    *, out: Path, duration: float = 15.0, jobs: int = 3, scenarios: Sequence[str] | None = None
+) -> int:
+    names = list(scenarios or SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise PlaybookError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlaybookError(f"cannot write the demo to {out}: {exc.strerror or exc}") from None
+    labs = Path(tempfile.mkdtemp(prefix="playbook-demo-"))
+    started = time.monotonic()
+    console.print(
+        f"running {len(names)} lab scenarios, {jobs} side by side, each diagnosed by `playbook run`…"
+    )
+    try:
+        # One process per scenario: loggers, pools and threads of one never see another's.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(score_scenario, name, out, labs, duration) for name in names]
+            scores = []
+            for future in futures:
+                score = future.result()
+                console.print(
+                    f"  {score.scenario}: {'PASS' if score.passed else 'FAIL'} "
+                    f"(top cause {score.top_cause or 'none'}, {score.seconds:.0f} s)"
+                )
+                scores.append(score)
+    finally:
+        shutil.rmtree(labs, ignore_errors=True)
+    seconds = time.monotonic() - started
+    print_scorecard(scores, seconds)
+    page = write_scorecard_page(out, scores, seconds)
+    print(f"scorecard: {page.resolve()}")
+    return 0 if all(s.passed for s in scores) else 1

@@ -1,0 +1,34 @@
+"""Pure functions from collected evidence to findings: no connection, no I/O."""
+
+from __future__ import annotations
+
+from playbook.diagnose import leak, network, pool_config, server, timeout
+from playbook.diagnose.findings import CATEGORIES, Finding, Severity
+from playbook.evidence import Evidence
+
+DIAGNOSES = (leak.diagnose, timeout.diagnose, network.diagnose, pool_config.diagnose, server.diagnose)
+
+
+def diagnose_all(evidence: Evidence) -> list[Finding]:
+    """Every finding, worst first; ids are stable so alerts can route on them."""
+    findings = [finding for diagnose in DIAGNOSES for finding in diagnose(evidence)]
+    return sorted(findings, key=lambda f: (-f.severity.rank, -f.confidence, f.id))
+
+
+def rank_root_causes(findings: list[Finding]) -> list[dict[str, object]]:
+    """One entry per category with a warning or critical finding, most likely first."""
+    ranked: list[tuple[int, float, str, Finding]] = []
+    for category in CATEGORIES:
+        ours = [f for f in findings if f.category == category and f.severity is not Severity.INFO]
+        if ours:
+            top = max(ours, key=lambda f: (f.severity.rank, f.confidence))
+            ranked.append((-top.severity.rank, -top.confidence, category, top))
+    return [
+        {
+            "category": category,
+            "severity": top.severity.value,
+            "confidence": round(top.confidence, 2),
+            "summary": top.title,
+        }
+        for _, _, category, top in sorted(ranked, key=lambda r: r[:3])
+    ]

@@ -1,0 +1,306 @@
+"""Ready-to-paste pool settings for the client stack an application runs.
+
+A diagnosis computes how long a pooled connection may stay idle or live before something on the
+path (server, pooler, NAT, load balancer) cuts it, and which keepalive idle time keeps the flow
+visibly alive. This module turns those numbers into the stack's own configuration, respecting
+each stack's units and floors, plus one sentence on retrying. Pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+from playbook.evidence.vocab import STACKS as DETECTED_STACKS
+from playbook.evidence.vocab import UNKNOWN_STACK as UNKNOWN
+from playbook.errors import PlaybookError
+
+# Every stack the application-log reader can name, plus "unknown" (a generic libpq fix).
+STACKS = (*DETECTED_STACKS, UNKNOWN)
+
+# HikariCP raises maxLifetime below 30 s back to its 30 min default and disables keepaliveTime
+# below 30 s (HikariConfig.validateNumerics); idleTimeout below 10 s becomes 10 min.
+HIKARI_MIN_LIFETIME_MS = 30_000
+HIKARI_MIN_KEEPALIVE_MS = 30_000
+HIKARI_MIN_IDLE_MS = 10_000
+
+RETRY_ADVICE = {
+    "psycopg": (
+        "On psycopg.OperationalError retry the whole unit of work once with a fresh "
+        "pool.connection(): the pool has already replaced the broken connection, and with check= "
+        "it tests each one before handing it out."
+    ),
+    "psycopg2": (
+        "psycopg2 never reconnects by itself: on OperationalError or InterfaceError close the "
+        "connection, open a new one and replay the whole transaction once."
+    ),
+    "sqlalchemy": (
+        "On sqlalchemy.exc.DBAPIError with connection_invalidated=True retry the whole "
+        "transaction once on a new connection; the pool has already discarded the dead one."
+    ),
+    "asyncpg": (
+        "On asyncpg.exceptions.ConnectionDoesNotExistError or InterfaceError retry the whole "
+        "transaction once in a new `async with pool.acquire()`; the pool replaces closed connections."
+    ),
+    "node-postgres": (
+        "Keep the pool.on('error') handler (without it an idle client's 'Connection terminated "
+        "unexpectedly' crashes the process) and retry a failed query once with pool.query(), "
+        "which checks out a different client."
+    ),
+    "prisma": (
+        "Retry the operation once on PrismaClientKnownRequestError code P1017 or P1001; the next "
+        "query opens a new connection, and P2024 means the pool is too small, not that it should retry."
+    ),
+    "hikaricp": (
+        "Retry the transaction once on SQLTransientConnectionException or an SQLState 08xxx error; "
+        "HikariCP has already evicted the broken connection and tests connections before lending them."
+    ),
+    "pgbouncer": (
+        "Keep each client pool's idle and lifetime limits below these server-side ones and retry "
+        "once on SQLSTATE 08P01 pooler errors; query_wait_timeout means the pool is too small, "
+        "not a reason to retry harder."
+    ),
+    "unknown": (
+        "Whatever the pool, make it validate connections before lending them, recycle them before "
+        "the limits above, and retry a failed transaction once on a fresh connection."
+    ),
+}
+
+
+def _check(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise PlaybookError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+def _secs(value: float) -> int:
+    """Whole seconds, never rounding a limit up past what the diagnosis allowed."""
+    return max(1, math.floor(value))
+
+
+def _keepalive_params(idle_s: int) -> dict[str, int]:
+    """libpq's client-side keepalives: probes start after idle_s, a dead peer is seen ~30 s later."""
+    interval = max(1, min(10, idle_s))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle_s,
+        "keepalives_interval": interval,
+        "keepalives_count": 3,
+    }
+
+
+def _dsn_params(idle_s: int | None) -> str:
+    if idle_s is None:
+        return ""
+    return " ".join(f"{k}={v}" for k, v in _keepalive_params(idle_s).items())
+
+
+def stack_fix(
+    stack: str,
+    *,
+    max_idle_s: float | None,
+    max_lifetime_s: float | None,
+    keepalives_idle_s: int | None,
+) -> str:
+    """A snippet for `stack` that keeps pooled connections inside the computed limits.
+
+    max_idle_s: how long a connection may sit unused in the pool; max_lifetime_s: how long it
+    may live at all; keepalives_idle_s: TCP keepalive idle time below the path's cut-off. Any of
+    them may be None (nothing to enforce). The result ends with one sentence on retrying.
+    """
+    if stack not in STACKS:
+        raise PlaybookError(f"unknown client stack {stack!r}; expected one of {', '.join(STACKS)}")
+    _check("max_idle_s", max_idle_s)
+    _check("max_lifetime_s", max_lifetime_s)
+    _check("keepalives_idle_s", keepalives_idle_s)
+    keepidle = _secs(keepalives_idle_s) if keepalives_idle_s is not None else None
+    snippet = _SNIPPETS[stack](max_idle_s, max_lifetime_s, keepidle)
+    return f"{snippet.rstrip()}\n\n{RETRY_ADVICE[stack]}\n"
+
+
+def _psycopg(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    args = ["    conninfo,"]
+    if keepidle is not None:
+        kw = ", ".join(f'"{k}": {v}' for k, v in _keepalive_params(keepidle).items())
+        args.append(f"    kwargs={{{kw}}},")
+    if idle is not None:
+        args.append(f"    max_idle={_secs(idle)},  # only closes connections above min_size")
+    if life is not None:
+        args.append(f"    max_lifetime={_secs(life)},  # the pool takes up to 5% off, at random")
+    args.append("    check=ConnectionPool.check_connection,  # test each connection before lending it")
+    args.append("    open=True,")
+    body = "\n".join(args)
+    return f"from psycopg_pool import ConnectionPool\n\npool = ConnectionPool(\n{body}\n)"
+
+
+def _psycopg2(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    lines = []
+    if keepidle is not None:
+        lines.append(f'conn = psycopg2.connect(dsn + " {_dsn_params(keepidle)}")')
+    else:
+        lines.append("conn = psycopg2.connect(dsn)")
+    limit = min(v for v in (idle, life, math.inf) if v is not None)
+    if limit != math.inf:
+        lines.append(
+            "# psycopg2's own pools have no idle or lifetime limit: reopen a connection unused\n"
+            f"# for {_secs(limit)} s or more, or pool through SQLAlchemy with pool_recycle={_secs(limit)}."
+        )
+    return "import psycopg2\n\n" + "\n".join(lines)
+
+
+def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    args = ["    url,", "    pool_pre_ping=True,  # test each connection at checkout"]
+    limits = [v for v in (idle, life) if v is not None]
+    if limits:
+        # pool_recycle is by age at checkout; a connection idle past the limit is older than it too
+        args.append(f"    pool_recycle={_secs(min(limits))},")
+    if keepidle is not None:
+        kw = ", ".join(f'"{k}": {v}' for k, v in _keepalive_params(keepidle).items())
+        args.append(f"    connect_args={{{kw}}},  # psycopg / psycopg2 (libpq)")
+    body = "\n".join(args)
+    return f"from sqlalchemy import create_engine\n\nengine = create_engine(\n{body}\n)"
+
+
+def _asyncpg(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    args = ["    dsn,"]
+    if idle is not None:
+        args.append(f"    max_inactive_connection_lifetime={_secs(idle)},")
+    if life is not None:
+        args.append(
+            "    # asyncpg has no lifetime limit; max_queries bounds how often a connection is reused"
+        )
+    body = "\n".join(args)
+    text = f"import asyncpg\n\npool = await asyncpg.create_pool(\n{body}\n)"
+    if keepidle is not None:
+        text += (
+            f"\n# asyncpg does not set TCP keepalives itself: set net.ipv4.tcp_keepalive_time={keepidle}\n"
+            "# on the client host, or keep max_inactive_connection_lifetime below the path's idle cut-off."
+        )
+    return text
+
+
+def _node_postgres(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    opts = ["  connectionString: process.env.DATABASE_URL,"]
+    if idle is not None:
+        opts.append(
+            f"  idleTimeoutMillis: {max(1, math.floor(idle * 1000))},  // only closes clients above `min`"
+        )
+    if life is not None:
+        opts.append(f"  maxLifetimeSeconds: {_secs(life)},")
+    if keepidle is not None:
+        opts.append("  keepAlive: true,")
+        opts.append(f"  keepAliveInitialDelayMillis: {keepidle * 1000},")
+    body = "\n".join(opts)
+    return (
+        "const { Pool } = require('pg')\n\n"
+        f"const pool = new Pool({{\n{body}\n}})\n"
+        "pool.on('error', (err) => {\n"
+        "  // an idle client lost its connection: the pool drops it; log, do not crash\n"
+        "  console.error('idle PostgreSQL client error', err)\n"
+        "})"
+    )
+
+
+def _prisma(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    params = []
+    if idle is not None:
+        params.append(f"max_idle_connection_lifetime={_secs(idle)}")
+    if life is not None:
+        params.append(f"max_connection_lifetime={_secs(life)}")
+    query = "&".join(params) if params else "connect_timeout=10"
+    text = (
+        "# Prisma's own engine pool (Prisma 6 and earlier, no driver adapter): URL parameters\n"
+        f"DATABASE_URL=postgresql://USER@HOST:5432/DB?{query}\n\n"
+        "# With a driver adapter (the default from Prisma 7), the pg Pool's options apply:\n"
+        "// import { PrismaPg } from '@prisma/adapter-pg'\n"
+    )
+    opts = ["connectionString: process.env.DATABASE_URL"]
+    if idle is not None:
+        opts.append(f"idleTimeoutMillis: {max(1, math.floor(idle * 1000))}")
+    if life is not None:
+        opts.append(f"maxLifetimeSeconds: {_secs(life)}")
+    if keepidle is not None:
+        opts.append(f"keepAlive: true, keepAliveInitialDelayMillis: {keepidle * 1000}")
+    text += f"// const adapter = new PrismaPg({{ {', '.join(opts)} }})"
+    return text
+
+
+def _hikaricp(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    lines = ["# application.properties (HikariConfig maxLifetime, idleTimeout, keepaliveTime, in ms)"]
+    notes: list[str] = []
+    life_ms: int | None = None
+    if life is not None:
+        life_ms = max(HIKARI_MIN_LIFETIME_MS, math.floor(life * 1000))
+        lines.append(f"spring.datasource.hikari.max-lifetime={life_ms}")
+        if life * 1000 < HIKARI_MIN_LIFETIME_MS:
+            notes.append("# HikariCP will not go below 30000 ms: raise the limit that forces less")
+    if idle is not None:
+        idle_ms = max(HIKARI_MIN_IDLE_MS, math.floor(idle * 1000))
+        lines.append(f"spring.datasource.hikari.idle-timeout={idle_ms}")
+        if idle * 1000 < HIKARI_MIN_IDLE_MS:
+            notes.append("# HikariCP will not retire idle connections sooner than 10000 ms")
+        notes.append("# idleTimeout only retires connections while minimumIdle < maximumPoolSize")
+    # keepaliveTime pings idle connections, so an idle limit on the path never sees them idle
+    pings = [v for v in (idle, keepidle) if v is not None]
+    if pings:
+        ping_ms = math.floor(min(pings) * 1000)
+        if ping_ms < HIKARI_MIN_KEEPALIVE_MS:
+            notes.append("# keepaliveTime cannot go below 30000 ms: rely on maxLifetime and TCP keepalives")
+        elif life_ms is not None and ping_ms >= life_ms:
+            notes.append("# keepaliveTime must stay below maxLifetime, or HikariCP disables it")
+        else:
+            lines.append(f"spring.datasource.hikari.keepalive-time={ping_ms}")
+    if keepidle is not None:
+        lines.append("spring.datasource.url=jdbc:postgresql://HOST:5432/DB?tcpKeepAlive=true")
+        notes.append(
+            f"# pgJDBC's tcpKeepAlive uses the OS timers: sysctl net.ipv4.tcp_keepalive_time={keepidle}"
+        )
+    return "\n".join(lines + notes)
+
+
+def _pgbouncer(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    lines = ["[pgbouncer]"]
+    if idle is not None:
+        lines.append(f"server_idle_timeout = {_secs(idle)}")
+    if life is not None:
+        lines.append(f"server_lifetime = {_secs(life)}")
+    if keepidle is not None:
+        interval = max(1, min(10, keepidle))
+        lines += [
+            "tcp_keepalive = 1",
+            f"tcp_keepidle = {keepidle}",
+            f"tcp_keepintvl = {interval}",
+            "tcp_keepcnt = 3",
+        ]
+    return "\n".join(lines)
+
+
+def _unknown(idle: float | None, life: float | None, keepidle: int | None) -> str:
+    lines = []
+    if keepidle is not None:
+        lines.append(f"# libpq-based clients: add to the connection string\n{_dsn_params(keepidle)}")
+    if idle is not None:
+        lines.append(f"# close pooled connections unused for {_secs(idle)} s")
+    if life is not None:
+        lines.append(f"# replace pooled connections older than {_secs(life)} s")
+    if not lines:
+        lines.append("# validate pooled connections before use (a pre-ping / check query)")
+    return "\n".join(lines)
+
+
+_SNIPPETS = {
+    "psycopg": _psycopg,
+    "psycopg2": _psycopg2,
+    "sqlalchemy": _sqlalchemy,
+    "asyncpg": _asyncpg,
+    "node-postgres": _node_postgres,
+    "prisma": _prisma,
+    "hikaricp": _hikaricp,
+    "pgbouncer": _pgbouncer,
+    "unknown": _unknown,
+}

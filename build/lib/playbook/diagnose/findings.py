@@ -1,0 +1,69 @@
+"""The types every diagnosis returns: a Finding carries its evidence and a fix to paste."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from playbook.evidence.vocab import CATEGORIES, ID_PREFIX, NOTEBOOK_OF_CATEGORY, Category, NotebookName
+
+__all__ = ["CATEGORIES", "POOLER_ID_PREFIX", "Finding", "Severity", "worst_severity"]
+
+# Findings about the pooler between application and server (PgBouncer) carry their own prefix,
+# whatever category the close reason belongs to: alerts route on the layer as well as the cause.
+POOLER_ID_PREFIX = "BNC"
+
+
+class Severity(str, Enum):
+    """How bad: info (context, no harm seen), warning (harm in the window), critical (outage)."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "critical": 2}[self.value]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One conclusion of the diagnosis: stable id, category, severity, its evidence and the fix.
+
+    `id` is `<prefix>-NNN`, the prefix being the category's (LEAK, TMO, NET, POOL, SRV) or BNC for
+    the pooler; ids are stable so alerts can route on them. `confidence` (0..1) ranks findings of
+    the same severity. `consequence_of` names the finding id of the cause this one follows from
+    (orphaned sessions after a network cut, pool waits behind a leak): it is then ranked below
+    that cause and never counted as a root cause of its own.
+    """
+
+    id: str
+    category: Category
+    severity: Severity
+    title: str
+    recommendation: str
+    confidence: float = 0.5
+    evidence: dict[str, Any] = field(default_factory=dict)
+    consequence_of: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"unknown category {self.category!r}")
+        prefix = self.id.split("-", 1)[0]
+        if prefix not in (ID_PREFIX[self.category], POOLER_ID_PREFIX) or "-" not in self.id:
+            raise ValueError(f"finding id {self.id!r} does not match category {self.category!r}")
+
+    @property
+    def notebook(self) -> NotebookName:
+        return NOTEBOOK_OF_CATEGORY[self.category]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["severity"] = self.severity.value
+        data["notebook"] = self.notebook
+        return data
+
+
+def worst_severity(findings: list[Finding]) -> Severity | None:
+    return max((f.severity for f in findings), key=lambda s: s.rank, default=None)

@@ -1,0 +1,204 @@
+"""Network: the path between the application and the server drops or resets connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playbook.diagnose.client_fixes import stack_fix
+from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence.views import (
+    APP_SESSION_LOST,
+    SERVER_SIDE_ENDINGS,
+    app_events,
+    app_stack,
+    first_last,
+    server_events,
+    server_log_read,
+    top_values,
+)
+from playbook.evidence import Evidence
+
+RESET_EVENTS = (
+    "connection_reset",
+    "broken_pipe",
+    "client_send_error",
+    "client_recv_error",
+    "connection_to_client_lost",
+    "client_recv_timeout",
+    "incomplete_message",
+)
+# The shortest common silent idle cut-offs on cloud paths (REFERENCE.md): AWS NLB/NAT 350 s,
+# Azure 4 min. Keepalives must fire well before them.
+SHORTEST_PATH_IDLE_S = 240
+SAFE_KEEPALIVE_IDLE_S = 60
+CONNECT_SLOW_MS = 500.0
+
+
+def _keepalive_fix(evidence: Evidence) -> str:
+    return (
+        f"Keep idle flows visibly alive below the path's cut-off (the shortest common one is "
+        f"{SHORTEST_PATH_IDLE_S} s): from the client, add `keepalives=1 "
+        f"keepalives_idle={SAFE_KEEPALIVE_IDLE_S} "
+        "keepalives_interval=10 keepalives_count=3 tcp_user_timeout=30000` to the DSN; on the server, "
+        f"`ALTER SYSTEM SET tcp_keepalives_idle = {SAFE_KEEPALIVE_IDLE_S}; ALTER SYSTEM SET "
+        "tcp_keepalives_interval "
+        "= 10; ALTER SYSTEM SET tcp_keepalives_count = 3; SELECT pg_reload_conf();` and in the pool:\n\n"
+        + stack_fix(
+            app_stack(evidence), max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=SAFE_KEEPALIVE_IDLE_S
+        )
+    )
+
+
+def find_resets(evidence: Evidence) -> list[Finding]:
+    resets = server_events(evidence, *RESET_EVENTS)
+    if resets.empty:
+        return []
+    severity = Severity.CRITICAL if len(resets) >= 3 else Severity.WARNING
+    return [
+        Finding(
+            id="NET-001",
+            category="network",
+            severity=severity,
+            confidence=0.85,
+            title=f"{len(resets)} connection(s) reset or broken on the way to the client (server log)",
+            evidence={
+                "events": top_values(resets, "event"),
+                "hosts": top_values(resets, "host"),
+                "users": top_values(resets, "user"),
+                **first_last(resets),
+            },
+            recommendation=(
+                "Something between the application and the server resets flows (a firewall, NAT, load "
+                "balancer or proxy idle limit). Find the idle limit on the path and keep flows below it. "
+                + _keepalive_fix(evidence)
+            ),
+        )
+    ]
+
+
+def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
+    """The application lost sessions and the server did not end them: the path did."""
+    lost = app_events(evidence, *APP_SESSION_LOST)
+    if lost.empty or not server_events(evidence, *SERVER_SIDE_ENDINGS).empty:
+        return []
+    log_read = server_log_read(evidence)
+    severity = Severity.CRITICAL if len(lost) >= 3 else Severity.WARNING
+    evidence_note: dict[str, Any] = {
+        "app_errors": top_values(lost, "kind"),
+        "stack": app_stack(evidence),
+        "server_log_read": log_read,
+        **first_last(lost),
+    }
+    return [
+        Finding(
+            id="NET-002",
+            category="network",
+            severity=severity,
+            confidence=0.8 if log_read else 0.5,
+            title=(
+                f"the application lost {len(lost)} session(s) that the server did not end"
+                + ("" if log_read else " (no server log read: pass --server-log to confirm)")
+            ),
+            evidence=evidence_note,
+            recommendation=(
+                "The server log shows no termination, timeout, crash or restart for these sessions, so the "
+                "path dropped them (a NAT or load balancer that forgets idle flows makes the next query hang "
+                "and fail). Check the path's idle timeout and keep flows alive below it. "
+                + _keepalive_fix(evidence)
+            ),
+        )
+    ]
+
+
+def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[Finding]:
+    """The server's keepalives in force: they keep every client's idle flow visible to the path.
+
+    The playbook's own socket is evidence only: it sets keepalives of its own, the application
+    may not, which is why the server side is what is judged here.
+    """
+    in_force = evidence.settings.get("keepalives_in_force") or {}
+    try:
+        server_idle = int(in_force.get("tcp_keepalives_idle") or 0)
+    except ValueError:
+        server_idle = 0
+    if not in_force or (server_idle and server_idle <= SHORTEST_PATH_IDLE_S):
+        return []
+    return [
+        Finding(
+            id="NET-003",
+            category="network",
+            severity=Severity.WARNING if network_trouble else Severity.INFO,
+            confidence=0.6 if network_trouble else 0.3,
+            title=(
+                f"the server's TCP keepalives start after {server_idle or 'the OS default'} s: idle flows "
+                "look "
+                f"dead to NATs and load balancers that cut at {SHORTEST_PATH_IDLE_S}–350 s unless the "
+                "clients "
+                "send keepalives of their own"
+            ),
+            evidence={
+                "server_keepalives_in_force": in_force,
+                "playbook_socket": evidence.snapshots.get("keepalive_probe") or {},
+            },
+            recommendation=_keepalive_fix(evidence),
+        )
+    ]
+
+
+def find_slow_connects(evidence: Evidence) -> list[Finding]:
+    summary = (evidence.snapshots.get("latency") or {}).get("connect") or {}
+    failures = int(summary.get("failures") or 0)
+    p95 = summary.get("p95_ms")
+    if not failures and (p95 is None or p95 < CONNECT_SLOW_MS):
+        return []
+    severity = (
+        Severity.CRITICAL if failures and failures >= int(summary.get("samples") or 1) else Severity.WARNING
+    )
+    return [
+        Finding(
+            id="NET-004",
+            category="network",
+            severity=severity,
+            confidence=0.6,
+            title=(
+                f"connecting is slow or failing from this host: p95 {p95 or 0:.0f} ms, {failures} failure(s)"
+            ),
+            evidence={"connect_probe": summary},
+            recommendation=(
+                "Connection set-up crosses the network and authentication each time: keep a pool warm "
+                "(min_size > 0), set connect_timeout so a dead path fails fast, and look at DNS, TLS and "
+                "pg_hba (scram iterations) when every connect is slow."
+            ),
+        )
+    ]
+
+
+def find_own_session_lost(evidence: Evidence) -> list[Finding]:
+    gaps = evidence.gaps
+    unexplained = [
+        g
+        for g in gaps
+        if not (g.get("sqlstate") or "").startswith("57")
+        and "administrator command" not in (g.get("error") or "")
+    ]
+    if not unexplained or not server_events(evidence, *SERVER_SIDE_ENDINGS).empty:
+        return []
+    return [
+        Finding(
+            id="NET-005",
+            category="network",
+            severity=Severity.WARNING,
+            confidence=0.5,
+            title=f"the playbook's own session was lost {len(unexplained)} time(s) while sampling",
+            evidence={"gaps": unexplained[:10]},
+            recommendation=(
+                "The monitoring session itself was cut, with no server-side reason logged: the path is "
+                "unreliable. Compare with the network notebook's connect and idle-survival probes."
+            ),
+        )
+    ]
+
+
+def diagnose(evidence: Evidence) -> list[Finding]:
+    trouble = find_resets(evidence) + find_unexplained_app_losses(evidence) + find_own_session_lost(evidence)
+    return trouble + find_default_keepalives(evidence, bool(trouble)) + find_slow_connects(evidence)

@@ -1,0 +1,204 @@
+"""Pool configuration: the pools and the server's limits do not fit together."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence.views import (
+    app_events,
+    app_samples,
+    counts_over_time,
+    first_last,
+    server_events,
+    top_values,
+    usable_connections,
+)
+from playbook.evidence import Evidence
+
+USAGE_WARNING = 0.8
+USAGE_CRITICAL = 0.95
+
+
+def peak_usage(evidence: Evidence) -> tuple[int, int | None]:
+    """The most client backends seen in one tick (the playbook's own included: they use slots too)."""
+    ticks = evidence.activity_ticks
+    peak = int(ticks.loc[ticks["ok"].astype(bool), "backends"].max()) if not ticks.empty else 0
+    return peak + 1, usable_connections(evidence.settings)  # +1: the sampler's own slot
+
+
+def find_usage_near_limit(evidence: Evidence) -> list[Finding]:
+    peak, usable = peak_usage(evidence)
+    if not usable:
+        return []
+    ratio = peak / usable
+    if ratio < USAGE_WARNING:
+        return []
+    severity = Severity.CRITICAL if ratio >= USAGE_CRITICAL else Severity.WARNING
+    return [
+        Finding(
+            id="POOL-001",
+            category="pool_config",
+            severity=severity,
+            confidence=0.7,
+            title=f"peak {peak} connections of {usable} usable ({ratio:.0%}): near the limit",
+            evidence={"peak_connections": peak, "usable_connections": usable, "ratio": round(ratio, 3)},
+            recommendation=(
+                "Make the sum of every pool's max_size fit below max_connections minus the reserved slots, "
+                "with room for admin and migrations; put PgBouncer (pool_mode = transaction) in front when "
+                "many processes each keep their own pool."
+            ),
+        )
+    ]
+
+
+def find_rejections(evidence: Evidence) -> list[Finding]:
+    slots = server_events(evidence, "too_many_clients", "reserved_slots")
+    limits = server_events(evidence, "role_conn_limit", "database_conn_limit")
+    app = app_events(evidence, "too_many_clients")
+    findings = []
+    if not slots.empty or not app.empty:
+        _, usable = peak_usage(evidence)
+        findings.append(
+            Finding(
+                id="POOL-002",
+                category="pool_config",
+                severity=Severity.CRITICAL,
+                confidence=0.95 if not slots.empty else 0.8,
+                title=(
+                    f"{max(len(slots), len(app))} login(s) refused: no free connection slot (SQLSTATE 53300)"
+                ),
+                evidence={
+                    "server_log_events": top_values(slots, "event"),
+                    "app_errors": len(app),
+                    "users": top_values(slots, "user"),
+                    "usable_connections": usable,
+                    **first_last(slots if not slots.empty else app),
+                },
+                recommendation=(
+                    f"The pools together ask for more than the {usable or 'usable'} slots left after the "
+                    "reserved "
+                    "ones. Add up max_size over every process and keep the sum below that (with headroom for "
+                    "admin, migrations and monitoring), or put PgBouncer in transaction mode in front: "
+                    "`pool_mode = transaction`, `default_pool_size = 20`, `max_client_conn = 1000`."
+                ),
+            )
+        )
+    if not limits.empty:
+        findings.append(
+            Finding(
+                id="POOL-003",
+                category="pool_config",
+                severity=Severity.CRITICAL,
+                confidence=0.95,
+                title=f"{len(limits)} login(s) refused by a role or database CONNECTION LIMIT",
+                evidence={
+                    "events": top_values(limits, "event"),
+                    "users": top_values(limits, "user"),
+                    "databases": top_values(limits, "database"),
+                    "role_limits": [
+                        r for r in evidence.settings.get("role_limits") or [] if r.get("conn_limit", -1) != -1
+                    ],
+                    **first_last(limits),
+                },
+                recommendation=(
+                    "Raise the limit to the sum of the pools of that role or database, or shrink the pools: "
+                    "`ALTER ROLE <role> CONNECTION LIMIT <n>;` / `ALTER DATABASE <db> CONNECTION LIMIT <n>;`"
+                ),
+            )
+        )
+    return findings
+
+
+def little_law_sizes(evidence: Evidence) -> list[dict[str, object]]:
+    """Per application: idle and active counts over the window and a pool size from observed concurrency.
+
+    Little's law: connections in use = arrival rate x time held, which the sampler observes directly as
+    the number of active backends; size the pool for its 95th percentile plus headroom.
+    """
+    samples, ticks = app_samples(evidence), evidence.activity_ticks
+    sizes: list[dict[str, object]] = []
+    for app, ours in samples.groupby("application_name") if not samples.empty else []:
+        per_state = counts_over_time(ours, ticks, ["state"])
+        total = per_state.sum(axis=1)
+        active = per_state.get("active", total * 0)
+        idle = per_state.get("idle", total * 0)
+        p95_active = float(active.quantile(0.95))
+        sizes.append(
+            {
+                "application_name": str(app) or "(none)",
+                "median_total": float(total.median()),
+                "median_idle": float(idle.median()),
+                "p95_active": p95_active,
+                "suggested_max_size": max(2, int(np.ceil(p95_active * 1.25)) + 1),
+            }
+        )
+    return sizes
+
+
+def find_oversized_idle_pools(evidence: Evidence) -> list[Finding]:
+    findings = []
+    for size in little_law_sizes(evidence):
+        total, idle = float(str(size["median_total"])), float(str(size["median_idle"]))
+        if total < 10 or idle / total < 0.8 or int(str(size["suggested_max_size"])) >= total:
+            continue
+        findings.append(
+            Finding(
+                id="POOL-004",
+                category="pool_config",
+                severity=Severity.INFO,
+                confidence=0.4,
+                title=(
+                    f"{size['application_name']} keeps {total:.0f} connections of which {idle:.0f} idle; "
+                    "observed "
+                    f"concurrency suggests max_size ≈ {size['suggested_max_size']}"
+                ),
+                evidence=size,
+                recommendation=(
+                    "Idle pooled connections cost server memory and slots and are the first victims of idle "
+                    "timeouts and NAT cut-offs. Size the pool from concurrency: "
+                    f"max_size={size['suggested_max_size']} "
+                    "and a small min_size (psycopg_pool: `ConnectionPool(min_size=2, max_size=…)`)."
+                ),
+            )
+        )
+    return findings
+
+
+def find_pool_waits(evidence: Evidence) -> list[Finding]:
+    waits = app_events(evidence, "pool_timeout", "pool_queue_full")
+    samples = app_samples(evidence)
+    if waits.empty:
+        return []
+    active = int((samples["state"] == "active").sum()) if not samples.empty else 0
+    idle = int(samples["state"].str.startswith("idle").sum()) if not samples.empty else 0
+    if idle > active:
+        return []  # connections are held idle: that is the leak diagnosis (LEAK-004)
+    return [
+        Finding(
+            id="POOL-005",
+            category="pool_config",
+            severity=Severity.WARNING,
+            confidence=0.6,
+            title=(
+                f"{len(waits)} request(s) timed out waiting for a pooled connection while the pool was busy"
+            ),
+            evidence={"app_errors": len(waits), **first_last(waits)},
+            recommendation=(
+                "Every connection was busy running queries: the pool is too small for the load or the "
+                "queries "
+                "are too slow. Size the pool from concurrency (see POOL-004's Little's-law figure) within "
+                "the "
+                "server's free slots, and look at the slow statements first."
+            ),
+        )
+    ]
+
+
+def diagnose(evidence: Evidence) -> list[Finding]:
+    return (
+        find_usage_near_limit(evidence)
+        + find_rejections(evidence)
+        + find_oversized_idle_pools(evidence)
+        + find_pool_waits(evidence)
+    )

@@ -1,0 +1,185 @@
+"""The server ends sessions itself: restarts, crashes, failovers, pg_terminate_backend reapers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence.views import app_events, first_last, server_events, top_values
+from playbook.evidence import Evidence
+
+RESTART_EVENTS = ("shutdown_requested", "shut_down", "server_start", "ready_to_accept")
+CRASH_EVENTS = (
+    "backend_crash",
+    "crash_terminate_sibling",
+    "terminating_other_processes",
+    "crash_reinitializing",
+    "crash_recovery",
+    "panic",
+    "postmaster_death",
+)
+# A fast shutdown sends 57P01 to every session: those belong to the restart, not to a reaper.
+SHUTDOWN_ATTRIBUTION = timedelta(seconds=3)
+
+
+def _window_start(evidence: Evidence) -> datetime | None:
+    start = (evidence.manifest.get("window") or {}).get("start")
+    return datetime.fromisoformat(start) if start else None
+
+
+def find_restarts(evidence: Evidence) -> list[Finding]:
+    shutdowns = server_events(evidence, "shutdown_requested", "shut_down")
+    starts = server_events(evidence, "ready_to_accept")
+    refused = app_events(evidence, "cannot_connect_now")
+    gaps_by_restart = [
+        g
+        for g in evidence.gaps
+        if "shutting down" in (g.get("error") or "")
+        or "starting up" in (g.get("error") or "")
+        or g.get("sqlstate") == "57P03"
+    ]
+    postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
+    if shutdowns.empty and refused.empty and not gaps_by_restart:
+        return []
+    restarts = max(len(server_events(evidence, "shutdown_requested")), len(gaps_by_restart), 1)
+    return [
+        Finding(
+            id="SRV-001",
+            category="server",
+            severity=Severity.CRITICAL,
+            confidence=0.95 if not shutdowns.empty else 0.75,
+            title=f"the server restarted {restarts} time(s): every session ended at once",
+            evidence={
+                "shutdowns": len(shutdowns),
+                "ready_again": len(starts),
+                "postmaster_start": postmaster_start,
+                "sampler_gaps": len(gaps_by_restart),
+                "app_refused": len(refused),
+                **first_last(shutdowns),
+            },
+            recommendation=(
+                "A restart ends every session; pools must expect it. Find who restarted the server (deploys, "
+                "configuration changes that need a restart, failovers, OOM) and make the pool validate "
+                "connections on checkout and retry the unit of work once (psycopg_pool: "
+                "`check=ConnectionPool.check_connection`; HikariCP does it by default)."
+            ),
+        )
+    ]
+
+
+def find_crashes(evidence: Evidence) -> list[Finding]:
+    crashes = server_events(evidence, *CRASH_EVENTS)
+    app = app_events(evidence, "crash_shutdown")
+    if crashes.empty and app.empty:
+        return []
+    kills = server_events(evidence, "backend_crash")
+    messages = [str(m)[:200] for m in kills.get("message", pd.Series(dtype=str)).head(3)]
+    return [
+        Finding(
+            id="SRV-002",
+            category="server",
+            severity=Severity.CRITICAL,
+            confidence=0.95 if not crashes.empty else 0.85,
+            title=(
+                f"a server process crashed {max(len(kills), 1)} time(s) and the postmaster ended every "
+                "session to reinitialize"
+            ),
+            evidence={
+                "events": top_values(crashes, "event", 10),
+                "app_errors": len(app),
+                "crashes": messages,
+                **first_last(crashes if not crashes.empty else app),
+            },
+            recommendation=(
+                "One backend dying (signal 9 from the OOM killer, a segfault in an extension) takes every "
+                "session down with it. Read the crash line for the signal and the process; with signal 9 "
+                "check the kernel log for the OOM killer and lower work_mem / max_connections or add memory."
+            ),
+        )
+    ]
+
+
+def find_admin_terminations(evidence: Evidence) -> list[Finding]:
+    terminated = server_events(evidence, "admin_terminate")
+    shutdowns = server_events(evidence, "shutdown_requested")
+    stamps = pd.to_datetime(shutdowns["ts"], utc=True)
+
+    def during_shutdown(ts: pd.Timestamp) -> bool:
+        return bool(((ts - stamps).abs() <= SHUTDOWN_ATTRIBUTION).any())
+
+    if not terminated.empty and not shutdowns.empty:
+        terminated = terminated[
+            ~pd.to_datetime(terminated["ts"], utc=True).apply(during_shutdown).astype(bool)
+        ]
+    app = app_events(evidence, "admin_shutdown") if shutdowns.empty else app_events(evidence).iloc[0:0]
+    gaps = [
+        g
+        for g in evidence.gaps
+        if "administrator command" in (g.get("error") or "") and not during_shutdown(pd.Timestamp(g["start"]))
+    ]
+    count = max(len(terminated), len(app), len(gaps))
+    if not count:
+        return []
+    return [
+        Finding(
+            id="SRV-003",
+            category="server",
+            severity=Severity.CRITICAL if count >= 2 else Severity.WARNING,
+            confidence=0.9 if not terminated.empty else 0.75,
+            title=(
+                f"{count} session(s) terminated by an administrator or a reaper (pg_terminate_backend, 57P01)"
+            ),
+            evidence={
+                "server_log_events": len(terminated),
+                "app_errors": len(app),
+                "sampler_gaps": len(gaps),
+                "users": top_values(terminated, "user"),
+                "applications": top_values(terminated, "application"),
+                **first_last(terminated if not terminated.empty else app),
+            },
+            recommendation=(
+                "Something calls pg_terminate_backend on these sessions: an idle-connection reaper cron "
+                "job, an ops script, a failover agent. Find it (pg_stat_activity rows running "
+                "pg_terminate_backend, "
+                "cron on the database hosts) and exempt pooled sessions, or let the pool retire them first: "
+                "a pool max_idle / max_lifetime below the reaper's age threshold, with check-on-checkout."
+            ),
+        )
+    ]
+
+
+def find_recent_start(evidence: Evidence) -> list[Finding]:
+    """A start shortly before the window: context for the reader, not a cause inside the window."""
+    postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
+    window_start = _window_start(evidence)
+    if not postmaster_start or not window_start:
+        return []
+    age = window_start - datetime.fromisoformat(postmaster_start)
+    if age > timedelta(hours=1):
+        return []
+    return [
+        Finding(
+            id="SRV-004",
+            category="server",
+            severity=Severity.INFO,
+            confidence=0.3,
+            title=f"the server started {age.total_seconds() / 60:.0f} min before this window",
+            evidence={"postmaster_start": postmaster_start},
+            recommendation=(
+                "If sessions closed around that time, the (re)start ended them: rerun with --since "
+                "covering it "
+                "and the server log to see why it restarted."
+            ),
+        )
+    ]
+
+
+def diagnose(evidence: Evidence) -> list[Finding]:
+    return (
+        find_restarts(evidence)
+        + find_crashes(evidence)
+        + find_admin_terminations(evidence)
+        + find_recent_start(evidence)
+    )

@@ -1,0 +1,191 @@
+"""Timeouts: the server, a pooler or a proxy ends a session while the pool still holds it."""
+
+from __future__ import annotations
+
+from playbook.diagnose.client_fixes import stack_fix
+from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence.views import (
+    app_events,
+    app_samples,
+    app_stack,
+    duration_text_seconds,
+    first_last,
+    overrides_of,
+    server_events,
+    setting_s,
+    top_values,
+)
+from playbook.evidence import Evidence
+
+# How long each stack keeps an unused connection by default (seconds): what a timeout must exceed.
+STACK_DEFAULT_IDLE_S = {
+    "psycopg": 600.0,
+    "hikaricp": 600.0,
+    "asyncpg": 300.0,
+    "node-postgres": 10.0,
+    "pgbouncer": 600.0,
+}
+
+KILLS = (
+    # (finding id, server event, app kind, setting, what it is)
+    (
+        "TMO-001",
+        "idle_session_timeout",
+        "idle_session_timeout",
+        "idle_session_timeout",
+        "idle-session timeout",
+    ),
+    (
+        "TMO-002",
+        "idle_in_transaction_timeout",
+        "idle_in_transaction_timeout",
+        "idle_in_transaction_session_timeout",
+        "idle-in-transaction timeout",
+    ),
+    ("TMO-003", "transaction_timeout", "transaction_timeout", "transaction_timeout", "transaction timeout"),
+)
+
+
+def _safe_pool_limits(timeout_s: float) -> tuple[float, float]:
+    """Idle and lifetime limits comfortably inside a server timeout (never below a second)."""
+    idle = max(1.0, round(timeout_s * 0.5, 1))
+    return idle, max(idle, round(timeout_s * 0.8, 1))
+
+
+def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None) -> str:
+    stack = app_stack(evidence)
+    if setting == "idle_session_timeout":
+        limit = timeout_s or 60.0
+        idle, life = _safe_pool_limits(limit)
+        return (
+            f"The server ends sessions idle longer than idle_session_timeout ({limit:g} s) while the pool "
+            "keeps them. Either keep pooled connections younger than that and check them on checkout:\n\n"
+            + stack_fix(stack, max_idle_s=idle, max_lifetime_s=life, keepalives_idle_s=None)
+            + "\nor stop the server from ending pooled sessions for the application's role: "
+            "`ALTER ROLE <app_role> SET idle_session_timeout = 0;`"
+        )
+    if setting == "idle_in_transaction_session_timeout":
+        return (
+            "The timeout is doing its job: something leaves transactions open. Find the request path that "
+            "does not commit or roll back (see the leaks notebook); meanwhile the pool must discard "
+            "connections that errored: "
+            + stack_fix(stack, max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=None)
+        )
+    return (
+        "transaction_timeout ends the whole session when a transaction runs longer than the limit. Keep "
+        "transactions short, or raise it for the role that needs long ones: "
+        "`ALTER ROLE <batch_role> SET transaction_timeout = '10min';`"
+    )
+
+
+def find_kills(evidence: Evidence) -> list[Finding]:
+    findings = []
+    for finding_id, event, kind, setting, what in KILLS:
+        server = server_events(evidence, event)
+        app = app_events(evidence, kind)
+        if server.empty and app.empty:
+            continue
+        timeout_s = setting_s(evidence, setting)
+        count = max(len(server), len(app))
+        findings.append(
+            Finding(
+                id=finding_id,
+                category="timeout",
+                severity=Severity.CRITICAL,
+                confidence=0.95 if not server.empty else 0.85,
+                title=f"{count} session(s) ended by the server's {what} ({setting} = "
+                f"{f'{timeout_s:g} s' if timeout_s else 'set per role or session'})",
+                evidence={
+                    "server_log_events": len(server),
+                    "app_log_errors": len(app),
+                    "setting_s": timeout_s,
+                    "overrides": overrides_of(evidence, setting),
+                    "users": top_values(server, "user"),
+                    "applications": top_values(server, "application"),
+                    **first_last(server if not server.empty else app),
+                },
+                recommendation=_kill_fix(evidence, setting, timeout_s),
+            )
+        )
+    return findings
+
+
+def find_statement_cancels(evidence: Evidence) -> list[Finding]:
+    cancels = server_events(evidence, "statement_timeout", "lock_timeout")
+    app = app_events(evidence, "statement_timeout", "lock_timeout")
+    count = max(len(cancels), len(app))
+    if not count:
+        return []
+    return [
+        Finding(
+            id="TMO-004",
+            category="timeout",
+            severity=Severity.WARNING,
+            confidence=0.6,
+            title=f"{count} statement(s) canceled by statement_timeout or lock_timeout (sessions survive)",
+            evidence={
+                "server_log_events": top_values(cancels, "event"),
+                "app_log_errors": len(app),
+                **first_last(cancels if not cancels.empty else app),
+            },
+            recommendation=(
+                "These cancel a statement, not the session: they explain failed requests, not closed "
+                "connections. Find the slow statements (pg_stat_statements) or the lock holders, or raise "
+                "the limit for the role that needs it: `ALTER ROLE <role> SET statement_timeout = '30s';`"
+            ),
+        )
+    ]
+
+
+def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding]) -> list[Finding]:
+    """idle_session_timeout (global or per role/database) shorter than what the pools keep idle."""
+    if any(f.id == "TMO-001" for f in kills):
+        return []  # the kills themselves are the finding
+    candidates = [("server-wide", setting_s(evidence, "idle_session_timeout"))]
+    candidates += [
+        (f"role {o['role'] or '*'} / database {o['database'] or '*'}", duration_text_seconds(o["value"]))
+        for o in overrides_of(evidence, "idle_session_timeout")
+    ]
+    samples = app_samples(evidence)
+    idle = samples[samples["state"] == "idle"] if not samples.empty else samples
+    observed_idle_s = float(idle["state_age_s"].max()) if not idle.empty else 0.0
+    stack = app_stack(evidence)
+    pool_idle_s = STACK_DEFAULT_IDLE_S.get(stack)
+    findings = []
+    for scope, timeout_s in candidates:
+        if not timeout_s:
+            continue
+        too_short_for_pool = pool_idle_s is not None and timeout_s < pool_idle_s
+        close_to_observed = observed_idle_s >= 0.8 * timeout_s
+        if not (too_short_for_pool or close_to_observed):
+            continue
+        idle_limit, life = _safe_pool_limits(timeout_s)
+        findings.append(
+            Finding(
+                id="TMO-005",
+                category="timeout",
+                severity=Severity.WARNING,
+                confidence=0.6,
+                title=(
+                    f"idle_session_timeout {timeout_s:g} s ({scope}) is shorter than pooled connections idle "
+                    f"(seen up to {observed_idle_s:.0f} s"
+                    + (f"; {stack}'s default idle limit is {pool_idle_s:g} s)" if pool_idle_s else ")")
+                ),
+                evidence={
+                    "timeout_s": timeout_s,
+                    "scope": scope,
+                    "observed_idle_s": round(observed_idle_s, 1),
+                    "stack": stack,
+                    "stack_default_idle_s": pool_idle_s,
+                },
+                recommendation=stack_fix(
+                    stack, max_idle_s=idle_limit, max_lifetime_s=life, keepalives_idle_s=None
+                ),
+            )
+        )
+    return findings[:1]
+
+
+def diagnose(evidence: Evidence) -> list[Finding]:
+    kills = find_kills(evidence)
+    return kills + find_statement_cancels(evidence) + find_limits_shorter_than_pool_idle(evidence, kills)

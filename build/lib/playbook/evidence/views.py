@@ -1,0 +1,162 @@
+"""Pure read-only views of the evidence that diagnoses, plots and notebooks share.
+
+Each takes Evidence (or one of its frames) and returns a frame or a number; none does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from playbook.evidence.frames import ACTIVITY_SAMPLES, APP_LOG_EVENTS, SERVER_LOG_EVENTS
+from playbook.evidence.settings import duration_text_seconds, usable_connections
+from playbook.evidence.store import Evidence
+from playbook.evidence.vocab import UNKNOWN_STACK
+
+__all__ = [
+    "APP_SESSION_LOST",
+    "SERVER_SIDE_ENDINGS",
+    "app_events",
+    "app_samples",
+    "app_stack",
+    "counts_over_time",
+    "duration_text_seconds",
+    "first_last",
+    "idle_in_transaction_sessions",
+    "overrides_of",
+    "server_events",
+    "server_log_read",
+    "setting_s",
+    "top_values",
+    "usable_connections",
+]
+
+# Server log events that end sessions on the server's own initiative: when they are present, the
+# application's "connection closed" errors have a server-side explanation and are not network.
+SERVER_SIDE_ENDINGS = frozenset(
+    {
+        "admin_terminate",
+        "crash_terminate_sibling",
+        "immediate_shutdown_terminate",
+        "postmaster_death",
+        "backend_crash",
+        "terminating_other_processes",
+        "crash_reinitializing",
+        "shutdown_requested",
+        "shut_down",
+        "panic",
+        "idle_session_timeout",
+        "idle_in_transaction_timeout",
+        "transaction_timeout",
+        "recovery_conflict",
+    }
+)
+# What the application logs when a session it held is gone, whatever ended it.
+APP_SESSION_LOST = frozenset(
+    {
+        "server_closed_unexpectedly",
+        "connection_lost",
+        "connection_closed",
+        "ssl_eof",
+        "connection_reset",
+        "broken_pipe",
+        "network_timeout",
+        "client_query_timeout",
+        "validation_failed",
+        "pool_discarded_broken",
+    }
+)
+
+
+def server_events(evidence: Evidence, *event_ids: str) -> pd.DataFrame:
+    """Server-log events of these ids (every event when none is given)."""
+    events = evidence.frame(SERVER_LOG_EVENTS)
+    return events[events["event"].isin(event_ids)] if event_ids else events
+
+
+def app_events(evidence: Evidence, *kinds: str) -> pd.DataFrame:
+    """Application-log failures of these kinds (every failure when none is given)."""
+    events = evidence.frame(APP_LOG_EVENTS)
+    return events[events["kind"].isin(kinds)] if kinds else events
+
+
+def server_log_read(evidence: Evidence) -> bool:
+    """Whether a server log was read: without one, "no kill logged" proves nothing."""
+    return evidence.collected("server_log")
+
+
+def app_stack(evidence: Evidence) -> str:
+    """The client stack the application log revealed, or 'unknown'."""
+    return str(evidence.snapshot("app_log_summary").get("primary_stack") or UNKNOWN_STACK)
+
+
+def setting_s(evidence: Evidence, name: str) -> float | None:
+    """A time setting in seconds, None when absent or disabled (0)."""
+    return evidence.setting_s(name)
+
+
+def overrides_of(evidence: Evidence, name: str) -> list[dict[str, Any]]:
+    """Per-role / per-database values of a setting (ALTER ROLE/DATABASE … SET)."""
+    found = []
+    for row in evidence.settings.get("overrides") or []:
+        for item in row.get("setconfig") or []:
+            key, _, value = str(item).partition("=")
+            if key == name:
+                found.append({"role": row.get("role"), "database": row.get("database"), "value": value})
+    return found
+
+
+def first_last(frame: pd.DataFrame) -> dict[str, str | None]:
+    if frame.empty or "ts" not in frame:
+        return {"first_seen": None, "last_seen": None}
+    ts = pd.to_datetime(frame["ts"], utc=True).dropna()
+    if ts.empty:
+        return {"first_seen": None, "last_seen": None}
+    return {"first_seen": ts.min().isoformat(), "last_seen": ts.max().isoformat()}
+
+
+def top_values(frame: pd.DataFrame, column: str, limit: int = 5) -> dict[str, int]:
+    if frame.empty or column not in frame:
+        return {}
+    # astype(str) first: the log readers hand categoricals, where fillna("") may not be allowed.
+    values = frame[column].astype(str).replace({"": "(none)", "nan": "(none)", "None": "(none)"})
+    counts = values.value_counts().head(limit)
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def app_samples(evidence: Evidence) -> pd.DataFrame:
+    """Activity rows of the application in focus (`playbook run --app`), else of every application.
+
+    Server-wide questions (usage against max_connections) read evidence.activity_samples.
+    """
+    samples = evidence.frame(ACTIVITY_SAMPLES)
+    focus = evidence.manifest.get("app")
+    if not focus or samples.empty:
+        return samples
+    return samples[samples["application_name"] == focus]
+
+
+def counts_over_time(samples: pd.DataFrame, ticks: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Backends per tick and group, zero-filled: a group that vanished reads 0, not a gap.
+
+    Only ticks where sampling succeeded are rows; lost ticks stay out (they are gaps, not zeros).
+    """
+    keys = by or ["state"]
+    ok_ticks = ticks.loc[ticks["ok"].astype(bool), "ts"].drop_duplicates().sort_values()
+    if samples.empty:
+        return pd.DataFrame(index=pd.DatetimeIndex(ok_ticks, name="ts"))
+    grouped = samples.fillna({k: "" for k in keys}).groupby(["tick_ts", *keys]).size()
+    table = grouped.unstack(keys, fill_value=0)
+    return table.reindex(pd.DatetimeIndex(ok_ticks, name="ts"), fill_value=0).fillna(0).astype("int64")
+
+
+def idle_in_transaction_sessions(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per backend seen idle in transaction: its longest observed age and who it belongs to."""
+    columns = ["pid", "application_name", "usename", "datname", "client_addr", "max_age_s"]
+    if samples.empty:
+        return pd.DataFrame(columns=columns)
+    idle = samples[samples["state"].isin(["idle in transaction", "idle in transaction (aborted)"])]
+    keys = ["pid", "backend_start", "application_name", "usename", "datname", "client_addr"]
+    grouped = idle.groupby(keys, dropna=False)["xact_age_s"].max().rename("max_age_s").reset_index()
+    return grouped.drop(columns="backend_start").sort_values("max_age_s", ascending=False, ignore_index=True)

@@ -1,0 +1,178 @@
+"""Time zones: which zone a log's clock reads, and turning its times into UTC.
+
+PostgreSQL prints %t/%m (and the csvlog/jsonlog timestamps) in log_timezone with that zone's
+abbreviation. Abbreviations are ambiguous: Asia/Shanghai prints "CST", the letters of US Central
+time; "IST" is India, Ireland or Israel. So an abbreviation is read through the zone the clock is
+known to be in (the server's log_timezone, `--log-tz`, `--app-tz`), never through a table's
+guess: within that zone it only tells standard time from summer time in the hour that occurs
+twice. Without a zone only numeric offsets and the few names that mean one thing everywhere
+(UTC, GMT, Z) are read; anything else is reported, never silently taken as UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from playbook.errors import PlaybookError
+
+# Names that mean the same offset wherever they are printed.
+UNAMBIGUOUS_OFFSETS_MIN = {"UTC": 0, "UCT": 0, "UT": 0, "GMT": 0, "Z": 0, "ZULU": 0}
+_NUMERIC = re.compile(r"^([+-])(\d{1,2})(?::?(\d\d))?$")
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A zone a clock reads, with the name the report states and where it came from.
+
+    `source` is one of "server" (log_timezone read from the server), "flag" (--log-tz/--app-tz),
+    "machine" (the zone of the machine running the playbook), "log" (offsets printed in the log).
+    """
+
+    name: str
+    tz: tzinfo = field(compare=False)
+    source: str = "flag"
+
+    def describe(self) -> str:
+        origin = {
+            "server": "the server's log_timezone",
+            "flag": "given on the command line",
+            "machine": "this machine's zone",
+            "log": "offsets printed in the log",
+        }.get(self.source, self.source)
+        return f"{self.name} ({origin})"
+
+
+def zone_named(name: str, source: str = "flag") -> Zone:
+    """The zone of an IANA name ("Asia/Shanghai"), "UTC", or a numeric offset ("+05:30").
+
+    An unknown name is a PlaybookError with one sentence: a guessed zone would move every event.
+    """
+    text = name.strip()
+    numeric = _NUMERIC.match(text)
+    if numeric:
+        return Zone(text, timezone(_numeric_offset(numeric)), source)
+    if text.upper() in UNAMBIGUOUS_OFFSETS_MIN:
+        return Zone("UTC", timezone.utc, source)
+    try:
+        return Zone(text, ZoneInfo(text), source)
+    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+        raise PlaybookError(
+            f"unknown time zone {name!r}: give an IANA name such as Europe/Berlin or an offset such as +05:30"
+        ) from None
+
+
+def machine_zone() -> Zone:
+    """The zone of the machine running the playbook: $TZ, else /etc/localtime, else its offset now."""
+    tz_env = os.environ.get("TZ", "").lstrip(":")
+    if tz_env:
+        try:
+            return zone_named(tz_env, "machine")
+        except PlaybookError:
+            pass
+    localtime = Path("/etc/localtime")
+    try:
+        target = str(localtime.resolve())
+    except OSError:
+        target = ""
+    if "/zoneinfo/" in target:
+        try:
+            return zone_named(target.split("/zoneinfo/", 1)[1], "machine")
+        except PlaybookError:
+            pass
+    offset = datetime.now().astimezone().utcoffset() or timedelta(0)
+    return Zone(_offset_text(offset), timezone(offset), "machine")
+
+
+def fixed_offset(text: str) -> timedelta | None:
+    """The offset of a numeric zone ("+08", "-0330", "+05:30") or of UTC/GMT/Z; None otherwise."""
+    numeric = _NUMERIC.match(text.strip())
+    if numeric:
+        return _numeric_offset(numeric)
+    minutes = UNAMBIGUOUS_OFFSETS_MIN.get(text.strip().upper())
+    return None if minutes is None else timedelta(minutes=minutes)
+
+
+def to_utc(
+    naive: np.ndarray,
+    abbreviations: Sequence[str] | None,
+    zone: Zone | None,
+    warnings: list[str],
+    what: str = "the log",
+) -> np.ndarray:
+    """UTC datetime64[ms] from wall-clock datetime64[ms] values and, when printed, their zone names.
+
+    - A numeric offset or UTC/GMT/Z printed beside a time is exact and wins.
+    - Any other name is read through `zone`: the zone's own abbreviation for standard or summer
+      time picks the right side of the hour that occurs twice. A name the zone never uses is a
+      warning (the time is still read in `zone`).
+    - Without a `zone`, a name that is not exact is a warning and the time is read as UTC; the
+      warning says so, so the report can state it.
+    - No names at all (naive times): read in `zone`, or as UTC with a warning when there is none.
+    """
+    values = np.asarray(naive, dtype="datetime64[ms]")
+    if values.size == 0:
+        return values
+    if abbreviations is None:
+        if zone is None:
+            warnings.append(f"times in {what} carry no zone and none was given: read as UTC")
+            return values
+        return _localize(values, zone.tz, None)
+    names = pd.Series(pd.Categorical(list(abbreviations)))
+    out = np.empty(values.shape, dtype="datetime64[ms]")
+    for code, name in enumerate(names.cat.categories):
+        rows = (names.cat.codes == code).to_numpy()
+        exact = fixed_offset(str(name))
+        if exact is not None:
+            out[rows] = values[rows] - np.timedelta64(int(exact.total_seconds() * 1000), "ms")
+            continue
+        if zone is None:
+            warnings.append(
+                f"time zone {name!r} in {what} is ambiguous and no zone was given "
+                "(the server's log_timezone or --log-tz): read as UTC"
+            )
+            out[rows] = values[rows]
+            continue
+        dst = _abbreviation_is_dst(zone.tz, str(name), values[rows])
+        if dst is None:
+            warnings.append(f"time zone {name!r} in {what} is not one {zone.name} uses: read in {zone.name}")
+        out[rows] = _localize(values[rows], zone.tz, dst)
+    return out
+
+
+def _localize(values: np.ndarray, tz: tzinfo, dst: bool | None) -> np.ndarray:
+    # Without a name to choose by, the hour that occurs twice is read as its first (summer) one.
+    flags = np.full(values.shape, True if dst is None else dst, dtype=bool)
+    localized = pd.DatetimeIndex(values).tz_localize(tz, ambiguous=flags, nonexistent="shift_forward")
+    return localized.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ms]")
+
+
+def _abbreviation_is_dst(tz: tzinfo, name: str, values: np.ndarray) -> bool | None:
+    """True when `name` is the zone's summer-time name, False for standard time, None if foreign."""
+    if values.size == 0:
+        return False
+    probe = pd.Timestamp(values[0]).to_pydatetime()
+    for days in range(0, 366, 30):
+        moment = (probe + timedelta(days=days)).replace(tzinfo=tz)
+        if moment.tzname() == name:
+            return bool(moment.dst())
+    return None
+
+
+def _numeric_offset(match: re.Match[str]) -> timedelta:
+    sign = -1 if match.group(1) == "-" else 1
+    return sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3) or 0))
+
+
+def _offset_text(offset: timedelta) -> str:
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

@@ -1,0 +1,616 @@
+"""Scenarios: each root cause made to happen for real on a lab server, and kept happening.
+
+`start_scenario(name, server, workdir)` applies the scenario's server settings (restored by
+stop()), starts the chaos proxy where the application goes through one, the workloads and any
+fault injector, and returns a RunningScenario: what to investigate with (the monitor role's DSN,
+the server log, the application log) and `signature_seen()`, which turns True once the
+scenario's evidence appeared. Every incident keeps recurring for as long as the scenario runs,
+so a `playbook run` started a second or two later observes it within its window.
+
+Fault injection refuses any server the lab did not start itself: the LabServer must run from its
+own data directory, answering on its own port (checked through `data_directory` on the server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+import psycopg
+
+from playbook.errors import PlaybookError
+from playbook.lab.proxy import ChaosProxy
+from playbook.lab.server import APP_ROLE, MONITOR_ROLE, LabServer
+from playbook.lab.workloads import Service, app_logger, stats_log_for
+
+CATEGORIES = ("leak", "timeout", "network", "pool_config", "server")
+
+# Server log wordings the signatures look for (English lc_messages, which the lab sets).
+IDLE_SESSION_FATAL = "terminating connection due to idle-session timeout"
+IDLE_IN_XACT_FATAL = "terminating connection due to idle-in-transaction timeout"
+ADMIN_FATAL = "terminating connection due to administrator command"
+TOO_MANY = re.compile(r"sorry, too many clients already|remaining connection slots are reserved")
+CRASHED = re.compile(r"\(PID \d+\) was terminated by signal 9")  # "server process" before 18
+READY = "database system is ready to accept connections"
+CLIENT_RESET = re.compile(r"could not receive data from client: Connection reset by peer")
+TERMINATING_FATAL = re.compile(r"FATAL:\s+terminating connection")
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    name: str
+    expected_category: str | None  # None: no incident expected (healthy, keepalives that survive)
+    summary: str
+
+
+SCENARIOS: dict[str, ScenarioSpec] = {
+    spec.name: spec
+    for spec in [
+        ScenarioSpec(
+            "healthy",
+            None,
+            "a steady service with a right-sized pool and no faults: the playbook should find nothing",
+        ),
+        ScenarioSpec(
+            "leak",
+            "leak",
+            "billing checks a connection out every second and never returns it, half of them idle in "
+            "transaction: its connection count only grows; the playbook should blame a leak",
+        ),
+        ScenarioSpec(
+            "idle_session_timeout",
+            "timeout",
+            "idle_session_timeout=2s and a bursty pool idle 3 s between bursts: the server keeps killing "
+            "pooled sessions (57P05) and search logs the errors; the playbook should blame the timeout",
+        ),
+        ScenarioSpec(
+            "idle_in_transaction_timeout",
+            "timeout",
+            "idle_in_transaction_session_timeout=1s and checkout calling a slow provider mid-transaction "
+            "for 0.4-1.6 s: about half its requests die with 25P03; the playbook should blame the timeout",
+        ),
+        ScenarioSpec(
+            "too_many_connections",
+            "pool_config",
+            "max_connections=20 with 3+4 reserved slots leaves 13, three pools of up to 6 want 18: "
+            "53300 refusals and PoolTimeouts; the playbook should blame the pool sizing",
+        ),
+        ScenarioSpec(
+            "reset_path",
+            "network",
+            "profile goes through a path that resets flows idle 2 s, its pool idles 3 s between bursts: "
+            "connections reset by peer on both sides; the playbook should blame the network",
+        ),
+        ScenarioSpec(
+            "nat_drop",
+            "network",
+            "ledger goes through a NAT that silently drops flows idle 2 s, without keepalives: requests "
+            "hang until ledger's 1.5 s deadline, then fail; the playbook should blame the network",
+        ),
+        ScenarioSpec(
+            "nat_drop_keepalive",
+            None,
+            "the same NAT and traffic, but libpq keepalives every second keep the flows alive: no errors, "
+            "and the playbook should find no incident",
+        ),
+        ScenarioSpec(
+            "admin_terminate",
+            "server",
+            "an ops job (idle-reaper) terminates lab_app backends idle over 2 s every second while reports "
+            "idles 4 s between bursts: 57P01 kills and app errors; the playbook should blame the reaper",
+        ),
+        ScenarioSpec(
+            "server_restart",
+            "server",
+            "the server is restarted 2 s in and then every 8 s under a steady service: every session ends "
+            "with 57P01, reconnects fail while it is down; the playbook should blame the restarts",
+        ),
+        ScenarioSpec(
+            "backend_crash",
+            "server",
+            "one backend of orders is killed with kill -9 2 s in and then every 8 s: the postmaster ends "
+            "every session and reinitializes; the playbook should blame the crashes",
+        ),
+    ]
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def require_lab_server(server: LabServer) -> None:
+    """Refuse, in one sentence, any server this LabServer did not start itself."""
+    try:
+        port = server.port
+    except PlaybookError:
+        raise PlaybookError(
+            f"fault injection runs only against a lab server, and {server.base_dir} holds none"
+        ) from None
+    if not server.owns(server.dsn()):
+        raise PlaybookError(
+            f"fault injection runs only against a running lab server, and the one in {server.base_dir} "
+            "is not running (start it with `playbook lab up`)"
+        )
+    try:
+        with server.admin() as conn:
+            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    except psycopg.Error:
+        row = None
+    if row is None or Path(str(row[0])).resolve() != server.data_dir.resolve():
+        raise PlaybookError(
+            f"fault injection refuses the server on 127.0.0.1:{port}: it is not the one the lab "
+            f"started from {server.data_dir}"
+        )
+
+
+class RunningScenario:
+    """A scenario while it runs; stop() (or leaving the `with` block) ends everything it started."""
+
+    def __init__(self, spec: ScenarioSpec, server: LabServer, workdir: Path) -> None:
+        self.spec = spec
+        self.server = server
+        self.workdir = workdir
+        self.server_log = server.stderr_log
+        self.structured_log = server.structured_log
+        self.app_log = workdir / "app.log"
+        self.pool_stats_log = stats_log_for(self.app_log)
+        self.dsn = server.dsn(MONITOR_ROLE)
+        self.started_at = _now()
+        self.services: list[Service] = []
+        self.proxy: ChaosProxy | None = None
+        self.extra_logs: list[Path] = []  # e.g. the ops job's own log
+        self._server_log_from = _size(self.server_log)
+        self._app_log_from = _size(self.app_log)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._cleanups: list[tuple[str, Callable[[], None]]] = []
+        self._events: list[dict[str, Any]] = []
+        self._events_lock = threading.Lock()
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+        self._signature: Callable[[], bool] = lambda: False
+        self._started_mono = time.monotonic()
+
+    # -- what the caller reads ---------------------------------------------------------------------
+    def signature_seen(self) -> bool:
+        """True once the scenario's evidence appeared (for healthy ones: once health was shown)."""
+        return self._signature()
+
+    def stats(self) -> dict[str, Any]:
+        """Pool stats per service, proxy counters, and what was injected when."""
+        with self._events_lock:
+            events = list(self._events)
+        proxy = None
+        if self.proxy is not None:
+            proxy = self.proxy.stats()
+            proxy.pop("flows", None)
+        return {
+            "scenario": self.spec.name,
+            "started_at": self.started_at,
+            "services": {s.name: s.stats() for s in self.services},
+            "proxy": proxy,
+            "injected": events,
+        }
+
+    def server_log_text(self) -> str:
+        """What the server logged since the scenario started."""
+        return _read_from(self.server_log, self._server_log_from)
+
+    def app_log_text(self) -> str:
+        """What the application logged since the scenario started."""
+        return _read_from(self.app_log, self._app_log_from)
+
+    def app_errors(self) -> int:
+        return sum(s.requests_failed for s in self.services)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started_mono
+
+    # -- building blocks for the scenario definitions ------------------------------------------------
+    def record(self, what: str, **details: Any) -> None:
+        with self._events_lock:
+            self._events.append({"at": _now(), "what": what, **details})
+
+    def on_stop(self, what: str, action: Callable[[], None]) -> None:
+        self._cleanups.append((what, action))
+
+    def apply_settings(self, settings: dict[str, str | int], *, restart: bool = False) -> None:
+        """ALTER SYSTEM the scenario's settings; stop() puts back what postgresql.auto.conf had."""
+        with self.server.admin() as conn:
+            rows = conn.execute(
+                "SELECT name, setting FROM pg_file_settings "
+                "WHERE sourcefile LIKE '%postgresql.auto.conf' ORDER BY seqno"
+            ).fetchall()
+        before = {str(name): str(value) for name, value in rows}
+        previous: dict[str, str | int | None] = {name: before.get(name) for name in settings}
+
+        def restore() -> None:
+            self.server.alter_system(previous)
+            if restart:
+                self.server.restart()
+
+        self.on_stop(f"restore {', '.join(settings)}", restore)
+        self.server.alter_system(dict(settings))
+        if restart:
+            self.server.restart()
+            self._server_log_from = _size(self.server_log)  # the set-up restart is not the incident
+        self.record("settings", values={k: str(v) for k, v in settings.items()}, restart=restart)
+
+    def start_proxy(self) -> ChaosProxy:
+        proxy = ChaosProxy("127.0.0.1", self.server.port)
+        proxy.start()
+        self.proxy = proxy
+        self.on_stop("stop the proxy", proxy.stop)
+        self.dsn = proxy.dsn_for(self.server.dsn(MONITOR_ROLE))
+        return proxy
+
+    def add_service(self, name: str, dsn: str | None = None, *, wait: bool = True, **options: Any) -> Service:
+        service = Service(dsn or self.server.dsn(APP_ROLE), name, app_log=self.app_log, **options)
+        self.services.append(service)
+        service.start(wait=wait)
+        return service
+
+    def every(self, what: str, first: float, interval: float, action: Callable[[], dict[str, Any]]) -> None:
+        """Inject a fault `first` seconds in and then every `interval` seconds until stop()."""
+
+        def loop() -> None:
+            delay = first
+            while not self._stop.wait(delay):
+                try:
+                    self.record(what, **action())
+                except Exception as exc:  # the patient is sick; log it and try again next time
+                    self.record(f"{what} failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+                delay = interval
+
+        thread = threading.Thread(target=loop, name=f"scenario-{self.spec.name}-{what}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def thread(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        """A helper thread that runs until stop() sets the event it is given."""
+        thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def set_signature(self, check: Callable[[], bool]) -> None:
+        self._signature = check
+
+    # -- ending ---------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop injectors, workloads and the proxy, and restore the settings; safe to call twice."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._stop.set()
+            errors: list[str] = []
+            for thread in self._threads:
+                thread.join(timeout=90)  # an injector may be mid-restart; let it finish
+            for service in self.services:
+                try:
+                    service.stop()
+                except Exception as exc:
+                    errors.append(f"stopping {service.name}: {exc}")
+            for what, action in reversed(self._cleanups):
+                try:
+                    action()
+                except Exception as exc:
+                    errors.append(f"{what}: {exc}")
+            self.record("stopped", errors=errors)
+            if errors:
+                raise PlaybookError(
+                    f"the scenario {self.spec.name} did not stop cleanly: {'; '.join(errors)}"
+                )
+
+    def __enter__(self) -> RunningScenario:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# -- the scenarios ----------------------------------------------------------------------------------
+# Short timeouts and small pools make incidents happen within seconds; bursts are on one clock.
+BURST: dict[str, Any] = {"burst_seconds": 1.0, "idle_gap": 3.0, "request_interval": 0.05}
+LONG_GAPS: dict[str, Any] = {"burst_seconds": 1.0, "idle_gap": 4.0, "request_interval": 0.05}
+
+
+def _healthy(run: RunningScenario) -> None:
+    catalog = run.add_service("catalog", workers=3, min_size=3, max_size=4, pool_timeout=5.0)
+    run.set_signature(lambda: catalog.requests_ok >= 20 and run.app_errors() == 0)
+
+
+def _leak(run: RunningScenario) -> None:
+    # max_size leaves room for ~25 s of growth before PoolTimeouts join in
+    billing = run.add_service(
+        "billing", workers=3, min_size=2, max_size=30, pool_timeout=2.0, request_interval=0.1, leak_every=1.0
+    )
+
+    def seen() -> bool:
+        if len(billing.held) < 3:
+            return False
+        with run.server.admin() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'billing' "
+                "AND state = 'idle in transaction'"
+            ).fetchone()
+        return row is not None and int(row[0]) >= 2
+
+    run.set_signature(seen)
+
+
+def _idle_session_timeout(run: RunningScenario) -> None:
+    run.apply_settings({"idle_session_timeout": "2s"})
+    search = run.add_service("search", workers=2, min_size=2, max_size=4, pool_timeout=3.0, **BURST)
+    run.set_signature(lambda: IDLE_SESSION_FATAL in run.server_log_text() and search.requests_failed > 0)
+
+
+def _idle_in_transaction_timeout(run: RunningScenario) -> None:
+    run.apply_settings({"idle_in_transaction_session_timeout": "1s"})
+    checkout = run.add_service(
+        "checkout",
+        workers=3,
+        min_size=3,
+        max_size=4,
+        pool_timeout=3.0,
+        request_interval=0.2,
+        think_in_transaction=(0.4, 1.6),
+    )
+    run.set_signature(lambda: IDLE_IN_XACT_FATAL in run.server_log_text() and checkout.requests_failed > 0)
+
+
+def _too_many_connections(run: RunningScenario) -> None:
+    # 20 - 3 superuser - 4 pg_use_reserved_connections = 13 slots for the applications. The reserved
+    # band is what lets the playbook's monitor role in while the pools hold every other slot.
+    run.apply_settings(
+        {"max_connections": 20, "superuser_reserved_connections": 3, "reserved_connections": 4}, restart=True
+    )
+    with run.server.admin() as conn:
+        member = conn.execute(
+            "SELECT pg_has_role(%s, 'pg_use_reserved_connections', 'MEMBER')", [MONITOR_ROLE]
+        ).fetchone()
+        if not (member and member[0]):
+            conn.execute(f"GRANT pg_use_reserved_connections TO {MONITOR_ROLE}")
+
+            def revoke() -> None:
+                with run.server.admin() as admin:
+                    admin.execute(f"REVOKE pg_use_reserved_connections FROM {MONITOR_ROLE}")
+
+            run.on_stop("revoke pg_use_reserved_connections", revoke)
+    # 30 workers holding a connection 1 s each want 30 connections; 13 slots shared by pools of at most 6
+    # leave some pool with at most 4 for its 10 workers, whose requests then wait ~1.5 s > its 1 s timeout.
+    # A failed grow attempt gives up after reconnect_timeout, so the next waiting request tries again.
+    pool_kwargs = {"reconnect_timeout": 2.0}
+    for name in ("orders", "inventory", "notifications"):
+        run.add_service(
+            name,
+            workers=10,
+            min_size=2,
+            max_size=6,
+            pool_timeout=1.0,
+            request_interval=0.02,
+            query="SELECT pg_sleep(1.0)",
+            pool_kwargs=pool_kwargs,
+        )
+
+    def seen() -> bool:
+        timeouts = sum(s.pool.get_stats().get("requests_errors", 0) for s in run.services)
+        return bool(TOO_MANY.search(run.server_log_text())) and timeouts > 0
+
+    run.set_signature(seen)
+
+
+def _reset_path(run: RunningScenario) -> None:
+    proxy = run.start_proxy()
+    proxy.reset_idle_after(2.0)
+    run.record("proxy", reset_idle_after_s=2.0)
+    profile = run.add_service(
+        "profile", proxy.dsn_for(run.server.dsn(APP_ROLE)), workers=2, min_size=2, max_size=4, **BURST
+    )
+    run.set_signature(lambda: proxy.stats()["idle_resets"] > 0 and profile.requests_failed > 0)
+
+
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 3}
+
+
+def _nat(run: RunningScenario, *, keepalives: bool) -> None:
+    proxy = run.start_proxy()
+    proxy.drop_idle_after(2.0)
+    run.record("proxy", drop_idle_after_s=2.0, client_keepalives=keepalives)
+    ledger = run.add_service(
+        "ledger",
+        proxy.dsn_for(run.server.dsn(APP_ROLE)),
+        workers=2,
+        min_size=2,
+        max_size=4,
+        pool_timeout=3.0,
+        request_deadline=1.5,
+        connect_kwargs=dict(KEEPALIVES) if keepalives else {},
+        **LONG_GAPS,
+    )
+    if keepalives:
+        # Survival: a burst after an idle gap longer than the NAT's limit went through untouched.
+        period = LONG_GAPS["burst_seconds"] + LONG_GAPS["idle_gap"]
+        run.set_signature(
+            lambda: (
+                ledger.uptime() > period + 1.0
+                and proxy.stats()["drops"] == 0
+                and ledger.requests_failed == 0
+                and ledger.requests_ok > 0
+            )
+        )
+    else:
+        run.set_signature(
+            lambda: proxy.stats()["drops"] > 0 and ledger.deadline_aborts > 0 and ledger.requests_failed > 0
+        )
+
+
+def _admin_terminate(run: RunningScenario) -> None:
+    # The reaper runs as an ops role that may see every session and signal non-superuser ones.
+    ops_dsn = run.server.create_role("lab_ops")
+    with run.server.admin() as conn:
+        conn.execute("GRANT pg_signal_backend, pg_read_all_stats TO lab_ops")
+    # idle 4 s between bursts: every gap spans at least two reaper passes past the 2 s threshold
+    reports = run.add_service("reports", workers=2, min_size=2, max_size=4, **LONG_GAPS)
+    reaper_log = run.workdir / "idle-reaper.log"
+    run.extra_logs.append(reaper_log)
+    reaped: list[int] = []
+
+    def reaper(stop: threading.Event) -> None:
+        log = app_logger("idle-reaper", reaper_log)
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            while not stop.wait(1.0):
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(ops_dsn, autocommit=True, application_name="idle-reaper")
+                    rows = conn.execute(
+                        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE usename = %s AND state = 'idle' AND backend_type = 'client backend' "
+                        "AND state_change < now() - interval '2 seconds'",
+                        [APP_ROLE],
+                    ).fetchall()
+                except psycopg.Error as exc:
+                    log.error("reaping failed: %s", str(exc).replace("\n", " "))
+                    conn = None
+                    continue
+                pids = [int(pid) for pid, done in rows if done]
+                if pids:
+                    reaped.extend(pids)
+                    run.record("pg_terminate_backend", pids=pids)
+                    log.info("terminated %d idle backend(s) of %s: %s", len(pids), APP_ROLE, pids)
+        finally:
+            if conn is not None:
+                conn.close()
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+                handler.close()
+
+    run.thread("idle-reaper", reaper)
+    run.set_signature(
+        lambda: bool(reaped) and ADMIN_FATAL in run.server_log_text() and reports.requests_failed > 0
+    )
+
+
+def _server_restart(run: RunningScenario) -> None:
+    catalog = run.add_service("catalog", workers=3, min_size=3, max_size=4, pool_timeout=2.0)
+
+    def restart() -> dict[str, Any]:
+        require_lab_server(run.server)
+        run.server.restart()
+        return {"postmaster_pid": run.server.postmaster_pid()}
+
+    run.every("restart", 2.0, 8.0, restart)
+
+    def seen() -> bool:
+        text = run.server_log_text()
+        return READY in text and ADMIN_FATAL in text and catalog.requests_failed > 0
+
+    run.set_signature(seen)
+
+
+def _backend_crash(run: RunningScenario) -> None:
+    orders = run.add_service("orders", workers=3, min_size=3, max_size=4, pool_timeout=2.0)
+
+    def crash() -> dict[str, Any]:
+        require_lab_server(run.server)
+        with run.server.admin() as conn:
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'orders' "
+                "AND backend_type = 'client backend' ORDER BY backend_start LIMIT 1"
+            ).fetchone()
+        if row is None:
+            raise PlaybookError("orders has no backend to kill right now")
+        pid = int(row[0])
+        # Only a child of this lab's postmaster: never a process that merely reused the number.
+        if psutil.Process(pid).ppid() != run.server.postmaster_pid():
+            raise PlaybookError(f"process {pid} is not a backend of the lab server")
+        run.server.crash_backend(pid)
+        return {"killed_pid": pid, "signal": "SIGKILL"}
+
+    run.every("kill -9", 2.0, 8.0, crash)
+
+    def seen() -> bool:
+        text = run.server_log_text()
+        return bool(CRASHED.search(text)) and READY in text and orders.requests_failed > 0
+
+    run.set_signature(seen)
+
+
+_BUILDERS: dict[str, Callable[[RunningScenario], None]] = {
+    "healthy": _healthy,
+    "leak": _leak,
+    "idle_session_timeout": _idle_session_timeout,
+    "idle_in_transaction_timeout": _idle_in_transaction_timeout,
+    "too_many_connections": _too_many_connections,
+    "reset_path": _reset_path,
+    "nat_drop": lambda run: _nat(run, keepalives=False),
+    "nat_drop_keepalive": lambda run: _nat(run, keepalives=True),
+    "admin_terminate": _admin_terminate,
+    "server_restart": _server_restart,
+    "backend_crash": _backend_crash,
+}
+assert set(_BUILDERS) == set(SCENARIOS)
+
+
+def start_scenario(name: str, server: LabServer, workdir: Path) -> RunningScenario:
+    """Start scenario `name` on `server` (which the lab must have started); stop() the result."""
+    spec = SCENARIOS.get(name)
+    if spec is None:
+        raise PlaybookError(f"there is no scenario {name!r}; the scenarios are: {', '.join(SCENARIOS)}")
+    require_lab_server(server)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = RunningScenario(spec, server, workdir)
+    try:
+        _BUILDERS[name](run)
+    except BaseException:
+        with contextlib.suppress(PlaybookError):  # the set-up error is the one to report
+            run.stop()
+        raise
+    run.record("started", summary=spec.summary)
+    (workdir / "scenario.json").write_text(
+        json.dumps(
+            {
+                "scenario": name,
+                "expected_category": spec.expected_category,
+                "dsn": run.dsn,
+                "server_log": str(run.server_log),
+                "structured_log": str(run.structured_log),
+                "app_log": str(run.app_log),
+                "pool_stats_log": str(run.pool_stats_log),
+                "started_at": run.started_at,
+            },
+            indent=2,
+        )
+    )
+    return run

@@ -1,0 +1,293 @@
+"""Short calls the notebooks make, so that a notebook stays prose plus a few lines of code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from IPython.display import Markdown
+
+from playbook.collect.run import collect_evidence
+from playbook.diagnose import diagnose_all, rank_root_causes
+from playbook.diagnose.findings import Finding
+from playbook.evidence.views import app_samples
+from playbook.errors import PlaybookError
+from playbook.evidence import Evidence
+from playbook.target import resolve_target
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def load_or_collect(
+    *,
+    dsn: str = "",
+    evidence_dir: str = "",
+    duration: float = 30,
+    interval: float = 1.0,
+    server_log: str | Sequence[str] | None = None,
+    app_log: str | Sequence[str] | None = None,
+) -> Evidence:
+    """Under `playbook run` the evidence is already collected; opened by hand, the notebook collects."""
+    if evidence_dir:
+        if not Path(evidence_dir, "manifest.json").exists():
+            # Never collect silently in its place: the report would not show the run's evidence.
+            raise PlaybookError(f"no evidence in {Path(evidence_dir).resolve()} (evidence_dir)")
+        return Evidence.load(evidence_dir)
+    target = resolve_target(dsn or None)
+    return collect_evidence(
+        target,
+        duration=duration,
+        interval=interval,
+        server_logs=_as_list(server_log),
+        app_logs=_as_list(app_log),
+    )
+
+
+def server_overview(evidence: Evidence) -> pd.DataFrame:
+    """Version, uptime, limits and what the playbook could not see."""
+    settings = evidence.settings
+    server = settings.get("server", {})
+    values = settings.get("settings", {})
+    start = server.get("postmaster_start")
+    snapshot = server.get("snapshot_at")
+    uptime = (
+        str(pd.Timedelta(datetime.fromisoformat(snapshot) - datetime.fromisoformat(start)).floor("s"))
+        if start and snapshot
+        else "unknown"
+    )
+
+    def setting(name: str) -> str:
+        entry = values.get(name)
+        if entry is None:
+            return "absent on this version"
+        return f"{entry['setting']}{entry.get('unit') or ''}"
+
+    rows = [
+        ("server version", server.get("server_version", "?")),
+        ("postmaster started", start or "?"),
+        ("uptime at snapshot", uptime),
+        ("connected as", f"{server.get('role')} (pg_monitor: {server.get('has_pg_monitor')})"),
+        ("max_connections", setting("max_connections")),
+        ("superuser_reserved_connections", setting("superuser_reserved_connections")),
+        ("reserved_connections", setting("reserved_connections")),
+        ("usable by ordinary roles", str(settings.get("usable_connections"))),
+        ("sampling window", f"{evidence.manifest.get('window', {}).get('duration_s', '?')} s"),
+        ("sampler gaps", str(len(evidence.gaps))),
+    ]
+    return pd.DataFrame(rows, columns=["what", "value"]).set_index("what")
+
+
+def unavailable(evidence: Evidence) -> pd.DataFrame:
+    """What this role could not see, and the GRANT that would show it."""
+    missing = evidence.manifest.get("unavailable", [])
+    if not missing:
+        return pd.DataFrame({"result": ["nothing: this role sees everything the playbook reads"]})
+    return pd.DataFrame(missing, columns=["what", "error", "grant"])
+
+
+def findings(evidence: Evidence, category: str | None = None) -> list[Finding]:
+    found = diagnose_all(evidence)
+    return [f for f in found if category is None or f.category == category]
+
+
+def findings_table(found: list[Finding]) -> pd.DataFrame:
+    if not found:
+        return pd.DataFrame({"result": ["no finding: nothing in this evidence points at a cause"]})
+    return pd.DataFrame(
+        [{"id": f.id, "severity": f.severity.value, "title": f.title, "fix": f.recommendation} for f in found]
+    ).set_index("id")
+
+
+def root_causes(evidence: Evidence) -> pd.DataFrame:
+    causes = rank_root_causes(diagnose_all(evidence))
+    if not causes:
+        return pd.DataFrame({"result": ["no root cause: the window looks healthy"]})
+    return pd.DataFrame(causes)
+
+
+def oldest_idle_in_transaction(evidence: Evidence, top: int = 10) -> pd.DataFrame:
+    from playbook.evidence.views import idle_in_transaction_sessions
+
+    return idle_in_transaction_sessions(app_samples(evidence)).head(top)
+
+
+NOTEBOOK_FILES = {
+    "triage": "00_triage.ipynb",
+    "leaks": "01_leaks.ipynb",
+    "timeouts": "02_timeouts.ipynb",
+    "network": "03_network.ipynb",
+    "pool_config": "04_pool_config.ipynb",
+}
+
+
+def next_step(evidence: Evidence) -> Markdown:
+    """The notebook to read next, from the top-ranked cause."""
+    from playbook.diagnose.findings import NOTEBOOK_OF_CATEGORY
+
+    causes = rank_root_causes(diagnose_all(evidence))
+    if not causes:
+        return Markdown(
+            "**No root cause in this window.** If sessions still close, widen the window "
+            "(`--duration`, `--since`) and pass the server and application logs."
+        )
+    top = causes[0]
+    notebook = NOTEBOOK_OF_CATEGORY[str(top["category"])]
+    target = NOTEBOOK_FILES[notebook]
+    return Markdown(
+        f"**Most likely: `{top['category']}`** ({top['severity']}, confidence "
+        f"{float(str(top['confidence'])):.0%}): {top['summary']}\n\n"
+        f"Read next: [{target}]({target})"
+    )
+
+
+def log_events_table(evidence: Evidence, categories: Sequence[str] | None = None) -> pd.DataFrame:
+    """Server log events that end or refuse sessions, per event: count, first and last seen, meaning."""
+    from playbook.collect.log_events import meaning
+
+    events = evidence.server_log_events
+    if events.empty:
+        note = "no server log read" if not evidence.manifest.get("server_logs") else "no event in the window"
+        return pd.DataFrame({"result": [note]})
+    events = events[events["category"].astype(str) != ""]
+    if categories:
+        events = events[events["category"].astype(str).isin(categories)]
+    if events.empty:
+        return pd.DataFrame({"result": ["none of these events in the server log for this window"]})
+    table = events.groupby(["category", "event"], observed=True).agg(
+        count=("ts", "size"), first_seen=("ts", "min"), last_seen=("ts", "max")
+    )
+    table["meaning"] = [meaning(str(event)) for _, event in table.index]
+    return table.sort_values("count", ascending=False)
+
+
+def app_errors_table(evidence: Evidence) -> pd.DataFrame:
+    """What the application logged, per kind of error, and the client stack it revealed."""
+    events = evidence.app_log_events
+    if events.empty:
+        note = "no application log read" if not evidence.manifest.get("app_logs") else "no known error in it"
+        return pd.DataFrame({"result": [note]})
+    table = events.groupby(["stack", "kind"]).agg(
+        count=("kind", "size"), first_seen=("ts", "min"), last_seen=("ts", "max"), example=("text", "first")
+    )
+    return table.sort_values("count", ascending=False)
+
+
+def settings_table(evidence: Evidence, names: Sequence[str]) -> pd.DataFrame:
+    """Settings by name with unit and where they come from; per-role/database overrides listed too."""
+    from playbook.evidence.views import overrides_of
+
+    values = evidence.settings.get("settings", {})
+    rows = []
+    for name in names:
+        entry = values.get(name)
+        if entry is None:
+            rows.append({"setting": name, "value": "absent on this version", "source": ""})
+            continue
+        unit = entry.get("unit") or ""
+        value = "?" if entry.get("setting") is None else f"{entry['setting']}{unit}"
+        rows.append({"setting": name, "value": value, "source": entry.get("source") or ""})
+        for override in overrides_of(evidence, name):
+            scope = f"role {override['role'] or '*'} / db {override['database'] or '*'}"
+            rows.append({"setting": f"  {name}", "value": override["value"], "source": scope})
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def connection_trends(evidence: Evidence) -> pd.DataFrame:
+    from playbook.diagnose.leak import connection_trends as trends
+
+    return trends(evidence)
+
+
+def pool_sizes(evidence: Evidence) -> pd.DataFrame:
+    from playbook.diagnose.pool_config import little_law_sizes
+
+    return pd.DataFrame(little_law_sizes(evidence))
+
+
+def limits_table(evidence: Evidence) -> pd.DataFrame:
+    """Connection limits per role and database, next to the connections seen of each."""
+    samples = evidence.activity_samples
+    peak_role: dict[Any, int] = {}
+    peak_db: dict[Any, int] = {}
+    if not samples.empty:
+        peak_role = samples.groupby(["tick_ts", "usename"]).size().groupby("usename").max().to_dict()
+        peak_db = samples.groupby(["tick_ts", "datname"]).size().groupby("datname").max().to_dict()
+    rows = [
+        {
+            "limit of": f"role {r['role']}",
+            "conn_limit": r["conn_limit"],
+            "peak seen": int(peak_role.get(r["role"], 0)),
+        }
+        for r in evidence.settings.get("role_limits") or []
+        if r.get("conn_limit", -1) != -1
+    ]
+    rows += [
+        {
+            "limit of": f"database {d['database']}",
+            "conn_limit": d["conn_limit"],
+            "peak seen": int(peak_db.get(d["database"], 0)),
+        }
+        for d in evidence.settings.get("database_limits") or []
+        if d.get("conn_limit", -1) != -1
+    ]
+    if not rows:
+        return pd.DataFrame({"result": ["no role or database has a CONNECTION LIMIT"]})
+    return pd.DataFrame(rows).set_index("limit of")
+
+
+def latency_table(evidence: Evidence) -> pd.DataFrame:
+    latency = evidence.snapshots.get("latency") or {}
+    rows = {name: summary for name, summary in latency.items() if summary}
+    if not rows:
+        return pd.DataFrame({"result": ["no probe ran"]})
+    columns = ["samples", "failures", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
+    return pd.DataFrame(rows).T.reindex(columns=columns)
+
+
+def keepalive_table(evidence: Evidence) -> pd.DataFrame:
+    """Keepalive timers in force on the server's side and on this client's socket."""
+    server = evidence.settings.get("keepalives_in_force") or {}
+    client = evidence.snapshots.get("keepalive_probe") or {}
+    return pd.DataFrame(
+        [
+            {
+                "side": "server (SHOW over TCP)",
+                "keepalive": "on",
+                "idle_s": server.get("tcp_keepalives_idle"),
+                "interval_s": server.get("tcp_keepalives_interval"),
+                "count": server.get("tcp_keepalives_count"),
+            },
+            {
+                "side": "this client's socket",
+                "keepalive": "on" if client.get("so_keepalive") else "off",
+                "idle_s": client.get("tcp_keepidle_s"),
+                "interval_s": client.get("tcp_keepintvl_s"),
+                "count": client.get("tcp_keepcnt"),
+            },
+        ]
+    ).set_index("side")
+
+
+def gaps_table(evidence: Evidence) -> pd.DataFrame:
+    if not evidence.gaps:
+        return pd.DataFrame({"result": ["the playbook's own session was never lost"]})
+    return pd.DataFrame(evidence.gaps)
+
+
+def idle_survival(dsn: str, idle_s: Sequence[float]) -> pd.DataFrame:
+    """Live: does a connection left idle this long still answer? (Opened by hand only.)"""
+    from playbook.probes.keepalive import idle_survival as probe
+
+    return probe(resolve_target(dsn or None).dsn, idle_s=list(idle_s))
+
+
+def setting_seconds(evidence: Evidence, name: str) -> float | None:
+    """A time setting in seconds (None when absent or disabled), for drawing it as a limit."""
+    return evidence.setting_s(name)

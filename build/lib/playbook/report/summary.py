@@ -1,0 +1,68 @@
+"""summary.json: the contract other tools read (schema pg-session-playbook/summary/v1)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from playbook.diagnose import rank_root_causes
+from playbook.diagnose.findings import Finding, worst_severity
+from playbook.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARNING
+from playbook.evidence import Evidence
+
+SCHEMA_ID = "pg-session-playbook/summary/v1"
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("playbook.report").joinpath("summary.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def validate(summary: dict[str, Any]) -> None:
+    """Raises jsonschema.ValidationError when the summary breaks the contract."""
+    import jsonschema  # its format checkers take most of a second to import: only when validating
+
+    jsonschema.validate(summary, schema(), format_checker=jsonschema.FormatChecker())
+
+
+def build_summary(
+    evidence: Evidence, findings: list[Finding], notebooks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    ran = [nb for nb in notebooks if nb["status"] == "ok"]
+    worst = worst_severity(findings)
+    if notebooks and not ran:
+        status = "error"
+    elif worst is None or worst.value == "info":
+        status = "ok"
+    else:
+        status = worst.value
+    window = evidence.manifest.get("window", {})
+    return {
+        "schema": SCHEMA_ID,
+        "status": status,
+        "target": {
+            "dsn": evidence.manifest.get("target", ""),
+            "server_version": evidence.settings.get("server", {}).get("server_version"),
+        },
+        "window": {
+            "start": window.get("start"),
+            "end": window.get("end"),
+            "duration_s": window.get("duration_s", 0),
+        },
+        "root_causes": rank_root_causes(findings),
+        "findings": [f.to_dict() for f in findings],
+        "notebooks": notebooks,
+    }
+
+
+def exit_code(status: str, fail_on: str = "warning") -> int:
+    """0 ok, 1 worst finding a warning, 2 critical, 3 could not diagnose; --fail-on moves the bar."""
+    if status == "error":
+        return EXIT_ERROR
+    if fail_on == "never" or status == "ok":
+        return EXIT_OK
+    if status == "warning":
+        return EXIT_WARNING if fail_on == "warning" else EXIT_OK
+    return EXIT_CRITICAL
