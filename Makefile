@@ -22,6 +22,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check playbook tests bench notebooks
 	$(BIN)/ruff format --check playbook tests bench notebooks
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

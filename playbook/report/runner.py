@@ -68,7 +68,11 @@ def available_notebooks() -> list[str]:
 def select_notebooks(spec: str) -> list[str]:
     """'all' or a comma list of known names; an unknown or missing name is bad input."""
     if spec.strip() == "all":
-        return available_notebooks()
+        found = available_notebooks()
+        if not found:
+            # Never an "ok" report that looked at nothing: a run without notebooks diagnosed nothing.
+            raise PlaybookError(f"no notebook to execute in {notebook_dir()}: reinstall pg-session-playbook")
+        return found
     names = [part.strip() for part in spec.split(",") if part.strip()]
     if not names:
         raise PlaybookError("--notebooks names no notebook; use 'all' or some of " + ",".join(NOTEBOOKS))
@@ -89,6 +93,12 @@ def kernel_name() -> str:
 
 @dataclass
 class RunOptions:
+    """What `playbook run` was asked: the target, the window, the logs, the notebooks, the report.
+
+    `since` (default: the window's start) is where log events start counting; `app` focuses the
+    per-application findings; `fail_on` moves the exit code's warning/critical threshold.
+    """
+
     target: Target
     out: Path
     duration: float = 60
@@ -192,6 +202,14 @@ def publish(work: Path, out: Path) -> None:
 
 
 def run(options: RunOptions) -> int:
+    """One playbook run: check the input, collect the evidence once, diagnose it, execute the
+    notebooks on that evidence, render the pages and publish the report into `options.out`.
+
+    Bad input raises PlaybookError before anything is collected. The report is written into a
+    private folder and replaces --out only when complete, so a failed or interrupted run never
+    leaves a half-written report. Returns the exit code (0 ok, 1 warning, 2 critical, 3 error,
+    as moved by --fail-on).
+    """
     for log in [*options.server_logs, *options.app_logs]:
         check_readable(log)
     conn = options.target.check()  # bad DSN, wrong password, unknown db: one sentence, before any work
