@@ -55,12 +55,15 @@ def since_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="playbook", description="Find out why PostgreSQL sessions closed under a pool.")
-    parser.add_argument("--version", action="version", version=f"pg-session-playbook {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+COMMAND_HELP = {
+    "run": "collect evidence, run the notebooks, write the report",
+    "lab": "the lab: an embedded PostgreSQL that reproduces every cause",
+    "logs": "classify server logs on their own: what ended the sessions",
+    "demo": "every lab scenario, diagnosed by playbook run, and a scorecard",
+}
 
-    run = commands.add_parser("run", help="collect evidence, run the notebooks, write the report")
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--dsn", help="libpq DSN or URL (default: $PLAYBOOK_DSN, else the PG* variables)")
     run.add_argument("--duration", type=positive_seconds, default=60.0, help="seconds to sample (60)")
     run.add_argument("--interval", type=positive_seconds, default=1.0, help="seconds between samples (1)")
@@ -83,37 +86,64 @@ def build_parser() -> Parser:
     run.add_argument("--fail-on", choices=["critical", "warning", "never"], default="warning")
     run.add_argument("--show-code", action="store_true", help="keep the code cells in the HTML pages")
 
-    lab = commands.add_parser("lab", help="the lab: an embedded PostgreSQL that reproduces every cause")
+
+def add_lab_arguments(lab: argparse.ArgumentParser) -> None:
+    from playbook.lab import proxy_cli, scenario_cli
+
     lab.add_argument("--lab-dir", type=Path, help="where the lab lives (default: $PLAYBOOK_LAB_DIR)")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, parser_class=Parser)
     lab_commands.add_parser("up", help="create and start the lab server (idempotent)")
     lab_commands.add_parser("down", help="stop the lab server")
     lab_commands.add_parser("status", help="say whether the lab server runs (exit 1 when not)")
-    from playbook.lab import proxy_cli
-
     proxy_cli.add_arguments(lab_commands.add_parser("proxy", help="the chaos TCP proxy in front of the lab"))
-    from playbook.lab import scenario_cli
-
     scenario_cli.add_arguments(
         lab_commands.add_parser("scenario", help="make one root cause happen in the lab")
     )
 
+
+def add_logs_arguments(logs: argparse.ArgumentParser) -> None:
     from playbook import logs_command
 
-    logs_command.add_arguments(
-        commands.add_parser("logs", help="classify server logs on their own: what ended the sessions")
-    )
+    logs_command.add_arguments(logs)
 
-    demo = commands.add_parser("demo", help="every lab scenario, diagnosed by playbook run, and a scorecard")
+
+def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--out", type=Path, default=Path("demo"), help="scorecard and reports folder (demo)")
     demo.add_argument("--duration", type=positive_seconds, default=15.0, help="seconds each run samples (15)")
     demo.add_argument("--jobs", type=positive_int, default=3, help="scenarios run side by side (3)")
     demo.add_argument("--scenarios", help="a comma list of scenario names (default: all)")
+
+
+ADD_ARGUMENTS = {
+    "run": add_run_arguments,
+    "lab": add_lab_arguments,
+    "logs": add_logs_arguments,
+    "demo": add_demo_arguments,
+}
+
+
+def build_parser(only: str | None = None) -> Parser:
+    """The parser; with `only`, just that subcommand gets its arguments (and imports its modules),
+    so `playbook run --help` loads no lab and `playbook --help` loads nothing. `only=""` builds
+    the subcommand list alone; None builds every subcommand in full."""
+    parser = Parser(prog="playbook", description="Find out why PostgreSQL sessions closed under a pool.")
+    parser.add_argument("--version", action="version", version=f"pg-session-playbook {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, help_text in COMMAND_HELP.items():
+        sub = commands.add_parser(name, help=help_text)
+        if only is None or only == name:
+            ADD_ARGUMENTS[name](sub)
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str:
+    """The subcommand named on the command line, '' when there is none yet (e.g. `playbook --help`)."""
+    return next((arg for arg in argv if not arg.startswith("-")), "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=command_of(argv))
     args = parser.parse_args(argv)
     try:
         return dispatch(args)

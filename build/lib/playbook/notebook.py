@@ -13,9 +13,10 @@ from IPython.display import Markdown
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding
-from playbook.evidence.views import app_samples
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
+from playbook.evidence.views import app_samples
+from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
 from playbook.target import resolve_target
 
 
@@ -118,19 +119,8 @@ def oldest_idle_in_transaction(evidence: Evidence, top: int = 10) -> pd.DataFram
     return idle_in_transaction_sessions(app_samples(evidence)).head(top)
 
 
-NOTEBOOK_FILES = {
-    "triage": "00_triage.ipynb",
-    "leaks": "01_leaks.ipynb",
-    "timeouts": "02_timeouts.ipynb",
-    "network": "03_network.ipynb",
-    "pool_config": "04_pool_config.ipynb",
-}
-
-
 def next_step(evidence: Evidence) -> Markdown:
     """The notebook to read next, from the top-ranked cause."""
-    from playbook.diagnose.findings import NOTEBOOK_OF_CATEGORY
-
     causes = rank_root_causes(diagnose_all(evidence))
     if not causes:
         return Markdown(
@@ -138,7 +128,7 @@ def next_step(evidence: Evidence) -> Markdown:
             "(`--duration`, `--since`) and pass the server and application logs."
         )
     top = causes[0]
-    notebook = NOTEBOOK_OF_CATEGORY[str(top["category"])]
+    notebook = NOTEBOOK_OF_CATEGORY[top["category"]]  # type: ignore[index]
     target = NOTEBOOK_FILES[notebook]
     return Markdown(
         f"**Most likely: `{top['category']}`** ({top['severity']}, confidence "

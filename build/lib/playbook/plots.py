@@ -11,13 +11,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_samples,
     counts_over_time,
     idle_in_transaction_sessions,
     usable_connections,
 )
-from playbook.evidence import Evidence
 
 STATE_COLORS = {
     "active": "#2b8cbe",
@@ -85,9 +85,16 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
     elif show_limit and usable:
         _horizontal_limit(ax, usable, f"max_connections − reserved = {usable}", color="black")
     for gap in evidence.gaps:
+        window = evidence.window
         if gap.get("start"):
-            end = gap.get("end") or evidence.manifest.get("window", {}).get("end")
-            ax.axvspan(gap["start"], end, color="orange", alpha=0.3, label="sampler lost its session")
+            end = pd.Timestamp(gap.get("end") or (window[1] if window else gap["start"]))
+            ax.axvspan(
+                pd.Timestamp(gap["start"]),  # type: ignore[arg-type]
+                end,  # type: ignore[arg-type]
+                color="orange",
+                alpha=0.3,
+                label="sampler lost its session",
+            )
     ax.set_title("Client connections by state (the playbook's own excluded)")
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel("connections")
@@ -195,9 +202,8 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
             transform=bottom.transAxes,
         )
         bottom.set_yticks([])
-    window = evidence.manifest.get("window") or {}
-    if window.get("start") and window.get("end"):
-        top.set_xlim(pd.Timestamp(window["start"]), pd.Timestamp(window["end"]))
+    if evidence.window:
+        top.set_xlim(*evidence.window)
     _format_time_axis(bottom)
     fig.tight_layout()
     return fig

@@ -40,7 +40,6 @@ QUERY_COLUMNS = [
 # The frames' columns are the evidence contract's (playbook.evidence.frames); the query feeds them.
 SAMPLE_COLUMNS = ACTIVITY_SAMPLES.column_names
 TICK_COLUMNS = ACTIVITY_TICKS.column_names
-GROUP_KEYS = ["state", "application_name", "usename", "datname", "client_addr"]
 HIDDEN_STATE = "(hidden)"  # rows of other roles that this role may not see
 
 

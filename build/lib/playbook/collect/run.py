@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -21,7 +21,8 @@ from playbook.collect.applog import read_app_logs
 from playbook.collect.serverlog import read_server_logs
 from playbook.collect.settings import snapshot_settings
 from playbook.errors import PlaybookError
-from playbook.evidence import Evidence
+from playbook.evidence import Evidence, Manifest
+from playbook.evidence.manifest import Failure, Gap
 from playbook.probes.keepalive import client_keepalive_settings
 from playbook.probes.latency import latency_summary, measure_connects, measure_round_trips
 from playbook.target import Target
@@ -48,7 +49,7 @@ def collect_evidence(
     progress: bool = True,
 ) -> Evidence:
     """Settings, probes, the sampler for the window, then the server's and the application's logs."""
-    failures: list[dict[str, str]] = []
+    failures: list[Failure] = []
     frames: dict[str, pd.DataFrame] = {}
     snapshots: dict[str, Any] = {}
     with target.check() as conn:
@@ -115,7 +116,7 @@ def collect_evidence(
     unavailable = list(settings.get("unavailable", []))
     if activity.hidden_note:
         unavailable.append({"what": "other roles' activity", "error": activity.hidden_note, "grant": ""})
-    manifest = {
+    manifest: Manifest = {
         "playbook_version": __version__,
         "target": target.redacted,
         "window": {
@@ -132,7 +133,7 @@ def collect_evidence(
             for k in ("role", "is_superuser", "has_pg_monitor", "has_read_all_stats", "has_read_all_settings")
         },
         "unavailable": unavailable,
-        "gaps": activity.gaps,
+        "gaps": cast(list[Gap], activity.gaps),
         "failures": failures,
         "server_logs": [str(p) for p in server_logs],
         "app_logs": [str(p) for p in app_logs],

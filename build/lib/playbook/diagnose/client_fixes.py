@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
+from playbook.errors import PlaybookError
 from playbook.evidence.vocab import STACKS as DETECTED_STACKS
 from playbook.evidence.vocab import UNKNOWN_STACK as UNKNOWN
-from playbook.errors import PlaybookError
 
 # Every stack the application-log reader can name, plus "unknown" (a generic libpq fix).
 STACKS = (*DETECTED_STACKS, UNKNOWN)

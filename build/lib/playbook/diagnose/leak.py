@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
     app_samples,
@@ -16,15 +17,36 @@ from playbook.evidence.views import (
     top_values,
     usable_connections,
 )
-from playbook.evidence import Evidence
 
+# A transaction left open this long holds locks and a connection for nothing (warning), and at
+# five minutes it is an outage in the making: vacuum is held back and the pool is drained (critical).
 IDLE_IN_TRANSACTION_WARNING_S = 10.0
 IDLE_IN_TRANSACTION_CRITICAL_S = 300.0
+# The guard-rail timeout suggested: half the oldest seen (capped at 10 min), never under 30 s.
+GUARD_RAIL_MIN_S = 30
+GUARD_RAIL_MAX_S = 600
+CONFIDENCE_IDLE_IN_TRANSACTION = 0.8
+# Growth: at least this many more connections at the end than at the start, over at least this
+# many ticks, rising in at least this share of steps, is an application that does not give back.
+GROWTH_MIN_CONNECTIONS = 3
+GROWTH_MIN_TICKS = 5
+GROWTH_MIN_NON_DECREASING = 0.9
+GROWTH_CRITICAL_MINUTES_TO_LIMIT = 60
+CONFIDENCE_GROWTH = 0.75
+# Clients gone mid-transaction: a couple is a crash; three or more is a pattern.
+VANISHED_CRITICAL_COUNT = 3
+CONFIDENCE_VANISHED = 0.7
+CONFIDENCE_HELD_NOT_USED = 0.8
 
 
 def find_idle_in_transaction(
     evidence: Evidence, *, warning_s: float = IDLE_IN_TRANSACTION_WARNING_S
 ) -> list[Finding]:
+    """LEAK-001 from the activity samples: backends idle in transaction for `warning_s` or more.
+
+    Severity follows the oldest transaction seen (IDLE_IN_TRANSACTION_*). The fix names the code
+    path first and a role-level idle_in_transaction_session_timeout as the guard rail.
+    """
     sessions = idle_in_transaction_sessions(app_samples(evidence))
     stuck = sessions[sessions["max_age_s"] >= warning_s]
     if stuck.empty:
@@ -32,13 +54,13 @@ def find_idle_in_transaction(
     oldest = float(stuck["max_age_s"].iloc[0])
     apps = sorted({str(a) or "(no application_name)" for a in stuck["application_name"]})
     severity = Severity.CRITICAL if oldest >= IDLE_IN_TRANSACTION_CRITICAL_S else Severity.WARNING
-    timeout_s = max(30, int(min(oldest, 600) // 2))
+    timeout_s = max(GUARD_RAIL_MIN_S, int(min(oldest, GUARD_RAIL_MAX_S) // 2))
     return [
         Finding(
             id="LEAK-001",
             category="leak",
             severity=severity,
-            confidence=0.8,
+            confidence=CONFIDENCE_IDLE_IN_TRANSACTION,
             title=(
                 f"{len(stuck)} session(s) idle in transaction for up to {oldest:.0f} s "
                 f"(application: {', '.join(apps)})"
@@ -55,10 +77,6 @@ def find_idle_in_transaction(
             ),
         )
     ]
-
-
-GROWTH_MIN_CONNECTIONS = 3
-GROWTH_MIN_TICKS = 5
 
 
 def connection_trends(evidence: Evidence) -> pd.DataFrame:
@@ -86,13 +104,19 @@ def connection_trends(evidence: Evidence) -> pd.DataFrame:
 
 
 def find_growing_applications(evidence: Evidence) -> list[Finding]:
+    """LEAK-002 from the activity samples: an application's connection count that only grows.
+
+    Thresholds GROWTH_*: a pool that is bounded and used normally goes up and down; a count that
+    rises steadily is connections taken and not returned. Critical when, at the fitted slope, the
+    server's usable connections are reached within GROWTH_CRITICAL_MINUTES_TO_LIMIT.
+    """
     trends = connection_trends(evidence)
     if trends.empty:
         return []
     growing = trends[
         (trends["end"] - trends["start"] >= GROWTH_MIN_CONNECTIONS)
         & (trends["slope_per_min"] > 0)
-        & (trends["non_decreasing"] >= 0.9)
+        & (trends["non_decreasing"] >= GROWTH_MIN_NON_DECREASING)
     ]
     findings = []
     usable = usable_connections(evidence.settings)
@@ -100,13 +124,14 @@ def find_growing_applications(evidence: Evidence) -> list[Finding]:
         app, start, end = str(row["application_name"]), float(row["start"]), float(row["end"])
         slope, steady = float(row["slope_per_min"]), float(row["non_decreasing"])
         minutes_left = max(0.0, (usable - end) / slope) if usable and slope > 0 else None
-        severity = Severity.CRITICAL if minutes_left is not None and minutes_left < 60 else Severity.WARNING
+        soon = minutes_left is not None and minutes_left < GROWTH_CRITICAL_MINUTES_TO_LIMIT
+        severity = Severity.CRITICAL if soon else Severity.WARNING
         findings.append(
             Finding(
                 id="LEAK-002",
                 category="leak",
                 severity=severity,
-                confidence=0.75,
+                confidence=CONFIDENCE_GROWTH,
                 title=(
                     f"connections of {app} only grow: {start:g} → {end:g} ({slope:+.1f}/min)"
                     + (
@@ -137,6 +162,11 @@ def find_growing_applications(evidence: Evidence) -> list[Finding]:
 
 
 def find_client_vanished_in_transaction(evidence: Evidence) -> list[Finding]:
+    """LEAK-003 from the server log: "unexpected EOF on client connection with an open transaction".
+
+    The client process died or dropped its socket while holding a transaction; warning for one or
+    two, critical from VANISHED_CRITICAL_COUNT.
+    """
     eofs = server_events(evidence, "unexpected_eof_in_transaction")
     if eofs.empty:
         return []
@@ -144,8 +174,8 @@ def find_client_vanished_in_transaction(evidence: Evidence) -> list[Finding]:
         Finding(
             id="LEAK-003",
             category="leak",
-            severity=Severity.WARNING if len(eofs) < 3 else Severity.CRITICAL,
-            confidence=0.7,
+            severity=Severity.WARNING if len(eofs) < VANISHED_CRITICAL_COUNT else Severity.CRITICAL,
+            confidence=CONFIDENCE_VANISHED,
             title=f"{len(eofs)} client(s) went away with a transaction still open (unexpected EOF)",
             evidence={
                 "users": top_values(eofs, "user"),
@@ -163,7 +193,9 @@ def find_client_vanished_in_transaction(evidence: Evidence) -> list[Finding]:
 
 
 def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
-    """Pool timeouts while the server sees the app's connections idle: they are checked out, not used."""
+    """LEAK-004: pool timeouts in the application log while, at the last tick, the server saw more
+    of the application's connections idle than active: they are checked out, not used.
+    """
     timeouts = app_events(
         evidence, "pool_timeout", "pool_queue_full", "leak_detected", "returned_in_transaction"
     )
@@ -182,7 +214,7 @@ def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
             id="LEAK-004",
             category="leak",
             severity=Severity.CRITICAL,
-            confidence=0.8,
+            confidence=CONFIDENCE_HELD_NOT_USED,
             title=(
                 f"{len(timeouts)} pool timeout(s) in the application while the server saw {len(holding)} "
                 "of its "
@@ -205,6 +237,7 @@ def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
+    """Every leak finding (LEAK-001..004) of this evidence."""
     return (
         find_idle_in_transaction(evidence)
         + find_growing_applications(evidence)

@@ -6,6 +6,7 @@ from typing import Any
 
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence import Evidence
 from playbook.evidence.views import (
     APP_SESSION_LOST,
     SERVER_SIDE_ENDINGS,
@@ -16,7 +17,6 @@ from playbook.evidence.views import (
     server_log_read,
     top_values,
 )
-from playbook.evidence import Evidence
 
 RESET_EVENTS = (
     "connection_reset",
@@ -32,6 +32,15 @@ RESET_EVENTS = (
 SHORTEST_PATH_IDLE_S = 240
 SAFE_KEEPALIVE_IDLE_S = 60
 CONNECT_SLOW_MS = 500.0
+# Three resets or lost sessions in one window is a path that does it, not a fluke.
+TROUBLE_CRITICAL_COUNT = 3
+CONFIDENCE_RESETS = 0.85
+CONFIDENCE_UNEXPLAINED_WITH_LOG = 0.8
+CONFIDENCE_UNEXPLAINED_WITHOUT_LOG = 0.5  # no server log read: the server may have ended them
+CONFIDENCE_KEEPALIVES_IN_TROUBLE = 0.6
+CONFIDENCE_KEEPALIVES_CONTEXT = 0.3
+CONFIDENCE_SLOW_CONNECTS = 0.6
+CONFIDENCE_OWN_SESSION_LOST = 0.5
 
 
 def _keepalive_fix(evidence: Evidence) -> str:
@@ -50,16 +59,20 @@ def _keepalive_fix(evidence: Evidence) -> str:
 
 
 def find_resets(evidence: Evidence) -> list[Finding]:
+    """NET-001: resets, broken pipes and receive timeouts the server logged (RESET_EVENTS).
+
+    Critical from TROUBLE_CRITICAL_COUNT; the fix is keepalives below the path's idle cut-off.
+    """
     resets = server_events(evidence, *RESET_EVENTS)
     if resets.empty:
         return []
-    severity = Severity.CRITICAL if len(resets) >= 3 else Severity.WARNING
+    severity = Severity.CRITICAL if len(resets) >= TROUBLE_CRITICAL_COUNT else Severity.WARNING
     return [
         Finding(
             id="NET-001",
             category="network",
             severity=severity,
-            confidence=0.85,
+            confidence=CONFIDENCE_RESETS,
             title=f"{len(resets)} connection(s) reset or broken on the way to the client (server log)",
             evidence={
                 "events": top_values(resets, "event"),
@@ -77,12 +90,14 @@ def find_resets(evidence: Evidence) -> list[Finding]:
 
 
 def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
-    """The application lost sessions and the server did not end them: the path did."""
+    """NET-002: the application logged lost sessions (APP_SESSION_LOST) and the server log holds no
+    server-side ending (SERVER_SIDE_ENDINGS): the path dropped them. Less sure without a server log.
+    """
     lost = app_events(evidence, *APP_SESSION_LOST)
     if lost.empty or not server_events(evidence, *SERVER_SIDE_ENDINGS).empty:
         return []
     log_read = server_log_read(evidence)
-    severity = Severity.CRITICAL if len(lost) >= 3 else Severity.WARNING
+    severity = Severity.CRITICAL if len(lost) >= TROUBLE_CRITICAL_COUNT else Severity.WARNING
     evidence_note: dict[str, Any] = {
         "app_errors": top_values(lost, "kind"),
         "stack": app_stack(evidence),
@@ -94,7 +109,7 @@ def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
             id="NET-002",
             category="network",
             severity=severity,
-            confidence=0.8 if log_read else 0.5,
+            confidence=CONFIDENCE_UNEXPLAINED_WITH_LOG if log_read else CONFIDENCE_UNEXPLAINED_WITHOUT_LOG,
             title=(
                 f"the application lost {len(lost)} session(s) that the server did not end"
                 + ("" if log_read else " (no server log read: pass --server-log to confirm)")
@@ -111,7 +126,9 @@ def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
 
 
 def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[Finding]:
-    """The server's keepalives in force: they keep every client's idle flow visible to the path.
+    """NET-003: the server's keepalives in force start later than SHORTEST_PATH_IDLE_S.
+
+    Info on its own (a risk, not harm); a warning when the network is in trouble in this window.
 
     The playbook's own socket is evidence only: it sets keepalives of its own, the application
     may not, which is why the server side is what is judged here.
@@ -128,7 +145,7 @@ def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[F
             id="NET-003",
             category="network",
             severity=Severity.WARNING if network_trouble else Severity.INFO,
-            confidence=0.6 if network_trouble else 0.3,
+            confidence=CONFIDENCE_KEEPALIVES_IN_TROUBLE if network_trouble else CONFIDENCE_KEEPALIVES_CONTEXT,
             title=(
                 f"the server's TCP keepalives start after {server_idle or 'the OS default'} s: idle flows "
                 "look "
@@ -146,6 +163,8 @@ def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[F
 
 
 def find_slow_connects(evidence: Evidence) -> list[Finding]:
+    """NET-004 from the connect probes: p95 at or above CONNECT_SLOW_MS, or failures (critical when
+    every probe failed)."""
     summary = (evidence.snapshots.get("latency") or {}).get("connect") or {}
     failures = int(summary.get("failures") or 0)
     p95 = summary.get("p95_ms")
@@ -159,7 +178,7 @@ def find_slow_connects(evidence: Evidence) -> list[Finding]:
             id="NET-004",
             category="network",
             severity=severity,
-            confidence=0.6,
+            confidence=CONFIDENCE_SLOW_CONNECTS,
             title=(
                 f"connecting is slow or failing from this host: p95 {p95 or 0:.0f} ms, {failures} failure(s)"
             ),
@@ -174,6 +193,8 @@ def find_slow_connects(evidence: Evidence) -> list[Finding]:
 
 
 def find_own_session_lost(evidence: Evidence) -> list[Finding]:
+    """NET-005: the sampler's own session was lost (manifest gaps) with no 57xxx reason and no
+    server-side ending in the log: the path is unreliable for everyone."""
     gaps = evidence.gaps
     unexplained = [
         g
@@ -188,7 +209,7 @@ def find_own_session_lost(evidence: Evidence) -> list[Finding]:
             id="NET-005",
             category="network",
             severity=Severity.WARNING,
-            confidence=0.5,
+            confidence=CONFIDENCE_OWN_SESSION_LOST,
             title=f"the playbook's own session was lost {len(unexplained)} time(s) while sampling",
             evidence={"gaps": unexplained[:10]},
             recommendation=(
@@ -200,5 +221,6 @@ def find_own_session_lost(evidence: Evidence) -> list[Finding]:
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
+    """Every network finding (NET-001..005); keepalive advice is raised to a warning by trouble."""
     trouble = find_resets(evidence) + find_unexplained_app_losses(evidence) + find_own_session_lost(evidence)
     return trouble + find_default_keepalives(evidence, bool(trouble)) + find_slow_connects(evidence)

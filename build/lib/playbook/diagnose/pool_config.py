@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
     app_samples,
@@ -14,10 +15,23 @@ from playbook.evidence.views import (
     top_values,
     usable_connections,
 )
-from playbook.evidence import Evidence
 
+# Share of the usable connections (max_connections minus both reserved bands) at the peak tick.
 USAGE_WARNING = 0.8
 USAGE_CRITICAL = 0.95
+CONFIDENCE_USAGE = 0.7
+CONFIDENCE_REFUSALS_LOGGED = 0.95
+CONFIDENCE_REFUSALS_APP_ONLY = 0.8
+CONFIDENCE_LIMIT_REFUSALS = 0.95
+# Oversized: at least this many connections, this share of them idle, and a smaller suggestion.
+OVERSIZED_MIN_CONNECTIONS = 10
+OVERSIZED_IDLE_SHARE = 0.8
+CONFIDENCE_OVERSIZED = 0.4
+# Little's law sizing: the 95th percentile of active connections, 25 % headroom, plus one.
+SIZING_QUANTILE = 0.95
+SIZING_HEADROOM = 1.25
+SIZING_MIN = 2
+CONFIDENCE_POOL_WAITS = 0.6
 
 
 def peak_usage(evidence: Evidence) -> tuple[int, int | None]:
@@ -28,6 +42,7 @@ def peak_usage(evidence: Evidence) -> tuple[int, int | None]:
 
 
 def find_usage_near_limit(evidence: Evidence) -> list[Finding]:
+    """POOL-001: the peak tick's connections against the usable ones (USAGE_WARNING/CRITICAL)."""
     peak, usable = peak_usage(evidence)
     if not usable:
         return []
@@ -40,7 +55,7 @@ def find_usage_near_limit(evidence: Evidence) -> list[Finding]:
             id="POOL-001",
             category="pool_config",
             severity=severity,
-            confidence=0.7,
+            confidence=CONFIDENCE_USAGE,
             title=f"peak {peak} connections of {usable} usable ({ratio:.0%}): near the limit",
             evidence={"peak_connections": peak, "usable_connections": usable, "ratio": round(ratio, 3)},
             recommendation=(
@@ -53,6 +68,9 @@ def find_usage_near_limit(evidence: Evidence) -> list[Finding]:
 
 
 def find_rejections(evidence: Evidence) -> list[Finding]:
+    """POOL-002: logins refused for want of a slot (53300, server log or app log); POOL-003: logins
+    refused by a role's or database's CONNECTION LIMIT. Both critical: a login refused is an outage
+    for that request."""
     slots = server_events(evidence, "too_many_clients", "reserved_slots")
     limits = server_events(evidence, "role_conn_limit", "database_conn_limit")
     app = app_events(evidence, "too_many_clients")
@@ -64,7 +82,7 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
                 id="POOL-002",
                 category="pool_config",
                 severity=Severity.CRITICAL,
-                confidence=0.95 if not slots.empty else 0.8,
+                confidence=CONFIDENCE_REFUSALS_LOGGED if not slots.empty else CONFIDENCE_REFUSALS_APP_ONLY,
                 title=(
                     f"{max(len(slots), len(app))} login(s) refused: no free connection slot (SQLSTATE 53300)"
                 ),
@@ -90,7 +108,7 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
                 id="POOL-003",
                 category="pool_config",
                 severity=Severity.CRITICAL,
-                confidence=0.95,
+                confidence=CONFIDENCE_LIMIT_REFUSALS,
                 title=f"{len(limits)} login(s) refused by a role or database CONNECTION LIMIT",
                 evidence={
                     "events": top_values(limits, "event"),
@@ -123,31 +141,34 @@ def little_law_sizes(evidence: Evidence) -> list[dict[str, object]]:
         total = per_state.sum(axis=1)
         active = per_state.get("active", total * 0)
         idle = per_state.get("idle", total * 0)
-        p95_active = float(active.quantile(0.95))
+        p95_active = float(active.quantile(SIZING_QUANTILE))
         sizes.append(
             {
                 "application_name": str(app) or "(none)",
                 "median_total": float(total.median()),
                 "median_idle": float(idle.median()),
                 "p95_active": p95_active,
-                "suggested_max_size": max(2, int(np.ceil(p95_active * 1.25)) + 1),
+                "suggested_max_size": max(SIZING_MIN, int(np.ceil(p95_active * SIZING_HEADROOM)) + 1),
             }
         )
     return sizes
 
 
 def find_oversized_idle_pools(evidence: Evidence) -> list[Finding]:
+    """POOL-004 (info): an application keeping OVERSIZED_MIN_CONNECTIONS or more, mostly idle, where
+    observed concurrency asks for fewer (Little's law)."""
     findings = []
     for size in little_law_sizes(evidence):
         total, idle = float(str(size["median_total"])), float(str(size["median_idle"]))
-        if total < 10 or idle / total < 0.8 or int(str(size["suggested_max_size"])) >= total:
+        oversized = total >= OVERSIZED_MIN_CONNECTIONS and idle / total >= OVERSIZED_IDLE_SHARE
+        if not oversized or int(str(size["suggested_max_size"])) >= total:
             continue
         findings.append(
             Finding(
                 id="POOL-004",
                 category="pool_config",
                 severity=Severity.INFO,
-                confidence=0.4,
+                confidence=CONFIDENCE_OVERSIZED,
                 title=(
                     f"{size['application_name']} keeps {total:.0f} connections of which {idle:.0f} idle; "
                     "observed "
@@ -166,6 +187,8 @@ def find_oversized_idle_pools(evidence: Evidence) -> list[Finding]:
 
 
 def find_pool_waits(evidence: Evidence) -> list[Finding]:
+    """POOL-005: pool-wait timeouts in the application log while its connections were mostly active
+    (when mostly idle, they are held, not used: LEAK-004)."""
     waits = app_events(evidence, "pool_timeout", "pool_queue_full")
     samples = app_samples(evidence)
     if waits.empty:
@@ -179,7 +202,7 @@ def find_pool_waits(evidence: Evidence) -> list[Finding]:
             id="POOL-005",
             category="pool_config",
             severity=Severity.WARNING,
-            confidence=0.6,
+            confidence=CONFIDENCE_POOL_WAITS,
             title=(
                 f"{len(waits)} request(s) timed out waiting for a pooled connection while the pool was busy"
             ),
@@ -196,6 +219,7 @@ def find_pool_waits(evidence: Evidence) -> list[Finding]:
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
+    """Every pool-configuration finding (POOL-001..005) of this evidence."""
     return (
         find_usage_near_limit(evidence)
         + find_rejections(evidence)

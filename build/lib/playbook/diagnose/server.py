@@ -7,10 +7,9 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
-from playbook.evidence.views import app_events, first_last, server_events, top_values
 from playbook.evidence import Evidence
+from playbook.evidence.views import app_events, first_last, server_events, top_values
 
-RESTART_EVENTS = ("shutdown_requested", "shut_down", "server_start", "ready_to_accept")
 CRASH_EVENTS = (
     "backend_crash",
     "crash_terminate_sibling",
@@ -22,14 +21,25 @@ CRASH_EVENTS = (
 )
 # A fast shutdown sends 57P01 to every session: those belong to the restart, not to a reaper.
 SHUTDOWN_ATTRIBUTION = timedelta(seconds=3)
+# A start this recent is worth saying (SRV-004); older ones are not this window's story.
+RECENT_START = timedelta(hours=1)
+ADMIN_CRITICAL_COUNT = 2
+CONFIDENCE_RESTART_LOGGED = 0.95
+CONFIDENCE_RESTART_INFERRED = 0.75  # from sampler gaps and refused logins only
+CONFIDENCE_CRASH_LOGGED = 0.95
+CONFIDENCE_CRASH_APP_ONLY = 0.85
+CONFIDENCE_ADMIN_LOGGED = 0.9
+CONFIDENCE_ADMIN_INFERRED = 0.75
+CONFIDENCE_RECENT_START = 0.3
 
 
 def _window_start(evidence: Evidence) -> datetime | None:
-    start = (evidence.manifest.get("window") or {}).get("start")
-    return datetime.fromisoformat(start) if start else None
+    return evidence.window[0] if evidence.window else None
 
 
 def find_restarts(evidence: Evidence) -> list[Finding]:
+    """SRV-001: shutdown lines in the server log, logins refused while starting or stopping, or
+    sampler gaps with 57P03: the server restarted and every session ended at once. Critical."""
     shutdowns = server_events(evidence, "shutdown_requested", "shut_down")
     starts = server_events(evidence, "ready_to_accept")
     refused = app_events(evidence, "cannot_connect_now")
@@ -49,7 +59,7 @@ def find_restarts(evidence: Evidence) -> list[Finding]:
             id="SRV-001",
             category="server",
             severity=Severity.CRITICAL,
-            confidence=0.95 if not shutdowns.empty else 0.75,
+            confidence=CONFIDENCE_RESTART_LOGGED if not shutdowns.empty else CONFIDENCE_RESTART_INFERRED,
             title=f"the server restarted {restarts} time(s): every session ended at once",
             evidence={
                 "shutdowns": len(shutdowns),
@@ -70,6 +80,8 @@ def find_restarts(evidence: Evidence) -> list[Finding]:
 
 
 def find_crashes(evidence: Evidence) -> list[Finding]:
+    """SRV-002: a backend crashed and the postmaster reinitialized (CRASH_EVENTS), or the app saw
+    57P02. Critical: every session on the server ended."""
     crashes = server_events(evidence, *CRASH_EVENTS)
     app = app_events(evidence, "crash_shutdown")
     if crashes.empty and app.empty:
@@ -81,7 +93,7 @@ def find_crashes(evidence: Evidence) -> list[Finding]:
             id="SRV-002",
             category="server",
             severity=Severity.CRITICAL,
-            confidence=0.95 if not crashes.empty else 0.85,
+            confidence=CONFIDENCE_CRASH_LOGGED if not crashes.empty else CONFIDENCE_CRASH_APP_ONLY,
             title=(
                 f"a server process crashed {max(len(kills), 1)} time(s) and the postmaster ended every "
                 "session to reinitialize"
@@ -102,6 +114,9 @@ def find_crashes(evidence: Evidence) -> list[Finding]:
 
 
 def find_admin_terminations(evidence: Evidence) -> list[Finding]:
+    """SRV-003: 57P01 terminations (server log, app log, or the sampler's own gaps) that are not part
+    of a shutdown (within SHUTDOWN_ATTRIBUTION of one): pg_terminate_backend by a person or a reaper.
+    Critical from ADMIN_CRITICAL_COUNT."""
     terminated = server_events(evidence, "admin_terminate")
     shutdowns = server_events(evidence, "shutdown_requested")
     stamps = pd.to_datetime(shutdowns["ts"], utc=True)
@@ -126,8 +141,8 @@ def find_admin_terminations(evidence: Evidence) -> list[Finding]:
         Finding(
             id="SRV-003",
             category="server",
-            severity=Severity.CRITICAL if count >= 2 else Severity.WARNING,
-            confidence=0.9 if not terminated.empty else 0.75,
+            severity=Severity.CRITICAL if count >= ADMIN_CRITICAL_COUNT else Severity.WARNING,
+            confidence=CONFIDENCE_ADMIN_LOGGED if not terminated.empty else CONFIDENCE_ADMIN_INFERRED,
             title=(
                 f"{count} session(s) terminated by an administrator or a reaper (pg_terminate_backend, 57P01)"
             ),
@@ -151,20 +166,21 @@ def find_admin_terminations(evidence: Evidence) -> list[Finding]:
 
 
 def find_recent_start(evidence: Evidence) -> list[Finding]:
-    """A start shortly before the window: context for the reader, not a cause inside the window."""
+    """SRV-004 (info): the postmaster started within RECENT_START before the window: context for
+    the reader, not a cause inside the window."""
     postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
     window_start = _window_start(evidence)
     if not postmaster_start or not window_start:
         return []
     age = window_start - datetime.fromisoformat(postmaster_start)
-    if age > timedelta(hours=1):
+    if age > RECENT_START:
         return []
     return [
         Finding(
             id="SRV-004",
             category="server",
             severity=Severity.INFO,
-            confidence=0.3,
+            confidence=CONFIDENCE_RECENT_START,
             title=f"the server started {age.total_seconds() / 60:.0f} min before this window",
             evidence={"postmaster_start": postmaster_start},
             recommendation=(
@@ -177,6 +193,7 @@ def find_recent_start(evidence: Evidence) -> list[Finding]:
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
+    """Every server finding (SRV-001..004) of this evidence."""
     return (
         find_restarts(evidence)
         + find_crashes(evidence)

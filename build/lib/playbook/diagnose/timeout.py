@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
+from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
     app_samples,
@@ -15,7 +16,6 @@ from playbook.evidence.views import (
     setting_s,
     top_values,
 )
-from playbook.evidence import Evidence
 
 # How long each stack keeps an unused connection by default (seconds): what a timeout must exceed.
 STACK_DEFAULT_IDLE_S = {
@@ -25,6 +25,17 @@ STACK_DEFAULT_IDLE_S = {
     "node-postgres": 10.0,
     "pgbouncer": 600.0,
 }
+
+# A kill the server logged names its cause; one only the application saw is a little less sure.
+CONFIDENCE_KILL_LOGGED = 0.95
+CONFIDENCE_KILL_APP_ONLY = 0.85
+CONFIDENCE_CANCELS = 0.6
+CONFIDENCE_LIMIT_BELOW_POOL_IDLE = 0.6
+# Pool limits inside a server timeout: idle at half of it, lifetime at 80 %, never under a second.
+SAFE_IDLE_FRACTION = 0.5
+SAFE_LIFETIME_FRACTION = 0.8
+# An observed idle age this close to the timeout means the next idle stretch will cross it.
+OBSERVED_IDLE_NEAR_FRACTION = 0.8
 
 KILLS = (
     # (finding id, server event, app kind, setting, what it is)
@@ -48,8 +59,8 @@ KILLS = (
 
 def _safe_pool_limits(timeout_s: float) -> tuple[float, float]:
     """Idle and lifetime limits comfortably inside a server timeout (never below a second)."""
-    idle = max(1.0, round(timeout_s * 0.5, 1))
-    return idle, max(idle, round(timeout_s * 0.8, 1))
+    idle = max(1.0, round(timeout_s * SAFE_IDLE_FRACTION, 1))
+    return idle, max(idle, round(timeout_s * SAFE_LIFETIME_FRACTION, 1))
 
 
 def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None) -> str:
@@ -79,6 +90,11 @@ def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None) -> str:
 
 
 def find_kills(evidence: Evidence) -> list[Finding]:
+    """TMO-001/002/003: sessions the server ended by one of its timeouts (KILLS), from the server
+    log's FATAL lines or, without a server log, from the application's errors naming them.
+
+    Always critical: each kill is a connection the pool believed open.
+    """
     findings = []
     for finding_id, event, kind, setting, what in KILLS:
         server = server_events(evidence, event)
@@ -92,7 +108,7 @@ def find_kills(evidence: Evidence) -> list[Finding]:
                 id=finding_id,
                 category="timeout",
                 severity=Severity.CRITICAL,
-                confidence=0.95 if not server.empty else 0.85,
+                confidence=CONFIDENCE_KILL_LOGGED if not server.empty else CONFIDENCE_KILL_APP_ONLY,
                 title=f"{count} session(s) ended by the server's {what} ({setting} = "
                 f"{f'{timeout_s:g} s' if timeout_s else 'set per role or session'})",
                 evidence={
@@ -111,6 +127,11 @@ def find_kills(evidence: Evidence) -> list[Finding]:
 
 
 def find_statement_cancels(evidence: Evidence) -> list[Finding]:
+    """TMO-004: statements canceled by statement_timeout or lock_timeout (server log or app log).
+
+    A warning, never critical: the session survives, so these explain failed requests, not closed
+    connections.
+    """
     cancels = server_events(evidence, "statement_timeout", "lock_timeout")
     app = app_events(evidence, "statement_timeout", "lock_timeout")
     count = max(len(cancels), len(app))
@@ -121,7 +142,7 @@ def find_statement_cancels(evidence: Evidence) -> list[Finding]:
             id="TMO-004",
             category="timeout",
             severity=Severity.WARNING,
-            confidence=0.6,
+            confidence=CONFIDENCE_CANCELS,
             title=f"{count} statement(s) canceled by statement_timeout or lock_timeout (sessions survive)",
             evidence={
                 "server_log_events": top_values(cancels, "event"),
@@ -138,7 +159,11 @@ def find_statement_cancels(evidence: Evidence) -> list[Finding]:
 
 
 def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding]) -> list[Finding]:
-    """idle_session_timeout (global or per role/database) shorter than what the pools keep idle."""
+    """TMO-005: idle_session_timeout (server-wide, or per role/database) shorter than the pool keeps
+    connections idle: the stack's default idle limit (STACK_DEFAULT_IDLE_S) or the longest idle age
+    the sampler saw, within OBSERVED_IDLE_NEAR_FRACTION of the timeout. Skipped when the kills
+    themselves were found (TMO-001 is then the finding).
+    """
     if any(f.id == "TMO-001" for f in kills):
         return []  # the kills themselves are the finding
     candidates = [("server-wide", setting_s(evidence, "idle_session_timeout"))]
@@ -156,7 +181,7 @@ def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding])
         if not timeout_s:
             continue
         too_short_for_pool = pool_idle_s is not None and timeout_s < pool_idle_s
-        close_to_observed = observed_idle_s >= 0.8 * timeout_s
+        close_to_observed = observed_idle_s >= OBSERVED_IDLE_NEAR_FRACTION * timeout_s
         if not (too_short_for_pool or close_to_observed):
             continue
         idle_limit, life = _safe_pool_limits(timeout_s)
@@ -165,7 +190,7 @@ def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding])
                 id="TMO-005",
                 category="timeout",
                 severity=Severity.WARNING,
-                confidence=0.6,
+                confidence=CONFIDENCE_LIMIT_BELOW_POOL_IDLE,
                 title=(
                     f"idle_session_timeout {timeout_s:g} s ({scope}) is shorter than pooled connections idle "
                     f"(seen up to {observed_idle_s:.0f} s"
@@ -187,5 +212,6 @@ def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding])
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
+    """Every timeout finding (TMO-001..005) of this evidence."""
     kills = find_kills(evidence)
     return kills + find_statement_cancels(evidence) + find_limits_shorter_than_pool_idle(evidence, kills)

@@ -57,7 +57,7 @@ def _schema(name: str, row: str, *columns: tuple[str, Kind, str]) -> FrameSchema
     return FrameSchema(name, row, tuple(Column(*c) for c in columns))
 
 
-_BACKEND = (
+_BACKEND: tuple[tuple[str, Kind, str], ...] = (
     ("pid", "int", "backend process id"),
     ("state", "text", "pg_stat_activity.state; '(hidden)' for roles the monitor may not see"),
     ("application_name", "text", "the client's application_name"),

@@ -83,7 +83,8 @@ def setting_seconds(entry: SettingEntry | dict[str, Any] | None) -> float | None
 def setting_number(snapshot: SettingsSnapshot | dict[str, Any], name: str) -> int:
     """An integer setting (max_connections, …); 0 when absent or not visible."""
     entry = (snapshot.get("settings") or {}).get(name)
-    return int(entry["setting"]) if entry and entry.get("setting") not in (None, "") else 0
+    value = entry.get("setting") if entry else None
+    return int(str(value)) if value not in (None, "") else 0
 
 
 def usable_connections(snapshot: SettingsSnapshot | dict[str, Any]) -> int | None:

@@ -129,6 +129,8 @@ class Evidence:
             )
         frames = {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
         snapshots = {
-            p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "manifest.json"
+            p.stem: json.loads(p.read_text())
+            for p in sorted(folder.glob("*.json"))
+            if p.name != "manifest.json"
         }
         return cls(manifest=cast(Manifest, manifest), frames=frames, snapshots=snapshots)

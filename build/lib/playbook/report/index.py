@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def verdict_line(summary: dict[str, Any]) -> str:
     return f"{status.upper()}: most likely {top['category']} — {top['summary']}"
 
 
-def write_index(folder: Path, summary: dict[str, Any], manifest: dict[str, Any]) -> Path:
+def write_index(folder: Path, summary: dict[str, Any], manifest: Mapping[str, Any]) -> Path:
     pages = {nb["name"]: nb["html"] for nb in summary["notebooks"] if nb.get("html")}
     html = _env.get_template("index.html.j2").render(
         summary=summary,

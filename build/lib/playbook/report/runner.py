@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,14 @@ from typing import Any
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError
+from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
 from playbook.report.index import verdict_line, write_index
 from playbook.report.render import notebook_to_html
 from playbook.report.summary import build_summary, exit_code, validate
 from playbook.target import Target
 
-NOTEBOOKS = {
-    "triage": "00_triage.ipynb",
-    "leaks": "01_leaks.ipynb",
-    "timeouts": "02_timeouts.ipynb",
-    "network": "03_network.ipynb",
-    "pool_config": "04_pool_config.ipynb",
-}
+NOTEBOOKS: dict[str, str] = {str(name): file for name, file in NOTEBOOK_FILES.items()}
 KERNEL_NAME = "pg-session-playbook"
 NOTEBOOK_TIMEOUT_S = 900  # a cell that hangs longer than this fails its notebook, not the whole run
 
@@ -59,7 +55,10 @@ def ipc_kernel_manager() -> type:
 
 
 def notebook_dir() -> Path:
-    return Path(os.environ.get("PLAYBOOK_NOTEBOOKS", Path(__file__).resolve().parents[2] / "notebooks"))
+    """The notebooks shipped inside the package (playbook/notebooks, the repository's notebooks/
+    in a checkout), or $PLAYBOOK_NOTEBOOKS to run edited copies."""
+    override = os.environ.get("PLAYBOOK_NOTEBOOKS")
+    return Path(override) if override else Path(str(resources.files("playbook") / "notebooks"))
 
 
 def available_notebooks() -> list[str]:
@@ -69,7 +68,11 @@ def available_notebooks() -> list[str]:
 def select_notebooks(spec: str) -> list[str]:
     """'all' or a comma list of known names; an unknown or missing name is bad input."""
     if spec.strip() == "all":
-        return available_notebooks()
+        found = available_notebooks()
+        if not found:
+            # Never an "ok" report that looked at nothing: a run without notebooks diagnosed nothing.
+            raise PlaybookError(f"no notebook to execute in {notebook_dir()}: reinstall pg-session-playbook")
+        return found
     names = [part.strip() for part in spec.split(",") if part.strip()]
     if not names:
         raise PlaybookError("--notebooks names no notebook; use 'all' or some of " + ",".join(NOTEBOOKS))
@@ -90,6 +93,12 @@ def kernel_name() -> str:
 
 @dataclass
 class RunOptions:
+    """What `playbook run` was asked: the target, the window, the logs, the notebooks, the report.
+
+    `since` (default: the window's start) is where log events start counting; `app` focuses the
+    per-application findings; `fail_on` moves the exit code's warning/critical threshold.
+    """
+
     target: Target
     out: Path
     duration: float = 60
@@ -193,6 +202,14 @@ def publish(work: Path, out: Path) -> None:
 
 
 def run(options: RunOptions) -> int:
+    """One playbook run: check the input, collect the evidence once, diagnose it, execute the
+    notebooks on that evidence, render the pages and publish the report into `options.out`.
+
+    Bad input raises PlaybookError before anything is collected. The report is written into a
+    private folder and replaces --out only when complete, so a failed or interrupted run never
+    leaves a half-written report. Returns the exit code (0 ok, 1 warning, 2 critical, 3 error,
+    as moved by --fail-on).
+    """
     for log in [*options.server_logs, *options.app_logs]:
         check_readable(log)
     conn = options.target.check()  # bad DSN, wrong password, unknown db: one sentence, before any work

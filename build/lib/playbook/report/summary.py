@@ -30,6 +30,12 @@ def validate(summary: dict[str, Any]) -> None:
 def build_summary(
     evidence: Evidence, findings: list[Finding], notebooks: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """summary.json's content (schema pg-session-playbook/summary/v1, validated by `validate`).
+
+    status is the worst finding's severity ("ok" when only info), or "error" when notebooks were
+    asked for and none ran; root_causes ranks one entry per category with a warning or critical
+    finding that is not the consequence of another.
+    """
     ran = [nb for nb in notebooks if nb["status"] == "ok"]
     worst = worst_severity(findings)
     if notebooks and not ran:

@@ -1,0 +1,140 @@
+"""The architecture, checked: what each entry point loads, and the package installed whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from playbook.lab.server import LabServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running `code` (argparse's SystemExit is fine)."""
+    probe = (
+        "import sys, json\n"
+        f"try:\n    {code}\nexcept SystemExit:\n    pass\n"
+        "sys.stdout = sys.__stdout__\n"
+        "print('\\n' + json.dumps(sorted(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+HEAVY_FOR_DIAGNOSE = {
+    "psycopg",
+    "psycopg_pool",
+    "rich",
+    "playbook.collect",
+    "playbook.target",
+    "playbook.report",
+}
+
+
+def test_the_diagnosis_stands_on_evidence_alone() -> None:
+    loaded = modules_loaded_by("import playbook.diagnose")
+    assert not loaded & HEAVY_FOR_DIAGNOSE, loaded & HEAVY_FOR_DIAGNOSE
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["logs", "--help"], ["demo", "--help"]], ids=" ".join
+)
+def test_help_and_run_load_no_lab(argv: list[str]) -> None:
+    loaded = modules_loaded_by(f"from playbook.cli import main; main({argv!r})")
+    assert not {m for m in loaded if m.startswith("playbook.lab") or m == "psycopg_pool"}
+
+
+def test_running_loads_no_lab() -> None:
+    loaded = modules_loaded_by("import playbook.report.runner, playbook.notebook, playbook.plots")
+    assert not {m for m in loaded if m.startswith("playbook.lab")}
+
+
+def test_the_installed_wheel_runs_every_notebook(lab: LabServer, tmp_path: Path) -> None:
+    """`pip install` of the built wheel, not the checkout: the notebooks must ship inside it."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("pg_session_playbook-*.whl")
+    fresh = tmp_path / "venv"
+    venv.create(fresh, with_pip=False)
+    python = fresh / "bin" / "python"
+    # The dependencies come from this environment (no network in CI); the package itself only
+    # from the wheel: the checkout is not on the path, and an editable install's finder is not run.
+    site = next((fresh / "lib").glob("python*/site-packages"))
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "deps.pth").write_text("\n".join(deps) + "\n")
+    # nbconvert's HTML templates are data files of the environment that installed nbconvert.
+    (fresh / "share" / "jupyter").mkdir(parents=True)
+    (fresh / "share" / "jupyter" / "nbconvert").symlink_to(
+        Path(sys.prefix) / "share" / "jupyter" / "nbconvert"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    out = tmp_path / "report"
+    env = {k: v for k, v in os.environ.items() if k not in ("PLAYBOOK_NOTEBOOKS", "PYTHONPATH")}
+    result = subprocess.run(
+        [str(fresh / "bin" / "playbook"), "run", "--dsn", lab.dsn(), "--duration", "2", "--interval", "0.5",
+         "--notebooks", "all", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode in (0, 1, 2), result.stderr
+    where = subprocess.run(
+        [str(python), "-c", "import playbook; print(playbook.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
+    assert str(site) in where, where  # the run used the installed package, not the checkout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [nb["name"] for nb in summary["notebooks"]] == [
+        "triage",
+        "leaks",
+        "timeouts",
+        "network",
+        "pool_config",
+    ]
+    assert all(nb["status"] == "ok" for nb in summary["notebooks"]), summary["notebooks"]
+    assert len(list(out.glob("*.html"))) == 6  # five pages and the index
+
+
+def test_a_run_with_no_notebook_to_execute_is_not_ok(lab: LabServer, tmp_path: Path) -> None:
+    empty = tmp_path / "no-notebooks"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "playbook.cli", "run", "--dsn", lab.dsn(), "--duration", "1",
+         "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PLAYBOOK_NOTEBOOKS": str(empty)},
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "no notebook to execute" in result.stderr and "Traceback" not in result.stderr
