@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from playbook.diagnose.client_fixes import stack_fix
+from playbook.diagnose.client_fixes import stack_fix, transaction_fix
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
@@ -79,8 +79,8 @@ def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None) -> str:
         return (
             "The timeout is doing its job: something leaves transactions open. Find the request path that "
             "does not commit or roll back (see the leaks notebook); meanwhile the pool must discard "
-            "connections that errored: "
-            + stack_fix(stack, max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=None)
+            "connections that errored, and the code must end every transaction it opens:\n\n"
+            + transaction_fix(stack)
         )
     return (
         "transaction_timeout ends the whole session when a transaction runs longer than the limit. Keep "

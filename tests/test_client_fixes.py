@@ -1,0 +1,93 @@
+"""The fixes to paste, per client stack: valid in their own language, never a value the stack ignores."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from playbook.diagnose.client_fixes import RETRY_ADVICE, STACKS, can_enforce, stack_fix, transaction_fix
+from playbook.errors import PlaybookError
+
+LIMITS = [
+    {"max_idle_s": 120.0, "max_lifetime_s": 240.0, "keepalives_idle_s": None},
+    {"max_idle_s": None, "max_lifetime_s": None, "keepalives_idle_s": 60},
+    {"max_idle_s": 2.5, "max_lifetime_s": 4.0, "keepalives_idle_s": None},
+]
+
+
+def python_code(snippet: str) -> str:
+    """The snippet's code, without the retry sentence after it."""
+    return snippet.split("\n\n")[0] if "import" not in snippet else snippet.rsplit("\n\n", 1)[0]
+
+
+@pytest.mark.parametrize("limits", LIMITS, ids=["limits", "keepalives", "short"])
+@pytest.mark.parametrize("stack", ["psycopg", "psycopg2", "sqlalchemy", "asyncpg"])
+def test_python_fixes_are_valid_python(stack: str, limits: dict[str, float | None]) -> None:
+    code = python_code(stack_fix(stack, **limits))  # type: ignore[arg-type]
+    # asyncpg's create_pool is awaited at the top of the snippet, as in an async main().
+    ast.parse(code.replace("await ", ""))
+
+
+@pytest.mark.parametrize("stack", ["node-postgres"])
+def test_node_fixes_are_valid_javascript(stack: str, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed to check the node-postgres fixes (it ships with the CI machine)")
+    for limits in LIMITS:
+        script = tmp_path / "fix.js"
+        script.write_text(python_code(stack_fix(stack, **limits)))  # type: ignore[arg-type]
+        checked = subprocess.run([node, "--check", str(script)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_pgbouncer_fixes_are_valid_ini() -> None:
+    for limits in LIMITS:
+        ini = configparser.ConfigParser()
+        ini.read_string(python_code(stack_fix("pgbouncer", **limits)))  # type: ignore[arg-type]
+        assert ini.has_section("pgbouncer")
+
+
+def test_hikaricp_is_never_offered_a_value_it_clamps() -> None:
+    """HikariCP resets a maxLifetime under 30 s to 30 min: offering 30000 for a 5 s limit is wrong."""
+    fix = stack_fix("hikaricp", max_idle_s=2.5, max_lifetime_s=4.0, keepalives_idle_s=None)
+    assert "max-lifetime=" not in fix and "idle-timeout=" not in fix
+    assert "must be raised where it is set" in fix
+    assert not can_enforce("hikaricp", max_idle_s=2.5, max_lifetime_s=4.0)
+    ok = stack_fix("hikaricp", max_idle_s=120, max_lifetime_s=240, keepalives_idle_s=None)
+    assert "max-lifetime=240000" in ok and "idle-timeout=120000" in ok
+    assert can_enforce("hikaricp", max_idle_s=120, max_lifetime_s=240)
+    assert can_enforce("psycopg", max_idle_s=2.5, max_lifetime_s=4.0)
+
+
+def test_limits_are_never_rounded_up() -> None:
+    fix = stack_fix("psycopg", max_idle_s=2.9, max_lifetime_s=4.9, keepalives_idle_s=None)
+    assert "max_idle=2," in fix and "max_lifetime=4," in fix
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_has_a_fix_that_ends_its_transactions(stack: str) -> None:
+    fix = transaction_fix(stack)
+    assert fix.strip()
+    assert any(word in fix.lower() for word in ("commit", "rollback", "roll", "transaction", "begin"))
+    if stack in ("psycopg", "psycopg2", "sqlalchemy", "asyncpg"):
+        ast.parse(fix.replace("async with", "with").replace("await ", "").replace("...", "None"))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_ends_with_retry_advice(stack: str) -> None:
+    fix = stack_fix(stack, max_idle_s=60, max_lifetime_s=120, keepalives_idle_s=30)
+    assert fix.rstrip().endswith(RETRY_ADVICE[stack])
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(PlaybookError, match="unknown client stack"):
+        stack_fix("jdbc-magic", max_idle_s=1, max_lifetime_s=None, keepalives_idle_s=None)
+    with pytest.raises(PlaybookError, match="positive number"):
+        stack_fix("psycopg", max_idle_s=-1, max_lifetime_s=None, keepalives_idle_s=None)
+    with pytest.raises(ValueError, match="needs a limit"):
+        stack_fix("psycopg", max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=None)
