@@ -17,7 +17,7 @@ RECORDED = Path(__file__).parent / "data" / "evidence"
 EXPECTED = {
     "leak": "leak",
     "idle_session_timeout": "timeout",
-    "idle_in_transaction_timeout": "timeout",
+    "idle_in_transaction_timeout": "leak",  # the application holds the transaction; the timeout is how
     "too_many_connections": "pool_config",
     "reset_path": "network",
     "nat_drop": "network",
@@ -54,7 +54,7 @@ def test_a_healthy_service_gets_no_invented_cause(scenario: str) -> None:
 
 def test_each_incident_is_named_by_its_own_finding() -> None:
     assert "TMO-001" in ids(diagnose_all(recorded("idle_session_timeout")))
-    assert "TMO-002" in ids(diagnose_all(recorded("idle_in_transaction_timeout")))
+    assert "LEAK-005" in ids(diagnose_all(recorded("idle_in_transaction_timeout")))
     assert "POOL-002" in ids(diagnose_all(recorded("too_many_connections")))
     assert "NET-001" in ids(diagnose_all(recorded("reset_path")))
     assert "NET-002" in ids(diagnose_all(recorded("nat_drop")))

@@ -75,9 +75,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ),
         ScenarioSpec(
             "idle_in_transaction_timeout",
-            "timeout",
+            "leak",
             "idle_in_transaction_session_timeout=1s and checkout calling a slow provider mid-transaction "
-            "for 0.4-1.6 s: about half its requests die with 25P03; the playbook should blame the timeout",
+            "for 0.4-1.6 s: about half its requests die with 25P03; the playbook should blame the code "
+            "that holds the transaction open (leak), with the timeout as the mechanism",
         ),
         ScenarioSpec(
             "too_many_connections",
