@@ -5,6 +5,7 @@ from __future__ import annotations
 from playbook.diagnose import leak, network, pool_config, server, timeout
 from playbook.diagnose.consequences import link_consequences
 from playbook.diagnose.findings import CATEGORIES, Finding, Severity
+from playbook.diagnose.unexplained import find_unexplained_errors
 from playbook.evidence import Evidence
 
 DIAGNOSES = (leak.diagnose, timeout.diagnose, network.diagnose, pool_config.diagnose, server.diagnose)
@@ -13,7 +14,8 @@ DIAGNOSES = (leak.diagnose, timeout.diagnose, network.diagnose, pool_config.diag
 def diagnose_all(evidence: Evidence) -> list[Finding]:
     """Every finding, worst first, each consequence right below its cause; ids are stable so
     alerts can route on them."""
-    findings = link_consequences([finding for diagnose in DIAGNOSES for finding in diagnose(evidence)])
+    findings = [finding for diagnose in DIAGNOSES for finding in diagnose(evidence)]
+    findings = link_consequences(findings + find_unexplained_errors(evidence, findings))
     by_id = {f.id: f for f in findings}
 
     def rank(finding: Finding) -> tuple[int, float, str, int, str]:
