@@ -3,28 +3,42 @@ a psycopg_pool application whose sessions the lab server ends; and the per-stack
 
 from __future__ import annotations
 
+import asyncio
+import bz2
 import gzip
+import inspect
 import json
 import logging
+import lzma
 import os
 import shutil
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import asyncpg
+import asyncpg.exceptions
 import pandas as pd
 import psycopg
+import psycopg.errors
+import psycopg_pool
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from playbook.collect.applog import COLUMNS, KIND_IDS, KINDS, read_app_logs
+from playbook.collect.applog import COLUMNS, KIND_IDS, KINDS, _is_exception_head, read_app_logs
 from playbook.diagnose.client_fixes import STACKS, stack_fix
 from playbook.errors import PlaybookError
+from playbook.evidence.zones import zone_named
 from playbook.lab.server import APP_ROLE, LAB_DATABASE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.probes.keepalive import client_keepalive_settings
 
 DATA = Path(__file__).parent / "data" / "applogs"
+# The recorded samples were written on hosts whose clock read UTC.
+UTC = zone_named("UTC")
 
 
 def utc(text: str) -> pd.Timestamp:
@@ -126,7 +140,7 @@ SAMPLES = [
 def test_each_stacks_sample_reads_as_recorded(
     name: str, stack: str, expected: list[tuple[str, str | None]]
 ) -> None:
-    ev = read_app_logs([DATA / name])
+    ev = read_app_logs([DATA / name], UTC)
     assert list(ev.events.columns) == COLUMNS
     got = list(zip(ev.events["kind"], [None if pd.isna(t) else t for t in ev.events["ts"]], strict=True))
     assert got == [(kind, None if ts is None else utc(ts)) for kind, ts in expected]
@@ -140,7 +154,7 @@ def test_each_stacks_sample_reads_as_recorded(
 
 
 def test_a_chained_traceback_is_one_event_with_the_wrapping_layer_as_stack() -> None:
-    ev = read_app_logs([DATA / "sqlalchemy.log"])
+    ev = read_app_logs([DATA / "sqlalchemy.log"], UTC)
     first = ev.events.iloc[0]
     # the driver's text appears twice (psycopg's exception, then SQLAlchemy's wrapper): one event
     assert (ev.events["kind"] == "server_closed_unexpectedly").sum() == 1
@@ -151,8 +165,15 @@ def test_a_chained_traceback_is_one_event_with_the_wrapping_layer_as_stack() -> 
 
 
 def test_summary_counts_first_last_and_per_minute_timeline_and_is_json() -> None:
-    ev = read_app_logs([DATA / "psycopg_pool.log", DATA / "hikaricp.log"])
+    ev = read_app_logs([DATA / "psycopg_pool.log", DATA / "hikaricp.log"], UTC)
     summary = json.loads(json.dumps(ev.summary))
+    # psycopg_pool.log's 6 event times are naive, hikaricp.log's 5 say Z
+    assert summary["zone"] == {
+        "name": "UTC",
+        "source": "flag",
+        "description": "UTC (given on the command line)",
+        "times_read_in_zone": 6,
+    }
     assert summary["events"] == 11
     assert summary["kinds"]["pool_timeout"] == 2
     assert summary["kinds"]["admin_shutdown"] == 2
@@ -181,10 +202,12 @@ def test_pgbouncer_is_primary_only_when_no_application_stack_shows() -> None:
     assert read_app_logs([DATA / "pgbouncer.log"]).primary_stack == "pgbouncer"
 
 
-def test_timestamp_formats(tmp_path: Path) -> None:
+def test_timestamp_formats_naive_ones_in_the_application_zone(tmp_path: Path) -> None:
     msg = "server closed the connection unexpectedly"
+    # (line, UTC expected) with the application's clock in Asia/Kolkata (+05:30, no summer time):
+    # naive times move by 5 h 30, printed offsets, UTC and epochs are exact
     cases = [
-        (f"2024-05-01 12:00:00,123 ERROR app: {msg}", "2024-05-01 12:00:00.123"),  # logging's asctime
+        (f"2024-05-01 17:30:00,123 ERROR app: {msg}", "2024-05-01 12:00:00.123"),  # logging's asctime
         (f"2024-05-01T14:00:01.5+02:00 {msg}", "2024-05-01 12:00:01.5"),
         (f"[2024-05-01 07:00:02.250 -0500] {msg}", "2024-05-01 12:00:02.25"),
         (
@@ -195,20 +218,85 @@ def test_timestamp_formats(tmp_path: Path) -> None:
         ),
         (f'{{"ts": 1714564804.5, "msg": "{msg}"}}', "2024-05-01 12:00:04.5"),
         (f'{{"@timestamp": "2024-05-01T12:00:05Z", "message": "{msg}"}}', "2024-05-01 12:00:05"),
-        (f"01 May 2024 12:00:06,001 ERROR [main] {msg}", "2024-05-01 12:00:06.001"),  # log4j %d{DATE}
+        (f'{{"time": "2024-05-01 17:30:05.5", "message": "{msg}"}}', "2024-05-01 12:00:05.5"),
+        (f"01 May 2024 17:30:06,001 ERROR [main] {msg}", "2024-05-01 12:00:06.001"),  # log4j %d{DATE}
         (
-            "May 1, 2024 12:00:07 PM org.postgresql.Driver connect: This connection has been closed.",
+            "May 1, 2024 5:30:07 PM org.postgresql.Driver connect: This connection has been closed.",
             "2024-05-01 12:00:07",
         ),
         (f"2024-05-01T12:00:08.123456789Z {msg}", "2024-05-01 12:00:08.123456"),
-        (f"ERROR:app:{msg}", None),  # logging's default format has no time
+        (f"2024-05-01 17:30:09.654321 {msg}", "2024-05-01 12:00:09.654321"),  # µs survive the zone
+        (f"2024-05-01 20:00:10+08 {msg}", "2024-05-01 12:00:10"),  # an hour-only offset touching the time
+        (f"2024-05-01 17:30:11 IST {msg}", "2024-05-01 12:00:11"),  # India's IST, read through the zone
+        (f"2024-05-01 17:30:12 ERROR {msg}", "2024-05-01 12:00:12"),  # a level, not a zone
+        (f"ERROR:app:{msg}", None),  # logging's default format without asctime has no time
     ]
     log = tmp_path / "formats.log"
     log.write_text("\n".join(line for line, _ in cases) + "\n")
-    ev = read_app_logs([log])
+    ev = read_app_logs([log], zone_named("Asia/Kolkata"))
     got = [None if pd.isna(t) else t for t in ev.events["ts"]]
     assert got == [None if ts is None else utc(ts) for _, ts in cases]
     assert str(ev.events["ts"].dt.tz) == "UTC"
+    assert ev.warnings == []
+    assert ev.summary["zone"]["name"] == "Asia/Kolkata"
+    assert ev.summary["zone"]["times_read_in_zone"] == 7
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        # China Standard Time prints CST, the letters of US Central Standard Time
+        ("Asia/Shanghai", "2024-01-15 00:00:00"),
+        ("America/Chicago", "2024-01-15 14:00:00"),
+    ],
+)
+def test_an_ambiguous_abbreviation_is_read_through_the_application_zone(
+    tmp_path: Path, zone: str, expected: str
+) -> None:
+    log = tmp_path / "cst.log"
+    log.write_text("2024-01-15 08:00:00 CST ERROR app: psycopg.OperationalError: the connection is lost\n")
+    ev = read_app_logs([log], zone_named(zone))
+    assert list(ev.events["ts"]) == [utc(expected)]
+    assert ev.warnings == []
+
+
+def test_summer_and_standard_names_pick_their_side_of_the_repeated_hour(tmp_path: Path) -> None:
+    # 2024-10-27 01:30 happens twice in London: first as BST (00:30 UTC), then as GMT (01:30 UTC)
+    log = tmp_path / "london.log"
+    log.write_text(
+        "2024-10-27 01:30:00 BST ERROR app: server closed the connection unexpectedly\n"
+        "2024-10-27 01:30:00 GMT ERROR app: server closed the connection unexpectedly\n"
+    )
+    ev = read_app_logs([log], zone_named("Europe/London"))
+    assert list(ev.events["ts"]) == [utc("2024-10-27 00:30"), utc("2024-10-27 01:30")]
+
+
+def test_an_abbreviation_the_zone_never_uses_is_a_warning_never_silently_utc(tmp_path: Path) -> None:
+    log = tmp_path / "foreign.log"
+    log.write_text(
+        "2024-01-15 08:00:00 CST ERROR app: server closed the connection unexpectedly\n"
+        "2024-01-15 08:00:00 ERROR app: server closed the connection unexpectedly\n"
+    )
+    ev = read_app_logs([log], zone_named("Europe/Berlin"))
+    # read in the application's zone (CET, +01:00), like the naive line, and said so
+    assert list(ev.events["ts"]) == [utc("2024-01-15 07:00"), utc("2024-01-15 07:00")]
+    assert ev.warnings == [
+        f"time zone 'CST' in app log {log} is not one Europe/Berlin uses: read in Europe/Berlin"
+    ]
+    assert ev.summary["warnings"] == ev.warnings
+
+
+def test_without_app_tz_naive_times_are_in_this_machines_zone_and_the_summary_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "America/St_Johns")  # -03:30 in winter, west of UTC
+    log = tmp_path / "naive.log"
+    log.write_text("2024-01-15 08:30:00,000 ERROR app: server closed the connection unexpectedly\n")
+    ev = read_app_logs([log])
+    assert list(ev.events["ts"]) == [utc("2024-01-15 12:00")]
+    assert ev.zone is not None and ev.zone.name == "America/St_Johns"
+    assert ev.summary["zone"]["source"] == "machine"
+    assert ev.summary["zone"]["description"] == "America/St_Johns (this machine's zone)"
 
 
 def test_syslog_lines_take_the_files_year_and_december_before_a_january_file(tmp_path: Path) -> None:
@@ -220,34 +308,45 @@ def test_syslog_lines_take_the_files_year_and_december_before_a_january_file(tmp
     )
     mtime = datetime(2025, 1, 2, 0, 5, tzinfo=timezone.utc).timestamp()
     os.utime(log, (mtime, mtime))
-    ev = read_app_logs([log])
+    ev = read_app_logs([log], UTC)
     assert list(ev.events["ts"]) == [utc("2024-12-31 23:59:58"), utc("2025-01-02 00:00:01")]
     assert list(ev.events["kind"]) == ["server_closed_unexpectedly", "ssl_eof"]
+    # the same file on a clock in Tokyo: the year is still the file's, the times are Tokyo's
+    tokyo = read_app_logs([log], zone_named("Asia/Tokyo"))
+    assert list(tokyo.events["ts"]) == [utc("2024-12-31 14:59:58"), utc("2025-01-01 15:00:01")]
 
 
-def test_gzip_invalid_utf8_garbage_and_giant_lines_do_not_stop_it(tmp_path: Path) -> None:
+# bzip2 with its smallest block (100 kB), so half a file holds whole blocks to read
+COMPRESSORS = {"gzip": gzip.compress, "bzip2": lambda data: bz2.compress(data, 1), "xz": lzma.compress}
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "xz", "plain"])
+def test_compressed_invalid_utf8_garbage_and_giant_lines_do_not_stop_it(
+    tmp_path: Path, compression: str
+) -> None:
     plain = (DATA / "psycopg_pool.log").read_bytes()
     junk = b"\xff\xfe\x00\x81 not utf-8 \xc3\x28\n" + os.urandom(4096).replace(b"\n", b" ") + b"\n"
     giant = b"x" * (3 << 20) + b" server closed the connection unexpectedly\n"  # cut: the match is past 1 MiB
     body = junk + giant + plain
-    gz = tmp_path / "app.log.1"  # no .gz suffix: gzip is recognised by its magic
-    gz.write_bytes(gzip.compress(body))
-    raw = tmp_path / "app.log"
-    raw.write_bytes(body)
-    for path in (gz, raw):
-        ev = read_app_logs([path])
-        assert list(ev.events["kind"]) == list(read_app_logs([DATA / "psycopg_pool.log"]).events["kind"])
-        assert ev.events["line_no"].iloc[0] == 2 + 1 + 2  # junk (2 lines) + giant (1) + the sample's line 2
-        assert ev.lines_read == 3 + 29
+    path = tmp_path / "app.log.1"  # no suffix: compression is recognised by its magic
+    path.write_bytes(COMPRESSORS[compression](body) if compression in COMPRESSORS else body)
+    ev = read_app_logs([path], UTC)
+    assert list(ev.events["kind"]) == list(read_app_logs([DATA / "psycopg_pool.log"], UTC).events["kind"])
+    assert ev.events["line_no"].iloc[0] == 2 + 1 + 2  # junk (2 lines) + giant (1) + the sample's line 2
+    assert ev.lines_read == 3 + 29
+    assert ev.warnings == []
 
 
-def test_a_truncated_gzip_keeps_what_was_read_and_says_so(tmp_path: Path) -> None:
-    data = gzip.compress((DATA / "psycopg2_celery.log").read_bytes() * 50)
-    path = tmp_path / "cut.log.gz"
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "xz"])
+def test_a_truncated_compressed_log_keeps_what_was_read_and_says_so(tmp_path: Path, compression: str) -> None:
+    data = COMPRESSORS[compression]((DATA / "psycopg2_celery.log").read_bytes() * 300)
+    path = tmp_path / "cut.log"
     path.write_bytes(data[: len(data) // 2])
-    ev = read_app_logs([path])
+    ev = read_app_logs([path], UTC)
     assert len(ev.events) > 0
-    assert ev.warnings and "truncated" in ev.warnings[0]
+    assert len(ev.warnings) == 1
+    assert ev.warnings[0].startswith(f"app log {path} is truncated after line ")
+    assert ev.warnings[0].endswith("; the rest was not read")
     assert ev.summary["warnings"] == ev.warnings
 
 
@@ -266,12 +365,15 @@ def test_nothing_recognised_is_an_empty_frame_not_an_error(tmp_path: Path) -> No
 def test_bad_paths_are_one_sentence_errors(tmp_path: Path) -> None:
     with pytest.raises(PlaybookError, match=r"^app log .*missing\.log does not exist$"):
         read_app_logs([tmp_path / "missing.log"])
-    with pytest.raises(PlaybookError, match=r"is a directory, not a log file$"):
+    with pytest.raises(PlaybookError, match=r"^app log .* is a directory; pass the log files in it$"):
         read_app_logs([tmp_path])
-    bad_gz = tmp_path / "bad.gz"
-    bad_gz.write_bytes(b"\x1f\x8b" + b"\x00" * 40)
-    with pytest.raises(PlaybookError, match=r"is not a readable gzip file"):
-        read_app_logs([bad_gz])
+    for compression, magic in (("gzip", b"\x1f\x8b"), ("bzip2", b"BZh"), ("xz", b"\xfd7zXZ\x00")):
+        bad = tmp_path / f"bad.{compression}"
+        bad.write_bytes(magic + b"\x00" * 40)
+        with pytest.raises(
+            PlaybookError, match=rf"^app log .*bad\.{compression} is not a valid {compression} file: "
+        ):
+            read_app_logs([bad])
     if os.geteuid() != 0:  # root reads a mode-000 file anyway
         locked = tmp_path / "locked.log"
         locked.write_text("x\n")
@@ -346,6 +448,7 @@ WORDINGS: list[tuple[str, str | None, str]] = [
     ("connect_timeout", "psycopg", "psycopg.errors.ConnectionTimeout: connection timeout expired"),
     ("connect_timeout", "node-postgres", "Error: Connection terminated due to connection timeout"),
     ("connect_timeout", "prisma", "The database server at `db`:`5432` was reached but timed out."),
+    ("connect_timeout", "hikaricp", "org.postgresql.util.PSQLException: Connection attempt timed out."),
     (
         "leak_detected",
         "hikaricp",
@@ -366,6 +469,13 @@ WORDINGS: list[tuple[str, str | None, str]] = [
         "sqlalchemy",
         "Pool pre-ping on connection <connection object at 0x7f; dsn: 'host=db', closed: 0> failed, will"
         " invalidate pool",
+    ),
+    (
+        "validation_failed",
+        "sqlalchemy",
+        "Disconnection detected on checkout, invalidating individual connection <psycopg.Connection [IDLE]"
+        " (host=db database=app) at 0x7f> (reason: OperationalError('sending query failed: another command"
+        " is already in progress'))",
     ),
     ("pool_timeout", "psycopg", "psycopg_pool.PoolTimeout: couldn't get a connection after 30.00 sec"),
     (
@@ -405,7 +515,20 @@ WORDINGS: list[tuple[str, str | None, str]] = [
         "sqlalchemy",
         "PendingRollbackError: Can't reconnect until invalid transaction is rolled back.",
     ),
+    (
+        "connection_lost",
+        "sqlalchemy",
+        "PendingRollbackError: Can't reconnect until invalid savepoint transaction is rolled back.  Please"
+        " rollback() fully before proceeding",
+    ),
+    ("connection_lost", "hikaricp", "PSQLException: Database connection failed when writing to copy"),
     ("connect_failed", "prisma", "Can't reach database server at `db`:`5432`"),
+    (
+        "connect_failed",
+        "hikaricp",
+        "com.zaxxer.hikari.pool.HikariPool$PoolInitializationException: Failed to initialize pool:"
+        ' FATAL: database "app" does not exist',
+    ),
     ("connect_failed", "hikaricp", "PSQLException: The connection attempt failed."),
     ("connect_failed", "psycopg", "reconnection attempt in pool 'pool 1' failed after 300.0 sec"),
     ("connection_closed", None, "OperationalError: the connection is closed"),
@@ -413,11 +536,24 @@ WORDINGS: list[tuple[str, str | None, str]] = [
     ("connection_closed", "asyncpg", "InterfaceError: cannot perform operation: connection is closed"),
     ("connection_closed", "node-postgres", "Error: Client was closed and is not queryable"),
     ("connection_closed", "hikaricp", "PSQLException: This connection has been closed."),
+    ("connection_closed", "hikaricp", "org.postgresql.util.PSQLException: Connection has been closed."),
     ("pool_discarded_broken", "psycopg", "discarding broken connection: <psycopg.Connection [BAD] at 0x7f>"),
     (
         "pool_discarded_broken",
         "hikaricp",
         "HikariPool-1 - Connection PgConnection@1 marked as broken because of SQLSTATE(08006), ErrorCode(0)",
+    ),
+    (
+        "pool_discarded_broken",
+        "hikaricp",
+        "HikariPool-1 - Connection PgConnection@1 marked as broken because of an exception closing open"
+        " statements during Connection.close()",
+    ),
+    (
+        "pool_discarded_broken",
+        "sqlalchemy",
+        "Invalidate connection <psycopg.Connection [BAD] at 0x7f> (reason: OperationalError:sending query"
+        " failed: another command is already in progress)",
     ),
     (
         "returned_in_transaction",
@@ -442,10 +578,114 @@ def test_every_known_wording_is_found_with_its_stack(tmp_path: Path) -> None:
         assert ev.events["stack"].iloc[0] == (stack or "unknown"), line
 
 
-# -- a log written for real -----------------------------------------------------------------
+# -- the drivers' exception hierarchies ----------------------------------------------------
+def _exception_classes(*modules: object) -> list[type[BaseException]]:
+    return [
+        obj
+        for module in modules
+        for obj in vars(module).values()
+        # the public classes a driver raises (private ones such as psycopg's _WaitTimeout never
+        # leave it); Python's own are the suffix rule's
+        if inspect.isclass(obj)
+        and issubclass(obj, BaseException)
+        and obj.__module__ != "builtins"
+        and not obj.__name__.startswith("_")
+    ]
+
+
+def test_every_class_of_the_installed_drivers_hierarchies_is_an_exception_line() -> None:
+    classes = _exception_classes(psycopg.errors, psycopg_pool, asyncpg.exceptions)
+    assert len(classes) > 300  # psycopg's SQLSTATE classes and asyncpg's: the check has something to check
+    for cls in classes:
+        qualified = f"{cls.__module__}.{cls.__qualname__}"
+        for head in (
+            f"{qualified}: terminating connection",
+            f"{cls.__name__}: terminating connection",
+            qualified,
+        ):
+            assert _is_exception_head(head), head
+    # a plain sentence or a log level is not an exception line
+    for text in ("Starting worker", "ERROR:app:job failed", "INFO something: else", "Done"):
+        assert not _is_exception_head(text), text
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        "psycopg.errors.AdminShutdown: terminating connection due to administrator command",
+        "psycopg.errors.QueryCanceled: canceling statement due to statement timeout",
+        "psycopg.errors.ProtocolViolation: query_wait_timeout",
+        "psycopg.errors.CannotConnectNow: the database system is shutting down",
+        "psycopg2.errors.IdleInTransactionSessionTimeout: terminating connection due to idle-in-transaction"
+        " timeout",
+        "psycopg.errors.TooManyConnections: sorry, too many clients already",
+        "psycopg_pool.TooManyRequests: the pool 'p' has already 4 requests waiting",
+        "asyncpg.exceptions.TargetServerAttributeNotMatched: None of the hosts match the target attribute"
+        " requirement <SessionAttribute.primary: 'primary'>: connection to server at \"db\" failed:"
+        " Connection refused",
+    ],
+)
+@pytest.mark.parametrize("traceback", [True, False], ids=["traceback", "exception-only"])
+def test_an_exception_line_of_any_driver_class_keeps_its_records_time(
+    tmp_path: Path, exception: str, traceback: bool
+) -> None:
+    # with a traceback (logger.exception) the line after the frames is the exception whatever its
+    # name; without one (a handler that logs traceback.format_exception_only) only its name says so
+    frames = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/worker.py", line 41, in handle\n'
+        '    cur.execute("SELECT 1")\n'
+    )
+    log = tmp_path / "tb.log"
+    log.write_text(
+        "2024-05-01 12:00:05,313 ERROR app.worker: job 4711 failed\n"
+        f"{frames if traceback else ''}"
+        f"{exception}\n"
+        "2024-05-01 12:00:06,000 INFO app.worker: job 4712 done\n"
+    )
+    ev = read_app_logs([log], UTC)
+    assert len(ev.events) == 1
+    assert ev.events["ts"].iloc[0] == utc("2024-05-01 12:00:05.313")
+    assert ev.events["line_no"].iloc[0] == (5 if traceback else 2)
+
+
+def test_node_postgres_database_error_under_a_dated_line_keeps_its_time(tmp_path: Path) -> None:
+    # console.error(err) of pg-protocol's DatabaseError: its name is the message type, "error"
+    log = tmp_path / "node.log"
+    log.write_text(
+        "2024-05-01T12:02:00.000Z ERROR query failed\n"
+        "error: terminating connection due to administrator command\n"
+        "    at Parser.parseErrorMessage (/app/node_modules/pg-protocol/dist/parser.js:285:98)\n"
+        "    at Socket.<anonymous> (/app/node_modules/pg-protocol/dist/index.js:11:42) {\n"
+        "  length: 116,\n"
+        "  severity: 'FATAL',\n"
+        "  code: '57P01',\n"
+        "}\n"
+        "2024-05-01T12:02:01.000Z INFO next request\n"
+    )
+    ev = read_app_logs([log], UTC)
+    assert list(ev.events["kind"]) == ["admin_shutdown"]
+    assert ev.events["ts"].iloc[0] == utc("2024-05-01 12:02:00")
+    assert ev.events["stack"].iloc[0] == "node-postgres"
+
+
+def test_soft_invalidation_and_expired_connections_are_normal_recycling_not_failures(tmp_path: Path) -> None:
+    log = tmp_path / "recycle.log"
+    log.write_text(
+        "2024-05-01 12:00:00,000 INFO sqlalchemy.pool.impl.QueuePool: Soft Invalidate connection"
+        " <psycopg.Connection [IDLE] at 0x7f> (reason: pool_recycle)\n"
+        "2024-05-01 12:00:01,000 INFO psycopg.pool: discarding expired connection\n"
+        "2024-05-01 12:00:02,000 WARNING com.zaxxer.hikari.HikariConfig: HikariPool-1 - maxLifetime is less"
+        " than 30000ms, setting to default 1800000ms.\n"
+    )
+    assert read_app_logs([log], UTC).events.empty
+
+
+# -- logs written for real ------------------------------------------------------------------
 @pytest.fixture
 def app_logger(tmp_path: Path) -> Iterator[tuple[logging.Logger, Path]]:
-    """An application logger and psycopg's pool logger writing to one file, as an app would."""
+    """An application logger and psycopg's pool logger writing to one file, as an app would:
+    logging's default asctime, the machine's local time without a zone."""
     path = tmp_path / "app.log"
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -465,6 +705,19 @@ def app_logger(tmp_path: Path) -> Iterator[tuple[logging.Logger, Path]]:
         handler.close()
 
 
+@pytest.fixture
+def machine_tz(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Sets this process's local zone (TZ), so logging's naive asctime is written in it."""
+
+    def use(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+
+    yield use
+    monkeypatch.undo()
+    time.tzset()
+
+
 def _gone(lab: LabServer, pid: int) -> bool:
     with lab.admin() as conn:
         return conn.execute(
@@ -472,9 +725,23 @@ def _gone(lab: LabServer, pid: int) -> bool:
         ).fetchone() == (True,)
 
 
+def _active(lab: LabServer, pid: int) -> bool:
+    with lab.admin() as conn:
+        return conn.execute(
+            "SELECT state = 'active' FROM pg_stat_activity WHERE pid = %s", [pid]
+        ).fetchone() == (True,)
+
+
+def _within(ts: pd.Timestamp, started: pd.Timestamp) -> bool:
+    """A time read from the log lies in the test's own window: read in the wrong zone it would
+    be hours away."""
+    return bool(started <= ts <= pd.Timestamp.now(tz="UTC"))
+
+
 def test_a_psycopg_pool_apps_log_of_a_terminated_session(
-    lab: LabServer, app_logger: tuple[logging.Logger, Path]
+    lab: LabServer, app_logger: tuple[logging.Logger, Path], machine_tz: Callable[[str], None]
 ) -> None:
+    machine_tz("Asia/Kolkata")  # +05:30, east of UTC
     log, path = app_logger
     started = pd.Timestamp.now(tz="UTC").floor("s")
     dsn = lab.dsn(APP_ROLE, LAB_DATABASE)
@@ -502,16 +769,19 @@ def test_a_psycopg_pool_apps_log_of_a_terminated_session(
     assert set(ev.events["stack"]) == {"psycopg"}
     admin_row = ev.events[ev.events["kind"] == "admin_shutdown"].iloc[0]
     assert "AdminShutdown" in admin_row.text
-    now = pd.Timestamp.now(tz="UTC")
-    assert started <= admin_row.ts <= now
+    assert _within(admin_row.ts, started)
+    assert ev.summary["zone"]["description"] == "Asia/Kolkata (this machine's zone)"
     # the pool's own warning about the broken connection it took back
     assert "pool_discarded_broken" in kinds
+    assert ev.events["ts"].map(lambda t: _within(t, started)).all()
 
 
 def test_an_idle_session_timeout_seen_by_a_plain_psycopg_app(
-    lab: LabServer, app_logger: tuple[logging.Logger, Path]
+    lab: LabServer, app_logger: tuple[logging.Logger, Path], machine_tz: Callable[[str], None]
 ) -> None:
+    machine_tz("America/St_Johns")  # -03:30 / -02:30, west of UTC with a half hour
     log, path = app_logger
+    started = pd.Timestamp.now(tz="UTC").floor("s")
     conn = psycopg.connect(lab.dsn(APP_ROLE, LAB_DATABASE), autocommit=True)
     try:
         pid = conn.info.backend_pid
@@ -528,8 +798,120 @@ def test_an_idle_session_timeout_seen_by_a_plain_psycopg_app(
         conn.close()
     ev = read_app_logs([path])
     assert list(ev.events["kind"]) == ["idle_session_timeout"]
-    assert ev.events.iloc[0].stack == "psycopg"
-    assert "IdleSessionTimeout" in ev.events.iloc[0].text
+    row = ev.events.iloc[0]
+    assert row.stack == "psycopg"
+    assert "IdleSessionTimeout" in row.text
+    assert _within(row.ts, started)
+
+
+def test_a_statement_timeout_raises_query_canceled_and_keeps_its_time(
+    lab: LabServer, app_logger: tuple[logging.Logger, Path], machine_tz: Callable[[str], None]
+) -> None:
+    machine_tz("Australia/Adelaide")  # +09:30 / +10:30
+    log, path = app_logger
+    started = pd.Timestamp.now(tz="UTC").floor("s")
+    with psycopg.connect(lab.dsn(APP_ROLE, LAB_DATABASE), autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '100ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            try:
+                conn.execute("SELECT pg_sleep(5)")
+            except psycopg.errors.QueryCanceled:
+                log.exception("report failed")
+                raise
+    ev = read_app_logs([path])
+    assert list(ev.events["kind"]) == ["statement_timeout"]
+    row = ev.events.iloc[0]
+    assert row.text.startswith("psycopg.errors.QueryCanceled: ")  # its own line, under the dated one
+    assert _within(row.ts, started)
+
+
+def _asyncpg_args(lab: LabServer) -> dict[str, object]:
+    """asyncpg's connect arguments for the lab's application role (asyncpg takes no libpq keyword DSN)."""
+    info = conninfo_to_dict(lab.dsn(APP_ROLE, LAB_DATABASE))
+    return {
+        "host": info["host"],
+        "port": int(str(info["port"])),
+        "user": info["user"],
+        "database": info["dbname"],
+        "passfile": info["passfile"],
+        "ssl": False,
+    }
+
+
+def test_asyncpgs_timeouts_are_told_apart_by_where_they_were_raised(
+    lab: LabServer, app_logger: tuple[logging.Logger, Path], machine_tz: Callable[[str], None]
+) -> None:
+    machine_tz("America/Los_Angeles")
+    log, path = app_logger
+    args = _asyncpg_args(lab)
+    started = pd.Timestamp.now(tz="UTC").floor("s")
+    # a port that accepts and never answers: asyncpg's connect(timeout=...) runs out there
+    silent = socket.create_server(("127.0.0.1", 0))
+
+    async def app() -> None:
+        pool = await asyncpg.create_pool(**args, min_size=1, max_size=1)
+        try:
+            async with pool.acquire():
+                try:  # the only connection is out: pool.acquire(timeout=...) waits, then gives up
+                    async with pool.acquire(timeout=0.2):
+                        pass
+                except (TimeoutError, asyncio.TimeoutError):  # one class since 3.11
+                    log.exception("request failed: no connection from the pool")
+            async with pool.acquire() as conn:
+                try:  # asyncpg's own query timeout (the timeout argument, command_timeout)
+                    await conn.execute("SELECT pg_sleep(5)", timeout=0.2)
+                except (TimeoutError, asyncio.TimeoutError):  # one class since 3.11
+                    log.exception("report failed")
+        finally:
+            await pool.close()
+        try:
+            await asyncpg.connect(**{**args, "port": silent.getsockname()[1]}, timeout=0.3)
+        except (TimeoutError, asyncio.TimeoutError):
+            log.exception("worker could not connect")
+
+    try:
+        asyncio.run(app())
+    finally:
+        silent.close()
+    ev = read_app_logs([path])
+    assert list(ev.events["kind"]) == ["pool_timeout", "client_query_timeout", "connect_timeout"]
+    assert set(ev.events["stack"]) == {"asyncpg"}
+    assert ev.events["ts"].map(lambda t: _within(t, started)).all()
+
+
+def test_asyncpg_reports_a_query_cut_by_termination_with_the_servers_reason(
+    lab: LabServer, app_logger: tuple[logging.Logger, Path], machine_tz: Callable[[str], None]
+) -> None:
+    machine_tz("Asia/Shanghai")
+    log, path = app_logger
+    started = pd.Timestamp.now(tz="UTC").floor("s")
+
+    async def app() -> None:
+        conn = await asyncpg.connect(**_asyncpg_args(lab))
+        pid = conn.get_server_pid()
+        query = asyncio.ensure_future(conn.execute("SELECT pg_sleep(30)"))
+        await asyncio.to_thread(wait_until, lambda: _active(lab, pid), timeout=10, what="the query to run")
+        with lab.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        try:
+            await query
+        except asyncpg.exceptions.ConnectionDoesNotExistError:
+            log.exception("query failed")
+        await conn.close()
+
+    asyncio.run(app())
+    ev = read_app_logs([path])
+    # asyncpg raises ConnectionDoesNotExistError "connection was closed in the middle of operation:
+    # terminating connection due to ..." chained to the server's AdminShutdownError: one event, the cause
+    assert list(ev.events["kind"]) == ["admin_shutdown"]
+    row = ev.events.iloc[0]
+    assert row.stack == "asyncpg"
+    assert (
+        row.text
+        == "asyncpg.exceptions.AdminShutdownError: terminating connection due to administrator command"
+    )
+    assert "ConnectionDoesNotExistError: connection was closed in the middle of operation" in path.read_text()
+    assert _within(row.ts, started)
 
 
 # -- per-stack fixes ------------------------------------------------------------------------
