@@ -977,25 +977,6 @@ def test_python_snippets_are_valid_and_psycopgs_builds_a_real_pool(lab: LabServe
         pool.close()
 
 
-def test_limits_are_omitted_when_unknown_and_floors_are_respected() -> None:
-    bare = stack_fix("psycopg", max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=None)
-    assert "max_idle" not in bare and "max_lifetime" not in bare and "keepalives" not in bare
-    assert "check=ConnectionPool.check_connection" in bare
-    # SQLAlchemy recycles by age: the shorter of the two limits
-    assert "pool_recycle=90," in stack_fix(
-        "sqlalchemy", max_idle_s=600, max_lifetime_s=90.7, keepalives_idle_s=None
-    )
-    # HikariCP floors: maxLifetime 30 s, keepaliveTime 30 s (disabled below), idleTimeout 10 s
-    short = stack_fix("hikaricp", max_idle_s=5, max_lifetime_s=10, keepalives_idle_s=20)
-    assert "max-lifetime=30000" in short and "idle-timeout=10000" in short
-    assert "keepalive-time" not in short.replace("keepaliveTime cannot", "")
-    assert "will not go below 30000 ms" in short
-    # keepaliveTime must stay below maxLifetime
-    assert "keepalive-time=" not in stack_fix(
-        "hikaricp", max_idle_s=None, max_lifetime_s=40, keepalives_idle_s=45
-    )
-
-
 @pytest.mark.parametrize(
     ("stack", "kwargs", "message"),
     [

@@ -64,6 +64,19 @@ def test_hikaricp_is_never_offered_a_value_it_clamps() -> None:
     assert can_enforce("psycopg", max_idle_s=2.5, max_lifetime_s=4.0)
 
 
+def test_sqlalchemy_recycles_by_the_shorter_limit() -> None:
+    fix = stack_fix("sqlalchemy", max_idle_s=600, max_lifetime_s=90.7, keepalives_idle_s=None)
+    assert "pool_recycle=90," in fix
+
+
+def test_hikaricp_keepalive_stays_below_its_lifetime_and_floor() -> None:
+    assert "keepalive-time=" not in stack_fix(
+        "hikaricp", max_idle_s=None, max_lifetime_s=40, keepalives_idle_s=45
+    )
+    short = stack_fix("hikaricp", max_idle_s=5, max_lifetime_s=40, keepalives_idle_s=20)
+    assert "keepalive-time=" not in short and "keepaliveTime cannot go below 30000 ms" in short
+
+
 def test_limits_are_never_rounded_up() -> None:
     fix = stack_fix("psycopg", max_idle_s=2.9, max_lifetime_s=4.9, keepalives_idle_s=None)
     assert "max_idle=2," in fix and "max_lifetime=4," in fix

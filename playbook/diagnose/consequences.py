@@ -47,6 +47,11 @@ LINKS = (
     ),
     Link("LEAK-004", ("LEAK-005", "LEAK-001"), "the held transactions are what holds the connections"),
     Link("POOL-005", LEAKS, "requests wait because connections are held, not because the pool is small"),
+    Link(
+        "POOL-005",
+        ("NET-004", "NET-006"),
+        "new connections fail, so the pool cannot replace the ones it loses",
+    ),
     Link("POOL-002", ("LEAK-002",), "the growing connections fill the server's slots"),
     Link("POOL-001", ("LEAK-002",), "the growing connections fill the server's slots"),
     Link("SRV-001", ("SRV-002",), "the crash made the postmaster reinitialize"),

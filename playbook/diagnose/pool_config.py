@@ -74,6 +74,10 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
     slots = server_events(evidence, "too_many_clients", "reserved_slots")
     limits = server_events(evidence, "role_conn_limit", "database_conn_limit")
     app = app_events(evidence, "too_many_clients")
+    if slots.empty and not limits.empty:
+        # The application's wording does not tell the two apart; the server log does: these
+        # refusals were the role's or database's limit, not the server's slots.
+        app = app.iloc[0:0]
     findings = []
     if not slots.empty or not app.empty:
         _, usable = peak_usage(evidence)

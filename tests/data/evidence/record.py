@@ -347,7 +347,30 @@ def pool_oversized_idle(lab: Lab) -> None:
     )
 
 
+def unexplained_password_rotated(lab: Lab) -> None:
+    """NET-006: the application role's password is rotated under a running pool that recycles its
+    connections every 2 s: new logins fail (28P01), which none of the five causes explains."""
+    lab.service(
+        "invoices",
+        workers=2,
+        min_size=2,
+        max_size=4,
+        pool_timeout=1.0,
+        request_interval=0.2,
+        query="SELECT 1",
+        pool_kwargs={"max_lifetime": 2.0, "reconnect_timeout": 2.0},
+    )
+    wait_until(lambda: "connection authorized" in lab.server_log(), timeout=WARM_UP_S, what="invoices up")
+    lab.sql(f"ALTER ROLE {APP_ROLE} PASSWORD 'rotated-by-the-vault'")
+    wait_until(
+        lambda: f'password authentication failed for user "{APP_ROLE}"' in lab.server_log(),
+        timeout=WARM_UP_S,
+        what="logins refused with the old password",
+    )
+
+
 INCIDENTS: dict[str, tuple[str, Callable[[Lab], None]]] = {
+    "password_rotated": ("NET-006", unexplained_password_rotated),
     "client_gone_in_transaction": ("LEAK-003", leak_client_gone_in_transaction),
     "pool_held_not_used": ("LEAK-004", leak_held_not_used),
     "transaction_timeout": ("TMO-003", timeout_transaction_timeout),
