@@ -41,7 +41,8 @@ class Finding:
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(f"unknown category {self.category!r}")
-        if not self.id.startswith(ID_PREFIX[self.category] + "-"):
+        # BNC- (the pooler layer, PgBouncer) may carry any of the five categories.
+        if not self.id.startswith((ID_PREFIX[self.category] + "-", "BNC-")):
             raise ValueError(f"finding id {self.id!r} does not match category {self.category!r}")
 
     @property
