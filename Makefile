@@ -6,6 +6,12 @@ BIN    := $(VENV)/bin
 .PHONY: install demo test lint typecheck bench clean
 
 install: $(VENV)/.installed
+	@# The lab's PgBouncer is Debian's package: installed as root where apt exists, named otherwise.
+	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq pgbouncer >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }; \
+	else echo "pgbouncer not found: the lab needs it; install your system's pgbouncer package (make install does it as root with apt)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
