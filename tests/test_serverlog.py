@@ -697,7 +697,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
         folder.chmod(folder.stat().st_mode | 0o001)  # nobody may reach the file, not read it
     code, stderr = run_main_as_nobody(["logs", str(path)])
     assert code == 3
-    assert stderr.strip() == f"playbook: server log {path} is not readable: Permission denied"
+    assert stderr.strip() == f"playbook: server log {path} is not readable (permission denied)"
 
 
 def test_binary_garbage() -> None:
