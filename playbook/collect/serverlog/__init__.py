@@ -48,7 +48,7 @@ __all__ = [
     "read_server_logs",
 ]
 
-BLOCK_SIZE = 8 << 20  # big enough that per-block overhead vanishes, small enough to stay flat
+BLOCK_SIZE = 4 << 20  # big enough that per-block overhead vanishes, small enough to stay flat
 
 
 @dataclass

@@ -24,8 +24,8 @@ import pandas as pd
 from playbook.collect import log_events
 from playbook.collect.serverlog.rows import AUTH, CODED, DISC, EVENT, RECV, Coded, Rows
 
-EVENT_ROWS_PER_KIND = 50_000
-SESSION_ROWS = 200_000
+EVENT_ROWS_PER_KIND = 20_000
+SESSION_ROWS = 50_000
 _NAT = np.iinfo(np.int64).min
 _STALE_MS = 2000  # a login this much older than a session's start belongs to an earlier session
 _CAUSE_MS = 1000  # a cause this close before a disconnection ended that session
