@@ -161,6 +161,9 @@ def time_pgbadger(path: Path, outdir: Path) -> float | None:
         "--prefix",
         PREFIX,
         "-q",
+        # a pid folder of its own: a second pgBadger on the machine would otherwise refuse to run
+        "--pid-dir",
+        str(outdir),
         "-o",
         str(outdir / "out.html"),
         str(path),

@@ -697,7 +697,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
         folder.chmod(folder.stat().st_mode | 0o001)  # nobody may reach the file, not read it
     code, stderr = run_main_as_nobody(["logs", str(path)])
     assert code == 3
-    assert stderr.strip() == f"playbook: server log {path} is not readable: Permission denied"
+    assert stderr.strip() == f"playbook: server log {path} is not readable (permission denied)"
 
 
 def test_binary_garbage() -> None:
@@ -802,7 +802,7 @@ def test_bench_generator_output_is_read_by_both(tmp_path: Path) -> None:
     assert len(evidence.sessions) == counts["connection_authorized"]
     done = subprocess.run(
         ["pgbadger", "-j", "1", "-f", "stderr", "--prefix", log_throughput.PREFIX, "-q", "-o",
-         str(tmp_path / "out.json"), str(path)],
+         str(tmp_path / "out.json"), "--pid-dir", str(tmp_path), str(path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
