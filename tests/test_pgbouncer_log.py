@@ -84,8 +84,8 @@ def test_reading_a_log_in_a_named_zone(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(LINES.encode()))
     log = read_pgbouncer_logs([path], zone=zone_named("Europe/Berlin"))
     events = log.events
-    assert list(events.columns[: len(SCHEMAS["pgbouncer_log_events"].columns)]) == list(
-        SCHEMAS["pgbouncer_log_events"].columns
+    assert list(events.columns[: len(SCHEMAS["pgbouncer_log_events"].columns)]) == (
+        SCHEMAS["pgbouncer_log_events"].column_names
     )
     assert str(events["ts"].iloc[0]) == "2024-05-01 12:00:00.123000+00:00"  # CEST is UTC+2
     closes = events[events["kind"] == "close"].set_index("reason_key")

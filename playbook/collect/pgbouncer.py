@@ -227,7 +227,7 @@ class PgBouncerSampler:
     # -- the frames -----------------------------------------------------------------------------------
     def evidence(self) -> PgBouncerEvidence:
         frames = {name: self._frame(name, rows) for name, rows in self._rows.items()}
-        ticks = pd.DataFrame(self._ticks, columns=list(SCHEMAS[TICKS_FRAME].columns))
+        ticks = pd.DataFrame(self._ticks, columns=SCHEMAS[TICKS_FRAME].column_names)
         frames[TICKS_FRAME] = _typed(ticks, TICKS_FRAME)
         console = {
             "dsn": redact(self.dsn),
@@ -297,10 +297,10 @@ def _typed(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         else:
             frame[column] = series.astype("string")
     for column in frame.columns:
-        if frame[column].dtype == object and column not in SCHEMAS[name].columns:
+        if frame[column].dtype == object and column not in SCHEMAS[name].column_names:
             # other columns of other versions: numbers stay numbers, the rest becomes text
             numeric = pd.to_numeric(frame[column], errors="coerce")
             is_number = numeric.notna().sum() == frame[column].notna().sum()
             frame[column] = numeric if is_number and len(frame) else frame[column].astype("string")
-    leading = [c for c in SCHEMAS[name].columns if c in frame]
+    leading = [c for c in SCHEMAS[name].column_names if c in frame]
     return frame[leading + [c for c in frame.columns if c not in leading]].reset_index(drop=True)

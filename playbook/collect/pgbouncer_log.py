@@ -59,7 +59,7 @@ _OWN_MARKERS = re.compile(
     r"^[CS]-0x[0-9a-fA-F]+: |^process up: PgBouncer|^kernel file descriptor limit|^stats: \d+ xacts/s"
     r"|^listening on |^server login failed|^got SIG|^RELOAD command issued"
 )
-COLUMNS = list(SCHEMAS["pgbouncer_log_events"].columns)
+COLUMNS = SCHEMAS["pgbouncer_log_events"].column_names
 
 
 @dataclass
@@ -271,7 +271,7 @@ def _frame(
         utc[named] = to_utc(values[named], [z for z in zones if z], zone, warnings, "the PgBouncer log")
         utc[~named] = to_utc(values[~named], None, zone, warnings, "the PgBouncer log")
     frame.insert(0, "ts", pd.to_datetime(pd.Series(utc, dtype="datetime64[ns]"), utc=True))
-    for name, (dtype, _) in SCHEMAS["pgbouncer_log_events"].columns.items():
+    for name, dtype in SCHEMAS["pgbouncer_log_events"].dtypes().items():
         if name == "ts":
             continue
         if dtype == "bool":

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from playbook.diagnose import leak, network, pool_config, server, timeout
+from playbook.diagnose import leak, network, pool_config, pooler, server, timeout
 from playbook.diagnose.consequences import link_consequences
 from playbook.diagnose.findings import CATEGORIES, Finding, Severity
 from playbook.diagnose.unexplained import find_unexplained_errors
 from playbook.evidence import Evidence
 
-DIAGNOSES = (leak.diagnose, timeout.diagnose, network.diagnose, pool_config.diagnose, server.diagnose)
+DIAGNOSES = (
+    leak.diagnose,
+    timeout.diagnose,
+    network.diagnose,
+    pool_config.diagnose,
+    server.diagnose,
+    pooler.diagnose,
+)
 
 
 def diagnose_all(evidence: Evidence) -> list[Finding]:

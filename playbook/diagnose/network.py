@@ -15,6 +15,7 @@ from playbook.evidence.views import (
     app_events,
     app_stack,
     first_last,
+    refusal,
     server_events,
     server_log_read,
     top_values,
@@ -189,7 +190,24 @@ def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[F
 
 def find_slow_connects(evidence: Evidence) -> list[Finding]:
     """NET-004 from the connect probes: p95 at or above CONNECT_SLOW_MS, or failures (critical when
-    every probe failed)."""
+    every probe failed, or when the path kept the playbook itself out)."""
+    refused = refusal(evidence, "network")
+    if refused:
+        return [
+            Finding(
+                id="NET-004",
+                category="network",
+                severity=Severity.CRITICAL,
+                confidence=CONFIDENCE_SLOW_CONNECTS,
+                title="the playbook could not reach the server from this host: the path timed out or dropped",
+                evidence={"playbook_refused": refused.get("reason")},
+                recommendation=(
+                    "Connections from this host do not get through: check the route, security groups and "
+                    "the server's listen_addresses/pg_hba, and set connect_timeout so clients fail fast. "
+                    "The logs given were diagnosed on their own."
+                ),
+            )
+        ]
     summary = (evidence.snapshots.get("latency") or {}).get("connect") or {}
     failures = int(summary.get("failures") or 0)
     p95 = summary.get("p95_ms")

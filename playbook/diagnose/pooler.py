@@ -36,7 +36,6 @@ from typing import Any
 import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.views import APP_SESSION_LOST, app_events, first_last, server_events, top_values
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer import (
     CONFIG_SNAPSHOT,
@@ -44,6 +43,8 @@ from playbook.evidence.pgbouncer import (
     LOG_EVENTS_FRAME,
     REASON_BY_KEY,
 )
+from playbook.evidence.views import APP_SESSION_LOST, app_events, first_last, server_events, top_values
+from playbook.evidence.vocab import Category
 
 CONSOLE_DB = "pgbouncer"
 # The application's log kinds that say a pooled connection was closed or refused under it.
@@ -149,7 +150,7 @@ def _summary(events: pd.DataFrame) -> dict[str, Any]:
 
 def _finding(
     fid: str,
-    category: str,
+    category: Category,
     severity: Severity,
     title: str,
     evidence: dict[str, Any],
@@ -218,7 +219,7 @@ def _timeout_finding(
     setting_name: str,
     title: str,
     fix: str,
-    category: str = "timeout",
+    category: Category = "timeout",
 ) -> list[Finding]:
     events = _events(evidence, key)
     if events.empty:

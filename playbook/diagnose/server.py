@@ -9,7 +9,14 @@ import pandas as pd
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
 from playbook.evidence.manifest import Gap
-from playbook.evidence.views import APP_SESSION_LOST, app_events, first_last, server_events, top_values
+from playbook.evidence.views import (
+    APP_SESSION_LOST,
+    app_events,
+    first_last,
+    refusal,
+    server_events,
+    top_values,
+)
 
 CRASH_EVENTS = (
     "backend_crash",
@@ -72,12 +79,13 @@ def find_restarts(evidence: Evidence) -> list[Finding]:
     refused = app_events(evidence, "cannot_connect_now")
     shutdown_times = pd.to_datetime(requested["ts"], utc=True)
     gaps = restart_gaps(evidence, shutdown_times)
-    if shutdowns.empty and refused.empty and not gaps:
+    down = refusal(evidence, "server_down")  # the playbook itself found it starting, stopping or gone
+    if shutdowns.empty and refused.empty and not gaps and not down:
         return []
     ended = server_events(evidence, "admin_terminate")
     ended = ended[[_near(shutdown_times, pd.Timestamp(t), SHUTDOWN_ATTRIBUTION) for t in ended["ts"]]]
     app_lost = app_events(evidence, "admin_shutdown", "cannot_connect_now", *APP_SESSION_LOST)
-    harm = len(ended) + len(app_lost) + len(gaps)
+    harm = len(ended) + len(app_lost) + len(gaps) + bool(down)
     restarts = max(len(requested), len(gaps) if shutdowns.empty else 0, 1)
     postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
     return [
@@ -100,6 +108,7 @@ def find_restarts(evidence: Evidence) -> list[Finding]:
                 "sampler_gaps": len(gaps),
                 "app_errors": len(app_lost),
                 "app_refused": len(refused),
+                "playbook_refused": down.get("reason") if down else None,
                 **first_last(shutdowns if not shutdowns.empty else refused),
             },
             recommendation=(

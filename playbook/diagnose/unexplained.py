@@ -34,7 +34,7 @@ POOLER_KINDS = frozenset(
 # Whatever ends a pooled session shows in the application as a lost session as well as by name.
 _ENDS_SESSIONS = APP_SESSION_LOST | {"returned_in_transaction"}
 
-EXPLAINS: dict[str, frozenset[str]] = {
+EXPLAINS: dict[str, frozenset[str] | set[str]] = {
     "LEAK-001": frozenset({"returned_in_transaction", "leak_detected"}) | POOL_WAITS,
     "LEAK-002": frozenset({"leak_detected"}) | POOL_WAITS,
     "LEAK-003": frozenset(),

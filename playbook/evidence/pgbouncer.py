@@ -35,25 +35,35 @@ readers may rely on each listed column existing (and on NaN/None where a version
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
+from playbook.evidence import frames
 from playbook.evidence.vocab import Category
 
 # -- frame schemas ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FrameSchema:
-    """A frame's name, what one row is, and its columns: name -> (dtype, meaning)."""
+def FrameSchema(  # noqa: N802 (reads as the schema it builds)
+    name: str, meaning: str, row: str, columns: dict[str, tuple[str, str]]
+) -> frames.FrameSchema:
+    """A pooler frame in the evidence contract (playbook.evidence.frames), registered there:
+    columns given as name -> (pandas dtype, meaning)."""
+    return frames.register(
+        frames.FrameSchema(
+            name,
+            row,
+            tuple(frames.Column(c, _kind(dtype), text, dtype) for c, (dtype, text) in columns.items()),
+            meaning,
+        )
+    )
 
-    name: str
-    meaning: str
-    row: str
-    columns: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    def dtypes(self) -> dict[str, str]:
-        return {name: dtype for name, (dtype, _) in self.columns.items()}
+def _kind(dtype: str) -> frames.Kind:
+    if dtype.startswith("datetime64"):
+        return "time"
+    kinds: dict[str, frames.Kind] = {"Int64": "int", "int64": "int", "float64": "float", "bool": "bool"}
+    return kinds.get(dtype, "text")
 
 
 TS = "datetime64[ns, UTC]"
@@ -81,7 +91,7 @@ _CONN = {
     "application_name": ("string", "the client's application_name (1.18+; empty before)"),
     "prepared_statements": ("Int64", "prepared statements PgBouncer tracks on it (1.21+)"),
 }
-SCHEMAS: Final[dict[str, FrameSchema]] = {
+SCHEMAS: Final[dict[str, frames.FrameSchema]] = {
     schema.name: schema
     for schema in [
         FrameSchema(

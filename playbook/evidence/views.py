@@ -25,6 +25,7 @@ __all__ = [
     "first_last",
     "idle_in_transaction_sessions",
     "overrides_of",
+    "refusal",
     "server_events",
     "server_log_read",
     "setting_s",
@@ -128,6 +129,15 @@ def app_events(evidence: Evidence, *kinds: str) -> pd.DataFrame:
     """Application-log failures of these kinds (every failure when none is given)."""
     events = evidence.frame(APP_LOG_EVENTS)
     return events[events["kind"].isin(kinds)] if kinds else events
+
+
+def refusal(evidence: Evidence, *causes: str) -> dict[str, Any] | None:
+    """Why the server refused the playbook itself, when that refusal is part of the incident
+    (manifest `live`: cause "slots", "role_limit", "server_down" or "network"), else None."""
+    live = evidence.manifest.get("live") or {}
+    if live.get("connected", True) or live.get("cause") not in causes:
+        return None
+    return dict(live)
 
 
 def server_log_read(evidence: Evidence) -> bool:
