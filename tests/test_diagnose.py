@@ -24,6 +24,8 @@ EXPECTED = {
     "admin_terminate": "server",
     "server_restart": "server",
     "backend_crash": "server",
+    "pgbouncer_idle_timeout": "timeout",
+    "pgbouncer_saturation": "pool_config",
 }
 
 
@@ -152,9 +154,11 @@ def test_finding_ids_are_stable_and_match_their_category() -> None:
         "server": "SRV-",
     }
     for finding in every:
-        assert finding.id.startswith(prefixes[finding.category])
+        # PgBouncer's findings carry the layer's prefix, whatever the category of the close reason.
+        assert finding.id.startswith((prefixes[finding.category], "BNC-"))
     with pytest.raises(ValueError):
         Finding(id="NET-001", category="leak", severity=Severity.INFO, title="x", recommendation="y")
+    Finding(id="BNC-001", category="timeout", severity=Severity.INFO, title="x", recommendation="y")
 
 
 def test_app_focus_limits_the_per_application_findings() -> None:

@@ -33,8 +33,7 @@ def test_every_recorded_frame_has_its_schemas_columns() -> None:
             assert schema is not None, f"{folder.name}/{name} has no schema"
             assert schema.missing(frame) == [], (folder.name, name)
             seen.add(name)
-    core = {name for name in FRAMES if not name.startswith("pgbouncer_")}  # no pooler in these incidents
-    assert seen == core, core - seen
+    assert seen == set(FRAMES), set(FRAMES) - seen
 
 
 def test_every_recorded_pooler_frame_has_its_schemas_columns() -> None:

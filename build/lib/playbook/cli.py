@@ -65,6 +65,11 @@ COMMAND_HELP = {
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--dsn", help="libpq DSN or URL (default: $PLAYBOOK_DSN, else the PG* variables)")
+    run.add_argument(
+        "--offline",
+        action="store_true",
+        help="no connection: a post-mortem from the logs given (with --since/--until to pick the incident)",
+    )
     run.add_argument("--duration", type=positive_seconds, default=60.0, help="seconds to sample (60)")
     run.add_argument("--interval", type=positive_seconds, default=1.0, help="seconds between samples (1)")
     run.add_argument(
@@ -72,11 +77,28 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--app-log", type=Path, action="append", default=[], help="application log (repeatable)")
     run.add_argument(
+        "--pgbouncer", metavar="DSN", help="PgBouncer's admin console (dbname=pgbouncer), sampled"
+    )
+    run.add_argument(
+        "--pgbouncer-log", type=Path, action="append", default=[], help="PgBouncer's log (repeatable)"
+    )
+    run.add_argument(
+        "--log-tz",
+        type=time_zone,
+        help="the zone the server's log clock reads (default: the server's log_timezone, read live)",
+    )
+    run.add_argument(
+        "--app-tz",
+        type=time_zone,
+        help="the zone of naive times in application and PgBouncer logs (default: this machine's)",
+    )
+    run.add_argument(
         "--since",
         type=since_time,
         help="read log events from this time (2h, 30m or ISO-8601; "
         "default: the start of the sampling window)",
     )
+    run.add_argument("--until", type=since_time, help="read log events up to this time (2h, 30m or ISO-8601)")
     run.add_argument("--app", help="focus the per-application findings on this application_name")
     run.add_argument("--notebooks", default="all", help="all, or a comma list of notebook names")
     run.add_argument(
@@ -172,18 +194,40 @@ def dispatch(args: argparse.Namespace) -> int:
     raise PlaybookError(f"unknown command {args.command!r}")
 
 
+def time_zone(text: str) -> str:
+    """An IANA zone name or a numeric offset, checked now so a typo is one sentence, not a wrong clock."""
+    from playbook.evidence.zones import zone_named
+
+    try:
+        zone_named(text)
+    except PlaybookError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def command_run(args: argparse.Namespace) -> int:
     from playbook.report.runner import RunOptions, run, select_notebooks
-    from playbook.target import resolve_target
+    from playbook.target import parse_dsn, resolve_target
 
+    if args.offline and (args.dsn or args.pgbouncer):
+        raise PlaybookError("--offline reads logs only: drop --dsn and --pgbouncer, or drop --offline")
+    if args.since and args.until and args.until <= args.since:
+        raise PlaybookError("--until must be later than --since")
+    if args.pgbouncer:
+        parse_dsn(args.pgbouncer)
     options = RunOptions(
-        target=resolve_target(args.dsn),
+        target=None if args.offline else resolve_target(args.dsn),
         out=args.out,
         duration=args.duration,
         interval=min(args.interval, args.duration),
         server_logs=args.server_log,
         app_logs=args.app_log,
+        pgbouncer_dsn=args.pgbouncer,
+        pgbouncer_logs=args.pgbouncer_log,
         since=args.since,
+        until=args.until,
+        log_tz=args.log_tz,
+        app_tz=args.app_tz,
         app=args.app,
         notebooks=select_notebooks(args.notebooks),
         jobs=args.jobs,

@@ -17,6 +17,7 @@ from typing import Any
 from playbook.collect import log_events
 from playbook.collect.serverlog import FORMATS, read_server_logs
 from playbook.errors import PlaybookError
+from playbook.evidence.zones import zone_named
 
 # Show a progress bar from this much input on (smaller logs are read in well under a second).
 PROGRESS_FROM_BYTES = 50 << 20
@@ -38,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--until", metavar="T", help="ignore entries after this time (ISO 8601; UTC if no zone)"
     )
+    parser.add_argument(
+        "--log-tz",
+        metavar="ZONE",
+        help="the server's log_timezone (IANA name such as Asia/Shanghai, or +05:30): the zone its "
+        "printed times are in; without it abbreviations such as CST are not guessed but reported",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="parse blocks in N processes (default: 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -58,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     until = _parse_time(args.until, "--until")
     if since and until and since > until:
         raise PlaybookError("--since is later than --until")
+    if args.jobs < 1:
+        raise PlaybookError(f"--jobs {args.jobs} must be at least 1")
+    log_tz = zone_named(args.log_tz) if args.log_tz else None
     size = 0
     for path in args.paths:
         with suppress(OSError):  # the reader says what is wrong with it
@@ -69,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         since=since,
         until=until,
         progress=sys.stderr.isatty() and size >= PROGRESS_FROM_BYTES,
+        log_tz=log_tz,
+        jobs=args.jobs,
     )
     if args.json:
         json.dump(evidence.summary, sys.stdout, separators=(",", ":"), default=str)
@@ -159,6 +174,9 @@ def _print_tables(summary: dict[str, Any]) -> None:
         )
         if sessions["ended_by"]:
             console.print("ended right after: " + _top_names(sessions["ended_by"], 8))
+    for path, zone in summary.get("zones_assumed", {}).items():
+        names = "; ".join(zone["names"].values()) or "no zone printed"
+        console.print(f"[dim]times in {path}: {names}[/dim]")
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     if any(e["category"] for e in events.values()):

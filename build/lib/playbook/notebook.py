@@ -198,7 +198,10 @@ def connection_trends(evidence: Evidence) -> pd.DataFrame:
 def pool_sizes(evidence: Evidence) -> pd.DataFrame:
     from playbook.diagnose.pool_config import little_law_sizes
 
-    return pd.DataFrame(little_law_sizes(evidence))
+    sizes = little_law_sizes(evidence)
+    if not sizes:
+        return pd.DataFrame({"result": ["no application connection was sampled in this window"]})
+    return pd.DataFrame(sizes)
 
 
 def limits_table(evidence: Evidence) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import conninfo as libpq_conninfo
 
 from playbook import APPLICATION_NAME
-from playbook.errors import PlaybookError
+from playbook.errors import PlaybookError, TargetRefused
 
 SECRET_KEYS = ("password", "sslpassword")
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
@@ -118,7 +118,11 @@ class Target:
         try:
             return self.connect()
         except psycopg.Error as exc:
-            raise PlaybookError(explain_connect_error(exc, self.redacted)) from None
+            message = explain_connect_error(exc, self.redacted)
+            refusal = incident_refusal(exc)
+            if refusal:
+                raise TargetRefused(message, sqlstate=refusal[0], cause=refusal[1]) from None
+            raise PlaybookError(message) from None
 
 
 def resolve_target(dsn: str | None = None, **options: Any) -> Target:
@@ -147,6 +151,26 @@ CONNECT_HINTS = (
     ("connection refused", "nothing listens there"),
     ("timeout expired", "connection timed out"),
 )
+
+
+# Refusals that are the incident, not bad input: (wording, implied SQLSTATE, cause).
+INCIDENT_REFUSALS = (
+    ("too many clients", "53300", "slots"),
+    ("remaining connection slots are reserved", "53300", "slots"),
+    ("too many connections for", "53300", "role_limit"),
+    ("the database system is", "57P03", "server_down"),
+    ("connection refused", None, "server_down"),
+    ("timeout expired", None, "network"),
+    ("connection timed out", None, "network"),
+    ("no route to host", None, "network"),
+    ("server closed the connection unexpectedly", None, "network"),
+)
+
+
+def incident_refusal(exc: psycopg.Error) -> tuple[str | None, str] | None:
+    """(SQLSTATE, cause) when a failed login is part of an incident rather than bad input."""
+    lowered = " ".join(str(exc).split()).lower()
+    return next(((state, cause) for marker, state, cause in INCIDENT_REFUSALS if marker in lowered), None)
 
 
 def explain_connect_error(exc: psycopg.Error, where: str) -> str:

@@ -111,16 +111,101 @@ def stack_fix(
 
     max_idle_s: how long a connection may sit unused in the pool; max_lifetime_s: how long it
     may live at all; keepalives_idle_s: TCP keepalive idle time below the path's cut-off. Any of
-    them may be None (nothing to enforce). The result ends with one sentence on retrying.
+    them may be None (nothing to enforce), not all. A value the stack clamps or ignores is never
+    offered (see can_enforce). The result ends with one sentence on retrying.
     """
     if stack not in STACKS:
         raise PlaybookError(f"unknown client stack {stack!r}; expected one of {', '.join(STACKS)}")
+    if max_idle_s is None and max_lifetime_s is None and keepalives_idle_s is None:
+        raise ValueError("stack_fix needs a limit to enforce; for open transactions use transaction_fix")
     _check("max_idle_s", max_idle_s)
     _check("max_lifetime_s", max_lifetime_s)
     _check("keepalives_idle_s", keepalives_idle_s)
     keepidle = _secs(keepalives_idle_s) if keepalives_idle_s is not None else None
     snippet = _SNIPPETS[stack](max_idle_s, max_lifetime_s, keepidle)
     return f"{snippet.rstrip()}\n\n{RETRY_ADVICE[stack]}\n"
+
+
+def can_enforce(stack: str, *, max_idle_s: float | None, max_lifetime_s: float | None) -> bool:
+    """Whether `stack`'s own pool can keep connections inside these limits at all.
+
+    False when the stack clamps or ignores the value (HikariCP raises a maxLifetime under 30 s to
+    30 min): the fix must then go first on the layer that sets the limit, not in the pool.
+    """
+    if stack == "hikaricp":
+        limits = [v for v in (max_idle_s, max_lifetime_s) if v is not None]
+        return not limits or min(limits) * 1000 >= HIKARI_MIN_LIFETIME_MS
+    return True
+
+
+TRANSACTION_SCOPE = {
+    "psycopg": (
+        "with pool.connection() as conn:  # commits on success, rolls back on error, returns it\n"
+        "    with conn.transaction():\n"
+        "        conn.execute(...)\n"
+        "# do slow calls (HTTP, queues) outside the `with` block, never inside an open transaction"
+    ),
+    "psycopg2": (
+        "conn = pool.getconn()\n"
+        "try:\n"
+        "    with conn:  # commits on success, rolls back on an exception\n"
+        "        with conn.cursor() as cur:\n"
+        "            cur.execute(...)\n"
+        "finally:\n"
+        "    pool.putconn(conn)  # the transaction is over before the connection goes back"
+    ),
+    "sqlalchemy": (
+        "with engine.begin() as conn:  # one transaction, committed or rolled back on exit\n"
+        "    conn.execute(...)\n"
+        "# ORM: `with Session(engine) as session, session.begin(): ...`"
+    ),
+    "asyncpg": (
+        "async with pool.acquire() as conn:\n"
+        "    async with conn.transaction():  # committed or rolled back on exit\n"
+        "        await conn.execute(...)"
+    ),
+    "node-postgres": (
+        "const client = await pool.connect()\n"
+        "try {\n"
+        "  await client.query('BEGIN')\n"
+        "  // ... queries only: no slow calls while the transaction is open\n"
+        "  await client.query('COMMIT')\n"
+        "} catch (err) {\n"
+        "  await client.query('ROLLBACK')\n"
+        "  throw err\n"
+        "} finally {\n"
+        "  client.release()\n"
+        "}"
+    ),
+    "prisma": (
+        "await prisma.$transaction(async (tx) => {\n"
+        "  // ... queries only: no slow calls inside the interactive transaction\n"
+        "}, { timeout: 5000 })  // Prisma rolls back and frees the connection after 5 s"
+    ),
+    "hikaricp": (
+        "try (Connection conn = dataSource.getConnection()) {  // returned to the pool on exit\n"
+        "    conn.setAutoCommit(false);\n"
+        "    try { /* statements */ conn.commit(); } catch (SQLException e) { conn.rollback(); throw e; }\n"
+        "}\n"
+        "# and spring.datasource.hikari.leak-detection-threshold=30000 to log who holds connections"
+    ),
+    "pgbouncer": (
+        "[pgbouncer]\n"
+        "idle_transaction_timeout = 30  ; end client connections idle in a transaction, pool-side\n"
+        "; the application still has to commit or roll back: fix its code path too"
+    ),
+    "unknown": (
+        "# open a transaction only around the statements that need it, commit or roll back in a\n"
+        "# finally block, and never wait on slow external calls while it is open"
+    ),
+}
+
+
+def transaction_fix(stack: str) -> str:
+    """Code for `stack` that always ends its transaction before the connection goes back."""
+    if stack not in STACKS:
+        raise PlaybookError(f"unknown client stack {stack!r}; expected one of {', '.join(STACKS)}")
+    return TRANSACTION_SCOPE[stack] + "\n"
 
 
 def _psycopg(idle: float | None, life: float | None, keepidle: int | None) -> str:
@@ -235,16 +320,22 @@ def _hikaricp(idle: float | None, life: float | None, keepidle: int | None) -> s
     notes: list[str] = []
     life_ms: int | None = None
     if life is not None:
-        life_ms = max(HIKARI_MIN_LIFETIME_MS, math.floor(life * 1000))
-        lines.append(f"spring.datasource.hikari.max-lifetime={life_ms}")
         if life * 1000 < HIKARI_MIN_LIFETIME_MS:
-            notes.append("# HikariCP will not go below 30000 ms: raise the limit that forces less")
-    if idle is not None:
-        idle_ms = max(HIKARI_MIN_IDLE_MS, math.floor(idle * 1000))
-        lines.append(f"spring.datasource.hikari.idle-timeout={idle_ms}")
-        if idle * 1000 < HIKARI_MIN_IDLE_MS:
-            notes.append("# HikariCP will not retire idle connections sooner than 10000 ms")
+            # HikariCP resets a smaller maxLifetime to its 30 min default: offering it would make
+            # things worse. The limit that forces less than 30 s must change instead.
+            notes.append(
+                f"# HikariCP cannot retire connections sooner than {HIKARI_MIN_LIFETIME_MS // 1000} s "
+                f"(a maxLifetime under {HIKARI_MIN_LIFETIME_MS} ms falls back to 30 min): the "
+                f"{_secs(life)} s limit must be raised where it is set"
+            )
+        else:
+            life_ms = math.floor(life * 1000)
+            lines.append(f"spring.datasource.hikari.max-lifetime={life_ms}")
+    if idle is not None and idle * 1000 >= HIKARI_MIN_IDLE_MS:
+        lines.append(f"spring.datasource.hikari.idle-timeout={math.floor(idle * 1000)}")
         notes.append("# idleTimeout only retires connections while minimumIdle < maximumPoolSize")
+    elif idle is not None:
+        notes.append(f"# HikariCP will not retire idle connections sooner than {HIKARI_MIN_IDLE_MS} ms")
     # keepaliveTime pings idle connections, so an idle limit on the path never sees them idle
     pings = [v for v in (idle, keepidle) if v is not None]
     if pings:

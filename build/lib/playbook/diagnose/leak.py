@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from playbook.diagnose.client_fixes import transaction_fix
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
     app_samples,
+    app_stack,
     counts_over_time,
     first_last,
     idle_in_transaction_sessions,
@@ -32,6 +34,9 @@ GROWTH_MIN_CONNECTIONS = 3
 GROWTH_MIN_TICKS = 5
 GROWTH_MIN_NON_DECREASING = 0.9
 GROWTH_CRITICAL_MINUTES_TO_LIMIT = 60
+# A count that ends flat below this share of the usable connections stopped at the pool's own cap.
+USAGE_NEAR_LIMIT = 0.9
+POOL_WAIT_KINDS = ("pool_timeout", "pool_queue_full")
 CONFIDENCE_GROWTH = 0.75
 # Clients gone mid-transaction: a couple is a crash; three or more is a pattern.
 VANISHED_CRITICAL_COUNT = 3
@@ -80,27 +85,56 @@ def find_idle_in_transaction(
 
 
 def connection_trends(evidence: Evidence) -> pd.DataFrame:
-    """Per application: connections at the start and end of the window, slope (per minute), monotony."""
-    counts = counts_over_time(app_samples(evidence), evidence.activity_ticks, ["application_name"])
-    rows = []
+    """Per application: connections at the start and end of the window (medians of the first and
+    last ticks, whole connections), slope per minute, the share of steps that did not go down, the
+    state most of the added connections are in, and whether the count ended flat for the last
+    third of the window (a pool that reached its own cap)."""
+    samples = app_samples(evidence)
+    counts = counts_over_time(samples, evidence.activity_ticks, ["application_name"])
+    columns = [
+        "application_name",
+        "start",
+        "end",
+        "slope_per_min",
+        "non_decreasing",
+        "plateau",
+        "growth_state",
+    ]
     if len(counts) < GROWTH_MIN_TICKS:
-        return pd.DataFrame(columns=["application_name", "start", "end", "slope_per_min", "non_decreasing"])
+        return pd.DataFrame(columns=columns)
     seconds = (counts.index - counts.index[0]).total_seconds().to_numpy()
+    rows = []
     for app in counts.columns:
         series = counts[app].to_numpy(dtype=float)
-        head, tail = series[:3].mean(), series[-3:].mean()
+        head, tail = float(np.median(series[:3])), float(np.median(series[-3:]))
         diffs = series[1:] - series[:-1]
         slope = float(np.polyfit(seconds, series, 1)[0]) * 60 if seconds[-1] > 0 else 0.0
+        third = max(GROWTH_MIN_TICKS // 2, len(series) // 3)
+        plateau = bool(len(series) >= 2 * third and np.ptp(series[-third:]) == 0 and series[-1] > series[0])
         rows.append(
             {
                 "application_name": str(app) or "(no application_name)",
-                "start": round(head, 1),
-                "end": round(tail, 1),
+                "start": int(head),
+                "end": int(tail),
                 "slope_per_min": round(slope, 2),
                 "non_decreasing": float((diffs >= 0).mean()) if len(diffs) else 1.0,
+                "plateau": plateau,
+                "growth_state": _growth_state(samples, str(app)),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _growth_state(samples: pd.DataFrame, app: str) -> str:
+    """The state whose count grew most between the first and the last tick for this application."""
+    ours = samples[samples["application_name"].fillna("") == app]
+    if ours.empty:
+        return ""
+    first, last = ours["tick_ts"].min(), ours["tick_ts"].max()
+    before = ours[ours["tick_ts"] == first]["state"].value_counts()
+    after = ours[ours["tick_ts"] == last]["state"].value_counts()
+    growth = after.sub(before, fill_value=0)
+    return str(growth.idxmax()) if not growth.empty and growth.max() > 0 else ""
 
 
 def find_growing_applications(evidence: Evidence) -> list[Finding]:
@@ -120,41 +154,54 @@ def find_growing_applications(evidence: Evidence) -> list[Finding]:
     ]
     findings = []
     usable = usable_connections(evidence.settings)
+    waits = app_events(evidence, *POOL_WAIT_KINDS)
     for row in growing.to_dict("records"):
-        app, start, end = str(row["application_name"]), float(row["start"]), float(row["end"])
+        app, start, end = str(row["application_name"]), int(row["start"]), int(row["end"])
         slope, steady = float(row["slope_per_min"]), float(row["non_decreasing"])
-        minutes_left = max(0.0, (usable - end) / slope) if usable and slope > 0 else None
-        soon = minutes_left is not None and minutes_left < GROWTH_CRITICAL_MINUTES_TO_LIMIT
-        severity = Severity.CRITICAL if soon else Severity.WARNING
+        at_cap = bool(row["plateau"]) and (not usable or end < usable * USAGE_NEAR_LIMIT)
+        if at_cap:
+            # The count stopped at a value the server would still allow: the pool's own cap. Its
+            # connections are all held; what hurts is requests waiting for one, not the server limit.
+            minutes_left = None
+            severity = Severity.CRITICAL if not waits.empty else Severity.WARNING
+            title = (
+                f"{app}'s pool is exhausted by connections it does not give back: {start} → {end}, "
+                f"then flat at {end} (its own cap)"
+                + (f"; {len(waits)} request(s) timed out waiting for a connection" if not waits.empty else "")
+            )
+        else:
+            minutes_left = max(0.0, (usable - end) / slope) if usable and slope > 0 else None
+            soon = minutes_left is not None and minutes_left < GROWTH_CRITICAL_MINUTES_TO_LIMIT
+            severity = Severity.CRITICAL if soon else Severity.WARNING
+            title = f"connections of {app} only grow: {start} → {end} ({slope:+.1f}/min)" + (
+                f", the server's limit is reached in about {minutes_left:.0f} min" if minutes_left else ""
+            )
         findings.append(
             Finding(
                 id="LEAK-002",
                 category="leak",
                 severity=severity,
                 confidence=CONFIDENCE_GROWTH,
-                title=(
-                    f"connections of {app} only grow: {start:g} → {end:g} ({slope:+.1f}/min)"
-                    + (
-                        f", the server's limit is reached in about {minutes_left:.0f} min"
-                        if minutes_left
-                        else ""
-                    )
-                ),
+                title=title,
                 evidence={
                     "application_name": app,
                     "start": start,
                     "end": end,
                     "slope_per_min": slope,
                     "non_decreasing": round(steady, 2),
+                    "at_pool_cap": at_cap,
+                    "growth_state": str(row["growth_state"]),
+                    "pool_wait_errors": int(len(waits)),
+                    "usable_connections": usable,
                     "minutes_to_limit": None if minutes_left is None else round(minutes_left, 1),
                 },
                 recommendation=(
                     "A pool that is bounded cannot grow without end: the application opens connections "
-                    "outside "
-                    "the pool or never returns them. Borrow connections only in a context manager "
+                    "outside the pool or never returns them. Borrow connections only in a context manager "
                     "(`with pool.connection() as conn:`), bound the pool (max_size), and turn on leak "
                     "detection where the stack has it (HikariCP leakDetectionThreshold=30000; psycopg_pool "
-                    "logs 'rolling back returned connection' for connections given back mid-transaction)."
+                    "logs 'rolling back returned connection' for connections given back mid-transaction). "
+                    "Do not enlarge the pool: it only delays the outage."
                 ),
             )
         )
@@ -192,13 +239,79 @@ def find_client_vanished_in_transaction(evidence: Evidence) -> list[Finding]:
     ]
 
 
+CONFIDENCE_KILLED_LOGGED = 0.9
+CONFIDENCE_KILLED_APP_ONLY = 0.8
+# The session states of a transaction held open with nothing running in it.
+IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
+
+
+def find_transactions_killed(evidence: Evidence) -> list[Finding]:
+    """LEAK-005: sessions the server ended because the application held a transaction open and ran
+    nothing in it: idle_in_transaction_session_timeout kills (25P03), and transaction_timeout kills
+    (25P04) of sessions last seen idle in their transaction. The timeout is the mechanism; the cause
+    is the code path that leaves the transaction open, so the fix goes there first.
+
+    Critical: each kill is a request that failed on a connection the pool believed open.
+    """
+    idle_kills = server_events(evidence, "idle_in_transaction_timeout")
+    xact_kills = server_events(evidence, "transaction_timeout")
+    xact_kills = xact_kills[xact_kills["last_state"].isin(IDLE_IN_TRANSACTION_STATES)]
+    server = pd.concat([idle_kills, xact_kills]) if not xact_kills.empty else idle_kills
+    app = app_events(evidence, "idle_in_transaction_timeout")
+    if server.empty and app.empty:
+        return []
+    count = max(len(server), len(app))
+    mechanisms = {
+        "idle_in_transaction_session_timeout": len(idle_kills),
+        "transaction_timeout": len(xact_kills),
+    }
+    limit_s = evidence.setting_s("idle_in_transaction_session_timeout")
+    apps = [a for a in top_values(server, "application") if a != "(none)"]
+    role = next((u for u in top_values(server, "user") if u != "(none)"), "<app_role>")
+    return [
+        Finding(
+            id="LEAK-005",
+            category="leak",
+            severity=Severity.CRITICAL,
+            confidence=CONFIDENCE_KILLED_LOGGED if not server.empty else CONFIDENCE_KILLED_APP_ONLY,
+            title=(
+                f"{count} session(s) ended by the server because the application held a transaction open "
+                "doing nothing"
+                + (f" (application: {', '.join(apps)})" if apps else "")
+                + (f"; idle_in_transaction_session_timeout = {limit_s:g} s" if limit_s else "")
+            ),
+            evidence={
+                "server_log_events": len(server),
+                "app_log_errors": len(app),
+                "mechanism": {k: v for k, v in mechanisms.items() if v} or {"app_log": len(app)},
+                "idle_in_transaction_session_timeout_s": limit_s,
+                "users": top_values(server, "user"),
+                "applications": top_values(server, "application"),
+                **first_last(server if not server.empty else app),
+            },
+            recommendation=(
+                "The timeout is doing its job: a code path opens a transaction and then waits (a slow "
+                "external call, an exception path that never rolls back) before committing. Fix that path "
+                "so every transaction ends before the connection goes back to the pool:\n\n"
+                + transaction_fix(app_stack(evidence))
+                + (
+                    f"\nKeep the timeout ({limit_s:g} s) as the guard rail it is: raising it only lets the "
+                    "held transactions block vacuum and locks for longer."
+                    if limit_s
+                    else f"\nKeep a timeout as the guard rail (`ALTER ROLE {role} SET "
+                    "idle_in_transaction_session_timeout = '30s';`); raising it only lets the held "
+                    "transactions block vacuum and locks for longer."
+                )
+            ),
+        )
+    ]
+
+
 def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
     """LEAK-004: pool timeouts in the application log while, at the last tick, the server saw more
     of the application's connections idle than active: they are checked out, not used.
     """
-    timeouts = app_events(
-        evidence, "pool_timeout", "pool_queue_full", "leak_detected", "returned_in_transaction"
-    )
+    timeouts = app_events(evidence, *POOL_WAIT_KINDS, "leak_detected", "returned_in_transaction")
     samples = app_samples(evidence)
     if timeouts.empty or samples.empty:
         return []
@@ -237,10 +350,11 @@ def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
-    """Every leak finding (LEAK-001..004) of this evidence."""
+    """Every leak finding (LEAK-001..005) of this evidence."""
     return (
         find_idle_in_transaction(evidence)
         + find_growing_applications(evidence)
         + find_client_vanished_in_transaction(evidence)
+        + find_transactions_killed(evidence)
         + find_pool_starved_by_idle_holders(evidence)
     )

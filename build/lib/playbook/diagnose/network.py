@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
@@ -13,10 +15,12 @@ from playbook.evidence.views import (
     app_events,
     app_stack,
     first_last,
+    refusal,
     server_events,
     server_log_read,
     top_values,
 )
+from playbook.evidence.vocab import OWN_APPLICATION_NAME
 
 RESET_EVENTS = (
     "connection_reset",
@@ -32,6 +36,8 @@ RESET_EVENTS = (
 SHORTEST_PATH_IDLE_S = 240
 SAFE_KEEPALIVE_IDLE_S = 60
 CONNECT_SLOW_MS = 500.0
+# A reset this close to an unexpected EOF from the same host is the same client process dying.
+DYING_CLIENT_WINDOW = pd.Timedelta(seconds=1)
 # Three resets or lost sessions in one window is a path that does it, not a fluke.
 TROUBLE_CRITICAL_COUNT = 3
 CONFIDENCE_RESETS = 0.85
@@ -58,12 +64,32 @@ def _keepalive_fix(evidence: Evidence) -> str:
     )
 
 
+def path_resets(evidence: Evidence) -> pd.DataFrame:
+    """The resets the path is suspected of: the playbook's own sessions left out, and so are the
+    resets of a client that died (a reset at the same moment as its unexpected EOF mid-transaction,
+    from the same host: the process ended, LEAK-003 tells it)."""
+    resets = server_events(evidence, *RESET_EVENTS)
+    resets = resets[~resets["application"].str.startswith(OWN_APPLICATION_NAME)]
+    eofs = server_events(evidence, "unexpected_eof_in_transaction")
+    if resets.empty or eofs.empty:
+        return resets
+    dying = pd.to_datetime(eofs["ts"], utc=True)
+    hosts = set(eofs["host"].astype(str))
+
+    def with_a_dying_client(row: pd.Series) -> bool:
+        near = ((dying - pd.Timestamp(row["ts"])).abs() <= DYING_CLIENT_WINDOW).any()
+        return bool(near and str(row["host"]) in hosts)
+
+    return resets[~resets.apply(with_a_dying_client, axis=1).astype(bool)]
+
+
 def find_resets(evidence: Evidence) -> list[Finding]:
-    """NET-001: resets, broken pipes and receive timeouts the server logged (RESET_EVENTS).
+    """NET-001: resets, broken pipes and receive timeouts the server logged (RESET_EVENTS) on the
+    application's sessions (path_resets).
 
     Critical from TROUBLE_CRITICAL_COUNT; the fix is keepalives below the path's idle cut-off.
     """
-    resets = server_events(evidence, *RESET_EVENTS)
+    resets = path_resets(evidence)
     if resets.empty:
         return []
     severity = Severity.CRITICAL if len(resets) >= TROUBLE_CRITICAL_COUNT else Severity.WARNING
@@ -164,7 +190,24 @@ def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[F
 
 def find_slow_connects(evidence: Evidence) -> list[Finding]:
     """NET-004 from the connect probes: p95 at or above CONNECT_SLOW_MS, or failures (critical when
-    every probe failed)."""
+    every probe failed, or when the path kept the playbook itself out)."""
+    refused = refusal(evidence, "network")
+    if refused:
+        return [
+            Finding(
+                id="NET-004",
+                category="network",
+                severity=Severity.CRITICAL,
+                confidence=CONFIDENCE_SLOW_CONNECTS,
+                title="the playbook could not reach the server from this host: the path timed out or dropped",
+                evidence={"playbook_refused": refused.get("reason")},
+                recommendation=(
+                    "Connections from this host do not get through: check the route, security groups and "
+                    "the server's listen_addresses/pg_hba, and set connect_timeout so clients fail fast. "
+                    "The logs given were diagnosed on their own."
+                ),
+            )
+        ]
     summary = (evidence.snapshots.get("latency") or {}).get("connect") or {}
     failures = int(summary.get("failures") or 0)
     p95 = summary.get("p95_ms")

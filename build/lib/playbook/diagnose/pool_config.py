@@ -11,6 +11,7 @@ from playbook.evidence.views import (
     app_samples,
     counts_over_time,
     first_last,
+    refusal,
     server_events,
     top_values,
     usable_connections,
@@ -73,9 +74,15 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
     for that request."""
     slots = server_events(evidence, "too_many_clients", "reserved_slots")
     limits = server_events(evidence, "role_conn_limit", "database_conn_limit")
+    # The playbook's own login refused for want of a slot is one refusal more, seen first hand.
+    own_slots, own_limit = refusal(evidence, "slots"), refusal(evidence, "role_limit")
     app = app_events(evidence, "too_many_clients")
+    if slots.empty and not limits.empty:
+        # The application's wording does not tell the two apart; the server log does: these
+        # refusals were the role's or database's limit, not the server's slots.
+        app = app.iloc[0:0]
     findings = []
-    if not slots.empty or not app.empty:
+    if not slots.empty or not app.empty or own_slots:
         _, usable = peak_usage(evidence)
         findings.append(
             Finding(
@@ -84,11 +91,13 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
                 severity=Severity.CRITICAL,
                 confidence=CONFIDENCE_REFUSALS_LOGGED if not slots.empty else CONFIDENCE_REFUSALS_APP_ONLY,
                 title=(
-                    f"{max(len(slots), len(app))} login(s) refused: no free connection slot (SQLSTATE 53300)"
+                    f"{max(len(slots), len(app)) + bool(own_slots)} login(s) refused: no free connection "
+                    "slot (SQLSTATE 53300)" + (", the playbook's own included" if own_slots else "")
                 ),
                 evidence={
                     "server_log_events": top_values(slots, "event"),
                     "app_errors": len(app),
+                    "playbook_refused": own_slots["reason"] if own_slots else None,
                     "users": top_values(slots, "user"),
                     "usable_connections": usable,
                     **first_last(slots if not slots.empty else app),
@@ -102,14 +111,16 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
                 ),
             )
         )
-    if not limits.empty:
+    if not limits.empty or own_limit:
         findings.append(
             Finding(
                 id="POOL-003",
                 category="pool_config",
                 severity=Severity.CRITICAL,
                 confidence=CONFIDENCE_LIMIT_REFUSALS,
-                title=f"{len(limits)} login(s) refused by a role or database CONNECTION LIMIT",
+                title=(
+                    f"{len(limits) + bool(own_limit)} login(s) refused by a role or database CONNECTION LIMIT"
+                ),
                 evidence={
                     "events": top_values(limits, "event"),
                     "users": top_values(limits, "user"),

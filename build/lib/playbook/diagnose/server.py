@@ -8,7 +8,15 @@ import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
-from playbook.evidence.views import app_events, first_last, server_events, top_values
+from playbook.evidence.manifest import Gap
+from playbook.evidence.views import (
+    APP_SESSION_LOST,
+    app_events,
+    first_last,
+    refusal,
+    server_events,
+    top_values,
+)
 
 CRASH_EVENTS = (
     "backend_crash",
@@ -37,37 +45,71 @@ def _window_start(evidence: Evidence) -> datetime | None:
     return evidence.window[0] if evidence.window else None
 
 
+def _near(moments: pd.Series, when: pd.Timestamp, within: timedelta) -> bool:
+    return bool(((moments - when).abs() <= within).any())
+
+
+def restart_gaps(evidence: Evidence, shutdown_times: pd.Series) -> list[Gap]:
+    """Sampler gaps the restart explains: refused while starting or stopping (57P03), or begun
+    within SHUTDOWN_ATTRIBUTION of a shutdown (a fast shutdown sends 57P01 to the sampler too)."""
+    found = []
+    for gap in evidence.gaps:
+        error = gap.get("error") or ""
+        if (
+            "shutting down" in error
+            or "starting up" in error
+            or gap.get("sqlstate") == "57P03"
+            or gap.get("start")
+            and _near(shutdown_times, pd.Timestamp(gap["start"]), SHUTDOWN_ATTRIBUTION)
+        ):
+            found.append(gap)
+    return found
+
+
 def find_restarts(evidence: Evidence) -> list[Finding]:
     """SRV-001: shutdown lines in the server log, logins refused while starting or stopping, or
-    sampler gaps with 57P03: the server restarted and every session ended at once. Critical."""
+    sampler gaps the restart explains: the server restarted and every open session ended at once.
+
+    Critical when it ended sessions (57P01 lines at the shutdown, the application's errors, the
+    sampler's gaps); info when nothing was seen ending (e.g. a restart before the work began).
+    """
+    requested = server_events(evidence, "shutdown_requested")
     shutdowns = server_events(evidence, "shutdown_requested", "shut_down")
     starts = server_events(evidence, "ready_to_accept")
     refused = app_events(evidence, "cannot_connect_now")
-    gaps_by_restart = [
-        g
-        for g in evidence.gaps
-        if "shutting down" in (g.get("error") or "")
-        or "starting up" in (g.get("error") or "")
-        or g.get("sqlstate") == "57P03"
-    ]
-    postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
-    if shutdowns.empty and refused.empty and not gaps_by_restart:
+    shutdown_times = pd.to_datetime(requested["ts"], utc=True)
+    gaps = restart_gaps(evidence, shutdown_times)
+    down = refusal(evidence, "server_down")  # the playbook itself found it starting, stopping or gone
+    if shutdowns.empty and refused.empty and not gaps and not down:
         return []
-    restarts = max(len(server_events(evidence, "shutdown_requested")), len(gaps_by_restart), 1)
+    ended = server_events(evidence, "admin_terminate")
+    ended = ended[[_near(shutdown_times, pd.Timestamp(t), SHUTDOWN_ATTRIBUTION) for t in ended["ts"]]]
+    app_lost = app_events(evidence, "admin_shutdown", "cannot_connect_now", *APP_SESSION_LOST)
+    harm = len(ended) + len(app_lost) + len(gaps) + bool(down)
+    restarts = max(len(requested), len(gaps) if shutdowns.empty else 0, 1)
+    postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
     return [
         Finding(
             id="SRV-001",
             category="server",
-            severity=Severity.CRITICAL,
+            severity=Severity.CRITICAL if harm else Severity.INFO,
             confidence=CONFIDENCE_RESTART_LOGGED if not shutdowns.empty else CONFIDENCE_RESTART_INFERRED,
-            title=f"the server restarted {restarts} time(s): every session ended at once",
+            title=(
+                f"the server restarted {restarts} time(s): every open session ended at once"
+                if harm
+                else f"the server restarted {restarts} time(s); no session was seen ending then"
+            ),
             evidence={
+                "restarts": restarts,
                 "shutdowns": len(shutdowns),
                 "ready_again": len(starts),
                 "postmaster_start": postmaster_start,
-                "sampler_gaps": len(gaps_by_restart),
+                "sessions_ended_at_shutdown": len(ended),
+                "sampler_gaps": len(gaps),
+                "app_errors": len(app_lost),
                 "app_refused": len(refused),
-                **first_last(shutdowns),
+                "playbook_refused": down.get("reason") if down else None,
+                **first_last(shutdowns if not shutdowns.empty else refused),
             },
             recommendation=(
                 "A restart ends every session; pools must expect it. Find who restarted the server (deploys, "
@@ -166,27 +208,35 @@ def find_admin_terminations(evidence: Evidence) -> list[Finding]:
 
 
 def find_recent_start(evidence: Evidence) -> list[Finding]:
-    """SRV-004 (info): the postmaster started within RECENT_START before the window: context for
-    the reader, not a cause inside the window."""
+    """SRV-004 (info): the postmaster started within RECENT_START before the window and no restart
+    was read in the logs (SRV-001 tells those): context for the reader, not a cause."""
     postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
     window_start = _window_start(evidence)
     if not postmaster_start or not window_start:
         return []
-    age = window_start - datetime.fromisoformat(postmaster_start)
-    if age > RECENT_START:
+    started = datetime.fromisoformat(postmaster_start)
+    age = window_start - started
+    if age > RECENT_START or age < timedelta(0) or not server_events(evidence, "shutdown_requested").empty:
         return []
+    minutes = age.total_seconds() / 60
     return [
         Finding(
             id="SRV-004",
             category="server",
             severity=Severity.INFO,
             confidence=CONFIDENCE_RECENT_START,
-            title=f"the server started {age.total_seconds() / 60:.0f} min before this window",
-            evidence={"postmaster_start": postmaster_start},
+            title=(
+                f"the server started {minutes:.0f} min before this window"
+                if minutes >= 1
+                else f"the server started {age.total_seconds():.0f} s before this window"
+            ),
+            evidence={
+                "postmaster_start": postmaster_start,
+                "seconds_before_window": round(age.total_seconds()),
+            },
             recommendation=(
                 "If sessions closed around that time, the (re)start ended them: rerun with --since "
-                "covering it "
-                "and the server log to see why it restarted."
+                "covering it and the server log to see why it restarted."
             ),
         )
     ]

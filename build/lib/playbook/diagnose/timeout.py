@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from playbook.diagnose.client_fixes import stack_fix
+import pandas as pd
+
+from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
@@ -13,6 +15,7 @@ from playbook.evidence.views import (
     first_last,
     overrides_of,
     server_events,
+    server_log_read,
     setting_s,
     top_values,
 )
@@ -31,27 +34,25 @@ CONFIDENCE_KILL_LOGGED = 0.95
 CONFIDENCE_KILL_APP_ONLY = 0.85
 CONFIDENCE_CANCELS = 0.6
 CONFIDENCE_LIMIT_BELOW_POOL_IDLE = 0.6
+CONFIDENCE_DEFAULT_RISK = 0.3  # inferred from a library default, not from what the pool did
 # Pool limits inside a server timeout: idle at half of it, lifetime at 80 %, never under a second.
 SAFE_IDLE_FRACTION = 0.5
 SAFE_LIFETIME_FRACTION = 0.8
 # An observed idle age this close to the timeout means the next idle stretch will cross it.
 OBSERVED_IDLE_NEAR_FRACTION = 0.8
 
+# Session states that mean "the application holds a transaction and runs nothing in it".
+IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
+
 KILLS = (
-    # (finding id, server event, app kind, setting, what it is)
+    # (finding id, server event, app kind, setting, what it is). Idle-in-transaction kills are not
+    # here: the application holding the transaction is the cause (leak.find_transactions_killed).
     (
         "TMO-001",
         "idle_session_timeout",
         "idle_session_timeout",
         "idle_session_timeout",
         "idle-session timeout",
-    ),
-    (
-        "TMO-002",
-        "idle_in_transaction_timeout",
-        "idle_in_transaction_timeout",
-        "idle_in_transaction_session_timeout",
-        "idle-in-transaction timeout",
     ),
     ("TMO-003", "transaction_timeout", "transaction_timeout", "transaction_timeout", "transaction timeout"),
 )
@@ -63,43 +64,59 @@ def _safe_pool_limits(timeout_s: float) -> tuple[float, float]:
     return idle, max(idle, round(timeout_s * SAFE_LIFETIME_FRACTION, 1))
 
 
-def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None) -> str:
+def role_of(events: pd.DataFrame, placeholder: str = "<app_role>") -> str:
+    """The role most of these events name (a real name from the evidence), else the placeholder."""
+    roles = [r for r in top_values(events, "user", 3) if r not in ("(none)", "[unknown]")]
+    return roles[0] if roles else placeholder
+
+
+def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None, role: str) -> str:
     stack = app_stack(evidence)
     if setting == "idle_session_timeout":
         limit = timeout_s or 60.0
         idle, life = _safe_pool_limits(limit)
+        server_side = (
+            f"stop the server from ending pooled sessions for the application's role: "
+            f"`ALTER ROLE {role} SET idle_session_timeout = 0;` (or a value above the pool's own limits)"
+        )
+        pool_side = stack_fix(stack, max_idle_s=idle, max_lifetime_s=life, keepalives_idle_s=None)
+        if not can_enforce(stack, max_idle_s=idle, max_lifetime_s=life):
+            # The pool cannot retire connections that fast: the server's limit is what must change.
+            return (
+                f"The server ends sessions idle longer than idle_session_timeout ({limit:g} s), and "
+                f"{stack}'s pool cannot keep its connections younger than that. Change the server side: "
+                + server_side
+                + ".\n\nWhat the pool can do:\n\n"
+                + pool_side
+            )
         return (
             f"The server ends sessions idle longer than idle_session_timeout ({limit:g} s) while the pool "
             "keeps them. Either keep pooled connections younger than that and check them on checkout:\n\n"
-            + stack_fix(stack, max_idle_s=idle, max_lifetime_s=life, keepalives_idle_s=None)
-            + "\nor stop the server from ending pooled sessions for the application's role: "
-            "`ALTER ROLE <app_role> SET idle_session_timeout = 0;`"
-        )
-    if setting == "idle_in_transaction_session_timeout":
-        return (
-            "The timeout is doing its job: something leaves transactions open. Find the request path that "
-            "does not commit or roll back (see the leaks notebook); meanwhile the pool must discard "
-            "connections that errored: "
-            + stack_fix(stack, max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=None)
+            + pool_side
+            + "\nor "
+            + server_side
         )
     return (
         "transaction_timeout ends the whole session when a transaction runs longer than the limit. Keep "
         "transactions short, or raise it for the role that needs long ones: "
-        "`ALTER ROLE <batch_role> SET transaction_timeout = '10min';`"
+        f"`ALTER ROLE {role} SET transaction_timeout = '10min';`"
     )
 
 
 def find_kills(evidence: Evidence) -> list[Finding]:
-    """TMO-001/002/003: sessions the server ended by one of its timeouts (KILLS), from the server
-    log's FATAL lines or, without a server log, from the application's errors naming them.
+    """TMO-001/003: sessions the server ended by idle_session_timeout, or by transaction_timeout
+    while they were running work (a transaction_timeout kill of a session idle in its transaction
+    is the application's leak: LEAK-005), from the server log's FATAL lines or, without a server
+    log, from the application's errors naming them.
 
     Always critical: each kill is a connection the pool believed open.
     """
     findings = []
     for finding_id, event, kind, setting, what in KILLS:
         server = server_events(evidence, event)
+        server = server[~server["last_state"].isin(IDLE_IN_TRANSACTION_STATES)]
         app = app_events(evidence, kind)
-        if server.empty and app.empty:
+        if server.empty and (app.empty or (server_log_read(evidence) and finding_id == "TMO-003")):
             continue
         timeout_s = setting_s(evidence, setting)
         count = max(len(server), len(app))
@@ -120,7 +137,7 @@ def find_kills(evidence: Evidence) -> list[Finding]:
                     "applications": top_values(server, "application"),
                     **first_last(server if not server.empty else app),
                 },
-                recommendation=_kill_fix(evidence, setting, timeout_s),
+                recommendation=_kill_fix(evidence, setting, timeout_s, role_of(server)),
             )
         )
     return findings
@@ -160,9 +177,12 @@ def find_statement_cancels(evidence: Evidence) -> list[Finding]:
 
 def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding]) -> list[Finding]:
     """TMO-005: idle_session_timeout (server-wide, or per role/database) shorter than the pool keeps
-    connections idle: the stack's default idle limit (STACK_DEFAULT_IDLE_S) or the longest idle age
-    the sampler saw, within OBSERVED_IDLE_NEAR_FRACTION of the timeout. Skipped when the kills
-    themselves were found (TMO-001 is then the finding).
+    connections idle. Skipped when the kills themselves were found (TMO-001 is then the finding).
+
+    A warning only with evidence of harm about to happen: the sampler saw a pooled connection idle
+    for OBSERVED_IDLE_NEAR_FRACTION of the timeout or more. A timeout merely below the stack's
+    default idle limit (STACK_DEFAULT_IDLE_S), while nothing in the window came near it, is info:
+    the application's own behaviour contradicts the risk, and the finding says what would confirm it.
     """
     if any(f.id == "TMO-001" for f in kills):
         return []  # the kills themselves are the finding
@@ -180,22 +200,34 @@ def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding])
     for scope, timeout_s in candidates:
         if not timeout_s:
             continue
-        too_short_for_pool = pool_idle_s is not None and timeout_s < pool_idle_s
         close_to_observed = observed_idle_s >= OBSERVED_IDLE_NEAR_FRACTION * timeout_s
-        if not (too_short_for_pool or close_to_observed):
+        below_default = pool_idle_s is not None and timeout_s < pool_idle_s
+        if not (below_default or close_to_observed):
             continue
         idle_limit, life = _safe_pool_limits(timeout_s)
+        if close_to_observed:
+            title = (
+                f"idle_session_timeout {timeout_s:g} s ({scope}) is about to end pooled connections: one "
+                f"sat idle {observed_idle_s:.0f} s in this window"
+            )
+            confirm = ""
+        else:
+            title = (
+                f"idle_session_timeout {timeout_s:g} s ({scope}) is below {stack}'s default idle limit "
+                f"({pool_idle_s:g} s), though no connection sat idle longer than {observed_idle_s:.0f} s here"
+            )
+            confirm = (
+                "Nothing in this window was harmed: the pool keeps its connections busy. It would bite when "
+                "traffic drops (nights, weekends): confirm with a run over a quiet hour, or with FATAL 57P05 "
+                "lines in the server log (--server-log, --since). To be safe regardless:\n\n"
+            )
         findings.append(
             Finding(
                 id="TMO-005",
                 category="timeout",
-                severity=Severity.WARNING,
-                confidence=CONFIDENCE_LIMIT_BELOW_POOL_IDLE,
-                title=(
-                    f"idle_session_timeout {timeout_s:g} s ({scope}) is shorter than pooled connections idle "
-                    f"(seen up to {observed_idle_s:.0f} s"
-                    + (f"; {stack}'s default idle limit is {pool_idle_s:g} s)" if pool_idle_s else ")")
-                ),
+                severity=Severity.WARNING if close_to_observed else Severity.INFO,
+                confidence=CONFIDENCE_LIMIT_BELOW_POOL_IDLE if close_to_observed else CONFIDENCE_DEFAULT_RISK,
+                title=title,
                 evidence={
                     "timeout_s": timeout_s,
                     "scope": scope,
@@ -203,12 +235,11 @@ def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding])
                     "stack": stack,
                     "stack_default_idle_s": pool_idle_s,
                 },
-                recommendation=stack_fix(
-                    stack, max_idle_s=idle_limit, max_lifetime_s=life, keepalives_idle_s=None
-                ),
+                recommendation=confirm
+                + stack_fix(stack, max_idle_s=idle_limit, max_lifetime_s=life, keepalives_idle_s=None),
             )
         )
-    return findings[:1]
+    return sorted(findings, key=lambda f: -f.severity.rank)[:1]
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:

@@ -27,9 +27,17 @@ _DTYPES: dict[Kind, str] = {
 
 @dataclass(frozen=True)
 class Column:
+    """One column: its logical kind, what it means, and the exact pandas dtype when the kind's
+    default does not fit (e.g. a nullable "Int64" for counters a version may lack)."""
+
     name: str
     kind: Kind
     meaning: str
+    dtype: str | None = None
+
+    @property
+    def pandas_dtype(self) -> str:
+        return self.dtype or _DTYPES[self.kind]
 
 
 @dataclass(frozen=True)
@@ -39,14 +47,18 @@ class FrameSchema:
     name: str
     row: str
     columns: tuple[Column, ...]
+    meaning: str = ""  # what the frame as a whole tells
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    def dtypes(self) -> dict[str, str]:
+        return {c.name: c.pandas_dtype for c in self.columns}
+
     def empty(self) -> pd.DataFrame:
         """A frame with no rows and every column of its kind."""
-        return pd.DataFrame({c.name: pd.Series(dtype=_DTYPES[c.kind]) for c in self.columns})
+        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in self.dtypes().items()})
 
     def missing(self, frame: pd.DataFrame) -> list[str]:
         """Columns of the schema that `frame` lacks (empty when it conforms)."""

@@ -41,7 +41,9 @@ class Manifest(TypedDict, total=False):
     window: Window
     interval_s: float
     app: str | None
-    logs_since: str
+    logs_since: str | None
+    logs_until: str | None
+    live: dict[str, Any]  # {"connected": bool, and when not: "reason", "sqlstate", "cause"}
     collected: list[str]  # "settings", "probes", "activity", "server_log", "app_log", …
     privileges: dict[str, Any]
     unavailable: list[dict[str, str]]
@@ -49,4 +51,5 @@ class Manifest(TypedDict, total=False):
     failures: list[Failure]
     server_logs: list[str]
     app_logs: list[str]
+    pgbouncer_logs: list[str]
     zones: dict[str, str]  # what each clock was read in: "server_log", "app_log" -> zone and origin

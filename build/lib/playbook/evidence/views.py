@@ -25,6 +25,7 @@ __all__ = [
     "first_last",
     "idle_in_transaction_sessions",
     "overrides_of",
+    "refusal",
     "server_events",
     "server_log_read",
     "setting_s",
@@ -69,16 +70,74 @@ APP_SESSION_LOST = frozenset(
 )
 
 
+# How far back a sample may lie and still describe the session an event ended: a few ticks, and
+# never less than a few seconds (a backend's pid is reused by later sessions).
+JOIN_MIN_TOLERANCE_S = 5.0
+JOIN_TICKS = 3
+
+
 def server_events(evidence: Evidence, *event_ids: str) -> pd.DataFrame:
-    """Server-log events of these ids (every event when none is given)."""
+    """Server-log events of these ids (every event when none is given), joined to the sampled session.
+
+    Each event is matched to the last activity sample of the same pid at or before it (within
+    JOIN_TICKS ticks): `application`, `user` and `database` are filled from the sample where the
+    log line does not carry them (Debian's default prefix has no %a), and `last_state` says what the
+    session was doing when last seen ('' when it was not sampled).
+    """
     events = evidence.frame(SERVER_LOG_EVENTS)
-    return events[events["event"].isin(event_ids)] if event_ids else events
+    if event_ids:
+        events = events[events["event"].isin(event_ids)]
+    return join_sampled_sessions(events, evidence.activity_samples, evidence.manifest.get("interval_s"))
+
+
+def join_sampled_sessions(
+    events: pd.DataFrame, samples: pd.DataFrame, interval_s: float | None = None
+) -> pd.DataFrame:
+    """`events` (pid, ts) with the sampled session's application, user, database and last state."""
+    joined = events.copy()
+    for column in ("application", "user", "database"):
+        if column in joined:
+            joined[column] = joined[column].astype(object).where(joined[column].notna(), "").astype(str)
+    joined["last_state"] = ""
+    if events.empty or samples.empty or "pid" not in events:
+        return joined
+    tolerance = pd.Timedelta(seconds=max(JOIN_MIN_TOLERANCE_S, JOIN_TICKS * float(interval_s or 1.0)))
+    left = joined.reset_index(names="_row").sort_values("ts")
+    left["ts"] = left["ts"].astype("datetime64[ms, UTC]")
+    right = samples[["tick_ts", "pid", "state", "application_name", "usename", "datname"]].copy()
+    right["tick_ts"] = right["tick_ts"].astype("datetime64[ms, UTC]")
+    right["pid"] = right["pid"].astype(left["pid"].dtype)
+    merged = pd.merge_asof(
+        left,
+        right.sort_values("tick_ts"),
+        left_on="ts",
+        right_on="tick_ts",
+        by="pid",
+        direction="backward",
+        tolerance=tolerance,
+    ).set_index("_row")
+    merged.index.name = None
+    for own, sampled in (("application", "application_name"), ("user", "usename"), ("database", "datname")):
+        if own in merged:
+            blank = merged[own].isin(["", "nan", "None", "[unknown]"])
+            merged[own] = merged[own].where(~blank, merged[sampled].fillna("").astype(str))
+    merged["last_state"] = merged["state"].fillna("").astype(str)
+    return merged[[*events.columns, "last_state"]].loc[joined.index]
 
 
 def app_events(evidence: Evidence, *kinds: str) -> pd.DataFrame:
     """Application-log failures of these kinds (every failure when none is given)."""
     events = evidence.frame(APP_LOG_EVENTS)
     return events[events["kind"].isin(kinds)] if kinds else events
+
+
+def refusal(evidence: Evidence, *causes: str) -> dict[str, Any] | None:
+    """Why the server refused the playbook itself, when that refusal is part of the incident
+    (manifest `live`: cause "slots", "role_limit", "server_down" or "network"), else None."""
+    live = evidence.manifest.get("live") or {}
+    if live.get("connected", True) or live.get("cause") not in causes:
+        return None
+    return dict(live)
 
 
 def server_log_read(evidence: Evidence) -> bool:

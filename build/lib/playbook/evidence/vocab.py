@@ -45,3 +45,6 @@ Stack = Literal[
 # The client stacks the application-log reader recognises and the fixes are written for.
 STACKS: Final[tuple[Stack, ...]] = get_args(Stack)
 UNKNOWN_STACK: Final = "unknown"
+
+# The application_name of the playbook's own sessions: left out of every analysis.
+OWN_APPLICATION_NAME: Final = "pg-session-playbook"

@@ -16,8 +16,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import numpy as np
 import pandas as pd
@@ -176,3 +177,139 @@ def _offset_text(offset: timedelta) -> str:
     minutes = int(offset.total_seconds() // 60)
     sign = "-" if minutes < 0 else "+"
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+# -- printed zone names, one name at a time (the server-log readers) -------------------------------
+
+
+@dataclass(frozen=True)
+class NameReading:
+    """How one printed zone name was turned into an offset: `offset` from UTC, and `how` in words.
+
+    `exact` is True when the name alone fixes the offset (a number, UTC/GMT/Z) or it was read
+    through the zone the clock is known to be in; False when it was an assumption the report must
+    state (`warning` then says which and why).
+    """
+
+    name: str
+    offset: timedelta
+    exact: bool
+    how: str
+    warning: str | None = None
+
+
+def read_zone_name(name: str, zone: Zone | None, near: datetime | None, what: str) -> NameReading:
+    """The offset a printed zone name ("CST", "+0530", "UTC") stands for, read through `zone`.
+
+    - Numbers and UTC/GMT/Z are exact whatever the zone.
+    - With a zone: the offset that zone used under that name around `near` (a wall-clock time of
+      the log): CST in Asia/Shanghai is +08:00, in America/Chicago -06:00. A name the zone never
+      uses around then is read at the zone's own offset at `near`, with a warning.
+    - Without a zone: a name every zone of the time-zone database gives the same offset (CET,
+      JST, PDT) is read at that offset with a warning saying so; an ambiguous one (CST, IST) or an
+      unknown one is read as UTC with a warning naming the candidates. Never silently.
+    """
+    text = name.strip()
+    exact = fixed_offset(text)
+    if exact is not None:
+        return NameReading(text, exact, True, f"{text} is {_offset_text(exact)}")
+    if zone is not None:
+        moment = near or datetime(2000, 1, 1)
+        found = _offset_in_zone(zone.tz, text, moment.replace(tzinfo=None))
+        if found is not None:
+            return NameReading(text, found, True, f"{text} read in {zone.describe()}: {_offset_text(found)}")
+        own = zone.tz.utcoffset(moment.replace(tzinfo=None)) or timedelta(0)
+        return NameReading(
+            text,
+            own,
+            False,
+            f"{text} is not a name {zone.name} uses: read as {zone.name} ({_offset_text(own)})",
+            f"time zone {text!r} in {what} is not one {zone.name} uses around {moment:%Y-%m-%d}: "
+            f"read as {_offset_text(own)}; check the server's log_timezone",
+        )
+    offsets = abbreviation_offsets(text)
+    if len(offsets) == 1:
+        (offset,) = offsets
+        zones_using = ", ".join(offsets[offset][:3])
+        return NameReading(
+            text,
+            offset,
+            False,
+            f"{text} assumed {_offset_text(offset)} (the only offset the time-zone database gives it)",
+            f"time zone {text!r} in {what} was read as {_offset_text(offset)}, the only offset the "
+            f"time-zone database gives it ({zones_using}); pass --log-tz with the server's log_timezone "
+            "to be sure",
+        )
+    if offsets:
+        candidates = "; ".join(
+            f"{_offset_text(offset)} in {', '.join(names[:2])}" for offset, names in sorted(offsets.items())
+        )
+        return NameReading(
+            text,
+            timedelta(0),
+            False,
+            f"{text} is ambiguous: read as UTC",
+            f"time zone {text!r} in {what} is ambiguous ({candidates}) and no zone was given: read as UTC, "
+            "so these times may be off by hours; pass --log-tz with the server's log_timezone",
+        )
+    return NameReading(
+        text,
+        timedelta(0),
+        False,
+        f"{text} is unknown: read as UTC",
+        f"time zone {text!r} in {what} is not a name the time-zone database knows and no zone was given: "
+        "read as UTC; pass --log-tz with the server's log_timezone",
+    )
+
+
+def _offset_in_zone(tz: tzinfo, name: str, near: datetime) -> timedelta | None:
+    """The offset `tz` used under `name` nearest to `near` (searched a year either side)."""
+    for days in range(0, 370, 7):
+        for sign in (1, -1) if days else (1,):
+            moment = (near + sign * timedelta(days=days)).replace(tzinfo=tz)
+            if moment.tzname() == name:
+                return moment.utcoffset()
+    return None
+
+
+# Listed first when a warning names the zones that use an abbreviation.
+_WELL_KNOWN = (
+    "America/Chicago", "America/New_York", "America/Los_Angeles", "America/Denver", "America/Havana",
+    "Asia/Shanghai", "Asia/Kolkata", "Asia/Jerusalem", "Asia/Tokyo", "Europe/Dublin", "Europe/London",
+    "Europe/Berlin", "Europe/Paris", "Europe/Moscow", "Australia/Sydney", "Pacific/Auckland",
+)  # fmt: skip
+
+
+def abbreviation_offsets(name: str) -> dict[timedelta, list[str]]:
+    """Every offset the time-zone database gives `name` in 2005-2030, with zones using it."""
+    return _abbreviations().get(name, {})
+
+
+@lru_cache(maxsize=1)
+def _abbreviations() -> dict[str, dict[timedelta, list[str]]]:
+    """Abbreviation -> offset -> zones, probed in mid-January and mid-July every five years of
+    2005-2030 (both standard and summer time). Built once, on the first name no zone explains."""
+    found: dict[str, dict[timedelta, list[str]]] = {}
+    keys = sorted(available_timezones(), key=lambda k: (k not in _WELL_KNOWN, "/" not in k, k))
+    for key in keys:
+        if key.startswith(("Etc/", "SystemV/", "posix/", "right/")) or key in ("Factory", "localtime"):
+            continue
+        try:
+            tz = ZoneInfo(key)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+        for year in range(2005, 2031, 5):
+            for month in (1, 7):
+                moment = datetime(year, month, 15, 12, tzinfo=tz)
+                abbreviation = moment.tzname()
+                if not abbreviation or fixed_offset(abbreviation) is not None:
+                    continue
+                zones = found.setdefault(abbreviation, {}).setdefault(moment.utcoffset() or timedelta(0), [])
+                if key not in zones:
+                    zones.append(key)
+    return found
+
+
+def offset_text(offset: timedelta) -> str:
+    """'+05:30' for an offset (the form the report prints)."""
+    return _offset_text(offset)

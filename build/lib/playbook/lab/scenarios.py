@@ -29,6 +29,7 @@ import psutil
 import psycopg
 
 from playbook.errors import PlaybookError
+from playbook.lab.pgbouncer import PgBouncer
 from playbook.lab.proxy import ChaosProxy
 from playbook.lab.server import APP_ROLE, MONITOR_ROLE, LabServer
 from playbook.lab.workloads import Service, app_logger, stats_log_for
@@ -75,9 +76,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ),
         ScenarioSpec(
             "idle_in_transaction_timeout",
-            "timeout",
+            "leak",
             "idle_in_transaction_session_timeout=1s and checkout calling a slow provider mid-transaction "
-            "for 0.4-1.6 s: about half its requests die with 25P03; the playbook should blame the timeout",
+            "for 0.4-1.6 s: about half its requests die with 25P03; the playbook should blame the code "
+            "that holds the transaction open (leak), with the timeout as the mechanism",
         ),
         ScenarioSpec(
             "too_many_connections",
@@ -120,6 +122,20 @@ SCENARIOS: dict[str, ScenarioSpec] = {
             "server",
             "one backend of orders is killed with kill -9 2 s in and then every 8 s: the postmaster ends "
             "every session and reinitializes; the playbook should blame the crashes",
+        ),
+        ScenarioSpec(
+            "pgbouncer_idle_timeout",
+            "timeout",
+            "search goes through PgBouncer (transaction mode) with client_idle_timeout=2s and its pool "
+            "idles 3 s between bursts, unaware of the pooler's limit: PgBouncer closes the pooled "
+            "connections and search logs the errors; the playbook should blame the pooler's timeout",
+        ),
+        ScenarioSpec(
+            "pgbouncer_saturation",
+            "pool_config",
+            "orders sends 8 concurrent 0.5 s queries through PgBouncer in transaction mode with "
+            "default_pool_size=2 and query_wait_timeout=1s: clients queue (cl_waiting) and the ones that "
+            "wait too long fail; the playbook should blame the pool sizing",
         ),
     ]
 }
@@ -170,6 +186,8 @@ class RunningScenario:
         self.services: list[Service] = []
         self.proxy: ChaosProxy | None = None
         self.extra_logs: list[Path] = []  # e.g. the ops job's own log
+        self.pgbouncer: PgBouncer | None = None  # scenarios with PgBouncer between the app and the server
+        self._pgbouncer_log_from = 0
         self._server_log_from = _size(self.server_log)
         self._app_log_from = _size(self.app_log)
         self._stop = threading.Event()
@@ -210,6 +228,12 @@ class RunningScenario:
     def app_log_text(self) -> str:
         """What the application logged since the scenario started."""
         return _read_from(self.app_log, self._app_log_from)
+
+    def pgbouncer_log_text(self) -> str:
+        """What PgBouncer logged since the scenario started it ("" without PgBouncer)."""
+        if self.pgbouncer is None:
+            return ""
+        return _read_from(self.pgbouncer.log_file, self._pgbouncer_log_from)
 
     def app_errors(self) -> int:
         return sum(s.requests_failed for s in self.services)
@@ -254,6 +278,16 @@ class RunningScenario:
         self.on_stop("stop the proxy", proxy.stop)
         self.dsn = proxy.dsn_for(self.server.dsn(MONITOR_ROLE))
         return proxy
+
+    def start_pgbouncer(self, settings: dict[str, str | int | float]) -> PgBouncer:
+        """PgBouncer of the scenario's own in front of the lab server (stopped by stop())."""
+        bouncer = PgBouncer(self.workdir / "pgbouncer", self.server, settings)
+        bouncer.start()
+        self.pgbouncer = bouncer
+        self._pgbouncer_log_from = _size(bouncer.log_file)
+        self.on_stop("stop PgBouncer", bouncer.stop)
+        self.record("pgbouncer", version=bouncer.version, port=bouncer.port, settings=dict(settings))
+        return bouncer
 
     def add_service(self, name: str, dsn: str | None = None, *, wait: bool = True, **options: Any) -> Service:
         service = Service(dsn or self.server.dsn(APP_ROLE), name, app_log=self.app_log, **options)
@@ -566,6 +600,53 @@ def _backend_crash(run: RunningScenario) -> None:
     run.set_signature(seen)
 
 
+def _pgbouncer_idle_timeout(run: RunningScenario) -> None:
+    # The pool's max_idle stays at psycopg_pool's 600 s default: it never learns of PgBouncer's 2 s.
+    # Transaction mode, because client_idle_timeout only closes clients holding no server connection
+    # (janitor.c skips linked ones): in session mode every logged-in client holds one.
+    bouncer = run.start_pgbouncer({"pool_mode": "transaction", "client_idle_timeout": 2})
+    search = run.add_service(
+        "search",
+        bouncer.dsn(),
+        workers=2,
+        min_size=2,
+        max_size=4,
+        pool_timeout=3.0,
+        connect_kwargs={"prepare_threshold": None},
+        **BURST,
+    )
+    run.set_signature(
+        lambda: (
+            "closing because: client_idle_timeout" in run.pgbouncer_log_text() and search.requests_failed > 0
+        )
+    )
+
+
+def _pgbouncer_saturation(run: RunningScenario) -> None:
+    # 8 workers each wanting a server connection for 0.5 s, 2 server connections: a query waits ~1.5 s
+    # for its turn, longer than query_wait_timeout. prepare_threshold=None is what psycopg users set
+    # behind transaction pooling, so the only fault here is the sizing.
+    bouncer = run.start_pgbouncer(
+        {"pool_mode": "transaction", "default_pool_size": 2, "query_wait_timeout": 1}
+    )
+    orders = run.add_service(
+        "orders",
+        bouncer.dsn(),
+        workers=8,
+        min_size=2,
+        max_size=8,
+        pool_timeout=3.0,
+        request_interval=0.02,
+        query="SELECT pg_sleep(0.5)",
+        connect_kwargs={"prepare_threshold": None},
+    )
+    run.set_signature(
+        lambda: (
+            "closing because: query_wait_timeout" in run.pgbouncer_log_text() and orders.requests_failed > 0
+        )
+    )
+
+
 _BUILDERS: dict[str, Callable[[RunningScenario], None]] = {
     "healthy": _healthy,
     "leak": _leak,
@@ -578,6 +659,8 @@ _BUILDERS: dict[str, Callable[[RunningScenario], None]] = {
     "admin_terminate": _admin_terminate,
     "server_restart": _server_restart,
     "backend_crash": _backend_crash,
+    "pgbouncer_idle_timeout": _pgbouncer_idle_timeout,
+    "pgbouncer_saturation": _pgbouncer_saturation,
 }
 assert set(_BUILDERS) == set(SCENARIOS)
 
@@ -609,6 +692,15 @@ def start_scenario(name: str, server: LabServer, workdir: Path) -> RunningScenar
                 "app_log": str(run.app_log),
                 "pool_stats_log": str(run.pool_stats_log),
                 "started_at": run.started_at,
+                **(
+                    {
+                        "pgbouncer_console_dsn": run.pgbouncer.console_dsn(),
+                        "pgbouncer_log": str(run.pgbouncer.log_file),
+                        "pgbouncer_version": run.pgbouncer.version,
+                    }
+                    if run.pgbouncer is not None
+                    else {}
+                ),
             },
             indent=2,
         )

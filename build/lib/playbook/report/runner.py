@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -24,7 +25,7 @@ from typing import Any
 
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all
-from playbook.errors import PlaybookError
+from playbook.errors import PlaybookError, TargetRefused
 from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
 from playbook.report.index import verdict_line, write_index
@@ -99,14 +100,19 @@ class RunOptions:
     per-application findings; `fail_on` moves the exit code's warning/critical threshold.
     """
 
-    target: Target
+    target: Target | None  # None: --offline, a post-mortem from logs alone
     out: Path
     duration: float = 60
     interval: float = 1.0
     server_logs: Sequence[Path] = ()
     app_logs: Sequence[Path] = ()
+    pgbouncer_dsn: str | None = None
+    pgbouncer_logs: Sequence[Path] = ()
     since: datetime | None = None
+    until: datetime | None = None
     app: str | None = None
+    log_tz: str | None = None
+    app_tz: str | None = None
     notebooks: list[str] = field(default_factory=lambda: ["triage"])
     jobs: int = 1
     fail_on: str = "warning"
@@ -160,7 +166,8 @@ def execute_notebook(name: str, work: str, parameters: dict[str, Any], kernel: s
 
 def run_notebooks(options: RunOptions, work: Path, evidence_dir: Path) -> list[dict[str, Any]]:
     parameters = {
-        "dsn": options.target.public_dsn,  # never the password: that reaches the kernel via PGPASSWORD
+        # Never the password: that reaches the kernel via PGPASSWORD. Offline, the kernels only read.
+        "dsn": options.target.public_dsn if options.target is not None else "",
         "duration": options.duration,
         "interval": options.interval,
         "server_log": [str(p) for p in options.server_logs],
@@ -210,23 +217,30 @@ def run(options: RunOptions) -> int:
     leaves a half-written report. Returns the exit code (0 ok, 1 warning, 2 critical, 3 error,
     as moved by --fail-on).
     """
-    for log in [*options.server_logs, *options.app_logs]:
+    logs = [*options.server_logs, *options.app_logs, *options.pgbouncer_logs]
+    for log in logs:
         check_readable(log)
-    conn = options.target.check()  # bad DSN, wrong password, unknown db: one sentence, before any work
-    conn.close()
+    target, not_live = live_target(options.target, has_logs=bool(logs))
     work = prepare_out(options.out)
+    password = target.password if target is not None else None
     previous_password = os.environ.get("PGPASSWORD")
     try:
-        if options.target.password:
-            os.environ["PGPASSWORD"] = options.target.password  # for the kernels' own connections
+        if password:
+            os.environ["PGPASSWORD"] = password  # for the kernels' own connections
         evidence = collect_evidence(
-            options.target,
+            target,
             duration=options.duration,
             interval=options.interval,
             server_logs=options.server_logs,
             app_logs=options.app_logs,
+            pgbouncer_dsn=options.pgbouncer_dsn,
+            pgbouncer_logs=options.pgbouncer_logs,
             since=options.since,
+            until=options.until,
             app=options.app,
+            log_tz=options.log_tz,
+            app_tz=options.app_tz,
+            not_live=not_live,
             progress=options.progress,
         )
         evidence_dir = work / "evidence"
@@ -244,7 +258,7 @@ def run(options: RunOptions) -> int:
         shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
-        if options.target.password:
+        if password:
             if previous_password is None:
                 os.environ.pop("PGPASSWORD", None)
             else:
@@ -253,6 +267,29 @@ def run(options: RunOptions) -> int:
     print(f"report: {index}")
     print(f"verdict: {verdict_line(summary)}")
     return exit_code(summary["status"], options.fail_on)
+
+
+def live_target(target: Target | None, *, has_logs: bool) -> tuple[Target | None, dict[str, Any] | None]:
+    """The target to sample, or None with why there is no live evidence.
+
+    Bad input (wrong password, unknown database, malformed DSN) is still one sentence and exit 3.
+    A refusal that is part of the incident (no free slot, the server down, the path timing out)
+    is not: with logs to read, the run diagnoses from them and the refusal becomes evidence.
+    """
+    if target is None:
+        if not has_logs:
+            raise PlaybookError(
+                "--offline diagnoses from logs: give --server-log, --app-log or --pgbouncer-log"
+            )
+        return None, {"reason": "offline: a post-mortem from the logs given, no connection was tried"}
+    try:
+        target.check().close()
+    except TargetRefused as exc:
+        if not has_logs:
+            raise
+        print(f"playbook: {exc}; diagnosing from the logs alone", file=sys.stderr)
+        return None, {"reason": str(exc), "sqlstate": exc.sqlstate, "cause": exc.cause}
+    return target, None
 
 
 def _rewrite_evidence_paths(work: Path, private: Path, final: Path) -> None:

@@ -45,13 +45,17 @@ def build_summary(
     else:
         status = worst.value
     window = evidence.manifest.get("window", {})
+    live = evidence.manifest.get("live") or {}
     return {
         "schema": SCHEMA_ID,
         "status": status,
         "target": {
             "dsn": evidence.manifest.get("target", ""),
             "server_version": evidence.settings.get("server", {}).get("server_version"),
+            "live": bool(live.get("connected", True)),
+            "not_live_reason": None if live.get("connected", True) else live.get("reason"),
         },
+        "zones": dict(evidence.manifest.get("zones") or {}),
         "window": {
             "start": window.get("start"),
             "end": window.get("end"),

@@ -1,0 +1,261 @@
+"""Readers for PostgreSQL server logs: stderr (any log_line_prefix), csvlog and jsonlog.
+
+`read_server_logs` streams every file in blocks of whole entries, in time order (a rotated set
+may be passed in any order, plain or gzip/bzip2/xz): a parser keeps the rows that explain
+sessions (playbook.collect.serverlog.stderr / .structured), the streaming state pairs logins
+with their ends and keeps running totals (.state), and the summary is built from those totals
+(.summary). Memory stays flat whatever the size of the logs; with `jobs` > 1 blocks are parsed
+in worker processes while the state follows them in order.
+
+Modules: sources (files, formats, order), prefix (log_line_prefix), times (zones), rows (what a
+parser keeps), stderr and structured (the parsers), state (sessions and totals), summary.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from playbook.collect.serverlog.prefix import COMMON_PREFIXES, compile_prefix, detect_prefix
+from playbook.collect.serverlog.rows import Rows
+from playbook.collect.serverlog.sources import FORMATS, WHAT, PlannedFile, detect_format, open_log, plan_files
+from playbook.collect.serverlog.state import EVENT_COLUMNS, SESSION_COLUMNS, SessionState
+from playbook.collect.serverlog.stderr import StderrSpec, parse_block
+from playbook.collect.serverlog.structured import parse_csv_block, parse_json_block
+from playbook.collect.serverlog.summary import summarise
+from playbook.collect.serverlog.times import Clock, as_utc
+from playbook.errors import PlaybookError
+from playbook.evidence.zones import Zone
+
+__all__ = [
+    "COMMON_PREFIXES",
+    "EVENT_COLUMNS",
+    "FORMATS",
+    "SESSION_COLUMNS",
+    "ServerLogEvidence",
+    "compile_prefix",
+    "detect_format",
+    "detect_prefix",
+    "read_server_logs",
+]
+
+BLOCK_SIZE = 4 << 20  # big enough that per-block overhead vanishes, small enough to stay flat
+
+
+@dataclass
+class ServerLogEvidence:
+    """What the server logs say about sessions; `summary` is JSON-serialisable."""
+
+    events: pd.DataFrame
+    sessions: pd.DataFrame
+    summary: dict[str, Any]
+    bytes_read: int
+    lines: int
+    files: list[str]
+    format: str
+    prefix: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _parse(fmt: str, spec: StderrSpec | None, zone: Zone | None, what: str, buf: bytes) -> Rows:
+    """One block in any process: its rows, with how its zone names were read."""
+    clock = Clock(zone, what)
+    if fmt == "stderr":
+        assert spec is not None
+        rows = parse_block(buf, spec, clock)
+    elif fmt == "csvlog":
+        rows = parse_csv_block(buf, clock)
+    else:
+        rows = parse_json_block(buf, clock)
+    rows.readings, rows.names_seen = clock.readings, clock.names_seen
+    return rows
+
+
+def _cut(fmt: str, buf: bytes) -> int:
+    """Where the whole entries of `buf` end (0: none yet): after the last newline that is
+    followed by a new entry (stderr: not a tab; csvlog: outside a quoted field)."""
+    cut = buf.rfind(b"\n")
+    if fmt == "stderr":
+        while cut >= 0 and cut + 1 < len(buf) and buf[cut + 1] == 9:
+            cut = buf.rfind(b"\n", 0, cut)
+    elif fmt == "csvlog":
+        while cut >= 0 and buf.count(b'"', 0, cut) % 2:
+            cut = buf.rfind(b"\n", 0, cut)
+    return cut + 1
+
+
+def _blocks(planned: PlannedFile, tick: Callable[[int], None]) -> Any:
+    """Blocks of whole entries of one file, then its last piece."""
+    with open_log(planned.path) as source:
+        carry = b""
+        while True:
+            chunk = source.read(BLOCK_SIZE)
+            if not chunk:
+                break
+            buf = carry + chunk if carry else chunk
+            cut = _cut(planned.fmt, buf)
+            if cut <= 0:
+                carry = buf
+                continue
+            carry = buf[cut:]
+            yield buf[:cut] if cut < len(buf) else buf
+            tick(source.position())
+        if carry:
+            yield carry
+
+
+def read_server_logs(
+    paths: Sequence[str | Path],
+    *,
+    fmt: str = "auto",
+    prefix: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: bool = False,
+    log_tz: Zone | None = None,
+    jobs: int = 1,
+) -> ServerLogEvidence:
+    """Read PostgreSQL server logs and classify what ended sessions.
+
+    `paths` may be a rotated set in any order: files are read in the order of their first
+    timestamp. `prefix` is the server's log_line_prefix for stderr logs (guessed among the
+    common ones when None). `log_tz` is the zone the server's clock prints in (its
+    log_timezone): printed abbreviations are read through it; without it only numeric offsets
+    and UTC/GMT are exact, and anything else is read with an assumption the summary's
+    "warnings" and "zones_assumed" state. `since`/`until` (naive: UTC) bound the events and
+    sessions kept. `jobs` > 1 parses blocks in that many processes. Memory stays flat: the
+    frames keep the latest rows per event (see state.EVENT_ROWS_PER_KIND) while the summary
+    counts everything. Bad input raises PlaybookError with one sentence.
+    """
+    planned, detected, prefix = plan_files([Path(p) for p in paths], fmt, prefix)
+    spec = StderrSpec(prefix or "") if detected == "stderr" else None
+    state = SessionState(as_utc(since), as_utc(until))
+    zones_assumed: dict[str, Any] = {}
+    warnings: list[str] = []
+    total = sum(p.size for p in planned)
+
+    bar: AbstractContextManager[Any]
+    if progress:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+    else:
+        bar = nullcontext()
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    # Millions of short-lived objects would make the cyclic GC scan again and again; nothing
+    # here builds cycles, so it stays off while reading.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with bar as shown:
+            task = shown.add_task("reading logs", total=total) if shown is not None else None
+            done_before = 0
+            for planned_file in planned:
+                what = f"{WHAT} {planned_file.path}"
+                base = done_before
+
+                def tick(position: int, base: int = base) -> None:
+                    if shown is not None and task is not None:
+                        shown.update(task, completed=base + position)
+
+                readings: dict[str, Any] = {}
+                seen: dict[str, int] = {}
+                pending: deque[Future[Rows]] = deque()
+
+                def take(
+                    rows: Rows, readings: dict[str, Any] = readings, seen: dict[str, int] = seen
+                ) -> None:
+                    state.consume(rows)
+                    readings.update(rows.readings)
+                    for name, count in rows.names_seen.items():
+                        seen[name] = seen.get(name, 0) + count
+
+                for buf in _blocks(planned_file, tick):
+                    if pool is None:
+                        take(_parse(planned_file.fmt, spec, log_tz, what, buf))
+                    else:
+                        pending.append(pool.submit(_parse, planned_file.fmt, spec, log_tz, what, buf))
+                        while len(pending) > 2 * jobs:
+                            take(pending.popleft().result())
+                    if state.past_until:
+                        break
+                while pending:
+                    take(pending.popleft().result())
+                done_before += planned_file.size
+                zones_assumed[str(planned_file.path)] = {
+                    "zone": log_tz.describe() if log_tz else None,
+                    "names": {name: readings[name].how for name in sorted(seen) if name in readings},
+                }
+                for name in sorted(seen):
+                    if name in readings and readings[name].warning:
+                        warnings.append(str(readings[name].warning))
+                if state.past_until:
+                    break
+        state.finish()
+    except (UnicodeDecodeError, ValueError, OSError) as exc:
+        if isinstance(exc, PlaybookError):
+            raise
+        raise PlaybookError(f"{WHAT} could not be read: {str(exc).splitlines()[0][:200]}") from exc
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if gc_was_enabled:
+            gc.enable()
+
+    events = state.events_frame()
+    sessions = state.sessions_frame()
+    files = [str(p.path) for p in planned]
+    dropped = state.events_dropped()
+    if dropped or state.session_chunks.dropped:
+        warnings.append(
+            "the frames keep the latest rows of each event and session only "
+            f"({sum(dropped.values()) + state.session_chunks.dropped:,} older rows left out); "
+            "the summary's counts include every line"
+        )
+    warnings = sorted(set(warnings))
+    since_utc, until_utc = as_utc(since), as_utc(until)
+    summary = summarise(
+        state,
+        files,
+        detected,
+        prefix,
+        None if since_utc is None else pd.Timestamp(since_utc, tz="UTC").isoformat(),
+        None if until_utc is None else pd.Timestamp(until_utc, tz="UTC").isoformat(),
+        zones_assumed,
+        warnings,
+    )
+    return ServerLogEvidence(
+        events=events,
+        sessions=sessions,
+        summary=summary,
+        bytes_read=state.bytes_read,
+        lines=state.lines,
+        files=files,
+        format=detected,
+        prefix=prefix if detected == "stderr" else None,
+        warnings=warnings,
+    )

@@ -1,0 +1,396 @@
+"""stderr logs (any log_line_prefix): one block of whole entries into the rows worth keeping.
+
+Most entries cannot end a session (statement durations, checkpoints), so nothing is parsed
+before it is known to matter. numpy finds the entries (lines not starting with a tab), pyarrow
+finds each entry's ':  ' after the level, and numpy compares the level word and the first bytes
+of the message against the few that count: session lines of log_connections and
+log_disconnections, and entries at FATAL, ERROR, PANIC, WARNING or a LOG wording that is not
+known to be harmless. Only those are split into prefix fields (RE2 through pyarrow, with the
+lenient Python regex for the odd one), and messages are classified once per distinct text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from playbook.collect import log_events
+from playbook.collect.serverlog.prefix import FastPrefix, PrefixRegex, compile_prefix, fast_prefix
+from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
+from playbook.collect.serverlog.times import Clock, epoch_to_utc
+
+_LEVELS = (b"LOG", b"FATAL", b"ERROR", b"WARNING", b"PANIC")
+_SECONDARY = (b"DETAIL", b"HINT", b"CONTEXT", b"STATEMENT", b"QUERY", b"LOCATION")
+_L_LOG, _L_DETAIL = 1, 6  # index+1 into _LEVELS + _SECONDARY
+_ALL_LEVELS = _LEVELS + _SECONDARY
+_WINDOW = 10  # bytes before ':  ' that hold the level word (STATEMENT is 9)
+
+_SESSION_HEADS = {
+    b"disconnection: se": DISC,
+    b"connection receiv": RECV,
+    b"connection author": AUTH,
+    b"replication conne": AUTH,
+    b"connection authen": -1,  # nothing the sessions need
+    b"connection ready:": -1,  # 18's setup_durations line
+}
+# LOG wordings known to explain nothing: the bulk of a busy log. Anything else at LOG is
+# classified (once per distinct text), so a wording this list forgets costs time, never an event.
+_HARMLESS_LOG = (
+    b"duration", b"statemen", b"checkpoi", b"automati", b"temporar", b"execute ", b"parse <u",
+    b"bind <un", b"process ", b"restartp", b"listenin", b"logical ", b"starting",
+)  # fmt: skip
+_HARMLESS_EXCEPT = (b"starting PostgreSQL",)  # server_start begins like "starting logical ..."
+
+_DISC_FAST = (
+    r"disconnection: session time: (\d+):(\d+):(\d+(?:\.\d+)?) user=([^ \n]*)",
+    r"disconnection: session time: [\d:.]+ user=[^ \n]* database=([^ \n]*) host=([^ \n]*)"
+    r"(?: port=[^ \n]*)?\n?$",
+)
+_DISC_LENIENT = re.compile(
+    rb"^disconnection: session time: (\d+):(\d+):(\d+(?:\.\d+)?)"
+    rb" user=(.*?) database=(.*?) host=(\S*?)(?: port=(\S*))?$"
+)
+_AUTH_LENIENT = re.compile(
+    rb"^(?:replication )?connection authorized: user=(.*?)(?: database=(.*?))?"
+    rb"(?: application_name=(.*?))?(?: SSL enabled \(.*| GSS \(.*)?$"
+)
+_RECV_FAST = r"connection received: host=([^ \n]*)"
+_RECV_LENIENT = re.compile(rb"^connection received: host=(\S*?)(?: port=(\S*))?$")
+
+
+@dataclass
+class StderrSpec:
+    """What the stderr parser needs to know about a file's prefix; picklable for --jobs."""
+
+    prefix: str
+    lenient: PrefixRegex = field(init=False)
+    fast: FastPrefix = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lenient = compile_prefix(self.prefix)
+        self.fast = fast_prefix(self.prefix)
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"prefix": self.prefix}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.prefix = state["prefix"]
+        self.__post_init__()
+
+
+_classified: dict[tuple[bytes, int, bytes], tuple[str | None, str]] = {}
+_auth_cache: dict[bytes, tuple[str, str, str]] = {}
+
+
+def _classify(message: bytes, level: int, sqlstate: bytes) -> tuple[str | None, str]:
+    """(event id or None, text) for one entry, cached by its first line, level and SQLSTATE."""
+    head = message.split(b"\n\t", 1)[0]
+    key = (message if len(message) < 300 else head, level, sqlstate)
+    found = _classified.get(key)
+    if found is None:
+        if len(_classified) > 50_000:  # messages with ids in them: stay bounded
+            _classified.clear()
+        level_text = _ALL_LEVELS[level - 1].decode()
+        kind = log_events.classify(head.decode("utf-8", "replace"), level_text, sqlstate.decode() or None)
+        text = message.replace(b"\n\t", b"\n").decode("utf-8", "replace") if kind else ""
+        found = _classified[key] = (kind.id if kind else None, text)
+    if found[0] is not None and len(message) >= 300:
+        return found[0], message.replace(b"\n\t", b"\n").decode("utf-8", "replace")
+    return found
+
+
+def _auth(message: bytes) -> tuple[str, str, str]:
+    found = _auth_cache.get(message)
+    if found is None:
+        if len(_auth_cache) > 50_000:
+            _auth_cache.clear()
+        text = message.rstrip(b"\n")
+        match = _AUTH_LENIENT.match(text)
+        groups = match.groups() if match else (b"", b"", b"")
+        u, d, a = (clean_name(g) for g in groups)
+        found = _auth_cache[message] = (u, d, a)
+    return found
+
+
+_GROUP = re.compile(r"(?<!\\)\((?!\?)")
+
+
+def _named(pattern: str) -> str:
+    """pyarrow's extract_regex wants named groups: (x) -> (?P<g0>x)."""
+    count = iter(range(100))
+    return _GROUP.sub(lambda _m: f"(?P<g{next(count)}>", pattern)
+
+
+def _arr(values: pa.Array) -> np.ndarray:
+    return np.asarray(values.to_numpy(zero_copy_only=False))
+
+
+def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
+    """A binary column (nulls as "") as codes into its distinct values."""
+    if values is None:
+        return Coded.constant("", n)
+    encoded = pc.dictionary_encode(values.fill_null(b""))
+    names = [clean_name(v) for v in encoded.dictionary.to_pylist()]
+    if host:
+        names = [host_of(v) for v in names]
+    return Coded(_arr(encoded.indices).astype(np.int32), names or [""])
+
+
+def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
+    """The rows worth keeping from `buf`, which holds whole entries (the file's last piece may
+    lack its final newline). Counts every line and every entry for the summary."""
+    size = len(buf)
+    if not size:
+        return Rows.empty()
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == 10)
+    lines = len(newlines) + (0 if buf[-1] == 10 else 1)
+    starts = np.concatenate((np.zeros(1, dtype=np.int64), newlines + 1))
+    starts = starts[starts < size]
+    first = arr[starts]
+    starts = starts[(first != 9) & (first != 10)]  # tab: a continuation line; newline: empty
+    n = len(starts)
+    if not n:
+        rows = Rows.empty()
+        rows.lines, rows.bytes_read = lines, size
+        return rows
+    bounds = np.append(starts, size)
+    ends = bounds[1:].copy()
+    ends[arr[ends - 1] == 10] -= 1  # without the newline that ends the entry
+    entries = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(buf)]
+    )
+    pos = _arr(pc.find_substring(entries, ":  ")).astype(np.int64)
+    has = (pos > 0) & (starts + pos + 3 <= ends)
+    at = np.where(has, starts + pos, 0)
+
+    # The level: the word right before ':  ', not preceded by another capital.
+    before = arr[np.clip(at[:, None] - _WINDOW + np.arange(_WINDOW), 0, size - 1)]
+    level = np.zeros(n, dtype=np.int8)
+    for code, word in enumerate(_ALL_LEVELS, start=1):
+        k = len(word)
+        same = (before[:, _WINDOW - k :] == np.frombuffer(word, dtype=np.uint8)).all(axis=1)
+        prev = before[:, _WINDOW - k - 1]
+        same &= (prev < 65) | (prev > 90)
+        level[same & has & (level == 0)] = code
+    upper = before[:, -1]
+    entry_count = int((has & (((upper >= 65) & (upper <= 90)) | ((upper >= 48) & (upper <= 57)))).sum())
+
+    # The first bytes of the message decide what kind of line it is.
+    head = arr[np.clip(at[:, None] + 3 + np.arange(17), 0, size - 1)]
+    heads = np.ascontiguousarray(head).view("S17").ravel()
+    is_log = level == _L_LOG
+    kind = np.zeros(n, dtype=np.int8)
+    for text, code in _SESSION_HEADS.items():
+        kind[is_log & (heads == text)] = code
+    head8 = np.ascontiguousarray(head[:, :8]).view("S8").ravel()
+    harmless = np.isin(head8, np.array(_HARMLESS_LOG, dtype="S8"))
+    for text in _HARMLESS_EXCEPT:
+        harmless &= ~np.char.startswith(heads, text[:17])
+    candidate = ((level >= 2) & (level <= 5)) | (is_log & (kind == 0) & ~harmless)
+    kind[candidate] = EVENT
+    keep = np.flatnonzero(kind > 0)
+
+    # Prefix fields of the kept entries only.
+    fields, ok = _prefix_fields(entries.take(pa.array(keep)), buf, starts[keep], ends[keep], spec)
+    keep, sel = keep[ok], np.flatnonzero(ok)
+    k = len(keep)
+    fields = {name: (col.take(pa.array(sel)) if col is not None else None) for name, col in fields.items()}
+    kinds = kind[keep]
+    if "ts" in fields and fields["ts"] is not None:
+        naive = _arr(pc.cast(fields["ts"].cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
+        ts = clock.to_utc(naive, _coded(fields["tz"], k))
+    elif "epoch" in fields and fields["epoch"] is not None:
+        ts = epoch_to_utc(_arr(pc.cast(fields["epoch"].cast(pa.string()), pa.float64())))
+    else:
+        ts = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
+    pid_col = fields.get("pid")
+    pid = (
+        _arr(pc.cast(pid_col.cast(pa.string()), pa.int64()).fill_null(0))
+        if pid_col is not None
+        else np.zeros(k, dtype=np.int64)
+    )
+    sqlstate_col = fields.get("sqlstate")
+    states = sqlstate_col.to_pylist() if sqlstate_col is not None else None
+    user = _coded(fields.get("user"), k)
+    database = _coded(fields.get("database"), k)
+    application = _coded(fields.get("application"), k)
+    host = _coded(fields.get("host") if fields.get("host") is not None else fields.get("host_port"), k, True)
+    sqlstate = _coded(sqlstate_col, k)
+
+    # Messages: bytes after ':  ' up to the entry's end (continuation lines included).
+    msg_start = (at[keep] + 3).tolist()
+    msg_end = ends[keep].tolist()
+    levels = level[keep]
+    event = [""] * k
+    message = [""] * k
+    detail = [""] * k
+    session_s = np.full(k, np.nan)
+    drop = np.zeros(k, dtype=bool)
+    user_v, db_v, app_v, host_v = (list(c.values) for c in (user, database, application, host))
+    user_c, db_c, app_c, host_c = (c.codes.copy() for c in (user, database, application, host))
+
+    def put(codes: np.ndarray, values: list[str], rows_: np.ndarray, column: Coded) -> None:
+        """Rows `rows_` take their names from `column` (a dictionary appended to `values`)."""
+        codes[rows_] = column.codes + len(values)
+        values.extend(column.values)
+
+    ev_rows = np.flatnonzero(kinds == EVENT).tolist()
+    for i in ev_rows:
+        state_i = (states[i] if states is not None else None) or b""
+        event_id, body = _classify(buf[msg_start[i] : msg_end[i]], int(levels[i]), state_i)
+        if event_id is None:
+            drop[i] = True
+        else:
+            event[i], message[i] = event_id, body
+    auth = np.flatnonzero(kinds == AUTH)
+    if len(auth):
+        parsed = [_auth(buf[msg_start[i] : msg_end[i]]) for i in auth.tolist()]
+        for i in auth.tolist():
+            event[i] = "connection_authorized"
+        for codes, values, j in ((user_c, user_v, 0), (db_c, db_v, 1), (app_c, app_v, 2)):
+            put(codes, values, auth, Coded.of([p[j] for p in parsed]))
+    recv = np.flatnonzero(kinds == RECV)
+    if len(recv):
+        (hosts,) = _session_fields(
+            buf, entries, keep[recv], [_RECV_FAST], _RECV_LENIENT, (1,), msg_start, msg_end, recv
+        )
+        for i in recv.tolist():
+            event[i] = "connection_received"
+        put(host_c, host_v, recv, hosts)
+    disc = np.flatnonzero(kinds == DISC)
+    if len(disc):
+        got = _session_fields(
+            buf,
+            entries,
+            keep[disc],
+            list(_DISC_FAST),
+            _DISC_LENIENT,
+            (1, 2, 3, 4, 5, 6),
+            msg_start,
+            msg_end,
+            disc,
+        )
+        h, m, sec = (np.array([float(x) if x else np.nan for x in col.values])[col.codes] for col in got[:3])
+        session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
+        for i in disc.tolist():
+            event[i] = "disconnection"
+        put(user_c, user_v, disc, got[3])
+        put(db_c, db_v, disc, got[4])
+        put(host_c, host_v, disc, got[5])
+    host_v = [host_of(v) for v in host_v]
+
+    # A DETAIL belongs to the entry before it when only secondary lines come between.
+    details = np.flatnonzero(level == _L_DETAIL)
+    if len(details) and ev_rows:
+        secondary = level > len(_LEVELS)
+        last_primary = np.maximum.accumulate(np.where(secondary, -1, np.arange(n)))
+        row_of = {int(e): j for j, e in enumerate(keep.tolist()) if kinds[j] == EVENT}
+        for d in details.tolist():
+            j = row_of.get(int(last_primary[d]), -1)
+            if j >= 0 and not drop[j] and not detail[j]:
+                text = buf[int(at[d]) + 3 : int(ends[d])]
+                detail[j] = text.replace(b"\n\t", b"\n").decode("utf-8", "replace")
+
+    level_names = ["", *(w.decode() for w in _ALL_LEVELS)]
+    rows = Rows(
+        kind=kinds,
+        ts=ts,
+        pid=pid,
+        session_s=session_s,
+        coded={
+            "event": Coded.of(event),
+            "level": Coded(levels.astype(np.int32), level_names),
+            "sqlstate": sqlstate,
+            "user": Coded(user_c, user_v),
+            "database": Coded(db_c, db_v),
+            "application": Coded(app_c, app_v),
+            "host": Coded(host_c, host_v or [""]),
+        },
+        message=message,
+        detail=detail,
+    )
+    if drop.any():
+        rows = rows.take(np.flatnonzero(~drop))
+    rows.lines, rows.entries, rows.bytes_read = lines, entry_count, size
+    return rows
+
+
+def _prefix_fields(
+    sub: pa.Array, buf: bytes, starts: np.ndarray, ends: np.ndarray, spec: StderrSpec
+) -> tuple[dict[str, pa.Array | None], np.ndarray]:
+    """Prefix fields of `sub` (binary entries) and which entries the prefix matched."""
+    k = len(sub)
+    names = [name for _, group in spec.fast.passes for name in group]
+    columns: dict[str, pa.Array | None] = {name: None for name in names}
+    if not k:
+        return columns, np.zeros(0, dtype=bool)
+    ok = np.ones(k, dtype=bool)
+    for pattern, group in spec.fast.passes:
+        found = pc.extract_regex(sub, _named(pattern))
+        ok &= _arr(found.is_valid())
+        for j, name in enumerate(group):
+            columns[name] = found.field(j)
+    missed = np.flatnonzero(~ok)
+    if len(missed):
+        # Entries of processes that print no session part (%q), or names with odd characters.
+        patch: dict[str, list[bytes | None]] = {name: [None] * len(missed) for name in names}
+        fixed = np.zeros(len(missed), dtype=bool)
+        lenient_names = spec.lenient.fields
+        for j, e in enumerate(missed.tolist()):
+            match = spec.lenient.regex.match(b"\n" + buf[int(starts[e]) : int(ends[e])])
+            if match is None:
+                continue
+            fixed[j] = True
+            for name, value in zip(lenient_names, match.groups(), strict=True):
+                if name in patch:
+                    patch[name][j] = value
+        mask = np.zeros(k, dtype=bool)
+        mask[missed] = True
+        for name in names:
+            column = columns[name]
+            assert column is not None
+            columns[name] = pc.replace_with_mask(column, pa.array(mask), pa.array(patch[name], pa.binary()))
+        ok[missed[fixed]] = True
+    return columns, ok
+
+
+def _session_fields(
+    buf: bytes,
+    entries: pa.Array,
+    index: np.ndarray,
+    fast: list[str],
+    lenient: re.Pattern[bytes],
+    groups: tuple[int, ...],
+    msg_start: list[int],
+    msg_end: list[int],
+    rows: np.ndarray,
+) -> list[Coded]:
+    """Fields of session lines as coded columns: RE2 on all of them, the lenient regex on the
+    odd ones (names with spaces)."""
+    sub = entries.take(pa.array(index))
+    columns: list[pa.Array] = []
+    ok = np.ones(len(index), dtype=bool)
+    for pattern in fast:
+        found = pc.extract_regex(sub, _named(pattern))
+        ok &= _arr(found.is_valid())
+        columns.extend(found.field(j) for j in range(found.type.num_fields))
+    missed = np.flatnonzero(~ok)
+    if len(missed):
+        patch: list[list[bytes | None]] = [[None] * len(missed) for _ in columns]
+        for j, e in enumerate(missed.tolist()):
+            i = int(rows[e])
+            match = lenient.match(buf[msg_start[i] : msg_end[i]].rstrip(b"\n"))
+            for col, g in zip(patch, groups, strict=False):
+                col[j] = (match.group(g) or b"") if match else b""
+        mask = np.zeros(len(index), dtype=bool)
+        mask[missed] = True
+        columns = [
+            pc.replace_with_mask(col, pa.array(mask), pa.array(values, pa.binary()))
+            for col, values in zip(columns, patch, strict=False)
+        ]
+    return [_coded(col, len(index)) for col in columns]

@@ -1,0 +1,137 @@
+"""The summary of a read: JSON-serialisable totals of the streaming state."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from playbook.collect import log_events
+from playbook.collect.serverlog.state import SessionState
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+
+
+def _top(counts: dict[str, int], n: int = 10) -> dict[str, int]:
+    ranked = sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: -kv[1])
+    return {k: v for k, v in ranked[: n + 1] if k != ""}
+
+
+def summarise(
+    state: SessionState,
+    files: list[str],
+    fmt: str,
+    prefix: str | None,
+    since: str | None,
+    until: str | None,
+    zones_assumed: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The summary: counts per category, event, user, database, application and host, the
+    per-minute timeline, session durations, the window and the zones the times were read in."""
+    events = state.vocab["event"].values
+    who_values = {name: state.vocab[name].values for name in state.who}
+    per_who: dict[str, dict[int, dict[str, int]]] = {name: {} for name in state.who}
+    for name, counter in state.who.items():
+        for (event, code), count in counter.items():
+            bucket = per_who[name].setdefault(event, {})
+            value = who_values[name][code]
+            bucket[value] = bucket.get(value, 0) + count
+    per_event: dict[str, Any] = {}
+    for code, count in state.count.items():
+        event_id = events[code]
+        kind = log_events.CATALOG.get(event_id)
+        per_event[event_id] = {
+            "count": count,
+            "category": kind.category if kind else "",
+            "meaning": kind.meaning if kind else "",
+            "first_seen": _iso(state.first.get(code)),
+            "last_seen": _iso(state.last.get(code)),
+            "users": _top(per_who["user"].get(code, {})),
+            "databases": _top(per_who["database"].get(code, {})),
+            "applications": _top(per_who["application"].get(code, {})),
+            "hosts": _top(per_who["host"].get(code, {})),
+        }
+    per_event = dict(sorted(per_event.items(), key=lambda item: -item[1]["count"]))
+    categories = {c: 0 for c in log_events.CATEGORIES}
+    for entry in per_event.values():
+        if entry["category"]:
+            categories[entry["category"]] += entry["count"]
+
+    def by(name: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for (event, code), count in state.who[name].items():
+            event_id = events[event]
+            value = who_values[name][code]
+            if not value or not log_events.category(event_id):
+                continue
+            entry = out.setdefault(value, {"total": 0, "events": {}})
+            entry["total"] += count
+            entry["events"][event_id] = entry["events"].get(event_id, 0) + count
+        for entry in out.values():
+            entry["events"] = dict(sorted(entry["events"].items(), key=lambda kv: -kv[1]))
+        return dict(sorted(out.items(), key=lambda item: -item[1]["total"])[:50])
+
+    minutes: dict[int, dict[str, int]] = {}
+    for (minute, label), count in state.timeline.items():
+        minutes.setdefault(minute, {})[label] = count
+    timeline = [{"minute": _iso(minute * 60_000), **minutes[minute]} for minute in sorted(minutes)]
+
+    durations = np.concatenate(state.durations) if state.durations else np.zeros(0)
+    buckets = [0, 1, 10, 60, 600, 3600, 86400, math.inf]
+    labels = ["<1s", "1-10s", "10-60s", "1-10min", "10-60min", "1-24h", ">24h"]
+    histogram = pd.cut(pd.Series(durations), buckets, labels=labels, right=False).value_counts()
+    stats: dict[str, float | None] = {}
+    for name, fn in (
+        ("min", np.min),
+        ("p50", lambda d: np.quantile(d, 0.5)),
+        ("p90", lambda d: np.quantile(d, 0.9)),
+        ("p99", lambda d: np.quantile(d, 0.99)),
+        ("max", np.max),
+        ("mean", np.mean),
+    ):
+        stats[name] = round(float(fn(durations)), 3) if len(durations) else None
+    first = [state.first[c] for c in state.first]
+    last = [state.last[c] for c in state.last]
+    return {
+        "schema": "pg-session-playbook/serverlog/v1",
+        "format": fmt,
+        "prefix": prefix if fmt == "stderr" else None,
+        "files": files,
+        "bytes_read": state.bytes_read,
+        "lines": state.lines,
+        "entries": state.entries,
+        "window": {
+            "since": since,
+            "until": until,
+            "first": _iso(min(first)) if first else None,
+            "last": _iso(max(last)) if last else None,
+        },
+        "categories": categories,
+        "events": per_event,
+        "by_user": by("user"),
+        "by_database": by("database"),
+        "by_application": by("application"),
+        "by_host": by("host"),
+        "timeline": timeline,
+        "sessions": {
+            "count": state.sessions,
+            "ended": state.sessions_ended,
+            "open_or_unknown_end": state.sessions - state.sessions_ended,
+            "duration_s": stats,
+            "histogram": {label: int(histogram.get(label, 0)) for label in labels},
+            "ended_by": _top(dict(state.ended_by), 20),
+        },
+        "zones_assumed": zones_assumed,
+        "frame_rows_left_out": {
+            "events": state.events_dropped(),
+            "sessions": state.session_chunks.dropped,
+        },
+        "warnings": warnings,
+    }
