@@ -98,8 +98,8 @@ def test_a_password_appears_in_no_artifact(
     # the other forms, which differ only in how the password reaches the playbook.
     notebooks = "all" if form == "keyword" else "triage"
     result = run_cli(
-        "run", "--dsn", dsn, "--duration", "1", "--interval", "0.5", "--notebooks", notebooks, "--out", str(out),
-        env=env,
+        "run", "--dsn", dsn, "--duration", "1", "--interval", "0.5", "--notebooks", notebooks,
+        "--out", str(out), env=env,
     )  # fmt: skip
     assert result.returncode in (0, 1, 2), result.stderr
     summary = json.loads((out / "summary.json").read_text())
