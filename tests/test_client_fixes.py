@@ -9,10 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from psycopg_pool import ConnectionPool
 
 from playbook.diagnose.client_fixes import RETRY_ADVICE, STACKS, can_enforce, stack_fix, transaction_fix
 from playbook.diagnose.fixes import fenced_blocks
 from playbook.errors import PlaybookError
+from playbook.lab.server import APP_ROLE, LAB_DATABASE, LabServer
+from playbook.probes.keepalive import client_keepalive_settings
 
 LIMITS = [
     {"max_idle_s": 120.0, "max_lifetime_s": 240.0, "keepalives_idle_s": None},
@@ -114,3 +117,19 @@ def test_bad_input_is_refused() -> None:
         stack_fix("psycopg", max_idle_s=-1, max_lifetime_s=None, keepalives_idle_s=None)
     with pytest.raises(ValueError, match="needs a limit"):
         stack_fix("psycopg", max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=None)
+
+
+def test_the_psycopg_fix_builds_a_real_pool_with_its_keepalives(lab: LabServer) -> None:
+    """The pasted code runs: a real psycopg_pool on a real server, with the limits and keepalives."""
+    fix = stack_fix("psycopg", max_idle_s=240, max_lifetime_s=1800, keepalives_idle_s=60)
+    scope: dict[str, object] = {"conninfo": lab.dsn(APP_ROLE, LAB_DATABASE)}
+    exec(code(fix, "python"), scope)
+    pool = scope["pool"]
+    assert isinstance(pool, ConnectionPool)
+    try:
+        pool.wait(timeout=10)
+        assert (pool.max_idle, pool.max_lifetime) == (240, 1800)
+        with pool.connection() as conn:
+            assert client_keepalive_settings(conn)["tcp_keepidle_s"] == 60
+    finally:
+        pool.close()
