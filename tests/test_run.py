@@ -117,7 +117,8 @@ def test_a_role_without_pg_monitor_is_told_what_it_missed(lab: LabServer, tmp_pa
     out = tmp_path / "out"
     with psycopg.connect(lab.dsn(APP_ROLE), application_name="other-team"):
         result = run_cli(
-            "run", "--dsn", dsn, "--duration", "1", "--interval", "0.5", "--notebooks", "triage", "--out", str(out)
+            "run", "--dsn", dsn, "--duration", "1", "--interval", "0.5", "--notebooks", "triage",
+            "--out", str(out),
         )  # fmt: skip
     assert result.returncode in (0, 1, 2), result.stderr
     index = (out / "index.html").read_text()
