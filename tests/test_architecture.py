@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -14,6 +15,7 @@ import pytest
 from playbook.lab.server import LabServer
 
 ROOT = Path(__file__).resolve().parents[1]
+NOT_SOURCES = (".venv", ".git", "build", "*.egg-info", "__pycache__", "*_cache", "demo", "reports", ".lab")
 
 
 def modules_loaded_by(code: str) -> set[str]:
@@ -61,22 +63,11 @@ def test_running_loads_no_lab() -> None:
 def test_the_installed_wheel_runs_every_notebook(lab: LabServer, tmp_path: Path) -> None:
     """`pip install` of the built wheel, not the checkout: the notebooks must ship inside it."""
     wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(wheels),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*build, "-w", str(wheels), str(source)], check=True, capture_output=True)
     (wheel,) = wheels.glob("pg_session_playbook-*.whl")
     fresh = tmp_path / "venv"
     venv.create(fresh, with_pip=False)
