@@ -48,16 +48,18 @@ def run_target(job: dict[str, Any]) -> dict[str, Any]:
     to write) and `render` (critical|warning|all). The report goes to out/targets/<name>/, the
     attempts' output to out/targets/<name>/fleet.log.
     """
-    started = time.monotonic()
-    deadline_at = started + float(job["deadline"])
-    report = Path(job["out"]) / "targets" / job["name"]
     outcome: dict[str, Any]
     attempts = 0
+    report = Path(job["out"]) / "targets" / job["name"]
+    started = time.monotonic()
     try:
+        # Before the clock starts: a cold worker's imports are not this target's time or deadline.
+        _preload()
+        started = deadline_at = time.monotonic()
+        deadline_at += float(job["deadline"])
         report.mkdir(parents=True, exist_ok=True)
         log = report / "fleet.log"
         log.write_text("")
-        _preload()
         while True:
             attempts += 1
             _note(log, f"attempt {attempts}")
@@ -194,14 +196,18 @@ def _attempt(job: dict[str, Any]) -> dict[str, Any]:
 
 def pages_for(summary: dict[str, Any], render: str) -> list[str]:
     """The notebooks worth executing for a summary: none below the --render threshold; else triage
-    and the notebook of every warning or critical finding (in the playbook's notebook order)."""
+    and the notebook of every finding at or above it (at least a warning), in the playbook's order.
+    With --render critical a critical timeout gets triage and timeouts, not its side warnings'."""
     from playbook.report.runner import NOTEBOOKS, available_notebooks
 
     status = summary["status"]
-    if status not in STATUS_RANK or STATUS_RANK[status] < RENDER_RANK[render]:
+    threshold = RENDER_RANK[render]
+    if status not in STATUS_RANK or STATUS_RANK[status] < threshold:
         return []
     wanted = {"triage"} | {
-        f["notebook"] for f in summary["findings"] if SEVERITY_RANK.get(f["severity"], 0) >= 1
+        f["notebook"]
+        for f in summary["findings"]
+        if SEVERITY_RANK.get(f["severity"], 0) >= max(threshold, SEVERITY_RANK["warning"])
     }
     present = set(available_notebooks())
     return [name for name in NOTEBOOKS if name in wanted and name in present]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -69,6 +69,9 @@ def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
     jobs = [
         {**asdict(t), "public_dsn": t.public_dsn, "out": str(out), "render": options.render} for t in targets
     ]
+    # The validator takes seconds to import: do it while the targets run, not after.
+    warm = threading.Thread(target=_import_validator, daemon=True)
+    warm.start()
     with cluster(options.scheduler, options.workers) as (client, slots):
         rows = run_jobs(client, jobs, slots)
     ordered = [rows[t.name] for t in targets]
@@ -103,8 +106,9 @@ def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
 def cluster(scheduler: str | None, workers: int | None) -> Iterator[tuple[Client, int]]:
     """A client and how many targets to keep in flight; a LocalCluster when no address is given.
 
-    Locally: min(workers, cores) processes sharing the slots as threads: each target runs in a
-    child forked from its worker, so threads are safe, and fewer processes import the playbook.
+    Locally: one worker process with a thread per slot. Each target runs in a child forked from that
+    worker (job.py), so the children use every core while the worker's threads only wait on them;
+    more worker processes would each spend seconds of CPU importing the playbook for nothing.
     """
     from distributed import Client, LocalCluster
 
@@ -125,12 +129,11 @@ def cluster(scheduler: str | None, workers: int | None) -> Iterator[tuple[Client
             client.close()
         return
     slots = workers or default_workers()
-    processes = max(1, min(slots, os.cpu_count() or 1))
     with (
         tempfile.TemporaryDirectory(prefix="playbook-fleet-dask-") as scratch,
         LocalCluster(
-            n_workers=processes,
-            threads_per_worker=math.ceil(slots / processes),
+            n_workers=1,
+            threads_per_worker=slots,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
@@ -148,7 +151,8 @@ def run_jobs(client: Client, jobs: list[dict[str, Any]], slots: int) -> dict[str
 
     from playbook.fleet.job import run_target
 
-    waiting = iter(jobs)
+    # Longest window first: a long target started last would hold the whole fleet up at the end.
+    waiting = iter(sorted(jobs, key=lambda job: -float(job["duration"])))
     names: dict[Any, dict[str, Any]] = {}
     queue = as_completed()
 
@@ -221,6 +225,10 @@ def validate(fleet: dict[str, Any]) -> None:
     import jsonschema
 
     jsonschema.validate(fleet, schema(), format_checker=jsonschema.FormatChecker())
+
+
+def _import_validator() -> None:
+    import jsonschema  # noqa: F401
 
 
 def _write(path: Path, text: str) -> None:
