@@ -4,9 +4,11 @@ Dask: a LocalCluster, then an existing `dask scheduler` with two `dask worker` p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -145,7 +147,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def bring_c_up_when_retried(world: World, out: Path) -> threading.Thread:
     """Start server c once the fleet has failed to reach it and said it will retry."""
-    log = out / "targets" / "c-restarting" / "fleet.log"
+    log = out / "logs" / "c-restarting.log"
 
     def retried() -> bool:
         return log.exists() and "retrying" in log.read_text()
@@ -182,7 +184,11 @@ def dask_cluster(world: World) -> Iterator[str]:
     address = f"tcp://127.0.0.1:{port}"
     dask = str(Path(sys.executable).with_name("dask"))
     env = {**os.environ, **world.env, "DASK_TEMPORARY_DIRECTORY": str(folder)}
-    common = {"cwd": folder, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # A session each: the end kills a worker with the process its nanny spawned, in one signal.
+    common = {
+        "cwd": folder, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+        "start_new_session": True,
+    }  # fmt: skip
     processes = [
         subprocess.Popen(
             [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **common
@@ -202,13 +208,9 @@ def dask_cluster(world: World) -> Iterator[str]:
         yield address
     finally:
         for process in reversed(processes):
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +269,7 @@ def test_a_local_fleet_examines_every_target_and_exits_with_the_worst(
     assert result.returncode == 2, result.stderr[-3000:]  # critical and error targets, --fail-on warning
     rows = check_fleet(world, out, scheduler="local")
     assert rows["c-restarting"]["attempts"] >= 2  # refused while down, diagnosed once up
-    assert "retrying" in (out / "targets" / "c-restarting" / "fleet.log").read_text()
+    assert "retrying" in (out / "logs" / "c-restarting.log").read_text()
     assert f"index: {out.resolve() / 'index.html'}" in result.stdout
     assert "Traceback" not in result.stderr
 

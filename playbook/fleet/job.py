@@ -21,6 +21,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ TRANSIENT_CAUSES = {"server_down", "network"}  # TargetRefused causes a restart 
 STATUS_RANK = {"ok": 0, "warning": 1, "critical": 2}
 RENDER_RANK = {"all": 0, "warning": 1, "critical": 2}
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+_FORK_LOCK = threading.Lock()
 
 
 def _preload() -> None:
@@ -46,7 +48,7 @@ def run_target(job: dict[str, Any]) -> dict[str, Any]:
     `job` holds the target's fields (name, dsn, labels, server_logs, app_logs, duration, interval,
     deadline, retries, password_env) plus `out` (the fleet's folder, which this worker must be able
     to write) and `render` (critical|warning|all). The report goes to out/targets/<name>/, the
-    attempts' output to out/targets/<name>/fleet.log.
+    attempts' output (the run's own, and retries) to out/logs/<name>.log.
     """
     outcome: dict[str, Any]
     attempts = 0
@@ -57,8 +59,9 @@ def run_target(job: dict[str, Any]) -> dict[str, Any]:
         _preload()
         started = deadline_at = time.monotonic()
         deadline_at += float(job["deadline"])
-        report.mkdir(parents=True, exist_ok=True)
-        log = report / "fleet.log"
+        # The attempts' log lives outside the report: a run replaces its report folder as a whole.
+        log = Path(job["out"]) / "logs" / f"{job['name']}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
         while True:
             attempts += 1
@@ -83,8 +86,14 @@ def _note(log: Path, line: str) -> None:
 
 def _attempt_in_child(job: dict[str, Any], deadline_at: float, log: Path, since: float) -> dict[str, Any]:
     """Fork, run one attempt in the child, wait for its outcome until the deadline, kill it after."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    # One fork at a time, and the write end closed in the worker before the next: a child forked by
+    # another thread in between would inherit this write end, and this pipe's end of file would
+    # wait for that other child to exit too.
+    with _FORK_LOCK:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid != 0:
+            os.close(write_end)
     if pid == 0:  # the child: never returns into the worker
         code = 0
         try:
@@ -103,7 +112,6 @@ def _attempt_in_child(job: dict[str, Any], deadline_at: float, log: Path, since:
             sys.stderr.flush()
         finally:
             os._exit(code)
-    os.close(write_end)
     chunks: list[bytes] = []
     timed_out = False
     try:
@@ -134,7 +142,7 @@ def _attempt_in_child(job: dict[str, Any], deadline_at: float, log: Path, since:
         decoded = None
     if not isinstance(decoded, dict):
         how = f"signal {-os.waitstatus_to_exitcode(status)}" if os.WIFSIGNALED(status) else "no outcome"
-        return {"error": f"the run crashed ({how}); see its fleet.log"}
+        return {"error": f"the run crashed ({how}); see logs/{job['name']}.log"}
     return decoded
 
 
@@ -214,19 +222,23 @@ def pages_for(summary: dict[str, Any], render: str) -> list[str]:
 
 
 def render_from_evidence(options: Any, pages: list[str]) -> dict[str, Any]:
-    """Execute `pages` on the evidence the run saved in options.out, render them, and republish the
-    summary and index with those pages; the evidence is not collected again. Returns the summary."""
+    """Execute `pages` on the evidence the run saved in options.out, render them, and put them,
+    then the summary and index naming them, into options.out; the evidence is not collected again.
+    Works in a private folder beside the report and moves finished files in one by one, so a reader
+    never finds a summary naming a page that is not there. Returns the new summary."""
+    import shutil
+    import tempfile
     from dataclasses import replace
 
     from playbook.diagnose import diagnose_all
     from playbook.evidence import Evidence
     from playbook.report.index import write_index
-    from playbook.report.runner import prepare_out, publish, render_pages, run_notebooks
+    from playbook.report.runner import render_pages, run_notebooks
     from playbook.report.summary import build_summary, validate
 
     out = Path(options.out).resolve()
     evidence_dir = out / "evidence"
-    work = prepare_out(out)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.pages-", dir=out.parent))
     try:
         results = run_notebooks(replace(options, notebooks=pages), work, evidence_dir)
         render_pages(work, results, options.show_code)
@@ -235,12 +247,11 @@ def render_from_evidence(options: Any, pages: list[str]) -> dict[str, Any]:
         validate(summary)
         (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         write_index(work, summary, evidence.manifest)
-        publish(work, out)
-    except BaseException:
-        import shutil
-
+        last = ("summary.json", "index.html")
+        for name in sorted((p.name for p in work.iterdir() if p.is_file()), key=lambda n: n in last):
+            os.replace(work / name, out / name)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
-        raise
     return summary
 
 
