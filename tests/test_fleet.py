@@ -418,3 +418,20 @@ def test_bad_arguments_are_one_sentence_and_exit_3(
         code = int(exc.code or 0)
     err = capsys.readouterr().err
     assert code == 3 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fleet", "--help"]], ids=" ".join)
+def test_parsing_loads_neither_dask_nor_the_lab(argv: list[str]) -> None:
+    probe = (
+        "import sys, json\nfrom playbook.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "sys.stdout = sys.__stdout__\nprint('\\n' + json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    heavy = {
+        m
+        for m in loaded
+        if m.split(".")[0] in {"dask", "distributed", "yaml"} or m.startswith("playbook.lab")
+    }
+    assert not heavy, heavy
