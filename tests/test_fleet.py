@@ -270,6 +270,10 @@ def test_a_local_fleet_examines_every_target_and_exits_with_the_worst(
     rows = check_fleet(world, out, scheduler="local")
     assert rows["c-restarting"]["attempts"] >= 2  # refused while down, diagnosed once up
     assert "retrying" in (out / "logs" / "c-restarting.log").read_text()
+    # The deadline killed the run: it would have published long before the fleet ended, and its
+    # unfinished folders are gone.
+    assert not (out / "targets" / "too-slow" / "summary.json").exists()
+    assert not [p for p in (out / "targets").rglob(".*") if "partial" in p.name or "pages" in p.name]
     assert f"index: {out.resolve() / 'index.html'}" in result.stdout
     assert "Traceback" not in result.stderr
 
@@ -404,8 +408,9 @@ def test_bad_targets_are_one_sentence_and_exit_3(
         ["fleet", "t.yaml", "--out", "x", "--render", "sometimes"],
         ["fleet", "t.yaml", "--out", "x", "--workers", "0"],
         ["fleet", "t.yaml"],
+        ["fleet", "t.yaml", "--out", "x", "--scheduler", "not-an-address"],
     ],
-    ids=["missing file", "unknown --render", "zero workers", "no --out"],
+    ids=["missing file", "unknown --render", "zero workers", "no --out", "bad scheduler address"],
 )
 def test_bad_arguments_are_one_sentence_and_exit_3(
     argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

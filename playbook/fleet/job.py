@@ -131,6 +131,7 @@ def _attempt_in_child(job: dict[str, Any], deadline_at: float, log: Path, since:
         os.close(read_end)
         _, status = os.waitpid(pid, 0)
     if timed_out:
+        _remove_unfinished(Path(job["out"]) / "targets" / job["name"])
         return {
             "error": f"did not finish within its deadline of {float(job['deadline']):g} s",
             "deadline": True,
@@ -163,6 +164,16 @@ def _kill_tree(pid: int) -> None:
     for process in below:
         with contextlib.suppress(psutil.Error):
             process.kill()
+
+
+def _remove_unfinished(report: Path) -> None:
+    """What a killed attempt leaves: the run's private folder (inside the report or beside it,
+    depending on the runner) and the pages' one beside it. No other attempt of this target runs."""
+    import shutil
+
+    for leftover in [*report.glob(".partial-*"), *report.parent.glob(f".{report.name}.*-*")]:
+        if leftover.is_dir() and (".partial-" in leftover.name or ".pages-" in leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _attempt(job: dict[str, Any]) -> dict[str, Any]:
