@@ -1,6 +1,6 @@
 """pg-session-playbook: find out why PostgreSQL sessions closed under a connection pool."""
 
 __version__ = "0.1.0"
-from playbook.evidence.vocab import OWN_APPLICATION_NAME as APPLICATION_NAME
-
-__all__ = ["APPLICATION_NAME", "__version__"]
+# The application_name of the playbook's own sessions: left out of every analysis. Kept here, not
+# in playbook.evidence, so that `import playbook` (every CLI start) loads nothing else.
+APPLICATION_NAME = "pg-session-playbook"

@@ -34,7 +34,6 @@ from playbook.errors import PlaybookError
 from playbook.evidence.zones import zone_named
 from playbook.lab.server import APP_ROLE, LAB_DATABASE, LabServer
 from playbook.lab.wait import wait_until
-from playbook.probes.keepalive import client_keepalive_settings
 
 DATA = Path(__file__).parent / "data" / "applogs"
 # The recorded samples were written on hosts whose clock read UTC.
@@ -950,31 +949,6 @@ def test_every_stack_gets_its_own_knobs_and_one_retry_sentence() -> None:
             assert needle in text, (stack, needle)
         advice = text.rstrip().split("\n\n")[-1]
         assert advice.count(". ") == 0 and advice.endswith("."), (stack, advice)
-
-
-def _code(stack: str) -> str:
-    """The snippet without the closing retry sentence."""
-    text = stack_fix(stack, max_idle_s=240, max_lifetime_s=1800, keepalives_idle_s=60)
-    return text.rstrip().rsplit("\n\n", 1)[0]
-
-
-def test_python_snippets_are_valid_and_psycopgs_builds_a_real_pool(lab: LabServer) -> None:
-    for stack in ("psycopg", "psycopg2", "sqlalchemy"):
-        compile(_code(stack), stack, "exec")
-    code = _code("psycopg")
-    scope: dict[str, object] = {"conninfo": lab.dsn(APP_ROLE, LAB_DATABASE)}
-    exec(code, scope)
-    pool = scope["pool"]
-    assert isinstance(pool, ConnectionPool)
-    try:
-        pool.wait(timeout=10)
-        assert (pool.max_idle, pool.max_lifetime) == (240, 1800)
-        with pool.connection() as conn:
-            assert conn.execute("SHOW tcp_keepalives_idle").fetchone() is not None
-            assert conn.pgconn.socket >= 0
-            assert client_keepalive_settings(conn)["tcp_keepidle_s"] == 60
-    finally:
-        pool.close()
 
 
 @pytest.mark.parametrize(

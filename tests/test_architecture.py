@@ -49,6 +49,8 @@ def test_the_diagnosis_stands_on_evidence_alone() -> None:
 def test_help_and_run_load_no_lab(argv: list[str]) -> None:
     loaded = modules_loaded_by(f"from playbook.cli import main; main({argv!r})")
     assert not {m for m in loaded if m.startswith("playbook.lab") or m == "psycopg_pool"}
+    if argv[0] in ("--help", "run", "demo"):  # nothing to read yet: not even pandas
+        assert not {"pandas", "psycopg", "matplotlib"} & loaded
 
 
 def test_running_loads_no_lab() -> None:

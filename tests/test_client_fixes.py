@@ -9,9 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from psycopg_pool import ConnectionPool
 
 from playbook.diagnose.client_fixes import RETRY_ADVICE, STACKS, can_enforce, stack_fix, transaction_fix
+from playbook.diagnose.fixes import fenced_blocks
 from playbook.errors import PlaybookError
+from playbook.lab.server import APP_ROLE, LAB_DATABASE, LabServer
+from playbook.probes.keepalive import client_keepalive_settings
 
 LIMITS = [
     {"max_idle_s": 120.0, "max_lifetime_s": 240.0, "keepalives_idle_s": None},
@@ -20,17 +24,18 @@ LIMITS = [
 ]
 
 
-def python_code(snippet: str) -> str:
-    """The snippet's code, without the retry sentence after it."""
-    return snippet.split("\n\n")[0] if "import" not in snippet else snippet.rsplit("\n\n", 1)[0]
+def code(fix: str, kind: str) -> str:
+    """The fenced block of `kind` in a fix (exactly one)."""
+    (text,) = [text for found, text in fenced_blocks(fix) if found == kind]
+    return text
 
 
 @pytest.mark.parametrize("limits", LIMITS, ids=["limits", "keepalives", "short"])
 @pytest.mark.parametrize("stack", ["psycopg", "psycopg2", "sqlalchemy", "asyncpg"])
 def test_python_fixes_are_valid_python(stack: str, limits: dict[str, float | None]) -> None:
-    code = python_code(stack_fix(stack, **limits))  # type: ignore[arg-type]
+    python = code(stack_fix(stack, **limits), "python")  # type: ignore[arg-type]
     # asyncpg's create_pool is awaited at the top of the snippet, as in an async main().
-    ast.parse(code.replace("await ", ""))
+    ast.parse(python.replace("await ", ""))
 
 
 @pytest.mark.parametrize("stack", ["node-postgres"])
@@ -40,7 +45,7 @@ def test_node_fixes_are_valid_javascript(stack: str, tmp_path: Path) -> None:
         pytest.fail("node is needed to check the node-postgres fixes (it ships with the CI machine)")
     for limits in LIMITS:
         script = tmp_path / "fix.js"
-        script.write_text(python_code(stack_fix(stack, **limits)))  # type: ignore[arg-type]
+        script.write_text(code(stack_fix(stack, **limits), "javascript"))  # type: ignore[arg-type]
         checked = subprocess.run([node, "--check", str(script)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
 
@@ -48,7 +53,7 @@ def test_node_fixes_are_valid_javascript(stack: str, tmp_path: Path) -> None:
 def test_pgbouncer_fixes_are_valid_ini() -> None:
     for limits in LIMITS:
         ini = configparser.ConfigParser()
-        ini.read_string(python_code(stack_fix("pgbouncer", **limits)))  # type: ignore[arg-type]
+        ini.read_string(code(stack_fix("pgbouncer", **limits), "ini"))  # type: ignore[arg-type]
         assert ini.has_section("pgbouncer")
 
 
@@ -88,7 +93,15 @@ def test_every_stack_has_a_fix_that_ends_its_transactions(stack: str) -> None:
     assert fix.strip()
     assert any(word in fix.lower() for word in ("commit", "rollback", "roll", "transaction", "begin"))
     if stack in ("psycopg", "psycopg2", "sqlalchemy", "asyncpg"):
-        ast.parse(fix.replace("async with", "with").replace("await ", "").replace("...", "None"))
+        python = code(fix, "python")
+        ast.parse(python.replace("async with", "with").replace("await ", "").replace("...", "None"))
+
+
+def test_prisma_fixes_name_the_url_and_the_adapter() -> None:
+    fix = stack_fix("prisma", max_idle_s=60, max_lifetime_s=120, keepalives_idle_s=None)
+    kinds = [kind for kind, _ in fenced_blocks(fix)]
+    assert kinds == ["shell", "javascript"]
+    assert "max_connection_lifetime=120" in code(fix, "shell")
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -104,3 +117,19 @@ def test_bad_input_is_refused() -> None:
         stack_fix("psycopg", max_idle_s=-1, max_lifetime_s=None, keepalives_idle_s=None)
     with pytest.raises(ValueError, match="needs a limit"):
         stack_fix("psycopg", max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=None)
+
+
+def test_the_psycopg_fix_builds_a_real_pool_with_its_keepalives(lab: LabServer) -> None:
+    """The pasted code runs: a real psycopg_pool on a real server, with the limits and keepalives."""
+    fix = stack_fix("psycopg", max_idle_s=240, max_lifetime_s=1800, keepalives_idle_s=60)
+    scope: dict[str, object] = {"conninfo": lab.dsn(APP_ROLE, LAB_DATABASE)}
+    exec(code(fix, "python"), scope)
+    pool = scope["pool"]
+    assert isinstance(pool, ConnectionPool)
+    try:
+        pool.wait(timeout=10)
+        assert (pool.max_idle, pool.max_lifetime) == (240, 1800)
+        with pool.connection() as conn:
+            assert client_keepalive_settings(conn)["tcp_keepidle_s"] == 60
+    finally:
+        pool.close()

@@ -30,7 +30,9 @@ def recorded(name: str) -> Evidence:
         snapshots={p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")},
     )
     evidence.frames["pgbouncer_log_events"] = read_pgbouncer_logs([folder / "pgbouncer.log"]).events
-    evidence.frames["app_log_events"] = read_app_logs([folder / "app.log"]).events
+    app_log = read_app_logs([folder / "app.log"])
+    evidence.frames["app_log_events"] = app_log.events
+    evidence.snapshots["app_log_summary"] = {"primary_stack": app_log.primary_stack}
     return evidence
 
 

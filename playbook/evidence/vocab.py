@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
+from playbook import APPLICATION_NAME
+
 Category = Literal["leak", "timeout", "network", "pool_config", "server"]
 CATEGORIES: Final[tuple[Category, ...]] = get_args(Category)
 
@@ -47,4 +49,4 @@ STACKS: Final[tuple[Stack, ...]] = get_args(Stack)
 UNKNOWN_STACK: Final = "unknown"
 
 # The application_name of the playbook's own sessions: left out of every analysis.
-OWN_APPLICATION_NAME: Final = "pg-session-playbook"
+OWN_APPLICATION_NAME: Final = APPLICATION_NAME

@@ -8,6 +8,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.fixes import dsn, joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     APP_SESSION_LOST,
@@ -15,6 +16,7 @@ from playbook.evidence.views import (
     app_events,
     app_stack,
     first_last,
+    pooler_client_closes,
     refusal,
     server_events,
     server_log_read,
@@ -50,17 +52,24 @@ CONFIDENCE_OWN_SESSION_LOST = 0.5
 
 
 def _keepalive_fix(evidence: Evidence) -> str:
-    return (
-        f"Keep idle flows visibly alive below the path's cut-off (the shortest common one is "
-        f"{SHORTEST_PATH_IDLE_S} s): from the client, add `keepalives=1 "
-        f"keepalives_idle={SAFE_KEEPALIVE_IDLE_S} "
-        "keepalives_interval=10 keepalives_count=3 tcp_user_timeout=30000` to the DSN; on the server, "
-        f"`ALTER SYSTEM SET tcp_keepalives_idle = {SAFE_KEEPALIVE_IDLE_S}; ALTER SYSTEM SET "
-        "tcp_keepalives_interval "
-        "= 10; ALTER SYSTEM SET tcp_keepalives_count = 3; SELECT pg_reload_conf();` and in the pool:\n\n"
-        + stack_fix(
+    return joined(
+        "Keep idle flows visibly alive below the path's cut-off (the shortest common one is "
+        f"{SHORTEST_PATH_IDLE_S} s). From the client, add to the DSN:",
+        dsn(
+            f"keepalives=1 keepalives_idle={SAFE_KEEPALIVE_IDLE_S} keepalives_interval=10 "
+            "keepalives_count=3 tcp_user_timeout=30000"
+        ),
+        "On the server, for every client at once:",
+        sql(
+            f"ALTER SYSTEM SET tcp_keepalives_idle = {SAFE_KEEPALIVE_IDLE_S}",
+            "ALTER SYSTEM SET tcp_keepalives_interval = 10",
+            "ALTER SYSTEM SET tcp_keepalives_count = 3",
+            "SELECT pg_reload_conf()",
+        ),
+        "And in the pool:\n\n",
+        stack_fix(
             app_stack(evidence), max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=SAFE_KEEPALIVE_IDLE_S
-        )
+        ),
     )
 
 
@@ -106,22 +115,25 @@ def find_resets(evidence: Evidence) -> list[Finding]:
                 "users": top_values(resets, "user"),
                 **first_last(resets),
             },
-            recommendation=(
+            recommendation=joined(
                 "Something between the application and the server resets flows (a firewall, NAT, load "
-                "balancer or proxy idle limit). Find the idle limit on the path and keep flows below it. "
-                + _keepalive_fix(evidence)
+                "balancer or proxy idle limit). Find the idle limit on the path and keep flows below it.\n\n",
+                _keepalive_fix(evidence),
             ),
         )
     ]
 
 
 def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
-    """NET-002: the application logged lost sessions (APP_SESSION_LOST) and the server log holds no
-    server-side ending (SERVER_SIDE_ENDINGS): the path dropped them. Less sure without a server log.
+    """NET-002: the application logged lost sessions (APP_SESSION_LOST), the server log holds no
+    server-side ending (SERVER_SIDE_ENDINGS) and PgBouncer's log no client close the application
+    feels: the path dropped them. Less sure without a server log.
     """
     lost = app_events(evidence, *APP_SESSION_LOST)
     if lost.empty or not server_events(evidence, *SERVER_SIDE_ENDINGS).empty:
         return []
+    if not pooler_client_closes(evidence).empty:
+        return []  # PgBouncer ended them (BNC findings say why): not the path
     log_read = server_log_read(evidence)
     severity = Severity.CRITICAL if len(lost) >= TROUBLE_CRITICAL_COUNT else Severity.WARNING
     evidence_note: dict[str, Any] = {
@@ -141,11 +153,11 @@ def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
                 + ("" if log_read else " (no server log read: pass --server-log to confirm)")
             ),
             evidence=evidence_note,
-            recommendation=(
+            recommendation=joined(
                 "The server log shows no termination, timeout, crash or restart for these sessions, so the "
                 "path dropped them (a NAT or load balancer that forgets idle flows makes the next query hang "
-                "and fail). Check the path's idle timeout and keep flows alive below it. "
-                + _keepalive_fix(evidence)
+                "and fail). Check the path's idle timeout and keep flows alive below it.\n\n",
+                _keepalive_fix(evidence),
             ),
         )
     ]
