@@ -107,7 +107,8 @@ def _attempt_in_child(job: dict[str, Any], deadline_at: float, log: Path, since:
             outcome = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             code = 1
         try:
-            os.write(write_end, json.dumps(outcome, default=str).encode())
+            with os.fdopen(write_end, "wb") as pipe:  # writes it all, however long
+                pipe.write(json.dumps(outcome, default=str).encode())
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
