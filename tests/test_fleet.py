@@ -440,3 +440,29 @@ def test_parsing_loads_neither_dask_nor_the_lab(argv: list[str]) -> None:
         if m.split(".")[0] in {"dask", "distributed", "yaml"} or m.startswith("playbook.lab")
     }
     assert not heavy, heavy
+
+
+def finding(id_: str, severity: str, notebook: str) -> dict[str, Any]:
+    return {"id": id_, "severity": severity, "notebook": notebook}
+
+
+@pytest.mark.parametrize(
+    ("status", "render", "pages"),
+    [
+        ("ok", "warning", []),
+        ("ok", "all", ["triage"]),
+        ("warning", "critical", []),
+        ("warning", "warning", ["triage", "leaks", "timeouts"]),
+        ("critical", "critical", ["triage", "timeouts"]),  # the critical story, not its side warnings
+        ("critical", "all", ["triage", "leaks", "timeouts"]),
+        ("error", "all", []),  # nothing was diagnosed: nothing to show
+    ],
+)
+def test_pages_follow_the_render_threshold(status: str, render: str, pages: list[str]) -> None:
+    from playbook.fleet.job import pages_for
+
+    findings = [finding("NET-003", "info", "network")]
+    if status != "ok":
+        worst = "warning" if status == "warning" else "critical"
+        findings += [finding("LEAK-001", "warning", "leaks"), finding("TMO-001", worst, "timeouts")]
+    assert pages_for({"status": status, "findings": findings}, render) == pages
