@@ -123,13 +123,20 @@ def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:
     fleet.add_argument(
         "--workers",
         type=positive_int,
+        metavar="N",
         help="targets in flight at once (default: 2 per core locally, every thread of an existing cluster)",
     )
     fleet.add_argument(
-        "--duration", type=positive_seconds, help="seconds each target samples (default: the file's, else 60)"
+        "--duration",
+        type=positive_seconds,
+        metavar="S",
+        help="seconds each target samples (default: the file's, else 60)",
     )
     fleet.add_argument(
-        "--interval", type=positive_seconds, help="seconds between samples (default: the file's, else 1)"
+        "--interval",
+        type=positive_seconds,
+        metavar="S",
+        help="seconds between samples (default: the file's, else 1)",
     )
     fleet.add_argument(
         "--render",
