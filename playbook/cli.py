@@ -113,7 +113,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:
     fleet.add_argument("targets", type=Path, metavar="TARGETS.yaml", help="the databases (see the README)")
     fleet.add_argument(
-        "--out", type=Path, required=True, help="fleet folder: fleet.json, index.html, targets/"
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="fleet folder: fleet.json, index.html, targets/",
     )
     fleet.add_argument(
         "--scheduler",
