@@ -1,4 +1,4 @@
-"""`playbook …`: run, lab, demo, logs. Bad input is one sentence on stderr and exit 3."""
+"""`playbook …`: run, fleet, lab, demo, logs. Bad input is one sentence on stderr and exit 3."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def since_time(text: str) -> datetime:
 
 COMMAND_HELP = {
     "run": "collect evidence, run the notebooks, write the report",
+    "fleet": "one run per database of a TARGETS.yaml, as Dask tasks, and a page over all of them",
     "lab": "the lab: an embedded PostgreSQL that reproduces every cause",
     "logs": "classify server logs on their own: what ended the sessions",
     "demo": "every lab scenario, diagnosed by playbook run, and a scorecard",
@@ -109,6 +110,47 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--show-code", action="store_true", help="keep the code cells in the HTML pages")
 
 
+def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:
+    fleet.add_argument("targets", type=Path, metavar="TARGETS.yaml", help="the databases (see the README)")
+    fleet.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="fleet folder: fleet.json, index.html, targets/",
+    )
+    fleet.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="an existing Dask scheduler, like tcp://host:8786 (default: a LocalCluster on this machine)",
+    )
+    fleet.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="targets in flight at once (default: 2 per core locally, every thread of an existing cluster)",
+    )
+    fleet.add_argument(
+        "--duration",
+        type=positive_seconds,
+        metavar="S",
+        help="seconds each target samples (default: the file's, else 60)",
+    )
+    fleet.add_argument(
+        "--interval",
+        type=positive_seconds,
+        metavar="S",
+        help="seconds between samples (default: the file's, else 1)",
+    )
+    fleet.add_argument(
+        "--render",
+        choices=["critical", "warning", "all"],
+        default="warning",
+        help="execute notebooks (pages) only for targets at or above this status (warning)",
+    )
+    fleet.add_argument("--fail-on", choices=["critical", "warning", "never"], default="warning")
+
+
 def add_lab_arguments(lab: argparse.ArgumentParser) -> None:
     from playbook.lab import proxy_cli, scenario_cli
 
@@ -138,6 +180,7 @@ def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
 
 ADD_ARGUMENTS = {
     "run": add_run_arguments,
+    "fleet": add_fleet_arguments,
     "lab": add_lab_arguments,
     "logs": add_logs_arguments,
     "demo": add_demo_arguments,
@@ -180,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return command_run(args)
+    if args.command == "fleet":
+        return command_fleet(args)
     if args.command == "lab":
         return command_lab(args)
     if args.command == "logs":
@@ -236,6 +281,17 @@ def command_run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     return run(options)
+
+
+def command_fleet(args: argparse.Namespace) -> int:
+    from playbook.fleet.run import FleetOptions, run_fleet
+    from playbook.fleet.targets import Overrides, load_targets
+
+    targets = load_targets(args.targets, Overrides(duration=args.duration, interval=args.interval))
+    options = FleetOptions(
+        out=args.out, scheduler=args.scheduler, workers=args.workers, render=args.render, fail_on=args.fail_on
+    )
+    return run_fleet(targets, options)
 
 
 def command_lab(args: argparse.Namespace) -> int:

@@ -1,0 +1,226 @@
+"""TARGETS.yaml: which databases the fleet examines, checked before any task is submitted.
+
+```yaml
+defaults: {duration: 60, interval: 1, deadline: 660, retries: 2, labels: {env: prod}}
+targets:
+  - name: orders
+    dsn: "host=db1 port=5432 dbname=orders user=monitor"   # or `service: orders`
+    server_log: [/var/log/postgresql/postgresql-16-main.log]
+    app_log: []
+    labels: {team: payments}
+    password_env: ORDERS_PGPASSWORD   # optional: the variable, on the worker, holding the password
+```
+
+A password never stands in the file: a DSN with `password=` (or a URL with one) is refused.
+The password comes from a service file, `.pgpass`, or the environment variable a target names in
+`password_env`, read on the worker that runs it (it never travels in a task).
+Precedence for duration, interval, deadline and retries: the target's own value, else the command
+line's flag, else `defaults`, else the built-in default. Labels merge, the target's winning.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playbook.errors import PlaybookError
+from playbook.target import SECRET_KEYS, parse_dsn, redact
+
+DEFAULT_DURATION_S = 60.0
+DEFAULT_INTERVAL_S = 1.0
+DEADLINE_MARGIN_S = 600.0  # default deadline: the window plus this, for connecting and rendering
+DEFAULT_RETRIES = 2
+MAX_RETRIES = 10
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a folder name on every filesystem
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TOP_KEYS = {"defaults", "targets"}
+DEFAULT_KEYS = {"duration", "interval", "deadline", "retries", "labels"}
+TARGET_KEYS = {*DEFAULT_KEYS, "name", "dsn", "service", "server_log", "app_log", "password_env"}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One database of the fleet, fully resolved: every value the worker needs, no password."""
+
+    name: str
+    dsn: str
+    labels: dict[str, str] = field(default_factory=dict)
+    server_logs: tuple[str, ...] = ()
+    app_logs: tuple[str, ...] = ()
+    duration: float = DEFAULT_DURATION_S
+    interval: float = DEFAULT_INTERVAL_S
+    deadline: float = DEFAULT_DURATION_S + DEADLINE_MARGIN_S
+    retries: int = DEFAULT_RETRIES
+    password_env: str | None = None
+
+    @property
+    def public_dsn(self) -> str:
+        return redact(self.dsn)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """The command line's values; None where the flag was not given."""
+
+    duration: float | None = None
+    interval: float | None = None
+
+
+def load_targets(path: Path, overrides: Overrides | None = None) -> list[TargetSpec]:
+    """The targets of TARGETS.yaml, checked; any bad input is a PlaybookError of one sentence."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlaybookError(f"the targets file {path} does not exist") from None
+    except IsADirectoryError:
+        raise PlaybookError(f"{path} is a directory, not a targets file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlaybookError(
+            f"cannot read the targets file {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not YAML"
+        raise PlaybookError(f"{path} is not valid YAML{where}: {problem}") from None
+    return parse_targets(data, where=str(path), overrides=overrides or Overrides())
+
+
+def parse_targets(data: Any, *, where: str, overrides: Overrides) -> list[TargetSpec]:
+    """The targets of an already parsed document (see the module's docstring for its shape)."""
+    if not isinstance(data, Mapping):
+        raise PlaybookError(f"{where} must be a mapping with a `targets` list")
+    _no_unknown_keys(data, TOP_KEYS, where)
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise PlaybookError(f"{where}: `defaults` must be a mapping")
+    _no_unknown_keys(defaults, DEFAULT_KEYS, f"{where}: defaults")
+    entries = data.get("targets")
+    if not isinstance(entries, list) or not entries:
+        raise PlaybookError(f"{where} names no target: give a non-empty `targets` list")
+    targets: list[TargetSpec] = []
+    seen: set[str] = set()
+    for number, entry in enumerate(entries, start=1):
+        spec = _target(entry, number, defaults, overrides, where)
+        if spec.name in seen:
+            raise PlaybookError(f"{where}: the target name {spec.name!r} appears twice")
+        seen.add(spec.name)
+        targets.append(spec)
+    return targets
+
+
+def _target(
+    entry: Any, number: int, defaults: Mapping[str, Any], overrides: Overrides, where: str
+) -> TargetSpec:
+    if not isinstance(entry, Mapping):
+        raise PlaybookError(f"{where}: target #{number} must be a mapping with a name and a dsn or service")
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise PlaybookError(
+            f"{where}: target #{number} needs a `name` of letters, digits, '.', '_' or '-' (a folder name)"
+        )
+    label = f"{where}: target {name!r}"
+    _no_unknown_keys(entry, TARGET_KEYS, label)
+    dsn = _dsn(entry, label)
+
+    def pick(key: str, override: float | None) -> Any:
+        if key in entry:
+            return entry[key]
+        if override is not None:
+            return override
+        return defaults.get(key)
+
+    duration = _seconds(pick("duration", overrides.duration), DEFAULT_DURATION_S, f"{label}: duration")
+    interval = _seconds(pick("interval", overrides.interval), DEFAULT_INTERVAL_S, f"{label}: interval")
+    deadline = _seconds(pick("deadline", None), duration + DEADLINE_MARGIN_S, f"{label}: deadline")
+    retries = pick("retries", None)
+    retries = DEFAULT_RETRIES if retries is None else retries
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise PlaybookError(f"{label}: retries must be a whole number from 0 to {MAX_RETRIES}")
+    password_env = entry.get("password_env")
+    if password_env is not None and (not isinstance(password_env, str) or not ENV_NAME.match(password_env)):
+        raise PlaybookError(
+            f"{label}: password_env must name an environment variable, like ORDERS_PGPASSWORD"
+        )
+    return TargetSpec(
+        name=name,
+        dsn=dsn,
+        labels={
+            **_labels(defaults.get("labels"), f"{where}: defaults"),
+            **_labels(entry.get("labels"), label),
+        },
+        server_logs=_paths(entry.get("server_log"), f"{label}: server_log"),
+        app_logs=_paths(entry.get("app_log"), f"{label}: app_log"),
+        duration=duration,
+        interval=min(interval, duration),
+        deadline=deadline,
+        retries=retries,
+        password_env=password_env,
+    )
+
+
+def _dsn(entry: Mapping[str, Any], label: str) -> str:
+    dsn, service = entry.get("dsn"), entry.get("service")
+    if (dsn is None) == (service is None):
+        raise PlaybookError(f"{label} needs exactly one of `dsn` or `service`")
+    if service is not None:
+        if not isinstance(service, str) or not NAME.match(service):
+            raise PlaybookError(f"{label}: service must be the name of a pg_service.conf entry")
+        return f"service={service}"
+    if not isinstance(dsn, str):
+        raise PlaybookError(f"{label}: dsn must be a string")
+    try:
+        params = parse_dsn(dsn)
+    except PlaybookError as exc:
+        raise PlaybookError(f"{label}: {exc}") from None
+    if any(key in params for key in SECRET_KEYS):
+        raise PlaybookError(
+            f"{label} has a password in its DSN; a password never stands in the targets file: "
+            "use ~/.pgpass, a service file or password_env"
+        )
+    return dsn
+
+
+def _no_unknown_keys(mapping: Mapping[Any, Any], allowed: set[str], label: str) -> None:
+    unknown = sorted(str(key) for key in mapping if key not in allowed)
+    if unknown:
+        raise PlaybookError(f"{label}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(allowed))}")
+
+
+def _seconds(value: Any, default: float, label: str) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PlaybookError(f"{label} must be a number of seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise PlaybookError(f"{label} must be a positive number of seconds")
+    return float(value)
+
+
+def _labels(value: Any, label: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
+    ):
+        raise PlaybookError(f"{label}: labels must map names to plain values, like {{team: payments}}")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _paths(value: Any, label: str) -> tuple[str, ...]:
+    """A list of paths (a single path is accepted too); they are read on the worker, not checked here."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
+        raise PlaybookError(f"{label} must be a list of file paths")
+    return tuple(items)
