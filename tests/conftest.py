@@ -4,14 +4,38 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from playbook.lab.server import LabServer
+
+_OWN_BASETEMP: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A temp folder of this run's own. pytest's default (/tmp/pytest-of-<user>/pytest-N) is shared
+    by every pytest on the machine, and each one deletes all but the newest three of them: a second
+    test run would delete the data directory of this run's servers under their feet."""
+    if config.option.basetemp is None:
+        own = Path(tempfile.mkdtemp(prefix="pg-session-playbook-tests-"))
+        config.option.basetemp = str(own)
+        _OWN_BASETEMP.append(own)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Kept when something failed: what a failing test left behind is how its cause is found.
+    if _OWN_BASETEMP and getattr(config, "_playbook_failed", False) is False:
+        shutil.rmtree(_OWN_BASETEMP[0], ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._playbook_failed = exitstatus != 0  # type: ignore[attr-defined]
 
 
 def debian_bin_dirs() -> list[Path]:

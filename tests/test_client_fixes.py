@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from playbook.diagnose.client_fixes import RETRY_ADVICE, STACKS, can_enforce, stack_fix, transaction_fix
+from playbook.diagnose.fixes import fenced_blocks
 from playbook.errors import PlaybookError
 
 LIMITS = [
@@ -20,17 +21,18 @@ LIMITS = [
 ]
 
 
-def python_code(snippet: str) -> str:
-    """The snippet's code, without the retry sentence after it."""
-    return snippet.split("\n\n")[0] if "import" not in snippet else snippet.rsplit("\n\n", 1)[0]
+def code(fix: str, kind: str) -> str:
+    """The fenced block of `kind` in a fix (exactly one)."""
+    (text,) = [text for found, text in fenced_blocks(fix) if found == kind]
+    return text
 
 
 @pytest.mark.parametrize("limits", LIMITS, ids=["limits", "keepalives", "short"])
 @pytest.mark.parametrize("stack", ["psycopg", "psycopg2", "sqlalchemy", "asyncpg"])
 def test_python_fixes_are_valid_python(stack: str, limits: dict[str, float | None]) -> None:
-    code = python_code(stack_fix(stack, **limits))  # type: ignore[arg-type]
+    python = code(stack_fix(stack, **limits), "python")  # type: ignore[arg-type]
     # asyncpg's create_pool is awaited at the top of the snippet, as in an async main().
-    ast.parse(code.replace("await ", ""))
+    ast.parse(python.replace("await ", ""))
 
 
 @pytest.mark.parametrize("stack", ["node-postgres"])
@@ -40,7 +42,7 @@ def test_node_fixes_are_valid_javascript(stack: str, tmp_path: Path) -> None:
         pytest.fail("node is needed to check the node-postgres fixes (it ships with the CI machine)")
     for limits in LIMITS:
         script = tmp_path / "fix.js"
-        script.write_text(python_code(stack_fix(stack, **limits)))  # type: ignore[arg-type]
+        script.write_text(code(stack_fix(stack, **limits), "javascript"))  # type: ignore[arg-type]
         checked = subprocess.run([node, "--check", str(script)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
 
@@ -48,7 +50,7 @@ def test_node_fixes_are_valid_javascript(stack: str, tmp_path: Path) -> None:
 def test_pgbouncer_fixes_are_valid_ini() -> None:
     for limits in LIMITS:
         ini = configparser.ConfigParser()
-        ini.read_string(python_code(stack_fix("pgbouncer", **limits)))  # type: ignore[arg-type]
+        ini.read_string(code(stack_fix("pgbouncer", **limits), "ini"))  # type: ignore[arg-type]
         assert ini.has_section("pgbouncer")
 
 
@@ -88,7 +90,15 @@ def test_every_stack_has_a_fix_that_ends_its_transactions(stack: str) -> None:
     assert fix.strip()
     assert any(word in fix.lower() for word in ("commit", "rollback", "roll", "transaction", "begin"))
     if stack in ("psycopg", "psycopg2", "sqlalchemy", "asyncpg"):
-        ast.parse(fix.replace("async with", "with").replace("await ", "").replace("...", "None"))
+        python = code(fix, "python")
+        ast.parse(python.replace("async with", "with").replace("await ", "").replace("...", "None"))
+
+
+def test_prisma_fixes_name_the_url_and_the_adapter() -> None:
+    fix = stack_fix("prisma", max_idle_s=60, max_lifetime_s=120, keepalives_idle_s=None)
+    kinds = [kind for kind, _ in fenced_blocks(fix)]
+    assert kinds == ["shell", "javascript"]
+    assert "max_connection_lifetime=120" in code(fix, "shell")
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -94,12 +94,18 @@ def test_a_password_appears_in_no_artifact(
         passfile.chmod(0o600)
         dsn, env = base, {"PGPASSFILE": str(passfile)}
     out = tmp_path / "out"
-    result = run_cli("run", "--dsn", dsn, "--duration", "1", "--interval", "0.5", "--out", str(out), env=env)
+    # Every notebook once (the kernels get the password through the environment); one is enough for
+    # the other forms, which differ only in how the password reaches the playbook.
+    notebooks = "all" if form == "keyword" else "triage"
+    result = run_cli(
+        "run", "--dsn", dsn, "--duration", "1", "--interval", "0.5", "--notebooks", notebooks,
+        "--out", str(out), env=env,
+    )  # fmt: skip
     assert result.returncode in (0, 1, 2), result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert all(nb["status"] == "ok" for nb in summary["notebooks"]), summary["notebooks"]
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert len(files) >= 6
+    assert len(files) >= (12 if form == "keyword" else 4)
     needle = password.encode()
     leaked = [str(p) for p in files if needle in p.read_bytes()]
     assert leaked == []

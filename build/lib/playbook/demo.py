@@ -46,7 +46,15 @@ class Score:
 
 
 def _run_playbook(
-    dsn: str, out: Path, *, duration: float, since: datetime, logs: Sequence[Path], app_logs: Sequence[Path]
+    dsn: str,
+    out: Path,
+    *,
+    duration: float,
+    since: datetime,
+    logs: Sequence[Path],
+    app_logs: Sequence[Path],
+    pgbouncer: str | None = None,
+    pgbouncer_logs: Sequence[Path] = (),
 ) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
@@ -70,6 +78,10 @@ def _run_playbook(
         command += ["--server-log", str(log)]
     for log in app_logs:
         command += ["--app-log", str(log)]
+    if pgbouncer:
+        command += ["--pgbouncer", pgbouncer]
+    for log in pgbouncer_logs:
+        command += ["--pgbouncer-log", str(log)]
     return subprocess.run(command, capture_output=True, text=True, timeout=duration + 300)
 
 
@@ -91,6 +103,8 @@ def score_scenario(name: str, out: Path, labs: Path, duration: float) -> Score:
                 since=since,
                 logs=[running.server_log],
                 app_logs=[running.app_log],
+                pgbouncer=running.pgbouncer.console_dsn() if running.pgbouncer else None,
+                pgbouncer_logs=[running.pgbouncer.log_file] if running.pgbouncer else [],
             )
         if done.returncode == 3 or not (report / "summary.json").exists():
             raise PlaybookError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "run failed")

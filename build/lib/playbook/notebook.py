@@ -34,6 +34,8 @@ def load_or_collect(
     interval: float = 1.0,
     server_log: str | Sequence[str] | None = None,
     app_log: str | Sequence[str] | None = None,
+    pgbouncer: str = "",
+    pgbouncer_log: str | Sequence[str] | None = None,
 ) -> Evidence:
     """Under `playbook run` the evidence is already collected; opened by hand, the notebook collects."""
     if evidence_dir:
@@ -48,6 +50,8 @@ def load_or_collect(
         interval=interval,
         server_logs=_as_list(server_log),
         app_logs=_as_list(app_log),
+        pgbouncer_dsn=pgbouncer or None,
+        pgbouncer_logs=_as_list(pgbouncer_log),
     )
 
 
@@ -133,6 +137,7 @@ def next_step(evidence: Evidence) -> Markdown:
     return Markdown(
         f"**Most likely: `{top['category']}`** ({top['severity']}, confidence "
         f"{float(str(top['confidence'])):.0%}): {top['summary']}\n\n"
+        f"**Closed by:** {top['layer']} ({top['finding']}).\n\n"
         f"Read next: [{target}]({target})"
     )
 
@@ -284,3 +289,40 @@ def idle_survival(dsn: str, idle_s: Sequence[float]) -> pd.DataFrame:
 def setting_seconds(evidence: Evidence, name: str) -> float | None:
     """A time setting in seconds (None when absent or disabled), for drawing it as a limit."""
     return evidence.setting_s(name)
+
+
+def timeout_chain_table(evidence: Evidence) -> pd.DataFrame:
+    """Each layer's idle limit, from the application to the path, with where the value came from."""
+    from playbook.diagnose.chain import timeout_chain
+
+    return pd.DataFrame(
+        [
+            {
+                "layer": v.layer,
+                "setting": v.setting,
+                "seconds": "never" if v.seconds is None else f"{v.seconds:g}",
+                "source": v.source,
+                "note": v.note,
+            }
+            for v in timeout_chain(evidence)
+        ]
+    )
+
+
+def chain_verdict(evidence: Evidence) -> Markdown:
+    """The broken links of the timeout chain, each with the layer that must change and how."""
+    from playbook.diagnose.chain import broken_links
+
+    broken = broken_links(evidence)
+    if not broken:
+        return Markdown(
+            "**The chain holds:** each layer lets go of idle connections before the next one cuts."
+        )
+    lines = [
+        f"- **{b.after.layer} ({b.after.setting}, {b.after.seconds:g} s, {b.after.source})** cuts "
+        f"connections the {b.before.layer} still holds ({b.before.setting}: "
+        f"{'never' if b.before.seconds is None else f'{b.before.seconds:g} s'}, {b.before.source}). "
+        f"Change the **{b.fix_layer}**: {b.fix}."
+        for b in broken
+    ]
+    return Markdown("**The chain is broken:**\n\n" + "\n".join(lines))

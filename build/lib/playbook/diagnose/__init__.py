@@ -57,6 +57,8 @@ def rank_root_causes(findings: list[Finding]) -> list[dict[str, object]]:
             "severity": top.severity.value,
             "confidence": round(top.confidence, 2),
             "summary": top.title,
+            "layer": top.layer,
+            "finding": top.id,
         }
         for _, _, category, top in sorted(ranked, key=lambda r: r[:3])
     ]

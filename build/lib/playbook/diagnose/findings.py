@@ -13,6 +13,13 @@ __all__ = ["CATEGORIES", "POOLER_ID_PREFIX", "Finding", "Severity", "worst_sever
 # Findings about the pooler between application and server (PgBouncer) carry their own prefix,
 # whatever category the close reason belongs to: alerts route on the layer as well as the cause.
 POOLER_ID_PREFIX = "BNC"
+LAYER_OF_CATEGORY: dict[Category, str] = {
+    "leak": "the application (it holds its connections)",
+    "timeout": "the server (one of its timeouts)",
+    "network": "the network path",
+    "pool_config": "the pools against the server's limits",
+    "server": "the server itself (restart, crash or terminate)",
+}
 
 
 class Severity(str, Enum):
@@ -57,6 +64,11 @@ class Finding:
     @property
     def notebook(self) -> NotebookName:
         return NOTEBOOK_OF_CATEGORY[self.category]
+
+    @property
+    def layer(self) -> str:
+        """Which layer ended or refused the sessions: PgBouncer for BNC findings, else the category's."""
+        return "PgBouncer" if self.id.startswith(POOLER_ID_PREFIX + "-") else LAYER_OF_CATEGORY[self.category]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

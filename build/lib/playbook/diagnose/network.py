@@ -15,6 +15,7 @@ from playbook.evidence.views import (
     app_events,
     app_stack,
     first_last,
+    pooler_client_closes,
     refusal,
     server_events,
     server_log_read,
@@ -116,12 +117,15 @@ def find_resets(evidence: Evidence) -> list[Finding]:
 
 
 def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
-    """NET-002: the application logged lost sessions (APP_SESSION_LOST) and the server log holds no
-    server-side ending (SERVER_SIDE_ENDINGS): the path dropped them. Less sure without a server log.
+    """NET-002: the application logged lost sessions (APP_SESSION_LOST), the server log holds no
+    server-side ending (SERVER_SIDE_ENDINGS) and PgBouncer's log no client close the application
+    feels: the path dropped them. Less sure without a server log.
     """
     lost = app_events(evidence, *APP_SESSION_LOST)
     if lost.empty or not server_events(evidence, *SERVER_SIDE_ENDINGS).empty:
         return []
+    if not pooler_client_closes(evidence).empty:
+        return []  # PgBouncer ended them (BNC findings say why): not the path
     log_read = server_log_read(evidence)
     severity = Severity.CRITICAL if len(lost) >= TROUBLE_CRITICAL_COUNT else Severity.WARNING
     evidence_note: dict[str, Any] = {

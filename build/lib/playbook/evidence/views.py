@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from playbook.evidence.frames import ACTIVITY_SAMPLES, APP_LOG_EVENTS, SERVER_LOG_EVENTS
+from playbook.evidence.pgbouncer import LOG_EVENTS_FRAME
 from playbook.evidence.settings import duration_text_seconds, usable_connections
 from playbook.evidence.store import Evidence
 from playbook.evidence.vocab import UNKNOWN_STACK
@@ -25,6 +26,7 @@ __all__ = [
     "first_last",
     "idle_in_transaction_sessions",
     "overrides_of",
+    "pooler_client_closes",
     "refusal",
     "server_events",
     "server_log_read",
@@ -138,6 +140,17 @@ def refusal(evidence: Evidence, *causes: str) -> dict[str, Any] | None:
     if live.get("connected", True) or live.get("cause") not in causes:
         return None
     return dict(live)
+
+
+def pooler_client_closes(evidence: Evidence) -> pd.DataFrame:
+    """Client connections PgBouncer closed or refused for a reason the application feels (its log's
+    C-side closes and pooler errors, never the recycling of unused server connections): from the
+    application's side these are endings as real as the server's own."""
+    events = evidence.frame(LOG_EVENTS_FRAME)
+    if events.empty:
+        return events
+    felt = events["kind"].isin(["close", "pooler_error"]) & (events["side"] == "client")
+    return events[felt & ~events["recycling"].fillna(False).astype(bool)]
 
 
 def server_log_read(evidence: Evidence) -> bool:

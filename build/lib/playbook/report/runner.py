@@ -172,6 +172,8 @@ def run_notebooks(options: RunOptions, work: Path, evidence_dir: Path) -> list[d
         "interval": options.interval,
         "server_log": [str(p) for p in options.server_logs],
         "app_log": [str(p) for p in options.app_logs],
+        "pgbouncer": options.pgbouncer_dsn or "",
+        "pgbouncer_log": [str(p) for p in options.pgbouncer_logs],
         "evidence_dir": str(evidence_dir),
     }
     kernel = kernel_name()

@@ -1,0 +1,210 @@
+"""The timeout chain, end to end: which layer gives up on an idle connection first.
+
+A pooled connection crosses up to four layers, and each may end it when it sits idle:
+
+    client pool (idle / lifetime)  <  pooler (client_idle_timeout; server_idle_timeout)
+        <  server (idle_session_timeout)  <  network path (NAT / load balancer idle cut-off)
+
+The chain holds when each layer lets go before the next one cuts: then the layer that owns the
+connection closes it cleanly and nobody is surprised. A broken link is a layer that cuts a
+connection the layer before it still believes open; the fix goes on the layer that must change
+(usually the one before the cut: let go sooner; sometimes the cutting one: stop cutting).
+Keepalives below the path's cut-off make idle flows look busy to the path, which mends the last
+link whatever the idle times.
+
+Every value says where it came from: "measured" (seen in this window), "configured" (read from
+the server's or the pooler's settings), "default" (the library's or PgBouncer's default, not
+confirmed) or "assumed" (a typical value, e.g. the path's cut-off). Pure functions of evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from playbook.diagnose.timeout import STACK_DEFAULT_IDLE_S
+from playbook.evidence import Evidence
+from playbook.evidence.settings import duration_text_seconds
+from playbook.evidence.views import app_samples, app_stack, overrides_of
+
+Source = Literal["measured", "configured", "default", "assumed"]
+Layer = Literal["client pool", "pooler", "server", "network path"]
+
+# The shortest common silent cut-off on cloud paths (REFERENCE.md: AWS NLB/NAT 350 s, Azure 4 min).
+ASSUMED_PATH_IDLE_S = 240.0
+PGBOUNCER_SERVER_IDLE_DEFAULT_S = 600.0
+
+
+@dataclass(frozen=True)
+class ChainValue:
+    """One layer's idle limit (seconds; None when that layer never cuts) and where it came from."""
+
+    layer: Layer
+    setting: str
+    seconds: float | None
+    source: Source
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """Whether `before` lets go of an idle connection before `after` cuts it."""
+
+    before: ChainValue
+    after: ChainValue
+    holds: bool
+    fix_layer: Layer | None
+    fix: str
+
+
+def has_pooler(evidence: Evidence) -> bool:
+    """PgBouncer is in the path when its console or its log was read, or the app log names it."""
+    return (
+        evidence.collected("pgbouncer_console")
+        or evidence.collected("pgbouncer_log")
+        or app_stack(evidence) == "pgbouncer"
+    )
+
+
+def _pooler_setting(evidence: Evidence, name: str, default: float | None) -> tuple[float | None, Source]:
+    settings = (evidence.snapshot("pgbouncer_config").get("settings")) or {}
+    if name in settings:
+        try:
+            value = float(str(settings[name]).strip() or 0)
+        except ValueError:
+            return default, "default"
+        return (value or None), "configured"
+    return default, "default"
+
+
+def client_hold(evidence: Evidence) -> ChainValue:
+    """How long the application's pool keeps a connection idle: the longest idle age seen in the
+    window when connections were sampled (a floor of the truth), else the stack's default."""
+    samples = app_samples(evidence)
+    idle = samples[samples["state"] == "idle"] if not samples.empty else samples
+    stack = app_stack(evidence)
+    default = STACK_DEFAULT_IDLE_S.get(stack)
+    if not idle.empty:
+        seen = float(idle["state_age_s"].max())
+        note = f"longest idle seen; {stack}'s default idle limit is {default:g} s" if default else ""
+        return ChainValue("client pool", "idle (seen)", round(max(seen, default or 0.0), 1), "measured", note)
+    if default:
+        return ChainValue("client pool", f"{stack} idle limit", default, "default")
+    return ChainValue("client pool", "idle limit", None, "assumed", "unknown stack: no idle limit assumed")
+
+
+def server_idle(evidence: Evidence) -> ChainValue:
+    """idle_session_timeout: the shortest of the server-wide value and any role/database override."""
+    values: list[tuple[float, str]] = []
+    server_wide = evidence.setting_s("idle_session_timeout")
+    if server_wide:
+        values.append((server_wide, "server-wide"))
+    for override in overrides_of(evidence, "idle_session_timeout"):
+        seconds = duration_text_seconds(override["value"])
+        if seconds:
+            values.append((seconds, f"role {override['role'] or '*'} / db {override['database'] or '*'}"))
+    if not values:
+        seen = evidence.setting("idle_session_timeout") is not None
+        return ChainValue("server", "idle_session_timeout", None, "configured" if seen else "default", "off")
+    seconds, scope = min(values)
+    return ChainValue("server", "idle_session_timeout", seconds, "configured", scope)
+
+
+def path_idle(evidence: Evidence) -> ChainValue:
+    """The path's idle cut-off: assumed (the playbook cannot see a NAT's table), with the keepalives
+    in force noted, since they make idle flows look busy to it."""
+    in_force = evidence.settings.get("keepalives_in_force") or {}
+    keepalive = str(in_force.get("tcp_keepalives_idle") or "")
+    note = f"server keepalives start after {keepalive} s" if keepalive and keepalive != "0" else ""
+    return ChainValue(
+        "network path", "NAT / load balancer idle cut-off", ASSUMED_PATH_IDLE_S, "assumed", note
+    )
+
+
+def timeout_chain(evidence: Evidence) -> list[ChainValue]:
+    """The idle limits from the application to the path, in the order a connection crosses them."""
+    chain = [client_hold(evidence)]
+    if has_pooler(evidence):
+        client_idle, source = _pooler_setting(evidence, "client_idle_timeout", None)
+        chain.append(
+            ChainValue("pooler", "client_idle_timeout", client_idle, source, "off" if not client_idle else "")
+        )
+        server_side, source = _pooler_setting(
+            evidence, "server_idle_timeout", PGBOUNCER_SERVER_IDLE_DEFAULT_S
+        )
+        chain.append(ChainValue("pooler", "server_idle_timeout", server_side, source))
+    chain.append(server_idle(evidence))
+    chain.append(path_idle(evidence))
+    return chain
+
+
+def _keepalives_below(evidence: Evidence, seconds: float) -> bool:
+    in_force = evidence.settings.get("keepalives_in_force") or {}
+    try:
+        idle = float(in_force.get("tcp_keepalives_idle") or 0)
+    except ValueError:
+        return False
+    return 0 < idle < seconds
+
+
+def chain_links(evidence: Evidence) -> list[ChainLink]:
+    """Each pair of layers a connection's idle time must respect, and whether it holds.
+
+    Client pool against the first layer that can cut it (the pooler's client_idle_timeout, or the
+    server's idle_session_timeout without a pooler); the pooler's server_idle_timeout against the
+    server's idle_session_timeout; the last holder against the path, mended by keepalives.
+    """
+    chain = timeout_chain(evidence)
+    by = {(v.layer, v.setting): v for v in chain}
+    hold = chain[0]
+    server = next(v for v in chain if v.layer == "server")
+    path = chain[-1]
+    links: list[ChainLink] = []
+
+    def link(before: ChainValue, after: ChainValue, fix_layer: Layer, fix: str) -> None:
+        # A layer that never cuts, or a holder whose limit is unknown, cannot be called broken.
+        holds = after.seconds is None or before.seconds is None or before.seconds < after.seconds
+        links.append(ChainLink(before, after, holds, None if holds else fix_layer, "" if holds else fix))
+
+    if has_pooler(evidence):
+        client_idle = by[("pooler", "client_idle_timeout")]
+        server_side = by[("pooler", "server_idle_timeout")]
+        link(
+            hold,
+            client_idle,
+            "client pool",
+            f"let the client pool retire idle connections before PgBouncer's client_idle_timeout "
+            f"({client_idle.seconds or 0:g} s), or set client_idle_timeout = 0",
+        )
+        link(
+            server_side,
+            server,
+            "pooler",
+            f"server_idle_timeout = {max(1, int((server.seconds or 60) * 0.5))} in pgbouncer.ini, below the "
+            f"server's idle_session_timeout ({server.seconds or 0:g} s)",
+        )
+        last = server_side
+    else:
+        link(
+            hold,
+            server,
+            "client pool",
+            f"keep pooled connections idle less than idle_session_timeout ({server.seconds or 0:g} s), or "
+            "turn it off for the application's role",
+        )
+        last = hold
+    if last.seconds is not None and _keepalives_below(evidence, path.seconds or 0):
+        links.append(ChainLink(last, path, True, None, ""))
+    else:
+        link(
+            last,
+            path,
+            "pooler" if last.layer == "pooler" else "client pool",
+            f"send TCP keepalives below the path's cut-off (about {path.seconds or 0:g} s, assumed): "
+            "keepalives_idle=60 in the DSN, or tcp_keepalives_idle = 60 on the server",
+        )
+    return links
+
+
+def broken_links(evidence: Evidence) -> list[ChainLink]:
+    return [link for link in chain_links(evidence) if not link.holds]
