@@ -51,6 +51,16 @@ def since_or_last(text: str) -> datetime | str:
     return SINCE_LAST if text.strip().lower() == SINCE_LAST else since_time(text)
 
 
+def webhook_url(text: str) -> str:
+    """--notify: an http(s) URL, checked now so a typo is one sentence, not a silent lost alert."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
+    return text
+
+
 def non_negative_days(text: str) -> float:
     try:
         value = float(text)
@@ -136,6 +146,7 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--notify",
+        type=webhook_url,
         metavar="URL",
         help="post a Slack-compatible JSON message to this webhook when the status reaches --fail-on",
     )

@@ -71,13 +71,13 @@ def notify(url: str, summary: Mapping[str, Any], report: str) -> bool:
     """POST the message as JSON; True when the receiver answered 2xx. Never raises: a failure is
     one warning line on stderr."""
     body = json.dumps(slack_message(summary, report)).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "pg-session-playbook"},
-    )
     try:
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "pg-session-playbook"},
+        )
         with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT_S) as response:
             response.read()
             return True

@@ -45,7 +45,11 @@ def aggregates(evidence: Evidence) -> dict[str, Any]:
     """What a trend needs from one run's evidence: peak client connections and the usable limit,
     server log events per category, and pg_stat_database's session counters per database."""
     counts = counts_over_time(evidence.activity_samples, evidence.activity_ticks, ["state"])
-    peak = int(counts.sum(axis=1).max()) if not counts.empty and counts.shape[1] else None
+    sampled = "activity" in (evidence.manifest.get("collected") or [])
+    if not counts.empty and counts.shape[1]:
+        peak: int | None = int(counts.sum(axis=1).max())
+    else:
+        peak = 0 if sampled else None  # sampled and saw no client: 0; not sampled: unknown
     events: dict[str, int] = {}
     server = evidence.server_log_events
     if not server.empty:

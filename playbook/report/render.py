@@ -37,10 +37,13 @@ def _exporter(show_code: bool) -> HTMLExporter:
     )
 
 
-def _readable(notebook: NotebookNode) -> NotebookNode:
+def _readable(notebook: NotebookNode, show_code: bool = False) -> NotebookNode:
     """What a reader needs: warnings a library printed on stderr (with this machine's paths) are
-    left out of the page; the executed .ipynb keeps them."""
+    left out of the page, and with the code hidden so are code cells that show nothing (the
+    parameters, the imports), so the verdict is the first thing on the page. The executed .ipynb
+    keeps everything."""
     notebook = copy.deepcopy(notebook)
+    kept = []
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = [
@@ -48,6 +51,10 @@ def _readable(notebook: NotebookNode) -> NotebookNode:
                 for out in cell.get("outputs", [])
                 if not (out.output_type == "stream" and out.name == "stderr")
             ]
+            if not show_code and not cell.outputs:
+                continue
+        kept.append(cell)
+    notebook.cells = kept
     return notebook
 
 
@@ -62,7 +69,7 @@ def _export(notebook: NotebookNode, show_code: bool, title: str) -> str:
 def notebook_to_html(ipynb: Path, html: Path, *, show_code: bool = False) -> None:
     """One executed notebook as a self-contained page (code cells hidden unless `show_code`)."""
     notebook = nbformat.read(ipynb, as_version=4)
-    html.write_text(_export(_readable(notebook), show_code, ipynb.stem), encoding="utf-8")
+    html.write_text(_export(_readable(notebook, show_code), show_code, ipynb.stem), encoding="utf-8")
 
 
 def _html_cell(markup: str) -> NotebookNode:
@@ -88,7 +95,7 @@ def combined_report(
     contents = "".join(f'<li><a href="#page-{p["name"]}">{p["name"]}</a></li>' for p in pages)
     merged.cells.append(_html_cell(header + (f"<h2>Pages</h2><ul>{contents}</ul>" if pages else "")))
     for page in pages:
-        notebook = _readable(nbformat.read(folder / page["ipynb"], as_version=4))
+        notebook = _readable(nbformat.read(folder / page["ipynb"], as_version=4), show_code)
         merged.cells.append(
             _html_cell(f'<hr><h1 id="page-{page["name"]}" class="pb-page">Page: {page["name"]}</h1>')
         )
