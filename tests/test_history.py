@@ -86,7 +86,7 @@ def test_retention_and_the_trend_page(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "2 run(s) kept, 0 removed" in result.stdout
     page = (history / "index.html").read_text()
-    assert page.count('href="runs/') == 2 and "CRITICAL" in page
+    assert page.count('href="runs/') == 2 and 'class="status critical">critical<' in page
     for folder in (history / "runs").iterdir():
         assert (
             json.loads((folder / "record.json").read_text())["schema"]
