@@ -149,7 +149,7 @@ def runs(lab: LabServer, tmp_path_factory: pytest.TempPathFactory, receiver: Rec
     # Between the runs the server kills a session: no log is read, the counters tell.
     killed_before = sessions_killed(lab)
     victim = psycopg.connect(lab.dsn(APP_ROLE), application_name="victim")
-    with psycopg.connect(lab.dsn()) as admin:
+    with lab.admin() as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'victim'"
         )
