@@ -413,7 +413,8 @@ def timeout_chain_table(evidence: Evidence) -> pd.DataFrame:
 
 
 def chain_verdict(evidence: Evidence) -> Markdown:
-    """The broken links of the timeout chain, each with the layer that must change and how."""
+    """The links of the timeout chain that break, for sure or at risk, each with the layer that
+    must change and how."""
     from playbook.diagnose.chain import broken_links
 
     broken = broken_links(evidence)
@@ -421,11 +422,14 @@ def chain_verdict(evidence: Evidence) -> Markdown:
         return Markdown(
             "**The chain holds:** each layer lets go of idle connections before the next one cuts."
         )
-    lines = [
-        f"- **{b.after.layer} ({b.after.setting}, {b.after.seconds:g} s, {b.after.source})** cuts "
-        f"connections the {b.before.layer} still holds ({b.before.setting}: "
-        f"{'never' if b.before.seconds is None else f'{b.before.seconds:g} s'}, {b.before.source}). "
-        f"Change the **{b.fix_layer}**: {b.fix}."
-        for b in broken
-    ]
-    return Markdown("**The chain is broken:**\n\n" + "\n".join(lines))
+    lines = []
+    for b in broken:
+        held = "never" if b.before.seconds is None else f"{b.before.seconds:g} s"
+        cut = "never" if b.after.seconds is None else f"{b.after.seconds:g} s"
+        status = "**Broken:**" if b.certain else "**At risk** (a default or an assumption: confirm it):"
+        lines.append(
+            f"- {status} the {b.after.layer} ({b.after.setting}, {cut}, {b.after.source}) cuts connections "
+            f"the {b.before.layer} may still hold ({b.before.setting}: {held}, {b.before.source}). "
+            f"Change the **{b.fix_layer}**: {b.fix}."
+        )
+    return Markdown("**The timeout chain:**\n\n" + "\n".join(lines))

@@ -56,6 +56,15 @@ class ChainLink:
     fix_layer: Layer | None
     fix: str
 
+    @property
+    def certain(self) -> bool:
+        """Broken for sure (both values measured or configured), or only at risk (a default or an
+        assumption on either side: what a quiet hour or the real path would confirm)."""
+        return self.before.source in ("measured", "configured") and self.after.source in (
+            "measured",
+            "configured",
+        )
+
 
 def has_pooler(evidence: Evidence) -> bool:
     """PgBouncer is in the path when its console or its log was read, or the app log names it."""
@@ -82,14 +91,18 @@ def client_hold(evidence: Evidence) -> ChainValue:
     window when connections were sampled (a floor of the truth), else the stack's default."""
     samples = app_samples(evidence)
     idle = samples[samples["state"] == "idle"] if not samples.empty else samples
+    seen = float(idle["state_age_s"].max()) if not idle.empty else None
+    seen_note = f"longest idle seen here: {seen:.0f} s" if seen is not None else ""
     stack = app_stack(evidence)
     default = STACK_DEFAULT_IDLE_S.get(stack)
-    if not idle.empty:
-        seen = float(idle["state_age_s"].max())
-        note = f"longest idle seen; {stack}'s default idle limit is {default:g} s" if default else ""
-        return ChainValue("client pool", "idle (seen)", round(max(seen, default or 0.0), 1), "measured", note)
     if default:
-        return ChainValue("client pool", f"{stack} idle limit", default, "default")
+        # A pool keeps its idle connections up to its idle limit (and its minimum ones for good):
+        # the window shows only how long they happened to sit idle so far.
+        return ChainValue(
+            "client pool", f"{stack} idle limit", max(default, seen or 0.0), "default", seen_note
+        )
+    if seen is not None:
+        return ChainValue("client pool", "idle (seen)", round(seen, 1), "measured", "the stack is unknown")
     return ChainValue("client pool", "idle limit", None, "assumed", "unknown stack: no idle limit assumed")
 
 
@@ -196,13 +209,18 @@ def chain_links(evidence: Evidence) -> list[ChainLink]:
     if last.seconds is not None and _keepalives_below(evidence, path.seconds or 0):
         links.append(ChainLink(last, path, True, None, ""))
     else:
-        link(
-            last,
-            path,
-            "pooler" if last.layer == "pooler" else "client pool",
-            f"send TCP keepalives below the path's cut-off (about {path.seconds or 0:g} s, assumed): "
-            "keepalives_idle=60 in the DSN, or tcp_keepalives_idle = 60 on the server",
-        )
+        if last.layer == "pooler":
+            fix = (
+                "let PgBouncer's server connections send keepalives below the path's cut-off (about "
+                f"{path.seconds or 0:g} s, assumed): tcp_keepalive = 1, tcp_keepidle = 60 in pgbouncer.ini, "
+                "or a server_idle_timeout below the cut-off"
+            )
+        else:
+            fix = (
+                f"send TCP keepalives below the path's cut-off (about {path.seconds or 0:g} s, assumed): "
+                "keepalives_idle=60 in the DSN, or tcp_keepalives_idle = 60 on the server"
+            )
+        link(last, path, "pooler" if last.layer == "pooler" else "client pool", fix)
     return links
 
 

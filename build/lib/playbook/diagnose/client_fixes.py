@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from playbook.diagnose.fixes import BlockKind, block, dsn, ini, joined
 from playbook.errors import PlaybookError
 from playbook.evidence.vocab import STACKS as DETECTED_STACKS
 from playbook.evidence.vocab import UNKNOWN_STACK as UNKNOWN
@@ -123,7 +124,7 @@ def stack_fix(
     _check("keepalives_idle_s", keepalives_idle_s)
     keepidle = _secs(keepalives_idle_s) if keepalives_idle_s is not None else None
     snippet = _SNIPPETS[stack](max_idle_s, max_lifetime_s, keepidle)
-    return f"{snippet.rstrip()}\n\n{RETRY_ADVICE[stack]}\n"
+    return joined(snippet, "\n\n", RETRY_ADVICE[stack]) + "\n"
 
 
 def can_enforce(stack: str, *, max_idle_s: float | None, max_lifetime_s: float | None) -> bool:
@@ -187,7 +188,7 @@ TRANSACTION_SCOPE = {
         "    conn.setAutoCommit(false);\n"
         "    try { /* statements */ conn.commit(); } catch (SQLException e) { conn.rollback(); throw e; }\n"
         "}\n"
-        "# and spring.datasource.hikari.leak-detection-threshold=30000 to log who holds connections"
+        "// and spring.datasource.hikari.leak-detection-threshold=30000 logs who holds connections"
     ),
     "pgbouncer": (
         "[pgbouncer]\n"
@@ -201,11 +202,26 @@ TRANSACTION_SCOPE = {
 }
 
 
+TRANSACTION_SCOPE_KIND: dict[str, BlockKind] = {
+    "psycopg": "python",
+    "psycopg2": "python",
+    "sqlalchemy": "python",
+    "asyncpg": "python",
+    "node-postgres": "javascript",
+    "prisma": "javascript",
+    "hikaricp": "java",
+    "pgbouncer": "ini",
+}
+
+
 def transaction_fix(stack: str) -> str:
     """Code for `stack` that always ends its transaction before the connection goes back."""
     if stack not in STACKS:
         raise PlaybookError(f"unknown client stack {stack!r}; expected one of {', '.join(STACKS)}")
-    return TRANSACTION_SCOPE[stack] + "\n"
+    kind = TRANSACTION_SCOPE_KIND.get(stack)
+    if kind is None:
+        return TRANSACTION_SCOPE[stack].replace("# ", "").replace("\n", " ") + "\n"
+    return block(kind, TRANSACTION_SCOPE[stack]).strip() + "\n"
 
 
 def _psycopg(idle: float | None, life: float | None, keepidle: int | None) -> str:
@@ -220,7 +236,7 @@ def _psycopg(idle: float | None, life: float | None, keepidle: int | None) -> st
     args.append("    check=ConnectionPool.check_connection,  # test each connection before lending it")
     args.append("    open=True,")
     body = "\n".join(args)
-    return f"from psycopg_pool import ConnectionPool\n\npool = ConnectionPool(\n{body}\n)"
+    return block("python", f"from psycopg_pool import ConnectionPool\n\npool = ConnectionPool(\n{body}\n)")
 
 
 def _psycopg2(idle: float | None, life: float | None, keepidle: int | None) -> str:
@@ -235,7 +251,7 @@ def _psycopg2(idle: float | None, life: float | None, keepidle: int | None) -> s
             "# psycopg2's own pools have no idle or lifetime limit: reopen a connection unused\n"
             f"# for {_secs(limit)} s or more, or pool through SQLAlchemy with pool_recycle={_secs(limit)}."
         )
-    return "import psycopg2\n\n" + "\n".join(lines)
+    return block("python", "import psycopg2\n\n" + "\n".join(lines))
 
 
 def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None) -> str:
@@ -248,7 +264,7 @@ def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None) ->
         kw = ", ".join(f'"{k}": {v}' for k, v in _keepalive_params(keepidle).items())
         args.append(f"    connect_args={{{kw}}},  # psycopg / psycopg2 (libpq)")
     body = "\n".join(args)
-    return f"from sqlalchemy import create_engine\n\nengine = create_engine(\n{body}\n)"
+    return block("python", f"from sqlalchemy import create_engine\n\nengine = create_engine(\n{body}\n)")
 
 
 def _asyncpg(idle: float | None, life: float | None, keepidle: int | None) -> str:
@@ -266,7 +282,7 @@ def _asyncpg(idle: float | None, life: float | None, keepidle: int | None) -> st
             f"\n# asyncpg does not set TCP keepalives itself: set net.ipv4.tcp_keepalive_time={keepidle}\n"
             "# on the client host, or keep max_inactive_connection_lifetime below the path's idle cut-off."
         )
-    return text
+    return block("python", text)
 
 
 def _node_postgres(idle: float | None, life: float | None, keepidle: int | None) -> str:
@@ -281,13 +297,14 @@ def _node_postgres(idle: float | None, life: float | None, keepidle: int | None)
         opts.append("  keepAlive: true,")
         opts.append(f"  keepAliveInitialDelayMillis: {keepidle * 1000},")
     body = "\n".join(opts)
-    return (
+    return block(
+        "javascript",
         "const { Pool } = require('pg')\n\n"
         f"const pool = new Pool({{\n{body}\n}})\n"
         "pool.on('error', (err) => {\n"
         "  // an idle client lost its connection: the pool drops it; log, do not crash\n"
         "  console.error('idle PostgreSQL client error', err)\n"
-        "})"
+        "})",
     )
 
 
@@ -298,11 +315,14 @@ def _prisma(idle: float | None, life: float | None, keepidle: int | None) -> str
     if life is not None:
         params.append(f"max_connection_lifetime={_secs(life)}")
     query = "&".join(params) if params else "connect_timeout=10"
-    text = (
+    url = block(
+        "shell",
         "# Prisma's own engine pool (Prisma 6 and earlier, no driver adapter): URL parameters\n"
-        f"DATABASE_URL=postgresql://USER@HOST:5432/DB?{query}\n\n"
-        "# With a driver adapter (the default from Prisma 7), the pg Pool's options apply:\n"
-        "// import { PrismaPg } from '@prisma/adapter-pg'\n"
+        f"DATABASE_URL=postgresql://USER@HOST:5432/DB?{query}",
+    )
+    text = (
+        "// With a driver adapter (the default from Prisma 7), the pg Pool's options apply:\n"
+        "import { PrismaPg } from '@prisma/adapter-pg'\n"
     )
     opts = ["connectionString: process.env.DATABASE_URL"]
     if idle is not None:
@@ -311,8 +331,8 @@ def _prisma(idle: float | None, life: float | None, keepidle: int | None) -> str
         opts.append(f"maxLifetimeSeconds: {_secs(life)}")
     if keepidle is not None:
         opts.append(f"keepAlive: true, keepAliveInitialDelayMillis: {keepidle * 1000}")
-    text += f"// const adapter = new PrismaPg({{ {', '.join(opts)} }})"
-    return text
+    text += f"const adapter = new PrismaPg({{ {', '.join(opts)} }})"
+    return url + block("javascript", text)
 
 
 def _hikaricp(idle: float | None, life: float | None, keepidle: int | None) -> str:
@@ -351,11 +371,11 @@ def _hikaricp(idle: float | None, life: float | None, keepidle: int | None) -> s
         notes.append(
             f"# pgJDBC's tcpKeepAlive uses the OS timers: sysctl net.ipv4.tcp_keepalive_time={keepidle}"
         )
-    return "\n".join(lines + notes)
+    return block("properties", "\n".join(lines + notes))
 
 
 def _pgbouncer(idle: float | None, life: float | None, keepidle: int | None) -> str:
-    lines = ["[pgbouncer]"]
+    lines: list[str] = []
     if idle is not None:
         lines.append(f"server_idle_timeout = {_secs(idle)}")
     if life is not None:
@@ -368,20 +388,19 @@ def _pgbouncer(idle: float | None, life: float | None, keepidle: int | None) -> 
             f"tcp_keepintvl = {interval}",
             "tcp_keepcnt = 3",
         ]
-    return "\n".join(lines)
+    return ini(*lines)
 
 
 def _unknown(idle: float | None, life: float | None, keepidle: int | None) -> str:
     lines = []
-    if keepidle is not None:
-        lines.append(f"# libpq-based clients: add to the connection string\n{_dsn_params(keepidle)}")
     if idle is not None:
-        lines.append(f"# close pooled connections unused for {_secs(idle)} s")
+        lines.append(f"close pooled connections unused for {_secs(idle)} s")
     if life is not None:
-        lines.append(f"# replace pooled connections older than {_secs(life)} s")
-    if not lines:
-        lines.append("# validate pooled connections before use (a pre-ping / check query)")
-    return "\n".join(lines)
+        lines.append(f"replace pooled connections older than {_secs(life)} s")
+    prose = f"In the application's pool: {'; '.join(lines)}." if lines else ""
+    if keepidle is not None:
+        prose += " libpq-based clients: add to the connection string" + dsn(_dsn_params(keepidle))
+    return prose
 
 
 _SNIPPETS = {

@@ -14,6 +14,7 @@ info string naming its destination, so a report can label them ("SQL to run", "D
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 BlockKind = Literal["sql", "dsn", "python", "javascript", "java", "properties", "ini", "shell"]
@@ -44,3 +45,11 @@ def joined(*parts: str) -> str:
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text
+
+
+_FENCE = re.compile(r"^```([a-z]+)\n(.*?)\n```$", re.MULTILINE | re.DOTALL)
+
+
+def fenced_blocks(markdown: str) -> list[tuple[str, str]]:
+    """(kind, text) of every fenced block of a recommendation, in order."""
+    return [(kind, text) for kind, text in _FENCE.findall(markdown)]

@@ -7,6 +7,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import transaction_fix
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.fixes import joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
@@ -60,6 +61,8 @@ def find_idle_in_transaction(
     apps = sorted({str(a) or "(no application_name)" for a in stuck["application_name"]})
     severity = Severity.CRITICAL if oldest >= IDLE_IN_TRANSACTION_CRITICAL_S else Severity.WARNING
     timeout_s = max(GUARD_RAIL_MIN_S, int(min(oldest, GUARD_RAIL_MAX_S) // 2))
+    roles = [str(r) for r in stuck["usename"].dropna().unique() if str(r)]
+    role = roles[0] if len(roles) == 1 else "<app_role>"
     return [
         Finding(
             id="LEAK-001",
@@ -74,11 +77,12 @@ def find_idle_in_transaction(
                 "sessions": stuck.head(20).astype({"max_age_s": "float"}).round(1).to_dict("records"),
                 "threshold_s": warning_s,
             },
-            recommendation=(
+            recommendation=joined(
                 "Find the code path that opens a transaction and does not commit or roll back before "
-                "returning the connection (psycopg: use `with pool.connection() as conn:` which commits or "
-                "rolls back on exit). As a guard rail, make the server end such sessions: "
-                f"`ALTER ROLE <app_role> SET idle_in_transaction_session_timeout = '{timeout_s}s';`"
+                "returning the connection; every transaction must end before the connection goes back:\n\n",
+                transaction_fix(app_stack(evidence)),
+                "\n\nAs a guard rail, make the server end such sessions:",
+                sql(f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = '{timeout_s}s'"),
             ),
         )
     ]
@@ -289,19 +293,19 @@ def find_transactions_killed(evidence: Evidence) -> list[Finding]:
                 "applications": top_values(server, "application"),
                 **first_last(server if not server.empty else app),
             },
-            recommendation=(
+            recommendation=joined(
                 "The timeout is doing its job: a code path opens a transaction and then waits (a slow "
                 "external call, an exception path that never rolls back) before committing. Fix that path "
-                "so every transaction ends before the connection goes back to the pool:\n\n"
-                + transaction_fix(app_stack(evidence))
-                + (
-                    f"\nKeep the timeout ({limit_s:g} s) as the guard rail it is: raising it only lets the "
+                "so every transaction ends before the connection goes back to the pool:\n\n",
+                transaction_fix(app_stack(evidence)),
+                (
+                    f"\n\nKeep the timeout ({limit_s:g} s) as the guard rail it is: raising it only lets the "
                     "held transactions block vacuum and locks for longer."
                     if limit_s
-                    else f"\nKeep a timeout as the guard rail (`ALTER ROLE {role} SET "
-                    "idle_in_transaction_session_timeout = '30s';`); raising it only lets the held "
-                    "transactions block vacuum and locks for longer."
-                )
+                    else "\n\nKeep a timeout as the guard rail; raising it only lets the held transactions "
+                    "block vacuum and locks for longer:"
+                    + sql(f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = '30s'")
+                ),
             ),
         )
     ]

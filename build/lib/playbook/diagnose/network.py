@@ -8,6 +8,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.fixes import dsn, joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     APP_SESSION_LOST,
@@ -51,17 +52,24 @@ CONFIDENCE_OWN_SESSION_LOST = 0.5
 
 
 def _keepalive_fix(evidence: Evidence) -> str:
-    return (
-        f"Keep idle flows visibly alive below the path's cut-off (the shortest common one is "
-        f"{SHORTEST_PATH_IDLE_S} s): from the client, add `keepalives=1 "
-        f"keepalives_idle={SAFE_KEEPALIVE_IDLE_S} "
-        "keepalives_interval=10 keepalives_count=3 tcp_user_timeout=30000` to the DSN; on the server, "
-        f"`ALTER SYSTEM SET tcp_keepalives_idle = {SAFE_KEEPALIVE_IDLE_S}; ALTER SYSTEM SET "
-        "tcp_keepalives_interval "
-        "= 10; ALTER SYSTEM SET tcp_keepalives_count = 3; SELECT pg_reload_conf();` and in the pool:\n\n"
-        + stack_fix(
+    return joined(
+        "Keep idle flows visibly alive below the path's cut-off (the shortest common one is "
+        f"{SHORTEST_PATH_IDLE_S} s). From the client, add to the DSN:",
+        dsn(
+            f"keepalives=1 keepalives_idle={SAFE_KEEPALIVE_IDLE_S} keepalives_interval=10 "
+            "keepalives_count=3 tcp_user_timeout=30000"
+        ),
+        "On the server, for every client at once:",
+        sql(
+            f"ALTER SYSTEM SET tcp_keepalives_idle = {SAFE_KEEPALIVE_IDLE_S}",
+            "ALTER SYSTEM SET tcp_keepalives_interval = 10",
+            "ALTER SYSTEM SET tcp_keepalives_count = 3",
+            "SELECT pg_reload_conf()",
+        ),
+        "And in the pool:\n\n",
+        stack_fix(
             app_stack(evidence), max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=SAFE_KEEPALIVE_IDLE_S
-        )
+        ),
     )
 
 
@@ -107,10 +115,10 @@ def find_resets(evidence: Evidence) -> list[Finding]:
                 "users": top_values(resets, "user"),
                 **first_last(resets),
             },
-            recommendation=(
+            recommendation=joined(
                 "Something between the application and the server resets flows (a firewall, NAT, load "
-                "balancer or proxy idle limit). Find the idle limit on the path and keep flows below it. "
-                + _keepalive_fix(evidence)
+                "balancer or proxy idle limit). Find the idle limit on the path and keep flows below it.\n\n",
+                _keepalive_fix(evidence),
             ),
         )
     ]
@@ -145,11 +153,11 @@ def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
                 + ("" if log_read else " (no server log read: pass --server-log to confirm)")
             ),
             evidence=evidence_note,
-            recommendation=(
+            recommendation=joined(
                 "The server log shows no termination, timeout, crash or restart for these sessions, so the "
                 "path dropped them (a NAT or load balancer that forgets idle flows makes the next query hang "
-                "and fail). Check the path's idle timeout and keep flows alive below it. "
-                + _keepalive_fix(evidence)
+                "and fail). Check the path's idle timeout and keep flows alive below it.\n\n",
+                _keepalive_fix(evidence),
             ),
         )
     ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.fixes import ini, joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
@@ -102,12 +104,12 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
                     "usable_connections": usable,
                     **first_last(slots if not slots.empty else app),
                 },
-                recommendation=(
+                recommendation=joined(
                     f"The pools together ask for more than the {usable or 'usable'} slots left after the "
-                    "reserved "
-                    "ones. Add up max_size over every process and keep the sum below that (with headroom for "
-                    "admin, migrations and monitoring), or put PgBouncer in transaction mode in front: "
-                    "`pool_mode = transaction`, `default_pool_size = 20`, `max_client_conn = 1000`."
+                    "reserved ones. Add up max_size over every process and keep the sum below that (with "
+                    "headroom for admin, migrations and monitoring), or put PgBouncer in transaction mode "
+                    "in front:",
+                    ini("pool_mode = transaction", "default_pool_size = 20", "max_client_conn = 1000"),
                 ),
             )
         )
@@ -130,13 +132,28 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
                     ],
                     **first_last(limits),
                 },
-                recommendation=(
-                    "Raise the limit to the sum of the pools of that role or database, or shrink the pools: "
-                    "`ALTER ROLE <role> CONNECTION LIMIT <n>;` / `ALTER DATABASE <db> CONNECTION LIMIT <n>;`"
+                recommendation=joined(
+                    "Raise the limit to the sum of the pools of that role or database, or shrink the pools:",
+                    sql(*_limit_statements(evidence, limits)),
                 ),
             )
         )
     return findings
+
+
+def _limit_statements(evidence: Evidence, limits: pd.DataFrame) -> list[str]:
+    """ALTER … CONNECTION LIMIT for the roles and databases the refusals name, with the real names."""
+    statements = []
+    for role in top_values(limits[limits["event"] == "role_conn_limit"], "user"):
+        if role != "(none)":
+            statements.append(f"ALTER ROLE {role} CONNECTION LIMIT <n>")
+    for database in top_values(limits[limits["event"] == "database_conn_limit"], "database"):
+        if database != "(none)":
+            statements.append(f"ALTER DATABASE {database} CONNECTION LIMIT <n>")
+    return statements or [
+        "ALTER ROLE <role> CONNECTION LIMIT <n>",
+        "ALTER DATABASE <db> CONNECTION LIMIT <n>",
+    ]
 
 
 def little_law_sizes(evidence: Evidence) -> list[dict[str, object]]:

@@ -35,7 +35,9 @@ from typing import Any
 
 import pandas as pd
 
+from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.fixes import ini, joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer import (
     CONFIG_SNAPSHOT,
@@ -43,7 +45,14 @@ from playbook.evidence.pgbouncer import (
     LOG_EVENTS_FRAME,
     REASON_BY_KEY,
 )
-from playbook.evidence.views import APP_SESSION_LOST, app_events, first_last, server_events, top_values
+from playbook.evidence.views import (
+    APP_SESSION_LOST,
+    app_events,
+    app_stack,
+    first_last,
+    server_events,
+    top_values,
+)
 from playbook.evidence.vocab import Category
 
 CONSOLE_DB = "pgbouncer"
@@ -196,20 +205,39 @@ def find_client_idle_timeout(evidence: Evidence) -> list[Finding]:
                 "app_errors": int(len(app)),
                 "app_error_kinds": top_values(app, "kind"),
             },
-            "The application's pool holds connections idle longer than PgBouncer's client_idle_timeout "
-            f"({_seconds_text(limit)}), so the next request on one fails. Make the client pool give "
-            "connections back first, or check them on checkout:\n"
-            f"- psycopg_pool: `ConnectionPool(..., max_idle={idle}, max_lifetime=<below the timeout>, "
-            "check=ConnectionPool.check_connection)` (max_idle never closes the min_size connections: "
-            "the check does)\n"
-            f"- SQLAlchemy: `create_engine(..., pool_pre_ping=True, pool_recycle={idle})`\n"
-            f"- HikariCP: `idleTimeout` and `maxLifetime` below {_seconds_text(limit)}, `keepaliveTime`\n"
-            f"- node-postgres: `new Pool({{ idleTimeoutMillis: {float(idle) * 1000:g} }})`\n"
-            "or let PgBouncer keep idle clients (it costs one socket each, no server connection): "
-            "`client_idle_timeout = 0` in pgbouncer.ini.",
+            _client_idle_fix(evidence, limit, idle),
             0.9 if felt else 0.7,
         )
     ]
+
+
+def _client_idle_fix(evidence: Evidence, limit: float | None, idle: str) -> str:
+    """The client pool's limits below client_idle_timeout for the application's stack, unless that
+    stack cannot go that low: then PgBouncer's setting is what must change, and it goes first."""
+    stack = app_stack(evidence)
+    idle_s = float(idle)
+    life_s = max(idle_s, round((limit or 60) * 0.8, 1))
+    keep_idle_clients = joined(
+        "let PgBouncer keep idle clients (it costs one socket each, no server connection):",
+        ini("client_idle_timeout = 0"),
+    )
+    pool_side = stack_fix(stack, max_idle_s=idle_s, max_lifetime_s=life_s, keepalives_idle_s=None)
+    if not can_enforce(stack, max_idle_s=idle_s, max_lifetime_s=life_s):
+        return joined(
+            f"The application's pool holds connections idle longer than PgBouncer's client_idle_timeout "
+            f"({_seconds_text(limit)}), and {stack} cannot retire them that fast: ",
+            keep_idle_clients,
+            "\n\nWhat the pool can do:\n\n",
+            pool_side,
+        )
+    return joined(
+        "The application's pool holds connections idle longer than PgBouncer's client_idle_timeout "
+        f"({_seconds_text(limit)}), so the next request on one fails. Make the client pool give connections "
+        "back first and check them on checkout:\n\n",
+        pool_side,
+        "\n\nor ",
+        keep_idle_clients,
+    )
 
 
 def _timeout_finding(
@@ -260,8 +288,9 @@ def find_idle_transaction_timeout(evidence: Evidence) -> list[Finding]:
         "({limit})",
         "The timeout is doing its job: the application leaves transactions open between statements "
         "(a slow call mid-transaction, a missing commit). Find that code path (see the leaks notebook) and "
-        "commit or roll back before waiting on anything else. Raise the limit only for a known batch role: "
-        "`idle_transaction_timeout = <seconds>` in pgbouncer.ini ({limit} now).",
+        "commit or roll back before waiting on anything else. Raise the limit ({limit} now) only for a "
+        "known batch workload:" + ini("idle_transaction_timeout = <seconds>"),
+        category="leak",
     )
 
 
@@ -274,9 +303,10 @@ def find_query_timeout(evidence: Evidence) -> list[Finding]:
         "PgBouncer cancelled {n} query(ies) running longer than query_timeout ({limit}) and closed their "
         "connections",
         "query_timeout ends the whole client connection. Keep it above the longest legitimate query, and "
-        "bound queries on the server instead, which keeps the connection: `ALTER ROLE <app_role> SET "
-        "statement_timeout = '30s';` then `query_timeout = 0` (or well above it) in pgbouncer.ini ({limit} "
-        "now).",
+        "bound queries on the server instead, which keeps the connection:"
+        + sql("ALTER ROLE <app_role> SET statement_timeout = '30s'")
+        + "then, in place of {limit} now:"
+        + ini("query_timeout = 0"),
     )
 
 
@@ -302,12 +332,16 @@ def find_query_wait_timeout(evidence: Evidence) -> list[Finding]:
                 "pool_mode": pool_mode(evidence),
                 **_waiting_summary(evidence),
             },
-            "Queries queue in PgBouncer because every server connection of the pool is busy. Give the pool "
-            "more server connections, as far as the server allows: `default_pool_size = <n>` (or "
-            "`pool_size=` on the database line) and `reserve_pool_size = <m>` with `reserve_pool_timeout = 1`"
-            " in pgbouncer.ini; shorten transactions (transaction pooling frees a connection only at commit);"
-            " and keep the application's own pool wait below query_wait_timeout so it fails fast where it is "
-            "measured (psycopg_pool `timeout=`, SQLAlchemy `pool_timeout=`, HikariCP `connectionTimeout`).",
+            joined(
+                "Queries queue in PgBouncer because every server connection of the pool is busy. Give the "
+                "pool more server connections, as far as the server allows (or `pool_size=` on the "
+                "database line):",
+                ini("default_pool_size = <n>", "reserve_pool_size = <m>", "reserve_pool_timeout = 1"),
+                "Shorten transactions (transaction pooling frees a connection only at commit), and keep the "
+                "application's own pool wait below query_wait_timeout so it fails fast where it is "
+                "measured (psycopg_pool `timeout=`, SQLAlchemy `pool_timeout=`, HikariCP "
+                "`connectionTimeout`).",
+            ),
             0.9,
         )
     ]
@@ -321,8 +355,8 @@ def find_transaction_timeout(evidence: Evidence) -> list[Finding]:
         "transaction_timeout",
         "PgBouncer ended {n} transaction(s) open longer than transaction_timeout ({limit}) with their "
         "connections",
-        "Keep transactions short, or raise the limit for the role that needs long ones: "
-        "`transaction_timeout = <seconds>` in pgbouncer.ini ({limit} now; PgBouncer 1.25+).",
+        "Keep transactions short, or raise the limit ({limit} now; PgBouncer 1.25+) where long ones are "
+        "expected:" + ini("transaction_timeout = <seconds>"),
     )
 
 

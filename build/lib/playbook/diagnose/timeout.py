@@ -6,6 +6,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
+from playbook.diagnose.fixes import joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
@@ -75,31 +76,32 @@ def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None, role: s
     if setting == "idle_session_timeout":
         limit = timeout_s or 60.0
         idle, life = _safe_pool_limits(limit)
-        server_side = (
-            f"stop the server from ending pooled sessions for the application's role: "
-            f"`ALTER ROLE {role} SET idle_session_timeout = 0;` (or a value above the pool's own limits)"
+        server_side = joined(
+            "stop the server from ending pooled sessions for the application's role (or set a value "
+            "above the pool's own limits):",
+            sql(f"ALTER ROLE {role} SET idle_session_timeout = 0"),
         )
         pool_side = stack_fix(stack, max_idle_s=idle, max_lifetime_s=life, keepalives_idle_s=None)
         if not can_enforce(stack, max_idle_s=idle, max_lifetime_s=life):
             # The pool cannot retire connections that fast: the server's limit is what must change.
-            return (
+            return joined(
                 f"The server ends sessions idle longer than idle_session_timeout ({limit:g} s), and "
-                f"{stack}'s pool cannot keep its connections younger than that. Change the server side: "
-                + server_side
-                + ".\n\nWhat the pool can do:\n\n"
-                + pool_side
+                f"{stack}'s pool cannot keep its connections younger than that. Change the server side: ",
+                server_side,
+                "\n\nWhat the pool can do:\n\n",
+                pool_side,
             )
-        return (
+        return joined(
             f"The server ends sessions idle longer than idle_session_timeout ({limit:g} s) while the pool "
-            "keeps them. Either keep pooled connections younger than that and check them on checkout:\n\n"
-            + pool_side
-            + "\nor "
-            + server_side
+            "keeps them. Either keep pooled connections younger than that and check them on checkout:\n\n",
+            pool_side,
+            "\n\nor ",
+            server_side,
         )
-    return (
+    return joined(
         "transaction_timeout ends the whole session when a transaction runs longer than the limit. Keep "
-        "transactions short, or raise it for the role that needs long ones: "
-        f"`ALTER ROLE {role} SET transaction_timeout = '10min';`"
+        "transactions short, or raise it for the role that needs long ones:",
+        sql(f"ALTER ROLE {role} SET transaction_timeout = '10min'"),
     )
 
 
@@ -166,10 +168,11 @@ def find_statement_cancels(evidence: Evidence) -> list[Finding]:
                 "app_log_errors": len(app),
                 **first_last(cancels if not cancels.empty else app),
             },
-            recommendation=(
+            recommendation=joined(
                 "These cancel a statement, not the session: they explain failed requests, not closed "
                 "connections. Find the slow statements (pg_stat_statements) or the lock holders, or raise "
-                "the limit for the role that needs it: `ALTER ROLE <role> SET statement_timeout = '30s';`"
+                "the limit for the role that needs it:",
+                sql(f"ALTER ROLE {role_of(cancels, '<role>')} SET statement_timeout = '30s'"),
             ),
         )
     ]
