@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +95,23 @@ def load_or_collect(
 
 
 def _since(value: str | datetime | None) -> datetime | None:
+    """The `since` parameter: ISO-8601 (UTC when it has no zone) or 90s/30m/2h/1d ago, as
+    `playbook run --since` reads it; anything else is one sentence."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return value
-    from playbook.cli import since_time
-
+    text = value.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
     try:
-        return since_time(value)
-    except Exception as exc:  # argparse's error type: a bad parameter is one sentence
-        raise PlaybookError(f"since={value!r}: {exc}") from None
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise PlaybookError(
+            f"since={value!r} is neither a duration like 30m or 2h nor an ISO-8601 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def server_overview(evidence: Evidence) -> pd.DataFrame:

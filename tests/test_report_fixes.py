@@ -31,8 +31,10 @@ def finding(fid: str, recommendation: str, category: str = "network") -> dict[st
 
 def test_each_fence_is_a_labelled_block_with_a_copy_button() -> None:
     text = (
-        "Set the timeout below the path's cut-off.\n\n```sql\nALTER ROLE app SET idle_session_timeout = '5min';\n```\n\n"
-        "```python\npool = ConnectionPool(conninfo, max_idle=240)\n```\n\n```ini\n[pgbouncer]\nserver_idle_timeout = 240\n```"
+        "Set the timeout below the path's cut-off.\n\n"
+        "```sql\nALTER ROLE app SET idle_session_timeout = '5min';\n```\n\n"
+        "```python\npool = ConnectionPool(conninfo, max_idle=240)\n```\n\n"
+        "```ini\n[pgbouncer]\nserver_idle_timeout = 240\n```"
     )
     html = FixRenderer(stack="psycopg").render(text, "TMO-001")
     assert "<p>Set the timeout below the path's cut-off.</p>" in html

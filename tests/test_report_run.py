@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,12 +118,17 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(lab: LabServer, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Runs:
+def runs(
+    lab: LabServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    receiver: Receiver,
+    request: pytest.FixtureRequest,
+) -> Runs:
     base = tmp_path_factory.mktemp("report-run")
     out, out2, history = base / "report", base / "report2", base / "history"
     prometheus = base / "textfile" / "pg_session_playbook.prom"
-    tmp = base / "tmp"
-    tmp.mkdir()
+    # A temp folder of the run's own, short enough for the kernels' Unix socket paths.
+    tmp = Path(tempfile.mkdtemp(prefix="pgpbt-", dir="/tmp"))
     env = {"TMPDIR": str(tmp)}
     # An earlier report with a page the new run will not write: it must not survive the new run.
     out.mkdir()
@@ -171,6 +177,7 @@ def runs(lab: LabServer, tmp_path_factory: pytest.TempPathFactory, receiver: Rec
         env=env,
     )
     history_cli = run_cli("history", str(history), "--keep", "5")
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
     return Runs(base, out, out2, history, prometheus, tmp, first, second, history_cli, receiver)
 
 
@@ -348,8 +355,8 @@ def test_pages_in_a_real_browser(runs: Runs) -> None:
 
 
 def test_ctrl_c_leaves_no_kernel_file_and_the_earlier_report_intact(lab: LabServer, tmp_path: Path) -> None:
-    out, tmp = tmp_path / "report", tmp_path / "tmp"
-    tmp.mkdir()
+    out = tmp_path / "report"
+    tmp = Path(tempfile.mkdtemp(prefix="pgpbt-", dir="/tmp"))
     out.mkdir()
     (out / "summary.json").write_text('{"earlier": true}')
     (out / "index.html").write_text("earlier report")
@@ -381,6 +388,7 @@ def test_ctrl_c_leaves_no_kernel_file_and_the_earlier_report_intact(lab: LabServ
     assert (out / "index.html").read_text() == "earlier report"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     wait_until(lambda: not list(tmp.iterdir()), timeout=20, what="no kernel file left")
+    tmp.rmdir()
 
 
 def test_a_new_out_is_not_created_by_an_interrupted_or_failed_run(tmp_path: Path) -> None:

@@ -55,12 +55,24 @@ def ipc_kernel_manager(directory: str | None = None) -> type:
             kwargs.setdefault("transport", "ipc")
             # IPC socket paths are "<ip>-<n>": a prefix of its own per kernel, or side-by-side kernels
             # pick the same paths and reject each other's messages.
-            name = f"pg-session-playbook-{uuid.uuid4().hex}"
+            name = f"k{uuid.uuid4().hex[:12]}"  # short: a Unix socket path has at most 107 bytes
             kwargs.setdefault("ip", os.path.join(folder, name))
             kwargs.setdefault("connection_file", os.path.join(folder, f"kernel-{name}.json"))
             super().__init__(**kwargs)
 
     return IPCKernelManager
+
+
+SOCKET_DIR_MAX = 70  # room for "/k<12 hex>-<n>" under the 107 bytes of a Unix socket path
+
+
+def kernel_folder() -> str:
+    """A folder of the run's own for its kernels' sockets and connection files, in the temp
+    folder, or in /tmp when the temp folder's path is too long for a Unix socket path."""
+    base = tempfile.gettempdir()
+    if len(base) > SOCKET_DIR_MAX - 20 and os.path.isdir("/tmp"):
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix="pg-session-playbook-kernels-", dir=base)
 
 
 def notebook_dir() -> Path:
@@ -271,7 +283,7 @@ def run(options: RunOptions) -> int:
         check_readable(log)
     target, not_live = live_target(options.target, has_logs=bool(logs))
     work = prepare_out(options.out)
-    kernel_dir = tempfile.mkdtemp(prefix="pg-session-playbook-kernels-")
+    kernel_dir = kernel_folder()
     password = target.password if target is not None else None
     previous_password = os.environ.get("PGPASSWORD")
     try:
