@@ -378,7 +378,9 @@ def gaps_table(evidence: Evidence) -> pd.DataFrame:
     gaps = pd.DataFrame(evidence.gaps)
     for column in ("start", "end"):
         if column in gaps:
-            gaps[column] = [_iso_second(v) if v else "end of window" for v in gaps[column]]
+            gaps[column] = [
+                _iso_second(v) if isinstance(v, str) and v else "end of window" for v in gaps[column]
+            ]
     return gaps
 
 

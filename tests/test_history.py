@@ -7,7 +7,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import run_cli
+from playbook.cli import main
 from playbook.report.history import apply_retention, counter_deltas, last_stop, load_records, record_run
 
 T0 = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
@@ -95,10 +98,14 @@ def test_retention_and_the_trend_page(tmp_path: Path) -> None:
         assert (folder / "report.html").read_text() == "<p>the report</p>"
 
 
-def test_history_and_since_last_refuse_bad_input(tmp_path: Path) -> None:
-    result = run_cli("history", str(tmp_path / "none"))
-    assert result.returncode == 3 and "is not a history folder" in result.stderr
-    result = run_cli("history", str(tmp_path), "--keep", "0")
-    assert result.returncode == 3
-    result = run_cli("run", "--offline", "--server-log", "x.log", "--since", "last")
-    assert result.returncode == 3 and "--since last needs --history DIR" in result.stderr
+def test_history_and_since_last_refuse_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["history", str(tmp_path / "none")]) == 3
+    assert "is not a history folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["history", str(tmp_path), "--keep", "0"])
+    assert exit_info.value.code == 3
+    assert main(["run", "--offline", "--server-log", "x.log", "--since", "last"]) == 3
+    assert "--since last needs --history DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--notify", "hooks.slack.com/x"])
+    assert exit_info.value.code == 3 and "is not an http(s) URL" in capsys.readouterr().err

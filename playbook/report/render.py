@@ -110,6 +110,9 @@ def combined_report(
     text = _export(merged, show_code, title)
     names = "|".join(re.escape(str(p["name"])) for p in pages)
     if names:
+        # Page links become section links; a link to a finding on a page goes to the finding in
+        # the header, which lists every finding.
+        text = re.sub(rf'href="({names})\.html#([^"]+)"', r'href="#\2"', text)
         text = re.sub(rf'href="({names})\.html"', r'href="#page-\1"', text)
     path = folder / "report.html"
     path.write_text(text, encoding="utf-8")

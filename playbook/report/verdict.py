@@ -61,16 +61,14 @@ def verdict_html(
     if causes:
         top = causes[0]
         layer, finding = top.get("layer"), top.get("finding")
+        explained = NOTEBOOK_OF_CATEGORY.get(top["category"])
         if layer:
-            parts.append(
-                f"<p><b>Closed by:</b> {html.escape(str(layer))}"
-                + (
-                    f' (<a href="#finding-{html.escape(str(finding))}">{html.escape(str(finding))}</a>)'
-                    if finding
-                    else ""
-                )
-                + "</p>"
-            )
+            # The finding's anchor is on this page when the page lists it (the index, report.html,
+            # triage, the cause's own page); elsewhere it is on the page that explains the cause.
+            here = this_page in (None, "triage", explained)
+            anchor = f"#finding-{finding}" if here else f"{page_of(str(explained))}#finding-{finding}"
+            link = f' (<a href="{html.escape(anchor)}">{html.escape(str(finding))}</a>)' if finding else ""
+            parts.append(f"<p><b>Closed by:</b> {html.escape(str(layer))}{link}</p>")
         notebook = NOTEBOOK_OF_CATEGORY.get(top["category"])
         if notebook is not None and notebook == this_page:
             parts.append("<p><b>Read next:</b> this page; the findings and fixes follow.</p>")
