@@ -300,8 +300,11 @@ def test_pages_in_a_real_browser(runs: Runs) -> None:
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.exists(), "Debian's chromium is missing: `make install` installs it as root"
-    shots = runs.base / "screenshots"
-    shots.mkdir()
+    # Kept as artifacts: under $PLAYBOOK_TEST_ARTIFACTS when CI sets it, else in the test's tmp
+    # folder (which the suite keeps when a test fails, or always with --basetemp).
+    artifacts = os.environ.get("PLAYBOOK_TEST_ARTIFACTS")
+    shots = (Path(artifacts) if artifacts else runs.base) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
     outside: list[str] = []
     pages = [*sorted(runs.out.glob("*.html")), runs.history / "index.html"]
     with sync_playwright() as playwright:
@@ -350,7 +353,7 @@ def test_pages_in_a_real_browser(runs: Runs) -> None:
     print(f"\nscreenshots: {shots}")
     assert outside == []
     assert errors == []
-    assert len(list(shots.glob("*.png"))) == len(pages)
+    assert all((shots / f"{p.parent.name}-{p.stem}.png").stat().st_size > 10_000 for p in pages)
 
 
 def test_ctrl_c_leaves_no_kernel_file_and_the_earlier_report_intact(lab: LabServer, tmp_path: Path) -> None:

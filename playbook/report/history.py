@@ -237,6 +237,15 @@ CATEGORY_COLORS = {
 }
 
 
+def _time_axis(ax: Any) -> None:
+    """Run times on the x axis, labelled as concisely as the span allows (minutes to months)."""
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
 def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """The three trend figures as data: URIs: status and findings per run, peak connections
     against the usable limit, server log events per category."""
@@ -264,11 +273,11 @@ def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     )
     twin.set_yticks(list(SEVERITY_Y.values()), list(SEVERITY_Y))
     twin.set_ylim(-0.5, 3.5)
+    ax.set_ylim(0, max(3.5, max(len(r.get("findings") or []) for r in records) * 1.15))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
     ax.set_ylabel("findings (bars)")
     ax.set_title("Status (dots) and findings (bars) per run")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    _time_axis(ax)
     ax.set_xlabel("run finished (UTC)")
     fig.tight_layout()
     figures["status"] = _png(fig)
@@ -301,12 +310,12 @@ def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
             0.5, 0.5, "none: no run sampled a live server", ha="center", va="center", transform=ax.transAxes
         )
     else:
-        ax.legend(loc="lower left", fontsize="small")
+        ax.legend(loc="center left", fontsize="small")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.set_ylabel("connections")
     ax.set_title("Peak connections against the usable limit")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    _time_axis(ax)
     ax.set_xlabel("run finished (UTC)")
     fig.tight_layout()
     figures["connections"] = _png(fig)
@@ -337,11 +346,12 @@ def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
             va="center",
             transform=ax.transAxes,
         )
+        ax.tick_params(left=False, labelleft=False)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.set_ylabel("events")
     ax.set_title("Server log events per category, per run")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    _time_axis(ax)
     ax.set_xlabel("run finished (UTC)")
     fig.tight_layout()
     figures["events"] = _png(fig)
