@@ -12,6 +12,12 @@ install: $(VENV)/.installed
 		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq pgbouncer >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }; \
 	else echo "pgbouncer not found: the lab needs it; install your system's pgbouncer package (make install does it as root with apt)"; fi
+	@# The report's browser tests drive Debian's chromium (playwright never downloads a browser here).
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	else echo "chromium not found: the report's browser tests need it; install your system's chromium package (make install does it as root with apt)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

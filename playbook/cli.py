@@ -1,10 +1,11 @@
-"""`playbook …`: run, fleet, lab, demo, logs. Bad input is one sentence on stderr and exit 3."""
+"""`playbook …`: run, history, fleet, lab, demo, logs. Bad input is one sentence on stderr and exit 3."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -41,6 +42,35 @@ def positive_int(text: str) -> int:
     return value
 
 
+SINCE_LAST = "last"
+
+
+def since_or_last(text: str) -> datetime | str:
+    """--since of `playbook run`: a time as `since_time` reads it, or 'last' (where the previous
+    run recorded in --history stopped reading logs)."""
+    return SINCE_LAST if text.strip().lower() == SINCE_LAST else since_time(text)
+
+
+def webhook_url(text: str) -> str:
+    """--notify: an http(s) URL, checked now so a typo is one sentence, not a silent lost alert."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
+    return text
+
+
+def non_negative_days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of days")
+    return value
+
+
 def since_time(text: str) -> datetime:
     """'90s', '30m', '2h', '1d' ago, or an ISO-8601 time (UTC when it has no zone)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -58,6 +88,7 @@ def since_time(text: str) -> datetime:
 COMMAND_HELP = {
     "run": "collect evidence, run the notebooks, write the report",
     "fleet": "one run per database of a TARGETS.yaml, as Dask tasks, and a page over all of them",
+    "history": "the trend of the runs recorded with run --history, and their retention",
     "lab": "the lab: an embedded PostgreSQL that reproduces every cause",
     "logs": "classify server logs on their own: what ended the sessions",
     "demo": "every lab scenario, diagnosed by playbook run, and a scorecard",
@@ -95,9 +126,9 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--since",
-        type=since_time,
-        help="read log events from this time (2h, 30m or ISO-8601; "
-        "default: the start of the sampling window)",
+        type=since_or_last,
+        help="read log events from this time (2h, 30m or ISO-8601; 'last': where the previous run "
+        "in --history stopped; default: the start of the sampling window)",
     )
     run.add_argument("--until", type=since_time, help="read log events up to this time (2h, 30m or ISO-8601)")
     run.add_argument("--app", help="focus the per-application findings on this application_name")
@@ -108,6 +139,32 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--jobs", type=positive_int, default=2, help="notebooks executed side by side (2)")
     run.add_argument("--fail-on", choices=["critical", "warning", "never"], default="warning")
     run.add_argument("--show-code", action="store_true", help="keep the code cells in the HTML pages")
+    run.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="record this run in DIR (summary, report.html, trend aggregates) and redraw DIR/index.html",
+    )
+    run.add_argument(
+        "--notify",
+        type=webhook_url,
+        metavar="URL",
+        help="post a Slack-compatible JSON message to this webhook when the status reaches --fail-on",
+    )
+    run.add_argument(
+        "--prometheus",
+        type=Path,
+        metavar="FILE",
+        help="write node_exporter textfile-collector metrics to FILE (*.prom), replaced atomically",
+    )
+
+
+def add_history_arguments(history: argparse.ArgumentParser) -> None:
+    history.add_argument("dir", type=Path, metavar="DIR", help="the folder given to playbook run --history")
+    history.add_argument("--keep", type=positive_int, metavar="N", help="keep the newest N runs only")
+    history.add_argument(
+        "--keep-days", type=non_negative_days, metavar="D", help="remove runs older than D days"
+    )
 
 
 def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:
@@ -181,6 +238,7 @@ def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
 ADD_ARGUMENTS = {
     "run": add_run_arguments,
     "fleet": add_fleet_arguments,
+    "history": add_history_arguments,
     "lab": add_lab_arguments,
     "logs": add_logs_arguments,
     "demo": add_demo_arguments,
@@ -225,6 +283,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return command_run(args)
     if args.command == "fleet":
         return command_fleet(args)
+    if args.command == "history":
+        return command_history(args)
     if args.command == "lab":
         return command_lab(args)
     if args.command == "logs":
@@ -251,12 +311,15 @@ def time_zone(text: str) -> str:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from playbook.report.runner import RunOptions, run, select_notebooks
+    from playbook.report.runner import RunOptions, report_failure, run, select_notebooks
     from playbook.target import parse_dsn, resolve_target
 
     if args.offline and (args.dsn or args.pgbouncer):
         raise PlaybookError("--offline reads logs only: drop --dsn and --pgbouncer, or drop --offline")
-    if args.since and args.until and args.until <= args.since:
+    since = args.since
+    if since == SINCE_LAST:
+        since = last_stop_of(args.history)
+    if since and args.until and args.until <= since:
         raise PlaybookError("--until must be later than --since")
     if args.pgbouncer:
         parse_dsn(args.pgbouncer)
@@ -269,7 +332,7 @@ def command_run(args: argparse.Namespace) -> int:
         app_logs=args.app_log,
         pgbouncer_dsn=args.pgbouncer,
         pgbouncer_logs=args.pgbouncer_log,
-        since=args.since,
+        since=since,
         until=args.until,
         log_tz=args.log_tz,
         app_tz=args.app_tz,
@@ -279,8 +342,49 @@ def command_run(args: argparse.Namespace) -> int:
         fail_on=args.fail_on,
         show_code=args.show_code,
         progress=sys.stderr.isatty(),
+        history=args.history,
+        notify=args.notify,
+        prometheus=args.prometheus,
     )
-    return run(options)
+    started_at, started = datetime.now(timezone.utc), time.monotonic()
+    try:
+        return run(options)
+    except PlaybookError as exc:
+        report_failure(options, str(exc), started_at=started_at, duration_s=time.monotonic() - started)
+        raise
+
+
+def last_stop_of(history: Path | None) -> datetime | None:
+    """--since last: where the previous run recorded in --history stopped reading logs; the
+    first run of a history reads from the start of its window, and says so."""
+    from playbook.report.history import last_stop
+
+    if history is None:
+        raise PlaybookError("--since last needs --history DIR: that is where the previous run is recorded")
+    stop = last_stop(history)
+    if stop is None:
+        print(
+            f"playbook: no earlier run in {history}: reading logs from the start of the window",
+            file=sys.stderr,
+        )
+    return stop
+
+
+def command_history(args: argparse.Namespace) -> int:
+    from playbook.report.history import apply_retention, load_records, write_history_index
+
+    if not args.dir.is_dir():
+        raise PlaybookError(
+            f"{args.dir} is not a history folder (playbook run --history {args.dir} makes one)"
+        )
+    removed = apply_retention(args.dir, keep=args.keep, keep_days=args.keep_days)
+    try:
+        index = write_history_index(args.dir)
+    except OSError as exc:
+        raise PlaybookError(f"cannot write {args.dir / 'index.html'}: {exc.strerror or exc}") from None
+    kept = len(load_records(args.dir))
+    print(f"history: {index.resolve()} ({kept} run(s) kept, {len(removed)} removed)")
+    return 0
 
 
 def command_fleet(args: argparse.Namespace) -> int:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import HTML, Markdown
 
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all, rank_root_causes
@@ -18,6 +18,38 @@ from playbook.evidence import Evidence
 from playbook.evidence.views import app_samples
 from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
 from playbook.target import resolve_target
+
+# Findings, fixes and log lines are read whole at 3 a.m.: pandas must never cut a cell with "…".
+pd.set_option("display.max_colwidth", None)
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table as a reader wants it: times to the second in UTC (the zone every page states),
+    counts as integers, other numbers to two decimals."""
+    frame = frame.copy()
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            stamps = pd.to_datetime(series, utc=True)
+            frame[column] = stamps.dt.strftime("%Y-%m-%d %H:%M:%S").where(stamps.notna(), "")
+        elif pd.api.types.is_float_dtype(series):
+            values = series.dropna()
+            if not values.empty and (values == values.round()).all():
+                frame[column] = series.round().astype("Int64")
+            else:
+                frame[column] = series.round(2)
+    if isinstance(frame.index, pd.DatetimeIndex):
+        frame.index = pd.to_datetime(frame.index, utc=True).strftime("%Y-%m-%d %H:%M:%S")
+    return frame
+
+
+def _iso_second(text: str | None) -> str:
+    """An ISO-8601 time from the evidence, to the second in UTC."""
+    if not text:
+        return "?"
+    stamp = pd.Timestamp(text)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
@@ -36,8 +68,13 @@ def load_or_collect(
     app_log: str | Sequence[str] | None = None,
     pgbouncer: str = "",
     pgbouncer_log: str | Sequence[str] | None = None,
+    app: str = "",
+    since: str | datetime | None = None,
 ) -> Evidence:
-    """Under `playbook run` the evidence is already collected; opened by hand, the notebook collects."""
+    """Under `playbook run` the evidence is already collected (`evidence_dir`, which already
+    reflects the run's --app and --since); opened by hand, the notebook collects for `duration`
+    seconds. `app` focuses the per-application findings on one application_name; `since` (ISO-8601,
+    or 30m/2h/1d ago) is where log events start counting (default: the start of the window)."""
     if evidence_dir:
         if not Path(evidence_dir, "manifest.json").exists():
             # Never collect silently in its place: the report would not show the run's evidence.
@@ -52,7 +89,29 @@ def load_or_collect(
         app_logs=_as_list(app_log),
         pgbouncer_dsn=pgbouncer or None,
         pgbouncer_logs=_as_list(pgbouncer_log),
+        app=app or None,
+        since=_since(since),
     )
+
+
+def _since(value: str | datetime | None) -> datetime | None:
+    """The `since` parameter: ISO-8601 (UTC when it has no zone) or 90s/30m/2h/1d ago, as
+    `playbook run --since` reads it; anything else is one sentence."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    text = value.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise PlaybookError(
+            f"since={value!r} is neither a duration like 30m or 2h nor an ISO-8601 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def server_overview(evidence: Evidence) -> pd.DataFrame:
@@ -76,7 +135,7 @@ def server_overview(evidence: Evidence) -> pd.DataFrame:
 
     rows = [
         ("server version", server.get("server_version", "?")),
-        ("postmaster started", start or "?"),
+        ("postmaster started", _iso_second(start) if start else "?"),
         ("uptime at snapshot", uptime),
         ("connected as", f"{server.get('role')} (pg_monitor: {server.get('has_pg_monitor')})"),
         ("max_connections", setting("max_connections")),
@@ -102,7 +161,39 @@ def findings(evidence: Evidence, category: str | None = None) -> list[Finding]:
     return [f for f in found if category is None or f.category == category]
 
 
+def summary_of(evidence: Evidence, found: list[Finding] | None = None) -> dict[str, Any]:
+    """What summary.json would say of this evidence (status, root causes, findings, zones), for
+    the verdict a page opens with."""
+    from playbook.report.summary import build_summary
+
+    return build_summary(evidence, diagnose_all(evidence) if found is None else found, [])
+
+
+def verdict(evidence: Evidence, page: str = "triage") -> HTML:
+    """What every page opens with: the status, the most likely cause and the layer that ended the
+    sessions, where to read next (never this page itself), what the times are in, then this
+    page's findings (every finding on triage) with their fixes as labelled blocks to paste."""
+    from playbook.report.fixes import COPY_SCRIPT, STYLE, findings_html
+    from playbook.report.runner import app_stack_of
+    from playbook.report.verdict import verdict_html
+
+    found = diagnose_all(evidence)
+    summary = summary_of(evidence, found)
+    category = next((c for c, nb in NOTEBOOK_OF_CATEGORY.items() if nb == page and page != "triage"), None)
+    mine = [f.to_dict() for f in found if category is None or f.category == category]
+    heading = "Findings and fixes" if page == "triage" else f"Findings and fixes of this page ({category})"
+    empty = "No finding on this page: nothing in this evidence points at this cause."
+    return HTML(
+        f"<style>{STYLE}</style><script>{COPY_SCRIPT}</script>"
+        + verdict_html(summary, this_page=page)
+        + f"<h3>{heading}</h3>"
+        + findings_html(mine, stack=app_stack_of(evidence), heading="h4", empty=empty)
+    )
+
+
 def findings_table(found: list[Finding]) -> pd.DataFrame:
+    """Findings as a table (id, severity, title, fix), never cut: for analysis in a notebook;
+    the pages show the same findings rendered by `verdict`."""
     if not found:
         return pd.DataFrame({"result": ["no finding: nothing in this evidence points at a cause"]})
     return pd.DataFrame(
@@ -114,13 +205,18 @@ def root_causes(evidence: Evidence) -> pd.DataFrame:
     causes = rank_root_causes(diagnose_all(evidence))
     if not causes:
         return pd.DataFrame({"result": ["no root cause: the window looks healthy"]})
-    return pd.DataFrame(causes)
+    frame = pd.DataFrame(causes)
+    frame["confidence"] = [f"{float(c):.0%}" for c in frame["confidence"]]
+    return frame
 
 
 def oldest_idle_in_transaction(evidence: Evidence, top: int = 10) -> pd.DataFrame:
     from playbook.evidence.views import idle_in_transaction_sessions
 
-    return idle_in_transaction_sessions(app_samples(evidence)).head(top)
+    sessions = idle_in_transaction_sessions(app_samples(evidence)).head(top)
+    if sessions.empty:
+        return pd.DataFrame({"result": ["none: no session was idle in transaction"]})
+    return readable(sessions)
 
 
 def next_step(evidence: Evidence) -> Markdown:
@@ -133,12 +229,15 @@ def next_step(evidence: Evidence) -> Markdown:
         )
     top = causes[0]
     notebook = NOTEBOOK_OF_CATEGORY[top["category"]]  # type: ignore[index]
-    target = NOTEBOOK_FILES[notebook]
+    if notebook == "triage":
+        read_next = "the findings on this page (triage explains the server's own causes)"
+    else:
+        read_next = f"[{notebook}.html]({notebook}.html) (notebook `{NOTEBOOK_FILES[notebook]}`)"
     return Markdown(
         f"**Most likely: `{top['category']}`** ({top['severity']}, confidence "
         f"{float(str(top['confidence'])):.0%}): {top['summary']}\n\n"
         f"**Closed by:** {top['layer']} ({top['finding']}).\n\n"
-        f"Read next: [{target}]({target})"
+        f"Read next: {read_next}"
     )
 
 
@@ -159,7 +258,7 @@ def log_events_table(evidence: Evidence, categories: Sequence[str] | None = None
         count=("ts", "size"), first_seen=("ts", "min"), last_seen=("ts", "max")
     )
     table["meaning"] = [meaning(str(event)) for _, event in table.index]
-    return table.sort_values("count", ascending=False)
+    return readable(table.sort_values("count", ascending=False))
 
 
 def app_errors_table(evidence: Evidence) -> pd.DataFrame:
@@ -171,7 +270,7 @@ def app_errors_table(evidence: Evidence) -> pd.DataFrame:
     table = events.groupby(["stack", "kind"]).agg(
         count=("kind", "size"), first_seen=("ts", "min"), last_seen=("ts", "max"), example=("text", "first")
     )
-    return table.sort_values("count", ascending=False)
+    return readable(table.sort_values("count", ascending=False))
 
 
 def settings_table(evidence: Evidence, names: Sequence[str]) -> pd.DataFrame:
@@ -197,7 +296,7 @@ def settings_table(evidence: Evidence, names: Sequence[str]) -> pd.DataFrame:
 def connection_trends(evidence: Evidence) -> pd.DataFrame:
     from playbook.diagnose.leak import connection_trends as trends
 
-    return trends(evidence)
+    return readable(trends(evidence))
 
 
 def pool_sizes(evidence: Evidence) -> pd.DataFrame:
@@ -206,7 +305,7 @@ def pool_sizes(evidence: Evidence) -> pd.DataFrame:
     sizes = little_law_sizes(evidence)
     if not sizes:
         return pd.DataFrame({"result": ["no application connection was sampled in this window"]})
-    return pd.DataFrame(sizes)
+    return readable(pd.DataFrame(sizes))
 
 
 def limits_table(evidence: Evidence) -> pd.DataFrame:
@@ -246,7 +345,7 @@ def latency_table(evidence: Evidence) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame({"result": ["no probe ran"]})
     columns = ["samples", "failures", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
-    return pd.DataFrame(rows).T.reindex(columns=columns)
+    return readable(pd.DataFrame(rows).T.reindex(columns=columns).astype("float64"))
 
 
 def keepalive_table(evidence: Evidence) -> pd.DataFrame:
@@ -276,14 +375,27 @@ def keepalive_table(evidence: Evidence) -> pd.DataFrame:
 def gaps_table(evidence: Evidence) -> pd.DataFrame:
     if not evidence.gaps:
         return pd.DataFrame({"result": ["the playbook's own session was never lost"]})
-    return pd.DataFrame(evidence.gaps)
+    gaps = pd.DataFrame(evidence.gaps)
+    for column in ("start", "end"):
+        if column in gaps:
+            gaps[column] = [
+                _iso_second(v) if isinstance(v, str) and v else "end of window" for v in gaps[column]
+            ]
+    return gaps
 
 
-def idle_survival(dsn: str, idle_s: Sequence[float]) -> pd.DataFrame:
-    """Live: does a connection left idle this long still answer? (Opened by hand only.)"""
+def idle_survival(dsn: str, idle_s: Sequence[float]) -> pd.DataFrame | Markdown:
+    """Live: does a connection left idle this long still answer? (Opened by hand only; with no
+    periods given, says how to ask for them.)"""
     from playbook.probes.keepalive import idle_survival as probe
 
-    return probe(resolve_target(dsn or None).dsn, idle_s=list(idle_s))
+    if not idle_s:
+        return Markdown(
+            "*Not probed in this run.* Opened by hand, set `idle_survival_s` in the parameters cell "
+            "to idle periods around the suspected cut-off (for example `[60, 300, 600]`) and run "
+            "this cell again."
+        )
+    return readable(probe(resolve_target(dsn or None).dsn, idle_s=list(idle_s)))
 
 
 def setting_seconds(evidence: Evidence, name: str) -> float | None:

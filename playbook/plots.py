@@ -10,6 +10,7 @@ import matplotlib.dates as mdates
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
@@ -30,18 +31,84 @@ STATE_COLORS = {
 }
 
 
+LABEL_BOX = {"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
+
+
 def _vertical_limit(ax: Axes, x: float, label: str, *, color: str) -> None:
-    """A limit on the x axis (a threshold, a timeout), labelled at the top of the plot."""
+    """A limit on the x axis (a threshold, a timeout), labelled inside the frame near its top:
+    the axis is widened so the line and its label both fit."""
+    left, right = ax.get_xlim()
+    if x >= right * 0.9:
+        ax.set_xlim(left, x * 1.25 if x > 0 else right)
     ax.axvline(x, color=color, linestyle="--", linewidth=1.5)
-    ax.annotate(label, xy=(x, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize="small")
+    ax.annotate(
+        label,
+        xy=(x, 0.97),
+        xycoords=("data", "axes fraction"),
+        xytext=(-4, 0),
+        textcoords="offset points",
+        ha="right",
+        va="top",
+        fontsize="small",
+        bbox=LABEL_BOX,
+    )
 
 
 def _horizontal_limit(ax: Axes, y: float, label: str, *, color: str) -> None:
-    """A limit on the y axis (the usable connections, a percentile), labelled at the right."""
+    """A limit on the y axis (the usable connections, a percentile), labelled at the right, inside
+    the frame: the axis is raised so the label never sits on the frame."""
+    bottom, top = ax.get_ylim()
+    if y * 1.15 > top:
+        ax.set_ylim(bottom, y * 1.15 if y > 0 else top)
     ax.axhline(y, color=color, linestyle="--", linewidth=1)
     ax.annotate(
-        label, xy=(0.99, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize="small"
+        label,
+        xy=(0.99, y),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 2),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize="small",
+        bbox=LABEL_BOX,
     )
+
+
+def _none(ax: Axes, text: str, *, keep_time_axis: bool = False) -> None:
+    """An axis with nothing to draw says so ("none: …") instead of showing empty ticks;
+    `keep_time_axis` keeps the x ticks when the axis is the bottom of a shared time axis."""
+    ax.text(0.5, 0.5, f"none: {text}", ha="center", va="center", transform=ax.transAxes)
+    # tick_params, not set_xticks([]): a shared time axis keeps its ticks on the other row.
+    ax.tick_params(left=False, labelleft=False)
+    if not keep_time_axis:
+        ax.tick_params(bottom=False, labelbottom=False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _counts_axis(ax: Axes) -> None:
+    """A y axis of counts: integer ticks from zero."""
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+
+
+def _limit_or_note(ax: Axes, usable: int | None, peak: float, label: str) -> None:
+    """The usable-connections limit as a line, or, when the curve is far below it (drawing it
+    would flatten the curve to nothing), as a note inside the frame."""
+    if not usable:
+        return
+    if peak < 0.3 * usable:
+        ax.annotate(
+            f"{label} = {usable} is far above (peak {int(peak)})",
+            xy=(0.99, 0.97),
+            xycoords="axes fraction",
+            ha="right",
+            va="top",
+            fontsize="small",
+            bbox=LABEL_BOX,
+        )
+    else:
+        _horizontal_limit(ax, usable, f"{label} = {usable}", color="black")
 
 
 def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figure:
@@ -50,14 +117,10 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
     if counts.empty or counts.shape[1] == 0:
-        ax.text(
-            0.5,
-            0.5,
-            "no client backends seen in the window",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
+        _none(ax, "no client backend was seen in the window")
+        ax.set_title("Client connections by state (the playbook's own excluded)")
+        fig.tight_layout()
+        return fig
     else:
         order = [s for s in STATE_COLORS if s in counts.columns] + [
             s for s in counts.columns if s not in STATE_COLORS
@@ -72,18 +135,9 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
         ax.legend(loc="upper left", fontsize="small", ncol=3)
     usable = usable_connections(evidence.settings)
     peak = int(counts.sum(axis=1).max()) if not counts.empty and counts.shape[1] else 0
-    if show_limit and usable and peak < 0.3 * usable:
-        # Far below the limit: drawing it would flatten the curve to nothing; say it instead.
-        ax.annotate(
-            f"usable limit {usable} (max_connections − reserved) is far above: peak {peak}",
-            xy=(0.99, 0.97),
-            xycoords="axes fraction",
-            ha="right",
-            va="top",
-            fontsize="small",
-        )
-    elif show_limit and usable:
-        _horizontal_limit(ax, usable, f"max_connections − reserved = {usable}", color="black")
+    _counts_axis(ax)
+    if show_limit:
+        _limit_or_note(ax, usable, peak, "max_connections − reserved")
     for gap in evidence.gaps:
         window = evidence.window
         if gap.get("start"):
@@ -99,7 +153,6 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel("connections")
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-    ax.set_ylim(bottom=0)
     fig.tight_layout()
     return fig
 
@@ -112,10 +165,10 @@ def idle_in_transaction_ages(
     fig = Figure(figsize=(10, max(2.5, 0.35 * len(sessions) + 1.5)))
     ax = fig.subplots()
     if sessions.empty:
-        ax.text(
-            0.5, 0.5, "no session was idle in transaction", ha="center", va="center", transform=ax.transAxes
-        )
-        ax.set_yticks([])
+        _none(ax, "no session was idle in transaction in this window")
+        ax.set_title("Oldest sessions idle in transaction")
+        fig.tight_layout()
+        return fig
     else:
         labels = [
             f"pid {pid} · {app or '?'} · {user}"
@@ -161,26 +214,33 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
                 color=STATE_COLORS.get(state, "#999999"),
             )
         top.legend(loc="upper left", fontsize="small", ncol=3)
-    usable = usable_connections(evidence.settings)
-    if usable and not counts.empty and counts.sum(axis=1).max() > usable * 0.5:
-        top.axhline(usable, color="black", linestyle="--", linewidth=1, label="usable limit")
+        _counts_axis(top)
+        peak = float(counts.sum(axis=1).max())
+        _limit_or_note(top, usable_connections(evidence.settings), peak, "usable limit")
+    else:
+        _none(top, "no client backend was sampled (no live connection)")
     top.set_ylabel("connections")
-    top.set_ylim(bottom=0)
     top.set_title("Connections by state, and what the logs say happened at the same time")
-    rows: list[tuple[str, str, pd.Series]] = []
+    # One row per kind of event: every occurrence of a kind goes on its row.
+    by_label: dict[str, tuple[str, list[pd.Series]]] = {}
+
+    def add(label: str, category: str, stamps: pd.Series) -> None:
+        by_label.setdefault(label, (category, []))[1].append(stamps)
+
     server = evidence.server_log_events
     if not server.empty:
         server = server[server["category"].astype(str) != ""]
         for (category, event), group in server.groupby(["category", "event"], observed=True):
             if categories is None or category in categories:
-                rows.append((f"server: {event}", str(category), pd.to_datetime(group["ts"], utc=True)))
+                add(f"server: {event}", str(category), pd.to_datetime(group["ts"], utc=True))
     app = evidence.app_log_events
     if not app.empty:
         for kind, group in app.dropna(subset=["ts"]).groupby("kind"):
-            rows.append((f"app: {kind}", "app", pd.to_datetime(group["ts"], utc=True)))
-    for gap in evidence.gaps:
-        if gap.get("start"):
-            rows.append(("playbook session lost", "gap", pd.Series([pd.Timestamp(gap["start"])])))
+            add(f"app: {kind}", "app", pd.to_datetime(group["ts"], utc=True))
+    starts = [pd.Timestamp(gap["start"]) for gap in evidence.gaps if gap.get("start")]
+    if starts:
+        add("playbook session lost", "gap", pd.Series(starts))
+    rows = [(label, category, pd.concat(parts)) for label, (category, parts) in by_label.items()]
     if rows:
         for y, (_label, category, stamps) in enumerate(rows):
             bottom.scatter(
@@ -189,19 +249,15 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
         bottom.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize="small")
         bottom.set_ylim(-0.8, len(rows) - 0.2)
     else:
-        bottom.text(
-            0.5,
-            0.5,
+        _none(
+            bottom,
             (
                 "no session-ending event in the logs for this window"
                 if evidence.manifest.get("server_logs") or evidence.manifest.get("app_logs")
                 else "no log was read: pass --server-log / --app-log (or server_log / app_log here)"
             ),
-            ha="center",
-            va="center",
-            transform=bottom.transAxes,
+            keep_time_axis=True,
         )
-        bottom.set_yticks([])
     if evidence.window:
         top.set_xlim(*evidence.window)
     _format_time_axis(bottom)
@@ -214,15 +270,29 @@ def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure:
     counts = counts_over_time(app_samples(evidence), evidence.activity_ticks, ["application_name"])
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
-    if counts.empty or not counts.shape[1]:
-        ax.text(0.5, 0.5, "no client backends seen", ha="center", va="center", transform=ax.transAxes)
-    else:
-        for app in counts.sum().sort_values(ascending=False).index[:top_n]:
-            ax.step(counts.index, counts[app], where="post", label=str(app) or "(no application_name)")
-        ax.legend(loc="upper left", fontsize="small")
     ax.set_title("Connections per application (the playbook's own excluded)")
+    if counts.empty or not counts.shape[1]:
+        _none(ax, "no client backend was seen in the window")
+        fig.tight_layout()
+        return fig
+    for app in counts.sum().sort_values(ascending=False).index[:top_n]:
+        ax.step(counts.index, counts[app], where="post", label=str(app) or "(no application_name)")
+    ax.legend(loc="upper left", fontsize="small")
     ax.set_ylabel("connections")
-    ax.set_ylim(bottom=0)
+    _counts_axis(ax)
+    peak = float(counts.max().max())
+    # A leak climbs towards a limit: the role's CONNECTION LIMIT when one is set, else the server's.
+    role_limits = [
+        (r["role"], int(r["conn_limit"]))
+        for r in evidence.settings.get("role_limits") or []
+        if r.get("conn_limit", -1) not in (-1, None)
+    ]
+    for role, limit in role_limits:
+        if limit >= 0.3 * max(peak, 1) and limit <= 3 * max(peak, 1):
+            _horizontal_limit(ax, limit, f"CONNECTION LIMIT of role {role} = {limit}", color="#e34a33")
+    usable = usable_connections(evidence.settings)
+    if usable:  # always the line here: where a climbing line ends is the point of this chart
+        _horizontal_limit(ax, usable, f"max_connections − reserved = {usable}", color="black")
     _format_time_axis(ax)
     fig.tight_layout()
     return fig
@@ -235,10 +305,13 @@ def idle_age_histogram(evidence: Evidence, *, limit_s: float | None = None, limi
     fig = Figure(figsize=(10, 3.8))
     ax = fig.subplots()
     if idle.empty:
-        ax.text(0.5, 0.5, "no idle connection was seen", ha="center", va="center", transform=ax.transAxes)
-    else:
-        longest = idle.groupby(["pid", "backend_start"])["state_age_s"].max()
-        ax.hist(longest, bins=30, color=STATE_COLORS["idle"], edgecolor="white")
+        _none(ax, "no idle pooled connection was seen in the window")
+        ax.set_title("Longest idle time of each pooled connection seen in the window")
+        fig.tight_layout()
+        return fig
+    longest = idle.groupby(["pid", "backend_start"])["state_age_s"].max()
+    ax.hist(longest, bins=30, color=STATE_COLORS["idle"], edgecolor="white")
+    _counts_axis(ax)
     if limit_s:
         _vertical_limit(ax, limit_s, f"{limit_label or 'limit'} = {limit_s:g} s", color="#e34a33")
     ax.set_title("Longest idle time of each pooled connection seen in the window")
@@ -262,14 +335,16 @@ def connect_latency(evidence: Evidence) -> Figure:
             int((~frame["ok"]).sum()) if "ok" in frame else int(frame.get("error", pd.Series()).notna().sum())
         )
         if values.empty:
-            ax.text(0.5, 0.5, "no successful probe", ha="center", va="center", transform=ax.transAxes)
+            _none(ax, "no successful probe")
         else:
             ax.plot(range(1, len(values) + 1), values.to_numpy(), marker="o", linestyle="-", color="#3182bd")
             p95 = float(values.quantile(0.95))
             _horizontal_limit(ax, p95, f"p95 {p95:.2f} ms", color="#e34a33")
         ax.set_title(f"{title}\n{failures} failure(s)", fontsize="medium")
-        ax.set_xlabel("attempt")
-        ax.set_ylabel("milliseconds")
-        ax.set_ylim(bottom=0)
+        if not values.empty:
+            ax.set_xlabel("attempt")
+            ax.set_ylabel("milliseconds")
+            ax.set_ylim(bottom=0)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig

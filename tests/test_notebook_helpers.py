@@ -88,7 +88,24 @@ def test_findings_table_says_when_there_is_none() -> None:
 
 def test_next_step_points_at_the_notebook_of_the_top_cause() -> None:
     text = notebook.next_step(Evidence.load(RECORDED / "idle_session_timeout")).data
-    assert "timeout" in text and "02_timeouts.ipynb" in text
+    assert "timeout" in text and "[timeouts.html](timeouts.html)" in text
+    server = notebook.next_step(Evidence.load(RECORDED / "server_restart")).data
+    assert "triage.html" not in server and "this page" in server
+
+
+def test_figures_have_integer_count_ticks_one_row_per_event_kind_and_say_none() -> None:
+    restart = Evidence.load(RECORDED / "server_restart")
+    timeline = plots.incident_timeline(restart)
+    labels = [t.get_text() for t in timeline.axes[1].get_yticklabels()]
+    assert len(labels) == len(set(labels)) and "playbook session lost" in labels
+    assert all(float(t).is_integer() for t in timeline.axes[0].get_yticks())
+    empty = plots.idle_in_transaction_ages(restart)
+    assert any(t.get_text().startswith("none:") for t in empty.axes[0].texts)
+    leak = plots.connections_by_application(Evidence.load(RECORDED / "leak"))
+    assert any("max_connections" in t.get_text() for t in leak.axes[0].texts)  # the limit line's label
+    assert all(float(t).is_integer() for t in leak.axes[0].get_yticks())
+    for figure in (timeline, empty, leak):
+        plt.close(figure)
 
 
 def test_a_missing_evidence_folder_is_refused(tmp_path: Path) -> None:

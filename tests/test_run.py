@@ -59,7 +59,7 @@ def test_run_finds_a_leak_and_writes_the_whole_report(lab: LabServer, tmp_path: 
     manifest = json.loads((out / "evidence" / "manifest.json").read_text())
     assert manifest["gaps"] == [] and manifest["privileges"]["has_pg_monitor"] is True
     assert (out / "evidence" / "activity_samples.parquet").exists()
-    assert not list(out.glob(".partial-*"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left
     # The executed notebooks point at the published evidence, not at the private work folder.
     assert str(out.resolve() / "evidence") in (out / "triage.ipynb").read_text()
 
@@ -139,6 +139,7 @@ def test_a_second_run_replaces_the_first_and_leaves_no_work_folder(lab: LabServe
     assert sorted(p.name for p in out.iterdir()) == [
         "evidence",
         "index.html",
+        "report.html",
         "summary.json",
         "triage.html",
         "triage.ipynb",

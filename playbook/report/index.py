@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
+
+from playbook.report.fixes import COPY_SCRIPT, STYLE, findings_html
+from playbook.report.verdict import verdict_html, verdict_line
+
+__all__ = ["report_header", "verdict_line", "write_index"]
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("playbook.report", "templates"),
@@ -15,23 +21,40 @@ _env = jinja2.Environment(
 )
 
 
-def verdict_line(summary: dict[str, Any]) -> str:
-    status = summary["status"]
-    causes = summary.get("root_causes") or []
-    if status == "error":
-        return "ERROR: no notebook could run, so nothing was diagnosed"
-    if not causes:
-        return "OK: no cause of closed sessions found in this window"
-    top = causes[0]
-    return f"{status.upper()}: most likely {top['category']} — {top['summary']}"
+def _second(value: Any) -> str:
+    """An ISO-8601 time to the second, as the pages show times ("2026-01-01 03:04:05")."""
+    text = str(value or "")
+    return text[:19].replace("T", " ") if text[:4].isdigit() else text
 
 
-def write_index(folder: Path, summary: dict[str, Any], manifest: Mapping[str, Any]) -> Path:
-    pages = {nb["name"]: nb["html"] for nb in summary["notebooks"] if nb.get("html")}
+_env.filters["second"] = _second
+
+
+def pages_of(summary: Mapping[str, Any]) -> dict[str, str]:
+    """Notebook name -> its published page, for the notebooks that have one."""
+    return {nb["name"]: nb["html"] for nb in summary["notebooks"] if nb.get("html")}
+
+
+def report_header(summary: Mapping[str, Any], *, stack: str | None = None) -> str:
+    """The top of index.html and report.html: the verdict, what happened between runs, and every
+    finding with its fix (HTML)."""
+    return _env.get_template("header.html.j2").render(
+        summary=summary,
+        verdict=Markup(verdict_html(summary, pages=pages_of(summary))),
+        findings=Markup(findings_html(summary["findings"], stack=stack, pages=pages_of(summary))),
+    )
+
+
+def write_index(
+    folder: Path, summary: dict[str, Any], manifest: Mapping[str, Any], *, stack: str | None = None
+) -> Path:
     html = _env.get_template("index.html.j2").render(
         summary=summary,
         verdict=verdict_line(summary),
-        pages=pages,
+        header=Markup(report_header(summary, stack=stack)),
+        style=Markup(STYLE),
+        script=Markup(COPY_SCRIPT),
+        has_report=(folder / "report.html").exists(),
         gaps=manifest.get("gaps", []),
         unavailable=manifest.get("unavailable", []),
     )

@@ -1,7 +1,10 @@
-"""`playbook run`: check, collect once, execute the notebooks, render, summarise.
+"""`playbook run`: check, collect once, execute the notebooks, render, summarise, publish.
 
-Everything is written into a private folder inside --out and moved into place only at the end,
-so an interrupted or failed run never leaves a half-written report that passes for a real one.
+Everything is written into a private folder beside --out and swapped in for --out only at the end:
+an interrupted or failed run never leaves a half-written report, an earlier report stays intact
+until the new one is complete, and no page of an earlier run survives beside a new one. The
+kernels' IPC sockets and connection files live in a folder of the run's own, removed whatever
+happens (Ctrl-C included).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,8 +31,8 @@ from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError, TargetRefused
 from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
-from playbook.report.index import verdict_line, write_index
-from playbook.report.render import notebook_to_html
+from playbook.report.index import report_header, verdict_line, write_index
+from playbook.report.render import combined_report, notebook_to_html
 from playbook.report.summary import build_summary, exit_code, validate
 from playbook.target import Target
 
@@ -38,21 +41,38 @@ KERNEL_NAME = "pg-session-playbook"
 NOTEBOOK_TIMEOUT_S = 900  # a cell that hangs longer than this fails its notebook, not the whole run
 
 
-def ipc_kernel_manager() -> type:
-    """Kernels talk over Unix sockets, not TCP: outputs describe a database and stay on this host."""
+def ipc_kernel_manager(directory: str | None = None) -> type:
+    """Kernels talk over Unix sockets, not TCP: outputs describe a database and stay on this host.
+
+    Sockets and connection files go into `directory` (default: the temp folder), so that the run
+    that owns the directory removes them all even when a kernel was never shut down (Ctrl-C)."""
     from jupyter_client.manager import KernelManager
+
+    folder = directory or tempfile.gettempdir()
 
     class IPCKernelManager(KernelManager):
         def __init__(self, **kwargs: Any) -> None:
             kwargs.setdefault("transport", "ipc")
             # IPC socket paths are "<ip>-<n>": a prefix of its own per kernel, or side-by-side kernels
             # pick the same paths and reject each other's messages.
-            kwargs.setdefault(
-                "ip", os.path.join(tempfile.gettempdir(), f"pg-session-playbook-{uuid.uuid4().hex}")
-            )
+            name = f"k{uuid.uuid4().hex[:12]}"  # short: a Unix socket path has at most 107 bytes
+            kwargs.setdefault("ip", os.path.join(folder, name))
+            kwargs.setdefault("connection_file", os.path.join(folder, f"kernel-{name}.json"))
             super().__init__(**kwargs)
 
     return IPCKernelManager
+
+
+SOCKET_DIR_MAX = 70  # room for "/k<12 hex>-<n>" under the 107 bytes of a Unix socket path
+
+
+def kernel_folder() -> str:
+    """A folder of the run's own for its kernels' sockets and connection files, in the temp
+    folder, or in /tmp when the temp folder's path is too long for a Unix socket path."""
+    base = tempfile.gettempdir()
+    if len(base) > SOCKET_DIR_MAX - 20 and os.path.isdir("/tmp"):
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix="pg-session-playbook-kernels-", dir=base)
 
 
 def notebook_dir() -> Path:
@@ -118,19 +138,42 @@ class RunOptions:
     fail_on: str = "warning"
     show_code: bool = False
     progress: bool = True
+    history: Path | None = None  # record the run there (--history)
+    notify: str | None = None  # Slack-compatible webhook, posted when the status reaches fail_on
+    prometheus: Path | None = None  # node_exporter textfile-collector file, replaced atomically
+
+
+REPORT_MARKERS = ("summary.json", "index.html")
+
+
+def check_out(out: Path) -> None:
+    """--out is replaced whole by each run, so it must be new, empty or an earlier report: a folder
+    of other files is bad input, never deleted."""
+    if out.exists() and not out.is_dir():
+        raise PlaybookError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in REPORT_MARKERS):
+        raise PlaybookError(
+            f"--out {out} holds files that are not a playbook report; a run replaces --out whole, "
+            "so give a new or empty folder"
+        )
 
 
 def prepare_out(out: Path) -> Path:
-    """The private folder the run writes into; an --out that cannot be written is bad input."""
+    """The private folder the run writes into, hidden beside --out (same file system, so the
+    finished report is renamed into place); an --out that cannot be written is bad input."""
+    check_out(out)
+    final = out.resolve()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
         # Absolute: the kernels run inside this folder, so a relative path would point elsewhere.
-        return Path(tempfile.mkdtemp(prefix=".partial-", dir=out)).resolve()
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent)).resolve()
     except OSError as exc:
         raise PlaybookError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
 
 
-def execute_notebook(name: str, work: str, parameters: dict[str, Any], kernel: str) -> dict[str, Any]:
+def execute_notebook(
+    name: str, work: str, parameters: dict[str, Any], kernel: str, kernel_dir: str | None = None
+) -> dict[str, Any]:
     """Run one notebook with papermill; a failure is recorded in the result, not raised."""
     import papermill
 
@@ -148,7 +191,7 @@ def execute_notebook(name: str, work: str, parameters: dict[str, Any], kernel: s
             progress_bar=False,
             log_output=False,
             execution_timeout=NOTEBOOK_TIMEOUT_S,
-            kernel_manager_class=ipc_kernel_manager(),
+            kernel_manager_class=ipc_kernel_manager(kernel_dir),
         )
     except papermill.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"[:500]
@@ -164,7 +207,9 @@ def execute_notebook(name: str, work: str, parameters: dict[str, Any], kernel: s
     }
 
 
-def run_notebooks(options: RunOptions, work: Path, evidence_dir: Path) -> list[dict[str, Any]]:
+def run_notebooks(
+    options: RunOptions, work: Path, evidence_dir: Path, kernel_dir: str | None = None
+) -> list[dict[str, Any]]:
     parameters = {
         # Never the password: that reaches the kernel via PGPASSWORD. Offline, the kernels only read.
         "dsn": options.target.public_dsn if options.target is not None else "",
@@ -175,9 +220,11 @@ def run_notebooks(options: RunOptions, work: Path, evidence_dir: Path) -> list[d
         "pgbouncer": options.pgbouncer_dsn or "",
         "pgbouncer_log": [str(p) for p in options.pgbouncer_logs],
         "evidence_dir": str(evidence_dir),
+        "app": options.app or "",
+        "since": options.since.isoformat() if options.since else "",
     }
     kernel = kernel_name()
-    args = [(name, str(work), parameters, kernel) for name in options.notebooks]
+    args = [(name, str(work), parameters, kernel, kernel_dir) for name in options.notebooks]
     results: list[dict[str, Any]] = []
     with console.status(f"executing {len(args)} notebook(s)…") if options.progress else nullcontext():
         if options.jobs <= 1 or len(args) == 1:
@@ -201,29 +248,42 @@ def render_pages(work: Path, results: list[dict[str, Any]], show_code: bool) -> 
 
 
 def publish(work: Path, out: Path) -> None:
-    """Move the finished report from the private folder into --out, replacing an older report."""
-    for item in work.iterdir():
-        destination = out / item.name
-        if destination.is_dir() and not destination.is_symlink():
-            shutil.rmtree(destination)
-        os.replace(item, destination)
-    work.rmdir()
+    """Swap the finished report in for --out: the earlier report is renamed aside, the new one
+    renamed into place, then the earlier one removed; nothing of an earlier run is left beside
+    the new report, and a failed rename puts the earlier report back."""
+    final = out.resolve()
+    if not final.exists():
+        os.replace(work, final)
+        return
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(final, old)
+    try:
+        os.replace(work, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run(options: RunOptions) -> int:
     """One playbook run: check the input, collect the evidence once, diagnose it, execute the
-    notebooks on that evidence, render the pages and publish the report into `options.out`.
+    notebooks on that evidence, render the pages and report.html, and publish the report into
+    `options.out`; then record it in --history, write --prometheus and post --notify.
 
     Bad input raises PlaybookError before anything is collected. The report is written into a
     private folder and replaces --out only when complete, so a failed or interrupted run never
-    leaves a half-written report. Returns the exit code (0 ok, 1 warning, 2 critical, 3 error,
-    as moved by --fail-on).
+    leaves a half-written report nor an empty --out. A history, metrics or notification that
+    cannot be written is a warning on stderr: the report is out. Returns the exit code (0 ok,
+    1 warning, 2 critical, 3 error, as moved by --fail-on).
     """
+    started_at = datetime.now(timezone.utc)
+    started = time.monotonic()
     logs = [*options.server_logs, *options.app_logs, *options.pgbouncer_logs]
     for log in logs:
         check_readable(log)
     target, not_live = live_target(options.target, has_logs=bool(logs))
     work = prepare_out(options.out)
+    kernel_dir = kernel_folder()
     password = target.password if target is not None else None
     previous_password = os.environ.get("PGPASSWORD")
     try:
@@ -248,18 +308,31 @@ def run(options: RunOptions) -> int:
         evidence_dir = work / "evidence"
         evidence.save(evidence_dir)
         findings = diagnose_all(evidence)
-        notebooks = run_notebooks(options, work, evidence_dir)
+        notebooks = run_notebooks(options, work, evidence_dir, kernel_dir)
         _rewrite_evidence_paths(work, evidence_dir, options.out.resolve() / "evidence")
         render_pages(work, notebooks, options.show_code)
         summary = build_summary(evidence, findings, notebooks)
+        aggregated = _aggregates(evidence)
+        if options.history is not None:
+            summary["between_runs"] = _between_runs(options.history, aggregated)
         validate(summary)
         (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        write_index(work, summary, evidence.manifest)
+        stack = app_stack_of(evidence)
+        pages = [nb for nb in notebooks if nb.get("html")]
+        combined_report(
+            work,
+            report_header(summary, stack=stack),
+            pages,
+            title=f"pg-session-playbook · {verdict_line(summary)}",
+            show_code=options.show_code,
+        )
+        write_index(work, summary, evidence.manifest, stack=stack)
         publish(work, options.out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
+        shutil.rmtree(kernel_dir, ignore_errors=True)
         if password:
             if previous_password is None:
                 os.environ.pop("PGPASSWORD", None)
@@ -268,7 +341,129 @@ def run(options: RunOptions) -> int:
     index = (options.out / "index.html").resolve()
     print(f"report: {index}")
     print(f"verdict: {verdict_line(summary)}")
+    finished_at = datetime.now(timezone.utc)
+    after_publish(
+        options,
+        summary,
+        aggregated,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=time.monotonic() - started,
+        logs_until=_logs_until(evidence),
+    )
     return exit_code(summary["status"], options.fail_on)
+
+
+def app_stack_of(evidence: Any) -> str | None:
+    """The client stack the application log revealed (labels pool code in the fixes)."""
+    summary = evidence.snapshots.get("app_log_summary") or {}
+    stack = summary.get("primary_stack")
+    return str(stack) if stack else None
+
+
+def _aggregates(evidence: Any) -> dict[str, Any]:
+    from playbook.report.history import aggregates
+
+    return aggregates(evidence)
+
+
+def _between_runs(history: Path, aggregated: dict[str, Any]) -> dict[str, Any] | None:
+    from playbook.report.history import counter_deltas, load_records
+
+    records = load_records(history) if history.is_dir() else []
+    return counter_deltas(
+        records[-1] if records else None, aggregated.get("database_stats") or [], datetime.now(timezone.utc)
+    )
+
+
+def _logs_until(evidence: Any) -> datetime | None:
+    """Where this run stopped reading logs: --until, else the end of its window."""
+    until = evidence.manifest.get("logs_until") or (evidence.manifest.get("window") or {}).get("end")
+    return datetime.fromisoformat(until) if until else None
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    print(f"playbook: warning: {what} failed: {exc}; the report is written", file=sys.stderr)
+
+
+def after_publish(
+    options: RunOptions,
+    summary: dict[str, Any],
+    aggregated: dict[str, Any],
+    *,
+    started_at: datetime,
+    finished_at: datetime,
+    duration_s: float,
+    logs_until: datetime | None,
+) -> None:
+    """--history, --prometheus, --notify for a finished run (or, with an "error" summary, for a
+    run that could not diagnose). Each failure is a warning, never a failed run."""
+    report = options.out.resolve() / "report.html"
+    if options.history is not None:
+        from playbook.report.history import record_run, write_history_index
+
+        try:
+            record_run(
+                options.history,
+                summary=summary,
+                aggregated=aggregated,
+                report=report if report.exists() else None,
+                started_at=started_at,
+                finished_at=finished_at,
+                logs_until=logs_until,
+            )
+            write_history_index(options.history)
+        except (OSError, PlaybookError) as exc:
+            _warn(f"--history {options.history}", exc)
+    if options.prometheus is not None:
+        from playbook.report.alerts import write_prometheus
+
+        try:
+            write_prometheus(
+                options.prometheus,
+                summary,
+                finished_at=finished_at.timestamp(),
+                duration_s=duration_s,
+                peak_connections=aggregated.get("peak_connections"),
+                usable_connections=aggregated.get("usable_connections"),
+            )
+        except OSError as exc:
+            _warn(f"--prometheus {options.prometheus}", exc)
+    if options.notify:
+        from playbook.report.alerts import notify, reaches
+
+        if reaches(summary["status"], options.fail_on):
+            where = str(report if report.exists() else options.out.resolve())
+            notify(options.notify, summary, where)
+
+
+def report_failure(options: RunOptions, error: str, *, started_at: datetime, duration_s: float) -> None:
+    """A run that could not diagnose (bad input, no connection) still tells --prometheus and
+    --notify: a scheduled run that silently stops is the blind spot they exist for."""
+    if options.prometheus is None and not options.notify:
+        return
+    summary: dict[str, Any] = {
+        "status": "error",
+        "target": {"dsn": options.target.public_dsn if options.target is not None else "(offline)"},
+        "error": error,
+        "root_causes": [],
+        "findings": [],
+    }
+    after_publish(
+        RunOptions(
+            target=options.target,
+            out=options.out,
+            notify=options.notify,
+            prometheus=options.prometheus,
+            fail_on=options.fail_on,
+        ),
+        summary,
+        {},
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc),
+        duration_s=duration_s,
+        logs_until=None,
+    )
 
 
 def live_target(target: Target | None, *, has_logs: bool) -> tuple[Target | None, dict[str, Any] | None]:

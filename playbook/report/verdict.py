@@ -1,0 +1,97 @@
+"""The verdict every page opens with: the status, the most likely cause, the layer that ended the
+sessions, where to read next, and what the times on the page are in.
+
+Built from a summary (summary.json's content, or the same built from a notebook's own evidence),
+so the index, report.html and every notebook page say the same thing in the same words.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+from playbook.evidence.vocab import NOTEBOOK_OF_CATEGORY
+
+TIMES_NOTE = "Times are UTC, to the second."
+
+
+def verdict_line(summary: Mapping[str, Any]) -> str:
+    """One line for a terminal, a chat message or a page title."""
+    status = summary["status"]
+    causes = summary.get("root_causes") or []
+    if status == "error":
+        if summary.get("error"):
+            return f"ERROR: not diagnosed: {summary['error']}"
+        return "ERROR: no notebook could run, so nothing was diagnosed"
+    if not causes:
+        return "OK: no cause of closed sessions found in this window"
+    top = causes[0]
+    return f"{status.upper()}: most likely {top['category']} — {top['summary']}"
+
+
+def page_of(notebook: str) -> str:
+    """The published page of a notebook (network -> network.html)."""
+    return f"{notebook}.html"
+
+
+def zones_note(summary: Mapping[str, Any]) -> str:
+    """What the times on a page are in, and which zone each log's clock was read in."""
+    zones = summary.get("zones") or {}
+    read = "; ".join(f"{what.replace('_', ' ')} read in {zone}" for what, zone in zones.items())
+    return f"{TIMES_NOTE} {read}." if read else TIMES_NOTE
+
+
+def verdict_html(
+    summary: Mapping[str, Any],
+    *,
+    this_page: str | None = None,
+    pages: Mapping[str, str] | None = None,
+) -> str:
+    """The verdict block. `this_page` is the notebook the block opens (None on the index and
+    report.html); `pages` maps notebook names to the pages that exist (default: every notebook's
+    `<name>.html`). "Read next" never points at the page it is on: a cause explained here (a
+    server cause on triage) says so instead."""
+    status = str(summary["status"])
+    causes = summary.get("root_causes") or []
+    parts = [
+        f'<div class="pb-verdict {html.escape(status)}">',
+        f'<div class="pb-headline">{html.escape(verdict_line(summary))}</div>',
+    ]
+    if causes:
+        top = causes[0]
+        layer, finding = top.get("layer"), top.get("finding")
+        explained = NOTEBOOK_OF_CATEGORY.get(top["category"])
+        if layer:
+            # The finding's anchor is on this page when the page lists it (the index, report.html,
+            # triage, the cause's own page); elsewhere it is on the page that explains the cause.
+            here = this_page in (None, "triage", explained)
+            anchor = f"#finding-{finding}" if here else f"{page_of(str(explained))}#finding-{finding}"
+            link = f' (<a href="{html.escape(anchor)}">{html.escape(str(finding))}</a>)' if finding else ""
+            parts.append(f"<p><b>Closed by:</b> {html.escape(str(layer))}{link}</p>")
+        notebook = NOTEBOOK_OF_CATEGORY.get(top["category"])
+        if notebook is not None and notebook == this_page:
+            parts.append("<p><b>Read next:</b> this page; the findings and fixes follow.</p>")
+        elif notebook is not None:
+            page = (pages or {}).get(notebook, page_of(notebook)) if pages is not None else page_of(notebook)
+            if pages is None or notebook in pages:
+                parts.append(
+                    f'<p><b>Read next:</b> <a href="{html.escape(page)}">{html.escape(page)}</a></p>'
+                )
+        if len(causes) > 1:
+            others = ", ".join(f"{c['category']} ({c['severity']})" for c in causes[1:])
+            parts.append(f"<p><b>Also:</b> {html.escape(others)}</p>")
+    elif status == "ok":
+        parts.append(
+            "<p>If sessions still close, widen the window (<code>--duration</code>, <code>--since</code>)"
+            " and pass the server and application logs.</p>"
+        )
+    target = summary.get("target") or {}
+    if target.get("live") is False:
+        parts.append(
+            f"<p><b>No live evidence:</b> {html.escape(str(target.get('not_live_reason') or 'offline'))}."
+            " Diagnosed from the logs alone.</p>"
+        )
+    parts.append(f'<p class="pb-zones">{html.escape(zones_note(summary))}</p>')
+    parts.append("</div>")
+    return "\n".join(parts)
