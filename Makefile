@@ -40,7 +40,8 @@ typecheck: install
 	$(BIN)/mypy
 
 test: install lint typecheck
-	$(BIN)/pytest
+	# Both cores: most tests wait on servers and kernels; a test module stays on one worker.
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python bench/run_overhead.py
