@@ -311,13 +311,14 @@ def time_zone(text: str) -> str:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    # Flags that contradict each other are said before anything heavy loads.
+    if args.offline and (args.dsn or args.pgbouncer):
+        raise PlaybookError("--offline reads logs only: drop --dsn and --pgbouncer, or drop --offline")
+    if args.offline and not (args.server_log or args.app_log or args.pgbouncer_log):
+        raise PlaybookError("--offline diagnoses from logs: give --server-log, --app-log or --pgbouncer-log")
     from playbook.report.runner import RunOptions, report_failure, run, select_notebooks
     from playbook.target import parse_dsn, resolve_target
 
-    if args.offline and not (args.server_log or args.app_log or args.pgbouncer_log):
-        raise PlaybookError("--offline diagnoses from logs: give --server-log, --app-log or --pgbouncer-log")
-    if args.offline and (args.dsn or args.pgbouncer):
-        raise PlaybookError("--offline reads logs only: drop --dsn and --pgbouncer, or drop --offline")
     since = args.since
     if since == SINCE_LAST:
         since = last_stop_of(args.history)

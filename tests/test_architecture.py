@@ -115,7 +115,7 @@ def test_the_installed_wheel_runs_every_notebook(lab: LabServer, tmp_path: Path)
         "pool_config",
     ]
     assert all(nb["status"] == "ok" for nb in summary["notebooks"]), summary["notebooks"]
-    assert len(list(out.glob("*.html"))) == 6  # five pages and the index
+    assert len(list(out.glob("*.html"))) == 7  # five pages, the index and report.html
 
 
 def test_a_run_with_no_notebook_to_execute_is_not_ok(lab: LabServer, tmp_path: Path) -> None:
