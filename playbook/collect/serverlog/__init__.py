@@ -123,6 +123,7 @@ def read_server_logs(
     progress: bool = False,
     log_tz: Zone | None = None,
     jobs: int = 1,
+    frames: bool = True,
 ) -> ServerLogEvidence:
     """Read PostgreSQL server logs and classify what ended sessions.
 
@@ -132,13 +133,18 @@ def read_server_logs(
     log_timezone): printed abbreviations are read through it; without it only numeric offsets
     and UTC/GMT are exact, and anything else is read with an assumption the summary's
     "warnings" and "zones_assumed" state. `since`/`until` (naive: UTC) bound the events and
-    sessions kept. `jobs` > 1 parses blocks in that many processes. Memory stays flat: the
-    frames keep the latest rows per event (see state.EVENT_ROWS_PER_KIND) while the summary
-    counts everything. Bad input raises PlaybookError with one sentence.
+    sessions kept. `jobs` > 1 parses blocks in that many processes; the result is the same.
+    The summary counts everything. The events frame holds every event that can explain a lost
+    session; of the session lines (connection received / authorized, disconnection) it keeps
+    the latest state.SESSION_LINE_ROWS per event, and the sessions frame the latest
+    state.SESSION_ROWS (what was left out: the summary's "frame_rows_left_out"). With
+    `frames=False` both frames are empty and memory stays flat whatever the log's size (the
+    summary is the same; "frame_rows_left_out" is null). Bad input raises PlaybookError with
+    one sentence.
     """
     planned, detected, prefix = plan_files([Path(p) for p in paths], fmt, prefix)
     spec = StderrSpec(prefix or "") if detected == "stderr" else None
-    state = SessionState(as_utc(since), as_utc(until))
+    state = SessionState(as_utc(since), as_utc(until), frames)
     zones_assumed: dict[str, Any] = {}
     warnings: list[str] = []
     total = sum(p.size for p in planned)

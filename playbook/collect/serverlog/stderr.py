@@ -310,9 +310,9 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             "database": Coded(db_c, db_v),
             "application": Coded(app_c, app_v),
             "host": Coded(host_c, host_v or [""]),
+            "message": Coded.texts(message),
+            "detail": Coded.texts(detail),
         },
-        message=message,
-        detail=detail,
     )
     if drop.any():
         rows = rows.take(np.flatnonzero(~drop))

@@ -188,9 +188,9 @@ def _rows(columns: dict[str, pa.Array], valid: np.ndarray, clock: Clock, lines: 
             "database": Coded.of([database[i] for i in pick]),
             "application": Coded.of([application[i] for i in pick]),
             "host": Coded.of([host[i] for i in pick]),
+            "message": Coded.texts([message[i] for i in pick]),
+            "detail": Coded.texts([detail[i] for i in pick]),
         },
-        message=[message[i] for i in pick],
-        detail=[detail[i] for i in pick],
     )
     rows.lines, rows.entries, rows.bytes_read = lines, entries, size
     return rows
