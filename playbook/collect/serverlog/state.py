@@ -59,7 +59,12 @@ class Vocab:
         self.values: list[str] = [""]
 
     def remap(self, coded: Coded) -> np.ndarray:
-        table = np.fromiter((self.code(v) for v in coded.values), dtype=np.int32, count=len(coded.values))
+        """Global codes of a block's coded column (new values get the next codes)."""
+        get = self.index.get
+        found = [get(v, -1) for v in coded.values]
+        if -1 in found:
+            found = [self.code(v) for v in coded.values]
+        table = np.array(found, dtype=np.int32)
         return table[coded.codes] if len(coded.codes) else np.zeros(0, dtype=np.int32)
 
     def code(self, value: str) -> int:
@@ -146,10 +151,12 @@ class _Carry:
             out[name] = values
         return out
 
-    def update(self, pids: np.ndarray, new: dict[str, np.ndarray]) -> None:
+    def update(
+        self, pids: np.ndarray, new: dict[str, np.ndarray], was_open: np.ndarray | None = None
+    ) -> None:
         """Replace the rows of `pids` (sorted, unique) with `new`; logins newly left open are
         numbered after every earlier one, in pid order."""
-        was_open = self.lookup(pids)["open_has"]
+        was_open = was_open if was_open is not None else self.lookup(pids)["open_has"]
         fresh = new["open_has"] & ~was_open
         new["open_seq"] = np.where(fresh, self.next_seq + np.cumsum(fresh) - 1, new["open_seq"])
         self.next_seq += int(fresh.sum())
@@ -232,7 +239,11 @@ class SessionState:
         self.count: Counter[int] = Counter()
         self.first: dict[int, int] = {}
         self.last: dict[int, int] = {}
-        self.who: dict[str, Counter[tuple[int, int]]] = {name: Counter() for name in _WHO}
+        # (keys, counts, first seen) per block, merged now and then; ties in the summary's
+        # rankings keep the order names were first seen in
+        self.who_parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+            name: [] for name in _WHO
+        }
         self.timeline: Counter[tuple[int, str]] = Counter()
         self.durations: list[np.ndarray] = []
         self.sessions = 0
@@ -414,7 +425,7 @@ class SessionState:
         new["cause_has"] = carry["cause_has"] | has_c
         new["cause_ts"] = np.where(has_c, T[lcc], carry["cause_ts"])
         new["cause_event"] = np.where(has_c, E[lcc], carry["cause_event"])
-        self.carry.update(P[group_start], new)
+        self.carry.update(P[group_start], new, carry["open_has"])
         if self.carry.count("cause_has") > 10_000 or self.carry.count("recv_has") > 100_000:
             newest = int(ts.max())
             self.carry.prune_causes(newest - _CAUSE_MS)
@@ -459,10 +470,11 @@ class SessionState:
         width = np.int64(1 << 32)
         for name in _WHO:
             key = event.astype(np.int64) * width + codes[name][index]
+            parts = self.who_parts[name]
             uniq, cnt = np.unique(key, return_counts=True)
-            counter = self.who[name]
-            for k, c in zip(uniq.tolist(), cnt.tolist(), strict=True):
-                counter[(k >> 32, k & 0xFFFFFFFF)] += c
+            parts.append((uniq, cnt, np.full(len(uniq), self.seq, dtype=np.int64)))
+            if len(parts) >= 32:  # bounded by the distinct (event, name) pairs
+                parts[:] = [_merge_counts(parts)]
         # the timeline: categories per minute, plus logins and disconnections
         minute = np.where(valid, t // 60_000, -1)
         cat = category[index]
@@ -655,9 +667,35 @@ class SessionState:
         frame = frame.sort_values("start", kind="stable").reset_index(drop=True)
         return frame[SESSION_COLUMNS]
 
+    def who(self) -> dict[str, dict[tuple[int, int], int]]:
+        """Per name column: count of rows per (event code, name code)."""
+        out: dict[str, dict[tuple[int, int], int]] = {}
+        for name, parts in self.who_parts.items():
+            empty = np.zeros(0, np.int64)
+            keys, counts, first = _merge_counts(parts) if parts else (empty, empty, empty)
+            order = np.lexsort((keys, first))
+            keys, counts = keys[order], counts[order]
+            out[name] = {
+                (k >> 32, k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist(), strict=True)
+            }
+        return out
+
     def events_dropped(self) -> dict[str, int]:
         values = self.vocab["event"].values
         return {values[code]: c.dropped for code, c in self.event_chunks.items() if c.dropped}
+
+
+def _merge_counts(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts per distinct key, summed, with the earliest "first seen" of each."""
+    keys = np.concatenate([p[0] for p in parts])
+    counts = np.concatenate([p[1] for p in parts])
+    seen = np.concatenate([p[2] for p in parts])
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    first = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, inverse, seen)
+    return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64), first
 
 
 def _strings(codes: np.ndarray, values: list[str]) -> Any:

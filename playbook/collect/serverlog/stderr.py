@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -69,10 +70,17 @@ class StderrSpec:
     prefix: str
     lenient: PrefixRegex = field(init=False)
     fast: FastPrefix = field(init=False)
+    head: _Head | None = field(init=False)
+    names_on_session_lines: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.lenient = compile_prefix(self.prefix)
         self.fast = fast_prefix(self.prefix)
+        self.head = _head_of(self.prefix)
+        names = {name for _, group in self.fast.passes for name in group}
+        # session lines carry user, database (and host) in their message; only these prefix
+        # fields are theirs alone
+        self.names_on_session_lines = bool(names & {"application", "host", "host_port", "sqlstate"})
 
     def __getstate__(self) -> dict[str, str]:
         return {"prefix": self.prefix}
@@ -80,6 +88,92 @@ class StderrSpec:
     def __setstate__(self, state: dict[str, str]) -> None:
         self.prefix = state["prefix"]
         self.__post_init__()
+
+
+@dataclass(frozen=True)
+class _Head:
+    """A prefix that starts with %m or %t, then a literal that starts with a space, then %p
+    ('%m [%p] ...', '%t [%p-%l] ...'): time, zone and pid are read with numpy at fixed places,
+    no regex."""
+
+    millis: bool  # %m: '.mmm' after the seconds
+    between: bytes  # the literal between the zone name and the pid
+
+
+def _head_of(prefix: str) -> _Head | None:
+    for esc, millis in (("%m", True), ("%t", False)):
+        if not prefix.startswith(esc):
+            continue
+        rest = prefix[len(esc) :]
+        at = rest.find("%p")
+        between = rest[:at] if at > 0 else ""
+        if between.startswith(" ") and len(between) <= 8 and "%" not in between:
+            return _Head(millis, between.encode())
+    return None
+
+
+def _fast_head(
+    arr: np.ndarray, starts: np.ndarray, limits: np.ndarray, head: _Head
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes], np.ndarray]:
+    """(ok, naive ms since the epoch, zone codes, zone names, pid) of the entries starting at
+    `starts` whose level begins at `limits`; rows not ok are left to the regexes. One gather
+    per byte place: no window matrix."""
+    k = len(starts)
+    last = len(arr) - 1
+
+    def byte(offset: np.ndarray | int) -> np.ndarray:
+        return arr[np.minimum(starts + offset, last)].astype(np.int64)
+
+    ok = np.ones(k, dtype=bool)
+
+    def num(*places: int) -> np.ndarray:
+        nonlocal ok
+        out = np.zeros(k, dtype=np.int64)
+        for place in places:
+            d = byte(place) - 48
+            ok &= (d >= 0) & (d <= 9)
+            out = out * 10 + d
+        return out
+
+    # 'YYYY-MM-DD HH:MM:SS' (then '.mmm' for %m)
+    year, month, day = num(0, 1, 2, 3), num(5, 6), num(8, 9)
+    hour, minute, second = num(11, 12), num(14, 15), num(17, 18)
+    millis = num(20, 21, 22) if head.millis else np.zeros(k, dtype=np.int64)
+    for place, sep in ((4, 45), (7, 45), (10, 32), (13, 58), (16, 58)) + (((19, 46),) if head.millis else ()):
+        ok &= byte(place) == sep
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & (hour < 24) & (minute < 60)
+    ok &= second < 60
+    months = (np.where(ok, year, 1970) - 1970) * 12 + np.where(ok, month, 1) - 1
+    days = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) + day - 1
+    ms = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1000 + millis
+    # a space, the zone name (1 to 8 bytes, as one integer), the literal, the pid's digits
+    tz_at = 24 if head.millis else 20
+    ok &= byte(tz_at - 1) == 32
+    tz_len = np.full(k, -1, dtype=np.int64)
+    key = np.zeros(k, dtype=np.uint64)
+    for j in range(9):
+        b = byte(tz_at + j)
+        ends_here = (tz_len < 0) & (b == 32)
+        tz_len[ends_here] = j
+        if j < 8:
+            key |= np.where(tz_len < 0, b, 0).astype(np.uint64) << np.uint64(8 * j)
+    ok &= tz_len >= 1
+    lit_at = tz_at + np.maximum(tz_len, 0)
+    for j, lit in enumerate(head.between):
+        ok &= byte(lit_at + j) == lit
+    pid_at = lit_at + len(head.between)
+    pid = np.zeros(k, dtype=np.int64)
+    pid_len = np.zeros(k, dtype=np.int64)
+    going = np.ones(k, dtype=bool)
+    for j in range(10):
+        d = byte(pid_at + j) - 48
+        going &= (d >= 0) & (d <= 9)
+        pid = np.where(going, pid * 10 + d, pid)
+        pid_len += going
+    ok &= (pid_len >= 1) & ~going & (starts + pid_at + pid_len <= limits)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    names = [int(u).to_bytes(8, "little").rstrip(b"\0") for u in uniq.tolist()]
+    return ok, ms, inverse.astype(np.int32), names, pid
 
 
 _classified: dict[tuple[bytes, int, bytes], tuple[str | None, str]] = {}
@@ -195,27 +289,62 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     kind[candidate] = EVENT
     keep = np.flatnonzero(kind > 0)
 
-    # Prefix fields of the kept entries only.
-    fields, ok = _prefix_fields(entries.take(pa.array(keep)), buf, starts[keep], ends[keep], spec)
-    keep, sel = keep[ok], np.flatnonzero(ok)
-    k = len(keep)
-    fields = {name: (col.take(pa.array(sel)) if col is not None else None) for name, col in fields.items()}
+    # Prefix fields of the kept entries: time, zone and pid with numpy where the prefix allows
+    # it (spec.head), the names with RE2 on the entries whose names the frames use.
     kinds = kind[keep]
-    if "ts" in fields and fields["ts"] is not None:
-        naive = _arr(pc.cast(fields["ts"].cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
-        ts = clock.to_utc(naive, _coded(fields["tz"], k))
+    k = len(keep)
+    fast_ok = np.zeros(k, dtype=bool)
+    if spec.head is not None and k:
+        fast_ok, fast_ms, tz_codes, tz_names, fast_pid = _fast_head(arr, starts[keep], at[keep], spec.head)
+    need = ~fast_ok
+    if not spec.names_on_session_lines:
+        need |= (kinds == EVENT) | (kinds == RECV)
+    else:
+        need[:] = True
+    need_at = np.flatnonzero(need)
+    sub_fields, sub_ok = _prefix_fields(
+        entries.take(pa.array(keep[need_at])), buf, starts[keep[need_at]], ends[keep[need_at]], spec
+    )
+    ok = fast_ok.copy()
+    ok[need_at] = sub_ok
+    # every regex column at full length (null where the regex did not run)
+    scatter = np.full(k, -1, dtype=np.int64)
+    scatter[need_at] = np.arange(len(need_at))
+    index = pa.array(scatter, mask=scatter < 0)
+    fields = {name: (col.take(index) if col is not None else None) for name, col in sub_fields.items()}
+    sel = np.flatnonzero(ok)
+    keep = keep[sel]
+    k = len(keep)
+    take_sel = pa.array(sel)
+    fields = {name: (col.take(take_sel) if col is not None else None) for name, col in fields.items()}
+    kinds = kinds[sel]
+    fast = fast_ok[sel]
+    if spec.head is not None or fields.get("ts") is not None:
+        if fields.get("ts") is not None:
+            naive = _arr(pc.cast(fields["ts"].cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
+            zones = _coded(fields["tz"], k)
+        else:
+            naive = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
+            zones = Coded.constant("", k)
+        if spec.head is not None and fast.any():
+            naive[fast] = fast_ms[sel][fast].astype("datetime64[ms]")
+            codes = zones.codes.copy()
+            codes[fast] = tz_codes[sel][fast] + len(zones.values)
+            zones = Coded(codes, zones.values + [clean_name(n) for n in tz_names])
+        ts = clock.to_utc(naive, zones)
     elif "epoch" in fields and fields["epoch"] is not None:
         ts = epoch_to_utc(_arr(pc.cast(fields["epoch"].cast(pa.string()), pa.float64())))
     else:
         ts = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
     pid_col = fields.get("pid")
     pid = (
-        _arr(pc.cast(pid_col.cast(pa.string()), pa.int64()).fill_null(0))
+        _arr(pc.cast(pid_col.cast(pa.string()), pa.int64()).fill_null(0)).copy()
         if pid_col is not None
         else np.zeros(k, dtype=np.int64)
     )
+    if spec.head is not None and fast.any():
+        pid[fast] = fast_pid[sel][fast]
     sqlstate_col = fields.get("sqlstate")
-    states = sqlstate_col.to_pylist() if sqlstate_col is not None else None
     user = _coded(fields.get("user"), k)
     database = _coded(fields.get("database"), k)
     application = _coded(fields.get("application"), k)
@@ -226,42 +355,58 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     msg_start = (at[keep] + 3).tolist()
     msg_end = ends[keep].tolist()
     levels = level[keep]
-    event = [""] * k
-    message = [""] * k
+    event = Coded.constant("", k)
+    message = Coded.constant("", k)
     detail = [""] * k
     session_s = np.full(k, np.nan)
     drop = np.zeros(k, dtype=bool)
     user_v, db_v, app_v, host_v = (list(c.values) for c in (user, database, application, host))
     user_c, db_c, app_c, host_c = (c.codes.copy() for c in (user, database, application, host))
+    ev_codes, ev_values = event.codes.copy(), list(event.values)
+    msg_codes, msg_values = message.codes.copy(), list(message.values)
 
     def put(codes: np.ndarray, values: list[str], rows_: np.ndarray, column: Coded) -> None:
         """Rows `rows_` take their names from `column` (a dictionary appended to `values`)."""
         codes[rows_] = column.codes + len(values)
         values.extend(column.values)
 
-    ev_rows = np.flatnonzero(kinds == EVENT).tolist()
-    for i in ev_rows:
-        state_i = (states[i] if states is not None else None) or b""
-        event_id, body = _classify(buf[msg_start[i] : msg_end[i]], int(levels[i]), state_i)
-        if event_id is None:
-            drop[i] = True
-        else:
-            event[i], message[i] = event_id, body
+    # Entries that may be events: classified once per distinct (message, level, SQLSTATE).
+    ev = np.flatnonzero(kinds == EVENT)
+    if len(ev):
+        texts = [buf[msg_start[i] : msg_end[i]] for i in ev.tolist()]
+        text_codes, text_values = pd.factorize(_objects(texts), use_na_sentinel=False)
+        state_codes = sqlstate.codes[ev].astype(np.int64)
+        key = (text_codes.astype(np.int64) * 8 + levels[ev]) * (len(sqlstate.values) + 1) + state_codes
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        found = [
+            _classify(
+                text_values[text_codes[f]],
+                int(levels[ev[f]]),
+                sqlstate.values[state_codes[f]].encode() if sqlstate_col is not None else b"",
+            )
+            for f in first.tolist()
+        ]
+        ids = [f[0] for f in found]
+        unknown = np.array([i is None for i in ids], dtype=bool)[inverse]
+        drop[ev[unknown]] = True
+        put(ev_codes, ev_values, ev, Coded(inverse.astype(np.int32), [i or "" for i in ids]))
+        put(msg_codes, msg_values, ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
     auth = np.flatnonzero(kinds == AUTH)
     if len(auth):
-        parsed = [_auth(buf[msg_start[i] : msg_end[i]]) for i in auth.tolist()]
-        for i in auth.tolist():
-            event[i] = "connection_authorized"
+        texts = [buf[msg_start[i] : msg_end[i]] for i in auth.tolist()]
+        text_codes, text_values = pd.factorize(_objects(texts), use_na_sentinel=False)
+        parsed = [_auth(t) for t in text_values]
+        codes32 = text_codes.astype(np.int32)
+        put(ev_codes, ev_values, auth, Coded.constant("connection_authorized", len(auth)))
         for codes, values, j in ((user_c, user_v, 0), (db_c, db_v, 1), (app_c, app_v, 2)):
-            put(codes, values, auth, Coded.of([p[j] for p in parsed]))
+            put(codes, values, auth, Coded(codes32, [p[j] for p in parsed] or [""]))
     recv = np.flatnonzero(kinds == RECV)
     if len(recv):
         (hosts,) = _session_fields(
             buf, entries, keep[recv], [_RECV_FAST], _RECV_LENIENT, (1,), msg_start, msg_end, recv
         )
-        for i in recv.tolist():
-            event[i] = "connection_received"
-        put(host_c, host_v, recv, hosts)
+        put(ev_codes, ev_values, recv, Coded.constant("connection_received", len(recv)))
+        put(host_c, host_v, recv, _coded(hosts, len(recv)))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
         got = _session_fields(
@@ -275,21 +420,21 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             msg_end,
             disc,
         )
-        h, m, sec = (np.array([float(x) if x else np.nan for x in col.values])[col.codes] for col in got[:3])
+        h, m, sec = (_floats(col) for col in got[:3])
         session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
-        for i in disc.tolist():
-            event[i] = "disconnection"
-        put(user_c, user_v, disc, got[3])
-        put(db_c, db_v, disc, got[4])
-        put(host_c, host_v, disc, got[5])
+        put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
+        put(user_c, user_v, disc, _coded(got[3], len(disc)))
+        put(db_c, db_v, disc, _coded(got[4], len(disc)))
+        put(host_c, host_v, disc, _coded(got[5], len(disc)))
     host_v = [host_of(v) for v in host_v]
+    ev_rows = ev.tolist()
 
     # A DETAIL belongs to the entry before it when only secondary lines come between.
     details = np.flatnonzero(level == _L_DETAIL)
     if len(details) and ev_rows:
         secondary = level > len(_LEVELS)
         last_primary = np.maximum.accumulate(np.where(secondary, -1, np.arange(n)))
-        row_of = {int(e): j for j, e in enumerate(keep.tolist()) if kinds[j] == EVENT}
+        row_of = {int(keep[j]): j for j in ev_rows}
         for d in details.tolist():
             j = row_of.get(int(last_primary[d]), -1)
             if j >= 0 and not drop[j] and not detail[j]:
@@ -303,14 +448,14 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         pid=pid,
         session_s=session_s,
         coded={
-            "event": Coded.of(event),
+            "event": Coded(ev_codes, ev_values),
             "level": Coded(levels.astype(np.int32), level_names),
             "sqlstate": sqlstate,
             "user": Coded(user_c, user_v),
             "database": Coded(db_c, db_v),
             "application": Coded(app_c, app_v),
             "host": Coded(host_c, host_v or [""]),
-            "message": Coded.texts(message),
+            "message": Coded(msg_codes, msg_values),
             "detail": Coded.texts(detail),
         },
     )
@@ -359,6 +504,18 @@ def _prefix_fields(
     return columns, ok
 
 
+def _floats(values: pa.Array) -> np.ndarray:
+    """Numbers of a binary column; empty or null: NaN."""
+    text = pc.if_else(pc.equal(values, b""), pa.scalar(None, pa.binary()), values).cast(pa.string())
+    return np.asarray(pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _objects(items: list[bytes]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
 def _session_fields(
     buf: bytes,
     entries: pa.Array,
@@ -369,8 +526,8 @@ def _session_fields(
     msg_start: list[int],
     msg_end: list[int],
     rows: np.ndarray,
-) -> list[Coded]:
-    """Fields of session lines as coded columns: RE2 on all of them, the lenient regex on the
+) -> list[pa.Array]:
+    """Fields of session lines as binary columns: RE2 on all of them, the lenient regex on the
     odd ones (names with spaces)."""
     sub = entries.take(pa.array(index))
     columns: list[pa.Array] = []
@@ -393,4 +550,4 @@ def _session_fields(
             pc.replace_with_mask(col, pa.array(mask), pa.array(values, pa.binary()))
             for col, values in zip(columns, patch, strict=False)
         ]
-    return [_coded(col, len(index)) for col in columns]
+    return columns

@@ -36,9 +36,10 @@ def summarise(
     """The summary: counts per category, event, user, database, application and host, the
     per-minute timeline, session durations, the window and the zones the times were read in."""
     events = state.vocab["event"].values
-    who_values = {name: state.vocab[name].values for name in state.who}
-    per_who: dict[str, dict[int, dict[str, int]]] = {name: {} for name in state.who}
-    for name, counter in state.who.items():
+    who = state.who()
+    who_values = {name: state.vocab[name].values for name in who}
+    per_who: dict[str, dict[int, dict[str, int]]] = {name: {} for name in who}
+    for name, counter in who.items():
         for (event, code), count in counter.items():
             bucket = per_who[name].setdefault(event, {})
             value = who_values[name][code]
@@ -66,7 +67,7 @@ def summarise(
 
     def by(name: str) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for (event, code), count in state.who[name].items():
+        for (event, code), count in who[name].items():
             event_id = events[event]
             value = who_values[name][code]
             if not value or not log_events.category(event_id):
