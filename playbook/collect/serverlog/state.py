@@ -63,7 +63,7 @@ class Vocab:
         get = self.index.get
         found = [get(v, -1) for v in coded.values]
         if -1 in found:
-            found = [self.code(v) for v in coded.values]
+            found = [f if f >= 0 else self.code(v) for f, v in zip(found, coded.values, strict=True)]
         table = np.array(found, dtype=np.int32)
         return table[coded.codes] if len(coded.codes) else np.zeros(0, dtype=np.int32)
 
@@ -142,12 +142,13 @@ class _Carry:
         atc = np.minimum(at, max(len(self.pid) - 1, 0))
         hit = (at < len(self.pid)) & (self.pid[atc] == pids) if len(self.pid) else np.zeros(len(pids), bool)
         out: dict[str, np.ndarray] = {}
+        miss = ~hit
         for name, column in self.columns.items():
-            values = np.zeros(len(pids), dtype=column.dtype)
-            if name.endswith("_ts"):
-                values[:] = _NAT
             if len(self.pid):
-                values[hit] = column[atc[hit]]
+                values = column[atc]
+                values[miss] = _NAT if name.endswith("_ts") else 0
+            else:
+                values = np.full(len(pids), _NAT if name.endswith("_ts") else 0, dtype=column.dtype)
             out[name] = values
         return out
 

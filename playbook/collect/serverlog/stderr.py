@@ -65,12 +65,15 @@ class StderrSpec:
     lenient: PrefixRegex = field(init=False)
     fast: FastPrefix = field(init=False)
     head: _Head | None = field(init=False)
+    names: FastPrefix | None = field(init=False)
     names_on_session_lines: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.lenient = compile_prefix(self.prefix)
         self.fast = fast_prefix(self.prefix)
         self.head = _head_of(self.prefix)
+        # where the head is read with numpy, the regexes capture the names alone
+        self.names = fast_prefix(self.prefix, frozenset({"ts", "pid"})) if self.head else None
         names = {name for _, group in self.fast.passes for name in group}
         # session lines carry user, database (and host) in their message; only these prefix
         # fields are theirs alone
@@ -237,21 +240,6 @@ def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
 
 _NAMES: dict[bytes, str] = {}
 _HOSTS: dict[bytes, str] = {}
-_HOST_OF: dict[str, str] = {}
-
-
-def _hosts(values: list[str]) -> list[str]:
-    """host_of each value, remembered."""
-    if len(_HOST_OF) > 200_000:
-        _HOST_OF.clear()
-    get = _HOST_OF.get
-    out = []
-    for v in values:
-        h = get(v)
-        if h is None:
-            h = _HOST_OF[v] = host_of(v)
-        out.append(h)
-    return out
 
 
 def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
@@ -328,17 +316,37 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         need |= (kinds == EVENT) | (kinds == RECV)
     else:
         need[:] = True
-    need_at = np.flatnonzero(need)
-    sub_fields, sub_ok = _prefix_fields(
-        entries.take(pa.array(keep[need_at])), buf, starts[keep[need_at]], ends[keep[need_at]], spec
-    )
     ok = fast_ok.copy()
-    ok[need_at] = sub_ok
-    # every regex column at full length (null where the regex did not run)
     scatter = np.full(k, -1, dtype=np.int64)
-    scatter[need_at] = np.arange(len(need_at))
+    pieces: list[dict[str, pa.Array | None]] = []
+    done = 0
+    for rows_at, passes in (
+        (np.flatnonzero(need & fast_ok), spec.names.passes if spec.names is not None else []),
+        (np.flatnonzero(need & ~fast_ok), spec.fast.passes),
+    ):
+        if not len(rows_at):
+            continue
+        at_entries = keep[rows_at]
+        got, got_ok = _prefix_fields(
+            entries.take(pa.array(at_entries)), buf, starts[at_entries], ends[at_entries], spec, passes
+        )
+        ok[rows_at] = got_ok
+        scatter[rows_at] = done + np.arange(len(rows_at))
+        done += len(rows_at)
+        pieces.append(
+            {name: got.get(name) for name in (n for _, g in spec.fast.passes for n in g)}
+            | {"_n": pa.nulls(len(rows_at), pa.binary())}
+        )
+    # every regex column at full length (null where the regex did not run)
     index = pa.array(scatter, mask=scatter < 0)
-    fields = {name: (col.take(index) if col is not None else None) for name, col in sub_fields.items()}
+    fields: dict[str, pa.Array | None] = {}
+    for name in (n for _, g in spec.fast.passes for n in g):
+        present = [p[name] for p in pieces]
+        if all(c is None for c in present):
+            fields[name] = None
+            continue
+        parts = [c if c is not None else p["_n"] for c, p in zip(present, pieces, strict=True)]
+        fields[name] = pa.concat_arrays([c.cast(pa.binary()) for c in parts]).take(index)
     sel = np.flatnonzero(ok)
     keep = keep[sel]
     k = len(keep)
@@ -400,7 +408,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     # Entries that may be events: classified once per distinct (message, level, SQLSTATE).
     ev = np.flatnonzero(kinds == EVENT)
     if len(ev):
-        texts = [buf[msg_start[i] : msg_end[i]] for i in ev.tolist()]
+        texts = [buf[a:b] for a, b in zip((at[keep[ev]] + 3).tolist(), ends[keep[ev]].tolist(), strict=True)]
         text_codes, text_values = pd.factorize(_objects(texts), use_na_sentinel=False)
         state_codes = sqlstate.codes[ev].astype(np.int64)
         key = (text_codes.astype(np.int64) * 8 + levels[ev]) * (len(sqlstate.values) + 1) + state_codes
@@ -420,7 +428,9 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         put(msg_codes, msg_values, ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
     auth = np.flatnonzero(kinds == AUTH)
     if len(auth):
-        texts = [buf[msg_start[i] : msg_end[i]] for i in auth.tolist()]
+        texts = [
+            buf[a:b] for a, b in zip((at[keep[auth]] + 3).tolist(), ends[keep[auth]].tolist(), strict=True)
+        ]
         text_codes, text_values = pd.factorize(_objects(texts), use_na_sentinel=False)
         parsed = [_auth(t) for t in text_values]
         codes32 = text_codes.astype(np.int32)
@@ -433,7 +443,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             buf, entries, keep[recv], False, _RECV_LENIENT, (1,), msg_start, msg_end, recv
         )
         put(ev_codes, ev_values, recv, Coded.constant("connection_received", len(recv)))
-        put(host_c, host_v, recv, _coded(hosts, len(recv)))
+        put(host_c, host_v, recv, _coded(hosts, len(recv), True))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
         got = _session_fields(
@@ -452,8 +462,8 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
         put(user_c, user_v, disc, _coded(got[3], len(disc)))
         put(db_c, db_v, disc, _coded(got[4], len(disc)))
-        put(host_c, host_v, disc, _coded(got[5], len(disc)))
-    host_v = _hosts(host_v)
+        put(host_c, host_v, disc, _coded(got[5], len(disc), True))
+    # every host value went through host_of in _coded
     ev_rows = ev.tolist()
 
     # A DETAIL belongs to the entry before it when only secondary lines come between.
@@ -493,16 +503,22 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
 
 
 def _prefix_fields(
-    sub: pa.Array, buf: bytes, starts: np.ndarray, ends: np.ndarray, spec: StderrSpec
+    sub: pa.Array,
+    buf: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    spec: StderrSpec,
+    passes: list[tuple[str, list[str]]],
 ) -> tuple[dict[str, pa.Array | None], np.ndarray]:
-    """Prefix fields of `sub` (binary entries) and which entries the prefix matched."""
+    """Prefix fields of `sub` (binary entries) by `passes`, and which entries the prefix
+    matched (the lenient regex for those the passes miss)."""
     k = len(sub)
-    names = [name for _, group in spec.fast.passes for name in group]
+    names = [name for _, group in passes for name in group]
     columns: dict[str, pa.Array | None] = {name: None for name in names}
     if not k:
         return columns, np.zeros(0, dtype=bool)
     ok = np.ones(k, dtype=bool)
-    for pattern, group in spec.fast.passes:
+    for pattern, group in passes:
         found = pc.extract_regex(sub, _named(pattern))
         ok &= _arr(found.is_valid())
         for j, name in enumerate(group):
