@@ -59,13 +59,20 @@ class Vocab:
         self.values: list[str] = [""]
 
     def remap(self, coded: Coded) -> np.ndarray:
-        """Global codes of a block's coded column (new values get the next codes)."""
+        """Global codes of a block's coded column. New values get the next codes in the order
+        they first appear in the rows (whatever the order of the block's dictionary), so codes,
+        and the summary's order among equal counts, follow the log alone."""
+        if not len(coded.codes):
+            return np.zeros(0, dtype=np.int32)
         get = self.index.get
         found = [get(v, -1) for v in coded.values]
-        if -1 in found:
-            found = [f if f >= 0 else self.code(v) for f, v in zip(found, coded.values, strict=True)]
         table = np.array(found, dtype=np.int32)
-        return table[coded.codes] if len(coded.codes) else np.zeros(0, dtype=np.int32)
+        if -1 in found:
+            used, first = np.unique(coded.codes, return_index=True)
+            for c in used[np.argsort(first, kind="stable")].tolist():
+                if table[c] < 0:
+                    table[c] = self.code(coded.values[c])
+        return table[coded.codes]
 
     def code(self, value: str) -> int:
         found = self.index.get(value)
