@@ -12,6 +12,12 @@ install: $(VENV)/.installed
 		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq pgbouncer >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }; \
 	else echo "pgbouncer not found: the lab needs it; install your system's pgbouncer package (make install does it as root with apt)"; fi
+	@# pgBadger is what bench/log_throughput.py compares against: Debian's package, the same way.
+	@if command -v pgbadger >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq pgbadger >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq pgbadger >/dev/null; }; \
+	else echo "pgbadger not found: bench/log_throughput.py times ours alone; install your system's pgbadger package (make install does it as root with apt)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty() and size >= PROGRESS_FROM_BYTES,
         log_tz=log_tz,
         jobs=args.jobs,
+        frames=False,  # the summary is all this command shows: flat memory whatever the size
     )
     if args.json:
         json.dump(evidence.summary, sys.stdout, separators=(",", ":"), default=str)

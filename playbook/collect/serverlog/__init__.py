@@ -238,7 +238,8 @@ def read_server_logs(
     dropped = state.events_dropped()
     if dropped or state.session_chunks.dropped:
         warnings.append(
-            "the frames keep the latest rows of each event and session only "
+            "the frames keep every event that can explain a lost session but only the latest "
+            "session lines and sessions "
             f"({sum(dropped.values()) + state.session_chunks.dropped:,} older rows left out); "
             "the summary's counts include every line"
         )

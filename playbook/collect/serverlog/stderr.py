@@ -318,7 +318,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         need[:] = True
     ok = fast_ok.copy()
     scatter = np.full(k, -1, dtype=np.int64)
-    pieces: list[dict[str, pa.Array | None]] = []
+    pieces: list[tuple[dict[str, pa.Array | None], int]] = []  # (regex columns, rows)
     done = 0
     for rows_at, passes in (
         (np.flatnonzero(need & fast_ok), spec.names.passes if spec.names is not None else []),
@@ -333,20 +333,19 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         ok[rows_at] = got_ok
         scatter[rows_at] = done + np.arange(len(rows_at))
         done += len(rows_at)
-        pieces.append(
-            {name: got.get(name) for name in (n for _, g in spec.fast.passes for n in g)}
-            | {"_n": pa.nulls(len(rows_at), pa.binary())}
-        )
+        pieces.append((got, len(rows_at)))
     # every regex column at full length (null where the regex did not run)
     index = pa.array(scatter, mask=scatter < 0)
     fields: dict[str, pa.Array | None] = {}
     for name in (n for _, g in spec.fast.passes for n in g):
-        present = [p[name] for p in pieces]
-        if all(c is None for c in present):
+        if all(got.get(name) is None for got, _ in pieces):
             fields[name] = None
             continue
-        parts = [c if c is not None else p["_n"] for c, p in zip(present, pieces, strict=True)]
-        fields[name] = pa.concat_arrays([c.cast(pa.binary()) for c in parts]).take(index)
+        parts: list[pa.Array] = []
+        for got, size_ in pieces:
+            column = got.get(name)
+            parts.append(column.cast(pa.binary()) if column is not None else pa.nulls(size_, pa.binary()))
+        fields[name] = pa.concat_arrays(parts).take(index)
     sel = np.flatnonzero(ok)
     keep = keep[sel]
     k = len(keep)
@@ -354,9 +353,10 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     fields = {name: (col.take(take_sel) if col is not None else None) for name, col in fields.items()}
     kinds = kinds[sel]
     fast = fast_ok[sel]
-    if spec.head is not None or fields.get("ts") is not None:
-        if fields.get("ts") is not None:
-            naive = _arr(pc.cast(fields["ts"].cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
+    ts_col = fields.get("ts")
+    if spec.head is not None or ts_col is not None:
+        if ts_col is not None:
+            naive = _arr(pc.cast(ts_col.cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
             zones = _coded(fields["tz"], k)
         else:
             naive = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
@@ -446,7 +446,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         put(host_c, host_v, recv, _coded(hosts, len(recv), True))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
-        got = _session_fields(
+        disc_fields = _session_fields(
             buf,
             entries,
             keep[disc],
@@ -457,12 +457,12 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             msg_end,
             disc,
         )
-        h, m, sec = (_floats(col) for col in got[:3])
+        h, m, sec = (_floats(col) for col in disc_fields[:3])
         session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
         put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
-        put(user_c, user_v, disc, _coded(got[3], len(disc)))
-        put(db_c, db_v, disc, _coded(got[4], len(disc)))
-        put(host_c, host_v, disc, _coded(got[5], len(disc), True))
+        put(user_c, user_v, disc, _coded(disc_fields[3], len(disc)))
+        put(db_c, db_v, disc, _coded(disc_fields[4], len(disc)))
+        put(host_c, host_v, disc, _coded(disc_fields[5], len(disc), True))
     # every host value went through host_of in _coded
     ev_rows = ev.tolist()
 
@@ -570,6 +570,7 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
     offsets = np.asarray(parts.offsets)[:-1].astype(np.int64)
     counts = _arr(pc.list_value_length(parts)).astype(np.int64)
     values = parts.values
+    shape: tuple[tuple[int, bytes, bool], ...]
     if disconnection:
         shape = ((0, b"disconnection:", True), (1, b"session", True), (2, b"time:", True),
                  (4, b"user=", False), (5, b"database=", False), (6, b"host=", False))  # fmt: skip

@@ -130,9 +130,12 @@ def summarise(
             "ended_by": _top(dict(state.ended_by), 20),
         },
         "zones_assumed": zones_assumed,
-        "frame_rows_left_out": {
-            "events": state.events_dropped(),
-            "sessions": state.session_chunks.dropped,
-        },
+        # rows the frames left out (only session lines and sessions are ever left out; the
+        # counts above include them); null when the reader kept no frames (frames=False)
+        "frame_rows_left_out": (
+            {"events": state.events_dropped(), "sessions": state.session_chunks.dropped}
+            if state.frames
+            else None
+        ),
         "warnings": warnings,
     }
