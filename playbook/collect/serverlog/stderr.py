@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -386,9 +385,14 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     host = _coded(fields.get("host") if fields.get("host") is not None else fields.get("host_port"), k, True)
     sqlstate = _coded(sqlstate_col, k)
 
-    # Messages: bytes after ':  ' up to the entry's end (continuation lines included).
-    msg_start = (at[keep] + 3).tolist()
-    msg_end = ends[keep].tolist()
+    # Messages: bytes after ':  ' up to the entry's end (continuation lines included), as one
+    # binary array over the block's buffer: every other slice of [0, start0, end0, start1, ...]
+    msg_starts, msg_ends = at[keep] + 3, ends[keep]
+    bounds = np.empty(2 * k + 2, dtype=np.int32)
+    bounds[0], bounds[-1] = 0, size
+    bounds[1:-1:2], bounds[2:-1:2] = msg_starts, msg_ends
+    messages = pa.Array.from_buffers(pa.binary(), 2 * k + 1, [None, pa.py_buffer(bounds), pa.py_buffer(buf)])
+    messages = messages.take(pa.array(np.arange(1, 2 * k + 1, 2)))
     levels = level[keep]
     event = Coded.constant("", k)
     message = Coded.constant("", k)
@@ -408,8 +412,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     # Entries that may be events: classified once per distinct (message, level, SQLSTATE).
     ev = np.flatnonzero(kinds == EVENT)
     if len(ev):
-        texts = [buf[a:b] for a, b in zip((at[keep[ev]] + 3).tolist(), ends[keep[ev]].tolist(), strict=True)]
-        text_codes, text_values = pd.factorize(_objects(texts), use_na_sentinel=False)
+        text_codes, text_values = _distinct(messages.take(pa.array(ev)))
         state_codes = sqlstate.codes[ev].astype(np.int64)
         key = (text_codes.astype(np.int64) * 8 + levels[ev]) * (len(sqlstate.values) + 1) + state_codes
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -428,10 +431,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         put(msg_codes, msg_values, ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
     auth = np.flatnonzero(kinds == AUTH)
     if len(auth):
-        texts = [
-            buf[a:b] for a, b in zip((at[keep[auth]] + 3).tolist(), ends[keep[auth]].tolist(), strict=True)
-        ]
-        text_codes, text_values = pd.factorize(_objects(texts), use_na_sentinel=False)
+        text_codes, text_values = _distinct(messages.take(pa.array(auth)))
         parsed = [_auth(t) for t in text_values]
         codes32 = text_codes.astype(np.int32)
         put(ev_codes, ev_values, auth, Coded.constant("connection_authorized", len(auth)))
@@ -439,24 +439,12 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             put(codes, values, auth, Coded(codes32, [p[j] for p in parsed] or [""]))
     recv = np.flatnonzero(kinds == RECV)
     if len(recv):
-        (hosts,) = _session_fields(
-            buf, entries, keep[recv], False, _RECV_LENIENT, (1,), msg_start, msg_end, recv
-        )
+        (hosts,) = _session_fields(messages.take(pa.array(recv)), False, _RECV_LENIENT, (1,))
         put(ev_codes, ev_values, recv, Coded.constant("connection_received", len(recv)))
         put(host_c, host_v, recv, _coded(hosts, len(recv), True))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
-        disc_fields = _session_fields(
-            buf,
-            entries,
-            keep[disc],
-            True,
-            _DISC_LENIENT,
-            (1, 2, 3, 4, 5, 6),
-            msg_start,
-            msg_end,
-            disc,
-        )
+        disc_fields = _session_fields(messages.take(pa.array(disc)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
         h, m, sec = (_floats(col) for col in disc_fields[:3])
         session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
         put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
@@ -553,10 +541,10 @@ def _floats(values: pa.Array) -> np.ndarray:
     return np.asarray(pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _objects(items: list[bytes]) -> np.ndarray:
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
+def _distinct(values: pa.Array) -> tuple[np.ndarray, list[bytes]]:
+    """(codes, distinct values) of a binary column, hashed in C."""
+    encoded = pc.dictionary_encode(values)
+    return _arr(encoded.indices).astype(np.int64), encoded.dictionary.to_pylist()
 
 
 _TIME = r"^\d+:\d+:\d+(?:\.\d+)?$"
@@ -606,30 +594,20 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
 
 
 def _session_fields(
-    buf: bytes,
-    entries: pa.Array,
-    index: np.ndarray,
-    disconnection: bool,
-    lenient: re.Pattern[bytes],
-    groups: tuple[int, ...],
-    msg_start: list[int],
-    msg_end: list[int],
-    rows: np.ndarray,
+    texts: pa.Array, disconnection: bool, lenient: re.Pattern[bytes], groups: tuple[int, ...]
 ) -> list[pa.Array]:
-    """Fields of session lines as binary columns: their messages split on spaces (what `fast`
-    would extract, checked token by token), the lenient regex on the odd ones (names with
-    spaces)."""
-    texts = pa.array([buf[msg_start[i] : msg_end[i]] for i in rows.tolist()], pa.binary())
+    """Fields of session lines (their messages) as binary columns: split on spaces (what the
+    lenient regex would take, checked token by token), the lenient regex on the odd ones
+    (names with spaces)."""
     columns, ok = _split_fields(texts, disconnection)
     missed = np.flatnonzero(~ok)
     if len(missed):
         patch: list[list[bytes | None]] = [[None] * len(missed) for _ in columns]
         for j, e in enumerate(missed.tolist()):
-            i = int(rows[e])
-            match = lenient.match(buf[msg_start[i] : msg_end[i]].rstrip(b"\n"))
+            match = lenient.match(texts[e].as_py().rstrip(b"\n"))
             for col, g in zip(patch, groups, strict=False):
                 col[j] = (match.group(g) or b"") if match else b""
-        mask = np.zeros(len(index), dtype=bool)
+        mask = np.zeros(len(texts), dtype=bool)
         mask[missed] = True
         columns = [
             pc.replace_with_mask(col, pa.array(mask), pa.array(values, pa.binary()))
