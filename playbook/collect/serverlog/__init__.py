@@ -88,8 +88,11 @@ def _cut(fmt: str, buf: bytes) -> int:
         while cut >= 0 and cut + 1 < len(buf) and buf[cut + 1] == 9:
             cut = buf.rfind(b"\n", 0, cut)
     elif fmt == "csvlog":
-        while cut >= 0 and buf.count(b'"', 0, cut) % 2:
-            cut = buf.rfind(b"\n", 0, cut)
+        quotes = buf.count(b'"', 0, cut) if cut >= 0 else 0  # counted once, then by difference
+        while cut >= 0 and quotes % 2:
+            before = buf.rfind(b"\n", 0, cut)
+            quotes -= buf.count(b'"', max(before, 0), cut)
+            cut = before
     return cut + 1
 
 

@@ -169,17 +169,26 @@ class _Carry:
         new["open_seq"] = np.where(fresh, self.next_seq + np.cumsum(fresh) - 1, new["open_seq"])
         self.next_seq += int(fresh.sum())
         keep_new = new["open_has"] | new["recv_has"] | new["cause_has"]
-        at = np.searchsorted(pids, self.pid)
-        atc = np.minimum(at, max(len(pids) - 1, 0))
-        touched = (at < len(pids)) & (pids[atc] == self.pid) if len(pids) else np.zeros(len(self.pid), bool)
-        old = ~touched
-        pid = np.concatenate((self.pid[old], pids[keep_new]))
-        order = np.argsort(pid, kind="stable")
-        self.pid = pid[order]
-        self.columns = {
-            name: np.concatenate((column[old], new[name][keep_new].astype(column.dtype)))[order]
-            for name, column in self.columns.items()
-        }
+        # pids already here: overwritten in place (a row with no flag left stays until the next
+        # compaction: nothing reads a row's values without its flag); new ones: inserted
+        at = np.searchsorted(self.pid, pids)
+        atc = np.minimum(at, max(len(self.pid) - 1, 0))
+        hit = (at < len(self.pid)) & (self.pid[atc] == pids) if len(self.pid) else np.zeros(len(pids), bool)
+        if hit.any():
+            pos = atc[hit]
+            for name, column in self.columns.items():
+                column[pos] = new[name][hit]
+        insert = ~hit & keep_new
+        if insert.any():
+            where = at[insert]
+            self.pid = np.insert(self.pid, where, pids[insert])
+            self.columns = {
+                name: np.insert(column, where, new[name][insert].astype(column.dtype))
+                for name, column in self.columns.items()
+            }
+        flagged = self.columns["open_has"] | self.columns["recv_has"] | self.columns["cause_has"]
+        if 2 * int(flagged.sum()) < len(flagged):
+            self._drop_empty()
 
     def count(self, flag: str) -> int:
         return int(self.columns[flag].sum())

@@ -109,11 +109,12 @@ def _head_of(prefix: str) -> _Head | None:
 
 
 def _fast_head(
-    arr: np.ndarray, starts: np.ndarray, limits: np.ndarray, head: _Head
+    arr: np.ndarray, starts: np.ndarray, limits: np.ndarray, head: _Head, zone_ends: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes], np.ndarray]:
     """(ok, naive ms since the epoch, zone codes, zone names, pid) of the entries starting at
     `starts` whose level begins at `limits`; rows not ok are left to the regexes. One gather
-    per byte place: no window matrix."""
+    per byte place: no window matrix. With `zone_ends` (csvlog and jsonlog times) the zone
+    name ends there and nothing follows it (pid 0)."""
     k = len(starts)
     last = len(arr) - 1
 
@@ -145,8 +146,17 @@ def _fast_head(
     # a space, the zone name (1 to 8 bytes, as one integer), the literal, the pid's digits
     tz_at = 24 if head.millis else 20
     ok &= byte(tz_at - 1) == 32
-    tz_len = np.full(k, -1, dtype=np.int64)
     key = np.zeros(k, dtype=np.uint64)
+    if zone_ends is not None:
+        tz_len = zone_ends - starts - tz_at
+        ok &= (tz_len >= 1) & (tz_len <= 8)
+        for j in range(8):
+            key |= np.where(j < tz_len, byte(tz_at + j), 0).astype(np.uint64) << np.uint64(8 * j)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        names = [int(u).to_bytes(8, "little").rstrip(b"\0") for u in uniq.tolist()]
+        ok &= key != 0
+        return ok, ms, inverse.astype(np.int32), names, np.zeros(k, dtype=np.int64)
+    tz_len = np.full(k, -1, dtype=np.int64)
     for j in range(9):
         b = byte(tz_at + j)
         ends_here = (tz_len < 0) & (b == 32)

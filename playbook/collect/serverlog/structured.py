@@ -26,10 +26,14 @@ from playbook.collect.serverlog.stderr import (
     _HARMLESS_EXCEPT,
     _HARMLESS_LOG,
     _RECV_LENIENT,
+    _fast_head,
     _floats,
+    _Head,
     _split_fields,
 )
 from playbook.collect.serverlog.times import Clock
+
+_STAMP = _Head(millis=True, between=b"")  # csvlog and jsonlog print %m's form
 
 # csvlog columns (9.0-12: 23, 13: 24 with backend_type, 14+: 26 with leader_pid and query_id)
 _CSV_NAMES = [f"c{i}" for i in range(26)]
@@ -301,7 +305,23 @@ SESSION_EVENTS = ("disconnection", "connection_received", "connection_authorized
 
 def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
     """'2025-03-01 10:00:00.123 CET' -> (naive datetime64[ms], zone name): split at the last
-    space (no space: no time, the whole text as the name)."""
+    space (no space: no time, the whole text as the name). The usual shape (milliseconds, a
+    zone name of 1 to 8 bytes) is read with numpy; the rest once per distinct text."""
+    stamps = stamps.fill_null(b"")
+    data = stamps.buffers()[2]
+    if data is not None and len(stamps):
+        arr = np.frombuffer(data, dtype=np.uint8)
+        offsets = np.frombuffer(stamps.buffers()[1], dtype=np.int32)[
+            stamps.offset : stamps.offset + len(stamps) + 1
+        ]
+        starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+        ok, ms, zone_codes, zone_names, _ = _fast_head(arr, starts, ends, _STAMP, zone_ends=ends)
+        # a zone name with a NUL byte or a space would not be one name: the slow way then
+        ok &= np.array([b"\0" not in n and b" " not in n for n in zone_names], dtype=bool)[zone_codes]
+        if ok.all():
+            names = [n.decode("utf-8", "replace") for n in zone_names]
+            zone = Coded.of(names)
+            return ms.astype("datetime64[ms]"), Coded(zone.codes[zone_codes], zone.values)
     codes, texts, _ = _decoded(stamps)
     walls, zones = zip(*(t.rpartition(" ")[::2] for t in texts), strict=True)
     wall = np.array([w or "NaT" for w in walls], dtype="datetime64[ms]")
