@@ -137,6 +137,31 @@ def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) ->
     return Coded(codes, first.values + second.values)
 
 
+def _fill(
+    first: Coded,
+    empty: np.ndarray,
+    rows: np.ndarray,
+    values: pa.Array,
+    patched: dict[int, tuple[bytes, ...]],
+    field: int,
+    host: bool = False,
+) -> Coded:
+    """`first`, except on `rows` where its raw value was empty: the name from the message
+    (`values` per row of `rows`, `patched` by the lenient regex), cleaned (and through host_of)."""
+    wanted = np.flatnonzero(empty[first.codes[rows]])
+    if not len(wanted):
+        return first
+    texts = values.take(pa.array(wanted)).to_pylist()
+    for i, j in enumerate(wanted.tolist()):
+        if j in patched:
+            texts[i] = patched[j][field]
+    names = [clean_name(t) for t in texts]
+    second = Coded.of([host_of(n) for n in names] if host else names)
+    codes = first.codes.copy()
+    codes[rows[wanted]] = second.codes + len(first.values)
+    return Coded(codes, first.values + second.values)
+
+
 def _rows(
     columns: dict[str, pa.Array], valid: np.ndarray, clock: Clock, lines: int, size: int, csv: bool = False
 ) -> Rows:
@@ -230,27 +255,25 @@ def _rows(
         got, ok = _split_fields(texts.take(pa.array(d_rows)), True)
         h, m, sec = (_floats(c) for c in got[:3])
         seconds = np.round(h * 3600 + m * 60 + sec, 3)
-        u_, d_, h_ = (c.to_pylist() for c in got[3:])
+        patched: dict[int, tuple[bytes, bytes, bytes]] = {}
         for j in np.flatnonzero(~ok).tolist():
             text = texts[int(d_rows[j])].as_py()
             found_s = log_events.session_seconds(text.decode("utf-8", "replace"))
             seconds[j] = np.nan if found_s is None else found_s
             match = _DISC_LENIENT.match(text)
-            u_[j], d_[j], h_[j] = (
-                (match.group(4), match.group(5), match.group(6)) if match else (b"", b"", b"")
-            )
+            patched[j] = (match.group(4), match.group(5), match.group(6)) if match else (b"", b"", b"")
         session_s[d_rows] = seconds
-        user = _either(user, user_empty, d_rows, Coded.of(u_))
-        database = _either(database, db_empty, d_rows, Coded.of(d_))
-        host = _either(host, host_empty, d_rows, Coded.of([host_of(clean_name(x)) for x in h_]))
+        user = _fill(user, user_empty, d_rows, got[3], patched, 0)
+        database = _fill(database, db_empty, d_rows, got[4], patched, 1)
+        host = _fill(host, host_empty, d_rows, got[5], patched, 2, host=True)
     r_rows = np.flatnonzero(kinds == RECV)
     if len(r_rows):
         got, ok = _split_fields(texts.take(pa.array(r_rows)), False)
-        hosts = got[0].to_pylist()
+        patched = {}
         for j in np.flatnonzero(~ok).tolist():
             match = _RECV_LENIENT.match(texts[int(r_rows[j])].as_py())
-            hosts[j] = match.group(1) if match else b""
-        host = _either(host, host_empty, r_rows, Coded.of([host_of(clean_name(x)) for x in hosts]))
+            patched[j] = (match.group(1) if match else b"",)
+        host = _fill(host, host_empty, r_rows, got[0], patched, 0, host=True)
     a_rows = np.flatnonzero(kinds == AUTH)
     if len(a_rows):
         # the record's application_name is not set yet when this line is written
