@@ -39,6 +39,7 @@ _STAMP = _Head(millis=True, between=b"")  # csvlog and jsonlog print %m's form
 _CSV_NAMES = [f"c{i}" for i in range(26)]
 _CSV_WANTED = {0: "timestamp", 1: "user", 2: "dbname", 3: "pid", 4: "remote_host", 11: "error_severity",
                12: "state_code", 13: "message", 14: "detail", 22: "application_name"}  # fmt: skip
+_CSV_KEPT = sorted({f"c{i}" for i in _CSV_WANTED} | {"c22"}, key=lambda c: int(c[1:]))
 _JSON_FIELDS = ("timestamp", "user", "dbname", "pid", "remote_host", "application_name", "error_severity",
                 "state_code", "message", "detail")  # fmt: skip
 _INTERESTING = ("LOG", "WARNING", "ERROR", "FATAL", "PANIC")
@@ -56,7 +57,9 @@ def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
         read_options=pacsv.ReadOptions(column_names=_CSV_NAMES, use_threads=False, block_size=len(buf) + 1),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda _row: "skip"),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.binary() for name in _CSV_NAMES}, include_missing_columns=True
+            column_types={name: pa.binary() for name in _CSV_NAMES},
+            include_columns=_CSV_KEPT,  # the others are parsed over, never built
+            include_missing_columns=True,
         ),
     )
     columns = {field: table.column(f"c{i}").combine_chunks() for i, field in _CSV_WANTED.items()}
