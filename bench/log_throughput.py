@@ -317,7 +317,14 @@ def main() -> int:
     logs = ensure_logs(args.dir, sizes, args.genlog)
     print(f"cpu cores visible: {os.cpu_count()} (shared machine: figures move with the load)")
     print("* converted from the stderr one: same entries; pgBadger is timed on it in its format")
-    head = f"{'log':<18}{'MB':>7} | {'ours s':>7}{'MB/s':>7}{'MB/s/core':>10}{'peak RSS':>9} |"
+    startup = run_child(
+        [sys.executable, "-c", "import playbook.cli, playbook.logs_command, playbook.collect.serverlog"]
+    )
+    print(
+        f"our start-up (imports: pandas, pyarrow): {startup.wall:.2f} s wall, {startup.cpu:.2f} s CPU, {startup.peak_mb:.0f} MB"
+    )
+    print("MB/s: size / wall time; MB/s/core: size / CPU time; reader: size / (CPU time - start-up CPU)")
+    head = f"{'log':<18}{'MB':>7} | {'ours s':>7}{'MB/s':>7}{'MB/s/core':>10}{'reader':>8}{'peak RSS':>9} |"
     head += f" {'pgBadger s':>10}{'MB/s':>7}{'peak RSS':>9} | {'ratio':>6}"
     print(head)
     print("-" * len(head))
@@ -327,7 +334,8 @@ def main() -> int:
             mb = path.stat().st_size / 1e6
             mine = ours(path, fmt, args.jobs)
             badger = None if args.no_pgbadger else pgbadger(path, fmt, Path(work))
-            line = f"{label:<18}{mb:7.0f} | {mine.wall:7.2f}{mb / mine.wall:7.1f}{mb / mine.cpu:10.1f}"
+            reader = mb / max(mine.cpu - startup.cpu, 1e-3)
+            line = f"{label:<18}{mb:7.0f} | {mine.wall:7.2f}{mb / mine.wall:7.1f}{mb / mine.cpu:10.1f}{reader:8.1f}"
             line += f"{mine.peak_mb:8.0f}M |"
             if badger is None:
                 line += f" {'-':>10}{'-':>7}{'-':>9} | {'-':>6}"

@@ -258,7 +258,7 @@ def _rows(
         got, ok = _split_fields(texts.take(pa.array(d_rows)), True)
         h, m, sec = (_floats(c) for c in got[:3])
         seconds = np.round(h * 3600 + m * 60 + sec, 3)
-        patched: dict[int, tuple[bytes, bytes, bytes]] = {}
+        patched: dict[int, tuple[bytes, ...]] = {}
         for j in np.flatnonzero(~ok).tolist():
             text = texts[int(d_rows[j])].as_py()
             found_s = log_events.session_seconds(text.decode("utf-8", "replace"))
