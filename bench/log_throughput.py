@@ -321,7 +321,8 @@ def main() -> int:
         [sys.executable, "-c", "import playbook.cli, playbook.logs_command, playbook.collect.serverlog"]
     )
     print(
-        f"our start-up (imports: pandas, pyarrow): {startup.wall:.2f} s wall, {startup.cpu:.2f} s CPU, {startup.peak_mb:.0f} MB"
+        f"our start-up (imports: pandas, pyarrow): {startup.wall:.2f} s wall, {startup.cpu:.2f} s CPU, "
+        f"{startup.peak_mb:.0f} MB"
     )
     print("MB/s: size / wall time; MB/s/core: size / CPU time; reader: size / (CPU time - start-up CPU)")
     head = f"{'log':<18}{'MB':>7} | {'ours s':>7}{'MB/s':>7}{'MB/s/core':>10}{'reader':>8}{'peak RSS':>9} |"
@@ -335,7 +336,8 @@ def main() -> int:
             mine = ours(path, fmt, args.jobs)
             badger = None if args.no_pgbadger else pgbadger(path, fmt, Path(work))
             reader = mb / max(mine.cpu - startup.cpu, 1e-3)
-            line = f"{label:<18}{mb:7.0f} | {mine.wall:7.2f}{mb / mine.wall:7.1f}{mb / mine.cpu:10.1f}{reader:8.1f}"
+            line = f"{label:<18}{mb:7.0f} | {mine.wall:7.2f}{mb / mine.wall:7.1f}{mb / mine.cpu:10.1f}"
+            line += f"{reader:8.1f}"
             line += f"{mine.peak_mb:8.0f}M |"
             if badger is None:
                 line += f" {'-':>10}{'-':>7}{'-':>9} | {'-':>6}"
