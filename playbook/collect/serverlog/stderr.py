@@ -1,12 +1,21 @@
 """stderr logs (any log_line_prefix): one block of whole entries into the rows worth keeping.
 
 Most entries cannot end a session (statement durations, checkpoints), so nothing is parsed
-before it is known to matter. numpy finds the entries (lines not starting with a tab), pyarrow
-finds each entry's ':  ' after the level, and numpy compares the level word and the first bytes
-of the message against the few that count: session lines of log_connections and
-log_disconnections, and entries at FATAL, ERROR, PANIC, WARNING or a LOG wording that is not
-known to be harmless. Only those are split into prefix fields (RE2 through pyarrow, with the
-lenient Python regex for the odd one), and messages are classified once per distinct text.
+before it is known to matter (the prefilter). numpy finds the entries (lines not starting with
+a tab), pyarrow finds each entry's ':  ' after the level, and numpy compares the level word
+(one integer compare per level) and the first bytes of the message against the few that
+count: session lines of log_connections and log_disconnections, and entries at FATAL, ERROR,
+PANIC, WARNING or a LOG wording that is not known to be harmless.
+
+Only the kept entries are split, and without per-row Python:
+- time, zone and pid: with numpy at fixed byte places when the prefix starts '%m [%p' or
+  '%t [%p' (any literal between zone and pid; `_Head`), else with RE2 through pyarrow;
+- names (%u, %d, %a, %h, %e): RE2 through pyarrow, only on the entries whose names the
+  frames use (session lines carry theirs in the message), the lenient Python regex for the
+  entries RE2 misses (names with odd characters, %q lines of non-session processes);
+- session lines: their messages split on spaces in C and checked token by token, the lenient
+  regex for the odd ones;
+- other messages: classified once per distinct (message, level, SQLSTATE).
 """
 
 from __future__ import annotations

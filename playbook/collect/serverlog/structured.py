@@ -1,9 +1,12 @@
 """csvlog and jsonlog: one block of whole records into the rows worth keeping.
 
-pyarrow's C++ readers parse a block at a time (CSV with quoted newlines, one JSON object a
-line); the kept rows are the session lines and the entries whose level and message the
-catalog can explain, classified once per distinct message. A JSON block pyarrow refuses (a
-torn or foreign line) is read line by line with the standard library instead.
+pyarrow's C++ readers parse a block at a time (CSV with quoted newlines, only the columns used;
+one JSON object a line); the kept rows are the session lines (found with starts_with, split on
+spaces in C) and the entries whose level and message the catalog can explain, classified once
+per distinct first line, level and SQLSTATE (LOG wordings known to be harmless, the stderr
+reader's list, are not classified). Times of the usual shape are read with numpy, names are
+decoded once per distinct value. A JSON block pyarrow refuses (a torn or foreign line) is read
+line by line with the standard library instead.
 """
 
 from __future__ import annotations
