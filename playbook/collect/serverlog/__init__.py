@@ -4,8 +4,11 @@
 may be passed in any order, plain or gzip/bzip2/xz): a parser keeps the rows that explain
 sessions (playbook.collect.serverlog.stderr / .structured), the streaming state pairs logins
 with their ends and keeps running totals (.state), and the summary is built from those totals
-(.summary). Memory stays flat whatever the size of the logs; with `jobs` > 1 blocks are parsed
-in worker processes while the state follows them in order.
+(.summary). Without frames (`frames=False`, what `playbook logs` asks for) memory stays flat
+whatever the size of the logs; with them it grows only with the events that can explain a lost
+session, which are all kept (session lines and sessions are capped: see .state). With
+`jobs` > 1 blocks are parsed in worker processes while the state follows them in order; the
+result is the same.
 
 Modules: sources (files, formats, order), prefix (log_line_prefix), times (zones), rows (what a
 parser keeps), stderr and structured (the parsers), state (sessions and totals), summary.
