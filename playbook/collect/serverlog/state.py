@@ -97,21 +97,19 @@ class _Chunks:
         self.parts.append(columns)
         self.rows += n
         if self.cap is None:
-            if len(self.parts) > 64:  # fewer, bigger arrays: less overhead per row
-                self.parts = [self._joined()]
+            if len(self.parts) >= 2 * _MERGE and all(_len(p) < (1 << 20) for p in self.parts[-_MERGE:]):
+                # fewer, bigger arrays; only the latest small ones are copied (no spike)
+                self.parts[-_MERGE:] = [_joined(self.parts[-_MERGE:])]
             return
         while self.parts and self.rows - _len(self.parts[0]) >= self.cap:
             gone = _len(self.parts.pop(0))
             self.rows -= gone
             self.dropped += gone
 
-    def _joined(self) -> dict[str, np.ndarray]:
-        return {name: np.concatenate([p[name] for p in self.parts]) for name in self.parts[0]}
-
     def columns(self) -> dict[str, np.ndarray] | None:
         if not self.parts:
             return None
-        out = self._joined()
+        out = _joined(self.parts)
         extra = self.rows - self.cap if self.cap is not None else 0
         if extra > 0:
             self.dropped += extra
@@ -119,6 +117,13 @@ class _Chunks:
             out = {k: v[extra:] for k, v in out.items()}
         self.parts = [out]
         return out
+
+
+_MERGE = 32
+
+
+def _joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _len(columns: dict[str, Any]) -> int:
@@ -633,35 +638,36 @@ class SessionState:
 
     # -- the frames ----------------------------------------------------------------------------
     def events_frame(self) -> pd.DataFrame:
-        parts = [c.columns() for c in (self.rare_chunks, *self.event_chunks.values())]
-        present = [p for p in parts if p is not None]
-        if present:
-            columns = {name: np.concatenate([p[name] for p in present]) for name in present[0]}
-            order = np.argsort(columns["seq"], kind="stable")
-            arrays = {k: v[order] for k, v in columns.items()}
-        else:
-            arrays = {
-                "ts": np.zeros(0, dtype=np.int64),
-                "pid": np.zeros(0, dtype=np.int64),
-                **{name: np.zeros(0, dtype=np.int32) for name in (*CODED, *TEXT)},
-            }
+        """The events frame, in log order. It is built column by column from the chunks, which
+        it empties as it goes (peak memory: about the chunks or the frame, not both), so it is
+        called once, at the end of a read."""
+        # the capped chunks trimmed (small), the uncapped ones as they are (no joined copy)
+        present = [p for p in (c.columns() for c in self.event_chunks.values()) if p is not None]
+        present += self.rare_chunks.parts
+        for c in (self.rare_chunks, *self.event_chunks.values()):
+            c.parts = []  # `present` holds the only references now
+        order = (
+            np.argsort(np.concatenate([p.pop("seq") for p in present]), kind="stable") if present else None
+        )
+
+        def take(name: str) -> np.ndarray:
+            if order is None:
+                return np.zeros(0, dtype=np.int64 if name in ("ts", "pid") else np.int32)
+            return np.concatenate([p.pop(name) for p in present])[order]
+
         self._categories()
         names = ["", *log_events.CATEGORIES]
-        frame = pd.DataFrame(
-            {
-                "ts": _utc(arrays["ts"]),
-                "event": _categorical(arrays["event"], self.vocab["event"].values),
-                "category": _categorical(self.category_of[arrays["event"]].astype(np.int32), names),
-                **{
-                    name: _categorical(arrays[name], self.vocab[name].values)
-                    for name in ("level", "sqlstate", "user", "database", "application", "host")
-                },
-                "pid": arrays["pid"].astype(np.int64),
-                "message": _strings(arrays["message"], self.vocab["message"].values),
-                "detail": _strings(arrays["detail"], self.vocab["detail"].values),
-            }
-        )
-        return frame[EVENT_COLUMNS]
+        out: dict[str, Any] = {"ts": _utc(take("ts"))}
+        event = take("event")
+        out["event"] = _categorical(event, self.vocab["event"].values)
+        out["category"] = _categorical(self.category_of[event].astype(np.int32), names)
+        del event
+        for name in ("level", "sqlstate", "user", "database", "application", "host"):
+            out[name] = _categorical(take(name), self.vocab[name].values)
+        out["pid"] = take("pid").astype(np.int64)
+        for name in TEXT:
+            out[name] = _strings(take(name), self.vocab[name].values)
+        return pd.DataFrame(out)[EVENT_COLUMNS]
 
     def sessions_frame(self) -> pd.DataFrame:
         columns = self.session_chunks.columns()
