@@ -690,18 +690,18 @@ class SessionState:
         frame = frame.sort_values("start", kind="stable").reset_index(drop=True)
         return frame[SESSION_COLUMNS]
 
-    def who(self) -> dict[str, dict[tuple[int, int], int]]:
-        """Per name column: count of rows per (event code, name code)."""
-        out: dict[str, dict[tuple[int, int], int]] = {}
-        for name, parts in self.who_parts.items():
+    def who(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(event codes, name codes, counts) of one name column, one item per distinct pair, in
+        the order the pairs were first seen (the order ties are ranked in)."""
+        parts = self.who_parts[name]
+        if not parts:
             empty = np.zeros(0, np.int64)
-            keys, counts, first = _merge_counts(parts) if parts else (empty, empty, empty)
-            order = np.lexsort((keys, first))
-            keys, counts = keys[order], counts[order]
-            out[name] = {
-                (k >> 32, k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist(), strict=True)
-            }
-        return out
+            return empty, empty, empty
+        keys, counts, first = _merge_counts(parts)
+        self.who_parts[name] = [(keys, counts, first)]
+        order = np.lexsort((keys, first))
+        keys, counts = keys[order], counts[order]
+        return keys >> 32, keys & 0xFFFFFFFF, counts
 
     def events_dropped(self) -> dict[str, int]:
         values = self.vocab["event"].values
