@@ -5,19 +5,20 @@ BIN    := $(VENV)/bin
 
 .PHONY: install demo test lint typecheck bench clean
 
+# Debian packages beside the Python ones: pgbouncer for the lab, chromium for the report's browser
+# tests (playwright never downloads a browser here), pgbadger for bench/log_throughput.py.
+# Installed as root where apt exists; named otherwise, and the tests that need one say so.
+DEBIAN_PACKAGES := pgbouncer:/usr/sbin/pgbouncer chromium:/usr/bin/chromium pgbadger:/usr/bin/pgbadger
+
 install: $(VENV)/.installed
-	@# The lab's PgBouncer is Debian's package: installed as root where apt exists, named otherwise.
-	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then :; \
+	@missing=""; for entry in $(DEBIAN_PACKAGES); do \
+		if ! command -v $${entry%%:*} >/dev/null 2>&1 && [ ! -x $${entry#*:} ]; then missing="$$missing $${entry%%:*}"; fi; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq pgbouncer >/dev/null 2>&1 || \
-		{ apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }; \
-	else echo "pgbouncer not found: the lab needs it; install your system's pgbouncer package (make install does it as root with apt)"; fi
-	@# The report's browser tests drive Debian's chromium (playwright never downloads a browser here).
-	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium >/dev/null 2>&1 || \
-		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
-	else echo "chromium not found: the report's browser tests need it; install your system's chromium package (make install does it as root with apt)"; fi
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; }; \
+	else echo "not installed:$$missing: install your system's packages of that name (make install does it as root with apt)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

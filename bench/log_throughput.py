@@ -1,11 +1,17 @@
-"""Throughput of `playbook logs` against pgBadger on the same connection-heavy stderr log.
+"""Throughput and peak memory of `playbook logs` against pgBadger -j 1 on the same generated logs.
 
-Generates a realistic ~100 MB PostgreSQL stderr log (Debian's prefix '%m [%p] %q%u@%d ', the
-connection received / authenticated / authorized / disconnection lines that dominate pooled
-workloads, some ERROR/FATAL lines with DETAIL and STATEMENT lines, tab continuations and a few
-invalid UTF-8 bytes), then times both tools on one core and prints MB/s and the ratio.
+The logs are the team's connection-heavy mix (/work/shared/bench/genlog.py, prefix
+'%m [%p] %q%u@%d '): 100 MB and 500 MB in stderr, plus csvlog and jsonlog copies of the 100 MB
+one (converted here, record by record, with the SQLSTATEs PostgreSQL writes). Missing files are
+generated; existing ones are reused, so a second run times the same bytes.
 
-    .venv/bin/python bench/log_throughput.py [--mb 100] [--keep PATH]
+Every tool runs in a child process of its own, one at a time: our MB/s is the log's size over
+the child's wall time, "per core" is the size over its CPU time (user + system), and the peak
+RSS is the child's own (getrusage of that child, via os.wait4). pgBadger gets a pid folder of
+its own (--pid-dir) and -j 1.
+
+    .venv/bin/python bench/log_throughput.py [--dir /tmp/wt-logspeed-bench] [--sizes 100,500]
+        [--genlog /work/shared/bench/genlog.py] [--jobs 1] [--no-pgbadger]
 
 It prints figures; it is not a test and asserts nothing.
 """
@@ -13,18 +19,26 @@ It prints figures; it is not a test and asserts nothing.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import random
-import resource
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 PREFIX = "%m [%p] %q%u@%d "
+GENLOG = Path("/work/shared/bench/genlog.py")
+
+# -- the pooled mix the tests read (sessions that pair), kept for tests/test_serverlog.py --------
 
 USERS = [("app_rw", "orders"), ("app_ro", "orders"), ("reporting", "warehouse"), ("billing", "billing")]
 APPS = ["orders-api", "orders-worker", "metabase", "billing-cron", "psql", "PostgreSQL JDBC Driver"]
@@ -129,84 +143,212 @@ def generate(path: Path, target_mb: float, seed: int = 7) -> int:
     return written
 
 
-def _peak_mb(before: int) -> float:
-    """Peak RSS of the largest child waited for since `before` (Linux reports KB)."""
-    return max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+# -- the team's mix in csvlog and jsonlog --------------------------------------------------------
+
+_LINE = re.compile(
+    r"^(\S+ \S+ \S+) \[(\d+)\] (\S*)@(\S*) (LOG|FATAL|ERROR|PANIC|WARNING|STATEMENT|DETAIL|HINT):  (.*)$"
+)
+# SQLSTATEs PostgreSQL writes with these wordings (csvlog and jsonlog carry them in a field)
+_STATES = {
+    "terminating connection due to idle-session timeout": "57P05",
+    "terminating connection due to idle-in-transaction timeout": "25P03",
+    "terminating connection due to administrator command": "57P01",
+    "sorry, too many clients already": "53300",
+    "canceling statement due to statement timeout": "57014",
+    "could not receive data from client: Connection reset by peer": "08006",
+    "unexpected EOF on client connection with an open transaction": "08P01",
+    "could not send data to client: Broken pipe": "08006",
+}
 
 
-def time_ours(path: Path) -> tuple[float, str]:
-    code = (
-        "import argparse, sys; from playbook import logs_command as m; p = argparse.ArgumentParser(); "
-        "m.add_arguments(p); sys.exit(m.run(p.parse_args(sys.argv[1:])))"
-    )
-    cmd = [sys.executable, "-c", code, str(path), "--prefix", PREFIX, "--json"]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"playbook logs failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return elapsed, done.stdout
+def _records(stderr_log: Path) -> Iterator[dict[str, Any]]:
+    """The entries of a genlog stderr log as csvlog/jsonlog records (STATEMENT lines joined)."""
+    pending: dict[str, Any] | None = None
+    with stderr_log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            match = _LINE.match(line.rstrip("\n"))
+            if match is None:
+                continue
+            ts, pid, user, db, level, message = match.groups()
+            if level in ("STATEMENT", "DETAIL", "HINT"):
+                if pending is not None:
+                    pending[level.lower()] = message
+                continue
+            if pending is not None:
+                yield pending
+            host = ""
+            if message.startswith("connection received: host="):
+                host = message.split("host=", 1)[1].replace(" port=", ":")
+            unknown = user == "[unknown]"
+            pending = {
+                "timestamp": ts,
+                "user": "" if unknown else user,
+                "dbname": "" if unknown else db,
+                "pid": int(pid),
+                "remote_host": host,
+                "error_severity": level,
+                "state_code": _STATES.get(message, "00000"),
+                "message": message,
+                "application_name": "" if unknown else "api",
+                "backend_type": "client backend",
+            }
+    if pending is not None:
+        yield pending
 
 
-def time_pgbadger(path: Path, outdir: Path) -> float | None:
-    exe = shutil.which("pgbadger")
+def to_csvlog(stderr_log: Path, out: Path) -> None:
+    """csvlog (26 columns, PostgreSQL 14+) with the same entries as `stderr_log`."""
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        for r in _records(stderr_log):
+            row = [""] * 26
+            row[0], row[1], row[2], row[3], row[4] = (
+                r["timestamp"],
+                r["user"],
+                r["dbname"],
+                r["pid"],
+                r["remote_host"],
+            )
+            row[6], row[11], row[12], row[13] = 1, r["error_severity"], r["state_code"], r["message"]
+            row[14], row[19], row[22], row[23] = (
+                r.get("detail", ""),
+                r.get("statement", ""),
+                r["application_name"],
+                r["backend_type"],
+            )
+            writer.writerow(row)
+
+
+def to_jsonlog(stderr_log: Path, out: Path) -> None:
+    """jsonlog (one object a line, PostgreSQL 15+) with the same entries as `stderr_log`."""
+    with out.open("w") as f:
+        for r in _records(stderr_log):
+            record = {k: v for k, v in r.items() if v != ""}
+            f.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def ensure_logs(folder: Path, sizes: list[int], genlog: Path) -> dict[str, Path]:
+    """The benchmark's files, generated when missing: stderr of each size, and csvlog and jsonlog
+    copies of the smallest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    for mb in sizes:
+        path = folder / f"genlog-{mb}mb.log"
+        if not path.exists():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, str(genlog), str(path), str(mb)], check=True)
+            print(f"generated {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+        out[f"stderr {mb} MB"] = path
+    smallest = min(sizes)
+    source = out[f"stderr {smallest} MB"]
+    for fmt, convert, ext in (("csvlog", to_csvlog, "csv"), ("jsonlog", to_jsonlog, "json")):
+        path = folder / f"genlog-{smallest}mb.{ext}"
+        if not path.exists():
+            t0 = time.perf_counter()
+            convert(source, path)
+            print(f"converted {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+        out[f"{fmt} {smallest} MB*"] = path
+    return out
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    peak_mb: float
+    stdout: str
+
+
+def run_child(cmd: list[str]) -> Run:
+    """Run `cmd` alone and measure its own wall time, CPU time and peak RSS (os.wait4)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            raise SystemExit(f"{cmd[0]} failed ({child.returncode}): {err.read().decode()[-500:]}")
+        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read().decode())
+
+
+def ours(path: Path, fmt: str, jobs: int) -> Run:
+    cmd = [
+        sys.executable,
+        "-m",
+        "playbook.cli",
+        "logs",
+        str(path),
+        "--format",
+        fmt,
+        "--json",
+        "--jobs",
+        str(jobs),
+    ]
+    if fmt == "stderr":
+        cmd += ["--prefix", PREFIX]
+    return run_child(cmd)
+
+
+def pgbadger(path: Path, fmt: str, workdir: Path) -> Run | None:
+    exe = shutil.which("pgbadger") or ("/usr/bin/pgbadger" if Path("/usr/bin/pgbadger").exists() else None)
     if exe is None:
         return None
-    cmd = [
-        exe,
-        "-j",
-        "1",
-        "-f",
-        "stderr",
-        "--prefix",
-        PREFIX,
-        "-q",
-        # a pid folder of its own: a second pgBadger on the machine would otherwise refuse to run
-        "--pid-dir",
-        str(outdir),
-        "-o",
-        str(outdir / "out.html"),
-        str(path),
-    ]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        print(f"pgbadger failed ({done.returncode}): {done.stderr.strip()[-300:]}")
-        return None
-    return elapsed
+    cmd = [exe, "-j", "1", "-f", {"stderr": "stderr", "csvlog": "csv", "jsonlog": "jsonlog"}[fmt], "-q"]
+    if fmt == "stderr":
+        cmd += ["--prefix", PREFIX]
+    # a pid folder of its own: a second pgBadger on the machine would otherwise refuse to run
+    cmd += ["--pid-dir", str(workdir), "-o", str(workdir / "out.html"), str(path)]
+    return run_child(cmd)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=float, default=100.0, help="size of the generated log in MB")
-    parser.add_argument("--keep", type=Path, help="write the log here and keep it")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir(), "wt-logspeed-bench"))
+    parser.add_argument("--sizes", default="100,500", help="stderr log sizes in MB (default 100,500)")
+    parser.add_argument("--genlog", type=Path, default=GENLOG, help="the mix's generator")
+    parser.add_argument("--jobs", type=int, default=1, help="--jobs for playbook logs (default 1)")
+    parser.add_argument("--no-pgbadger", action="store_true", help="time ours only")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="log-bench-") as tmp:
-        path = args.keep or Path(tmp, "postgresql.log")
-        t0 = time.perf_counter()
-        size = generate(path, args.mb)
-        mb = size / 1e6
-        print(f"generated {mb:.1f} MB in {time.perf_counter() - t0:.1f} s: {path}")
-        print(f"cpu cores visible: {os.cpu_count()}; both tools run on one core")
-
-        ours, out = time_ours(path)
-        peak = _peak_mb(0)
-        print(f"playbook logs : {ours:6.2f} s  {mb / ours:7.1f} MB/s  (peak RSS {peak:.0f} MB)")
-        if '"lines"' in out:
-            import json
-
-            summary = json.loads(out)
-            print(f"  lines={summary.get('lines')} sessions={summary.get('sessions', {}).get('count')}")
-
-        badger = time_pgbadger(path, Path(tmp))
-        if badger is None:
-            print("pgbadger      : not installed (apt-get install -y pgbadger); ours only")
-        else:
-            version = subprocess.run(["pgbadger", "--version"], capture_output=True, text=True).stdout.strip()
-            print(f"pgbadger -j 1 : {badger:6.2f} s  {mb / badger:7.1f} MB/s  ({version})")
-            print(f"ratio         : playbook logs is {badger / ours:.1f}x pgBadger's throughput")
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    logs = ensure_logs(args.dir, sizes, args.genlog)
+    print(f"cpu cores visible: {os.cpu_count()} (shared machine: figures move with the load)")
+    print("* converted from the stderr one: same entries; pgBadger is timed on it in its format")
+    startup = run_child(
+        [sys.executable, "-c", "import playbook.cli, playbook.logs_command, playbook.collect.serverlog"]
+    )
+    print(
+        f"our start-up (imports: pandas, pyarrow): {startup.wall:.2f} s wall, {startup.cpu:.2f} s CPU, "
+        f"{startup.peak_mb:.0f} MB"
+    )
+    print("MB/s: size / wall time; MB/s/core: size / CPU time; reader: size / (CPU time - start-up CPU)")
+    head = f"{'log':<18}{'MB':>7} | {'ours s':>7}{'MB/s':>7}{'MB/s/core':>10}{'reader':>8}{'peak RSS':>9} |"
+    head += f" {'pgBadger s':>10}{'MB/s':>7}{'peak RSS':>9} | {'ratio':>6}"
+    print(head)
+    print("-" * len(head))
+    with tempfile.TemporaryDirectory(prefix="pgbadger-") as work:
+        for label, path in logs.items():
+            fmt = label.split()[0]
+            mb = path.stat().st_size / 1e6
+            mine = ours(path, fmt, args.jobs)
+            badger = None if args.no_pgbadger else pgbadger(path, fmt, Path(work))
+            reader = mb / max(mine.cpu - startup.cpu, 1e-3)
+            line = f"{label:<18}{mb:7.0f} | {mine.wall:7.2f}{mb / mine.wall:7.1f}{mb / mine.cpu:10.1f}"
+            line += f"{reader:8.1f}"
+            line += f"{mine.peak_mb:8.0f}M |"
+            if badger is None:
+                line += f" {'-':>10}{'-':>7}{'-':>9} | {'-':>6}"
+            else:
+                line += f" {badger.wall:10.2f}{mb / badger.wall:7.1f}{badger.peak_mb:8.0f}M"
+                line += f" | {badger.wall / mine.wall:5.1f}x"
+            print(line, flush=True)
+            summary = json.loads(mine.stdout)
+            sessions = summary["sessions"]["count"]
+            events = sum(e["count"] for e in summary["events"].values())
+            print(f"{'':<18}{'':>7}   lines {summary['lines']:,}, events {events:,}, sessions {sessions:,}")
     return 0
 
 

@@ -52,7 +52,9 @@ def zoned(
             pid = victim.info.backend_pid
             before = datetime.now(timezone.utc)
             with lab.admin() as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+                # with a timeout it returns once the victim has exited, so after its FATAL was
+                # logged: without one the line may come after `after` on a busy machine
+                admin.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
             after = datetime.now(timezone.utc)
             victim.close()
             wait_until(

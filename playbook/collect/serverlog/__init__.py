@@ -4,8 +4,11 @@
 may be passed in any order, plain or gzip/bzip2/xz): a parser keeps the rows that explain
 sessions (playbook.collect.serverlog.stderr / .structured), the streaming state pairs logins
 with their ends and keeps running totals (.state), and the summary is built from those totals
-(.summary). Memory stays flat whatever the size of the logs; with `jobs` > 1 blocks are parsed
-in worker processes while the state follows them in order.
+(.summary). Without frames (`frames=False`, what `playbook logs` asks for) memory stays flat
+whatever the size of the logs; with them it grows only with the events that can explain a lost
+session, which are all kept (session lines and sessions are capped: see .state). With
+`jobs` > 1 blocks are parsed in worker processes while the state follows them in order; the
+result is the same.
 
 Modules: sources (files, formats, order), prefix (log_line_prefix), times (zones), rows (what a
 parser keeps), stderr and structured (the parsers), state (sessions and totals), summary.
@@ -88,8 +91,11 @@ def _cut(fmt: str, buf: bytes) -> int:
         while cut >= 0 and cut + 1 < len(buf) and buf[cut + 1] == 9:
             cut = buf.rfind(b"\n", 0, cut)
     elif fmt == "csvlog":
-        while cut >= 0 and buf.count(b'"', 0, cut) % 2:
-            cut = buf.rfind(b"\n", 0, cut)
+        quotes = buf.count(b'"', 0, cut) if cut >= 0 else 0  # counted once, then by difference
+        while cut >= 0 and quotes % 2:
+            before = buf.rfind(b"\n", 0, cut)
+            quotes -= buf.count(b'"', max(before, 0), cut)
+            cut = before
     return cut + 1
 
 
@@ -123,6 +129,7 @@ def read_server_logs(
     progress: bool = False,
     log_tz: Zone | None = None,
     jobs: int = 1,
+    frames: bool = True,
 ) -> ServerLogEvidence:
     """Read PostgreSQL server logs and classify what ended sessions.
 
@@ -132,13 +139,18 @@ def read_server_logs(
     log_timezone): printed abbreviations are read through it; without it only numeric offsets
     and UTC/GMT are exact, and anything else is read with an assumption the summary's
     "warnings" and "zones_assumed" state. `since`/`until` (naive: UTC) bound the events and
-    sessions kept. `jobs` > 1 parses blocks in that many processes. Memory stays flat: the
-    frames keep the latest rows per event (see state.EVENT_ROWS_PER_KIND) while the summary
-    counts everything. Bad input raises PlaybookError with one sentence.
+    sessions kept. `jobs` > 1 parses blocks in that many processes; the result is the same.
+    The summary counts everything. The events frame holds every event that can explain a lost
+    session; of the session lines (connection received / authorized, disconnection) it keeps
+    the latest state.SESSION_LINE_ROWS per event, and the sessions frame the latest
+    state.SESSION_ROWS (what was left out: the summary's "frame_rows_left_out"). With
+    `frames=False` both frames are empty and memory stays flat whatever the log's size (the
+    summary is the same; "frame_rows_left_out" is null). Bad input raises PlaybookError with
+    one sentence.
     """
     planned, detected, prefix = plan_files([Path(p) for p in paths], fmt, prefix)
     spec = StderrSpec(prefix or "") if detected == "stderr" else None
-    state = SessionState(as_utc(since), as_utc(until))
+    state = SessionState(as_utc(since), as_utc(until), frames)
     zones_assumed: dict[str, Any] = {}
     warnings: list[str] = []
     total = sum(p.size for p in planned)
@@ -232,7 +244,8 @@ def read_server_logs(
     dropped = state.events_dropped()
     if dropped or state.session_chunks.dropped:
         warnings.append(
-            "the frames keep the latest rows of each event and session only "
+            "the frames keep every event that can explain a lost session but only the latest "
+            "session lines and sessions "
             f"({sum(dropped.values()) + state.session_chunks.dropped:,} older rows left out); "
             "the summary's counts include every line"
         )

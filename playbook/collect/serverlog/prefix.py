@@ -164,15 +164,18 @@ class FastPrefix:
     optional: list[tuple[str, list[str]]]
 
 
-def fast_prefix(prefix: str) -> FastPrefix:
+def fast_prefix(prefix: str, skip: frozenset[str] = frozenset()) -> FastPrefix:
+    """The RE2 passes of `prefix`; fields named in `skip` are matched but not captured."""
     tokens = _tokens(prefix)
     q_at = next((i for i, t in enumerate(tokens) if t[0] == "q"), None)
     full = [t for t in tokens if t[0] != "q"]
     short = tokens[:q_at] if q_at is not None else None
-    return FastPrefix(_passes(full), _passes(short) if short is not None else [])
+    return FastPrefix(_passes(full, skip), _passes(short, skip) if short is not None else [])
 
 
-def _passes(tokens: list[tuple[str, str, bool]]) -> list[tuple[str, list[str]]]:
+def _passes(
+    tokens: list[tuple[str, str, bool]], skip: frozenset[str] = frozenset()
+) -> list[tuple[str, list[str]]]:
     # One pattern per token, in two forms: capturing and not.
     pieces: list[tuple[str, str, list[str]]] = []  # (capturing, plain, names)
     seen: set[str] = set()
@@ -195,6 +198,9 @@ def _passes(tokens: list[tuple[str, str, bool]]) -> list[tuple[str, list[str]]]:
         if padded:
             cap, plain = f" *{cap} *", f" *{plain} *"
         keep = name is not None and name not in seen and not (name == "ts" and "epoch" in seen)
+        if name in skip:
+            seen.add(name)
+            keep = False
         if keep and name is not None:
             seen.add(name)
         pieces.append((cap, plain, names) if keep else (plain, plain, []))

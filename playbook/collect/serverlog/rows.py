@@ -20,6 +20,7 @@ from playbook.evidence.zones import NameReading
 
 RECV, AUTH, DISC, EVENT = 1, 2, 3, 4
 CODED = ("event", "level", "sqlstate", "user", "database", "application", "host")
+TEXT = ("message", "detail")  # coded too: the same few texts repeat
 _UNKNOWN = frozenset({"[unknown]", "unknown"})
 
 
@@ -59,6 +60,16 @@ class Coded:
         return cls(codes.astype(np.int32), [clean_name(v) for v in uniques])
 
     @classmethod
+    def texts(cls, items: Sequence[str]) -> Coded:
+        """Factorize texts as they are (no cleaning)."""
+        if not len(items):
+            return cls(np.zeros(0, dtype=np.int32), [""])
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+        codes, uniques = pd.factorize(arr, use_na_sentinel=False)
+        return cls(codes.astype(np.int32), list(uniques))
+
+    @classmethod
     def constant(cls, value: str, n: int) -> Coded:
         return cls(np.zeros(n, dtype=np.int32), [value])
 
@@ -74,9 +85,7 @@ class Rows:
     ts: np.ndarray  # datetime64[ms], UTC (NaT when the line has no time)
     pid: np.ndarray  # int64, 0 when the line has none
     session_s: np.ndarray  # float64, the session time of DISC rows
-    coded: dict[str, Coded]
-    message: list[str]  # "" for session lines: their content lives in the coded columns
-    detail: list[str]
+    coded: dict[str, Coded]  # CODED and TEXT; message and detail are "" for session lines
     lines: int = 0
     entries: int = 0
     bytes_read: int = 0
@@ -93,9 +102,7 @@ class Rows:
             np.zeros(0, dtype="datetime64[ms]"),
             np.zeros(0, dtype=np.int64),
             np.zeros(0, dtype=np.float64),
-            {name: Coded.constant("", 0) for name in CODED},
-            [],
-            [],
+            {name: Coded.constant("", 0) for name in (*CODED, *TEXT)},
         )
 
     @classmethod
@@ -103,7 +110,7 @@ class Rows:
         """Rows of consecutive pieces in order, with the dictionaries merged."""
         parts = [p for p in parts if len(p)] or [cls.empty()]
         coded: dict[str, Coded] = {}
-        for name in CODED:
+        for name in (*CODED, *TEXT):
             values: list[str] = []
             index: dict[str, int] = {}
             codes = []
@@ -119,18 +126,13 @@ class Rows:
             np.concatenate([p.pid for p in parts]),
             np.concatenate([p.session_s for p in parts]),
             coded,
-            [m for p in parts for m in p.message],
-            [d for p in parts for d in p.detail],
         )
 
     def take(self, index: np.ndarray) -> Rows:
-        idx = index.tolist()
         return Rows(
             self.kind[index],
             self.ts[index],
             self.pid[index],
             self.session_s[index],
             {name: c.take(index) for name, c in self.coded.items()},
-            [self.message[i] for i in idx],
-            [self.detail[i] for i in idx],
         )

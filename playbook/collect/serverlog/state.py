@@ -2,14 +2,25 @@
 
 Memory stays flat whatever the log's size. Per pid only what is still open is kept (the login
 of a session whose end has not come yet, a connection received whose login has not, the last
-cause of the last second); counts, first and last times, who was hit and the per-minute
-timeline are totals updated block by block. The frames keep at most `EVENT_ROWS_PER_KIND` rows
-of each event (the latest ones) and `SESSION_ROWS` sessions; the summary's figures are exact
-whatever was left out of the frames, and says when rows were.
+cause of the last second), in sorted arrays (`_Carry`); counts, first and last times, who was
+hit and the per-minute timeline are totals updated block by block.
 
-Each block is handled with numpy: rows are grouped by pid in log order, and for every row the
-last session line, connection received and cause before it in its pid come from running
-maxima, so a block of a hundred thousand rows costs a few sorts, not a Python loop.
+Frames and their caps (the summary's figures are exact whatever the frames leave out):
+- the events frame keeps EVERY event that can explain a lost session (every event except the
+  session lines connection_received, connection_authorized and disconnection): they are rare
+  in real logs and the diagnosis needs each one, so their frame rows are never capped;
+- of the session lines, the bulk of a log with log_connections and log_disconnections on, it
+  keeps the latest `SESSION_LINE_ROWS` rows of each;
+- the sessions frame keeps the latest `SESSION_ROWS` sessions.
+What was left out is counted per event (and for sessions) in the summary's
+"frame_rows_left_out"; counts must be read from the summary ("events"[id]["count"],
+"sessions"["count"]), never from a frame's length. With `frames=False` (`playbook logs`) no
+frame row is kept at all: the summary alone, in flat memory.
+
+Each block is handled with numpy and no per-row Python: rows are grouped by pid in log order
+(a stable argsort), and for every row the last session line, connection received and cause
+before it in its pid come from running maxima; what earlier blocks left open joins through one
+searchsorted per block.
 """
 
 from __future__ import annotations
@@ -20,12 +31,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from playbook.collect import log_events
-from playbook.collect.serverlog.rows import AUTH, CODED, DISC, EVENT, RECV, Coded, Rows
+from playbook.collect.serverlog.rows import AUTH, CODED, DISC, EVENT, RECV, TEXT, Coded, Rows
 
-EVENT_ROWS_PER_KIND = 20_000
+SESSION_LINE_ROWS = 20_000  # per session-line event: the latest ones
 SESSION_ROWS = 50_000
+SESSION_LINE_EVENTS = ("connection_received", "connection_authorized", "disconnection")
 _NAT = np.iinfo(np.int64).min
 _STALE_MS = 2000  # a login this much older than a session's start belongs to an earlier session
 _CAUSE_MS = 1000  # a cause this close before a disconnection ended that session
@@ -46,8 +59,20 @@ class Vocab:
         self.values: list[str] = [""]
 
     def remap(self, coded: Coded) -> np.ndarray:
-        table = np.fromiter((self.code(v) for v in coded.values), dtype=np.int32, count=len(coded.values))
-        return table[coded.codes] if len(coded.codes) else np.zeros(0, dtype=np.int32)
+        """Global codes of a block's coded column. New values get the next codes in the order
+        they first appear in the rows (whatever the order of the block's dictionary), so codes,
+        and the summary's order among equal counts, follow the log alone."""
+        if not len(coded.codes):
+            return np.zeros(0, dtype=np.int32)
+        get = self.index.get
+        found = [get(v, -1) for v in coded.values]
+        table = np.array(found, dtype=np.int32)
+        if -1 in found:
+            used, first = np.unique(coded.codes, return_index=True)
+            for c in used[np.argsort(first, kind="stable")].tolist():
+                if table[c] < 0:
+                    table[c] = self.code(coded.values[c])
+        return table[coded.codes]
 
     def code(self, value: str) -> int:
         found = self.index.get(value)
@@ -59,67 +84,188 @@ class Vocab:
 
 @dataclass
 class _Chunks:
-    """Column chunks of one frame, trimmed to the latest `cap` rows."""
+    """Column chunks of one frame, trimmed to the latest `cap` rows (None: every row)."""
 
-    cap: int
+    cap: int | None
     parts: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
     dropped: int = 0
 
-    def add(self, columns: dict[str, Any], n: int) -> None:
+    def add(self, columns: dict[str, np.ndarray], n: int) -> None:
         if not n:
             return
         self.parts.append(columns)
         self.rows += n
+        if self.cap is None:
+            if len(self.parts) >= 2 * _MERGE and all(_len(p) < (1 << 20) for p in self.parts[-_MERGE:]):
+                # fewer, bigger arrays; only the latest small ones are copied (no spike)
+                self.parts[-_MERGE:] = [_joined(self.parts[-_MERGE:])]
+            return
         while self.parts and self.rows - _len(self.parts[0]) >= self.cap:
             gone = _len(self.parts.pop(0))
             self.rows -= gone
             self.dropped += gone
 
-    def columns(self) -> dict[str, Any] | None:
+    def columns(self) -> dict[str, np.ndarray] | None:
         if not self.parts:
             return None
-        out: dict[str, Any] = {}
-        for name in self.parts[0]:
-            values = [p[name] for p in self.parts]
-            out[name] = (
-                [v for part in values for v in part]
-                if isinstance(values[0], list)
-                else np.concatenate(values)
-            )
-        extra = self.rows - self.cap
+        out = _joined(self.parts)
+        extra = self.rows - self.cap if self.cap is not None else 0
         if extra > 0:
             self.dropped += extra
+            self.rows -= extra
             out = {k: v[extra:] for k, v in out.items()}
+        self.parts = [out]
         return out
+
+
+_MERGE = 32
+
+
+def _joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _len(columns: dict[str, Any]) -> int:
     return len(next(iter(columns.values())))
 
 
-class SessionState:
-    """Consumes `Rows` in log order; `events_frame`, `sessions_frame` and `totals` at the end."""
+_CARRY_DTYPES: dict[str, Any] = {
+    "open_has": bool, "open_seq": np.int64, "open_ts": np.int64, "open_user": np.int32,
+    "open_database": np.int32, "open_application": np.int32, "open_host": np.int32,
+    "recv_has": bool, "recv_host": np.int32, "cause_has": bool, "cause_ts": np.int64, "cause_event": np.int32,
+}  # fmt: skip
+_FLAGS = ("open_has", "recv_has", "cause_has")
 
-    def __init__(self, since: np.datetime64 | None, until: np.datetime64 | None) -> None:
+
+class _Carry:
+    """Per pid, what the next block needs, as arrays sorted by pid: the open login (its time,
+    names and the order it was left open in), a connection received not yet authorized (its
+    host) and the latest cause (its time and event). Pids with none of the three are dropped."""
+
+    def __init__(self) -> None:
+        self.pid = np.zeros(0, dtype=np.int64)
+        self.columns = {name: np.zeros(0, dtype=dtype) for name, dtype in _CARRY_DTYPES.items()}
+        self.next_seq = 0
+
+    def lookup(self, pids: np.ndarray) -> dict[str, np.ndarray]:
+        """The carried columns for `pids` (sorted, unique); defaults (nothing open) elsewhere."""
+        at = np.searchsorted(self.pid, pids)
+        atc = np.minimum(at, max(len(self.pid) - 1, 0))
+        hit = (at < len(self.pid)) & (self.pid[atc] == pids) if len(self.pid) else np.zeros(len(pids), bool)
+        out: dict[str, np.ndarray] = {}
+        miss = ~hit
+        for name, column in self.columns.items():
+            if len(self.pid):
+                values = column[atc]
+                values[miss] = _NAT if name.endswith("_ts") else 0
+            else:
+                values = np.full(len(pids), _NAT if name.endswith("_ts") else 0, dtype=column.dtype)
+            out[name] = values
+        return out
+
+    def update(
+        self, pids: np.ndarray, new: dict[str, np.ndarray], was_open: np.ndarray | None = None
+    ) -> None:
+        """Replace the rows of `pids` (sorted, unique) with `new`; logins newly left open are
+        numbered after every earlier one, in pid order."""
+        was_open = was_open if was_open is not None else self.lookup(pids)["open_has"]
+        fresh = new["open_has"] & ~was_open
+        new["open_seq"] = np.where(fresh, self.next_seq + np.cumsum(fresh) - 1, new["open_seq"])
+        self.next_seq += int(fresh.sum())
+        keep_new = new["open_has"] | new["recv_has"] | new["cause_has"]
+        # pids already here: overwritten in place (a row with no flag left stays until the next
+        # compaction: nothing reads a row's values without its flag); new ones: inserted
+        at = np.searchsorted(self.pid, pids)
+        atc = np.minimum(at, max(len(self.pid) - 1, 0))
+        hit = (at < len(self.pid)) & (self.pid[atc] == pids) if len(self.pid) else np.zeros(len(pids), bool)
+        if hit.any():
+            pos = atc[hit]
+            for name, column in self.columns.items():
+                column[pos] = new[name][hit]
+        insert = ~hit & keep_new
+        if insert.any():
+            where = at[insert]
+            self.pid = np.insert(self.pid, where, pids[insert])
+            self.columns = {
+                name: np.insert(column, where, new[name][insert].astype(column.dtype))
+                for name, column in self.columns.items()
+            }
+        flagged = self.columns["open_has"] | self.columns["recv_has"] | self.columns["cause_has"]
+        if 2 * int(flagged.sum()) < len(flagged):
+            self._drop_empty()
+
+    def count(self, flag: str) -> int:
+        return int(self.columns[flag].sum())
+
+    def prune_causes(self, oldest: int) -> None:
+        self.columns["cause_has"] &= self.columns["cause_ts"] >= oldest
+        self._drop_empty()
+
+    def clear(self, flag: str) -> None:
+        self.columns[flag][:] = False
+        self._drop_empty()
+
+    def _drop_empty(self) -> None:
+        keep = self.columns["open_has"] | self.columns["recv_has"] | self.columns["cause_has"]
+        if not keep.all():
+            self.pid = self.pid[keep]
+            self.columns = {name: column[keep] for name, column in self.columns.items()}
+
+    def open_sessions(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Pids and columns of the logins still open, in the order they were left open."""
+        rows = np.flatnonzero(self.columns["open_has"])
+        rows = rows[np.argsort(self.columns["open_seq"][rows], kind="stable")]
+        return self.pid[rows], {name: column[rows] for name, column in self.columns.items()}
+
+
+def _ms(seconds: np.ndarray) -> np.ndarray:
+    """A session time in seconds as whole milliseconds (NaN: 0)."""
+    return np.round(np.nan_to_num(seconds, nan=0.0) * 1000).astype(np.int64)
+
+
+def _next_after(mask: np.ndarray, new_group: np.ndarray) -> np.ndarray:
+    """Per position: the next later position of its group in `mask`, or -1."""
+    n = len(mask)
+    position = np.arange(n)
+    nxt = np.minimum.accumulate(np.where(mask, position, n)[::-1])[::-1]
+    after = np.empty(n, dtype=np.int64)
+    after[:-1] = nxt[1:]
+    after[-1] = n
+    group_end = np.append(np.flatnonzero(new_group)[1:] - 1, n - 1)[np.cumsum(new_group) - 1]
+    return np.where(after <= group_end, after, -1)
+
+
+class SessionState:
+    """Consumes `Rows` in log order; `events_frame`, `sessions_frame` and `totals` at the end.
+    With `frames` False no frame row is kept (the totals are the same)."""
+
+    def __init__(self, since: np.datetime64 | None, until: np.datetime64 | None, frames: bool = True) -> None:
         self.since = None if since is None else int(since.astype("datetime64[ms]").astype(np.int64))
         self.until = None if until is None else int(until.astype("datetime64[ms]").astype(np.int64))
-        self.vocab = {name: Vocab() for name in CODED}
+        self.frames = frames
+        self.vocab = {name: Vocab() for name in (*CODED, *TEXT)}
         for event_id in log_events.CATALOG:
             self.vocab["event"].code(event_id)
+        self.session_line_codes = np.array(
+            [self.vocab["event"].code(e) for e in SESSION_LINE_EVENTS], dtype=np.int32
+        )
         self.category_of = np.zeros(0, dtype=np.int8)
-        self.open: dict[int, tuple[int, int, int, int, int]] = {}  # pid -> auth ts, user, db, app, host
-        self.recv_pending: dict[int, int] = {}  # pid -> host of a connection not yet authorized
-        self.last_cause: dict[int, tuple[int, int]] = {}  # pid -> (ts, event) of the latest cause
+        self.carry = _Carry()
         self.seq = 0
         self.past_until = False
-        self.event_chunks: dict[int, _Chunks] = {}
+        self.event_chunks: dict[int, _Chunks] = {}  # session-line events, capped
+        self.rare_chunks = _Chunks(None)  # every other event, never capped
         self.session_chunks = _Chunks(SESSION_ROWS)
         # totals
         self.count: Counter[int] = Counter()
         self.first: dict[int, int] = {}
         self.last: dict[int, int] = {}
-        self.who: dict[str, Counter[tuple[int, int]]] = {name: Counter() for name in _WHO}
+        # (keys, counts, first seen) per block, merged now and then; ties in the summary's
+        # rankings keep the order names were first seen in
+        self.who_parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+            name: [] for name in _WHO
+        }
         self.timeline: Counter[tuple[int, str]] = Counter()
         self.durations: list[np.ndarray] = []
         self.sessions = 0
@@ -131,6 +277,7 @@ class SessionState:
 
     # -- one block ---------------------------------------------------------------------------
     def consume(self, rows: Rows) -> None:
+        """One block's rows, in log order, after every earlier block's."""
         self.lines += rows.lines
         self.entries += rows.entries
         self.bytes_read += rows.bytes_read
@@ -147,229 +294,165 @@ class SessionState:
         error_code = self.vocab["level"].code("ERROR")
         cause = (kind == EVENT) & (category > 0) & (codes["level"] != error_code)
 
-        # Group by pid, log order within a pid; pid 0 (no %p) pairs nothing.
-        order = np.lexsort((np.arange(n), pid))
-        p_sorted = pid[order]
-        new_group = np.ones(n, dtype=bool)
-        new_group[1:] = p_sorted[1:] != p_sorted[:-1]
+        # Everything below works on the rows grouped by pid, in log order within a pid (the
+        # "sorted" order); pid 0 (no %p) pairs nothing.
+        order = np.argsort(pid, kind="stable")
+        K, T, P = kind[order], ts[order], pid[order]
+        S = rows.session_s[order]
+        U, D, A, H = (codes[name][order] for name in _WHO)
+        E, C = event[order], cause[order]
         position = np.arange(n)
-        group_start = np.maximum.accumulate(np.where(new_group, position, 0))
-        paired = p_sorted != 0
+        new_group = np.ones(n, dtype=bool)
+        new_group[1:] = P[1:] != P[:-1]
+        group = np.cumsum(new_group) - 1
+        group_start = np.flatnonzero(new_group)
+        group_end = np.append(group_start[1:] - 1, n - 1)
+        paired = P != 0
+        carry = self.carry.lookup(P[group_start])  # what earlier blocks left open, per group
+        cg = {name: column[group] for name, column in carry.items()}  # per sorted row
 
         def last_before(mask: np.ndarray) -> np.ndarray:
-            """Per sorted row: the sorted position of the last earlier row of its pid in `mask`."""
-            acc = np.maximum.accumulate(np.where(mask[order] & paired, position, -1))
+            """Per sorted row: the position of the last earlier row of its pid in `mask`, or -1."""
+            acc = np.maximum.accumulate(np.where(mask & paired, position, -1))
             prev = np.empty(n, dtype=np.int64)
             prev[0] = -1
             prev[1:] = acc[:-1]
-            return np.where(prev >= group_start, prev, -1)
+            return np.where(prev >= group_start[group], prev, -1)
 
-        session_line = (kind == AUTH) | (kind == DISC)
-        sess_prev = last_before(session_line)
-        recv_prev = last_before(kind == RECV)
-        cause_prev = last_before(cause)
-        k_sorted = kind[order]
-
-        user, database, application, host = (codes[name].copy() for name in _WHO)
-
-        # The session each row belongs to: (auth ts, user, db, app, host) or None.
-        def open_session(i_sorted: int) -> tuple[int, int, int, int, int] | None:
-            prev = sess_prev[i_sorted]
-            if prev >= 0:
-                if k_sorted[prev] != AUTH:
-                    return None
-                row = order[prev]
-                return (
-                    int(ts[row]),
-                    int(user[row]),
-                    int(database[row]),
-                    int(application[row]),
-                    int(auth_host[row]),
-                )
-            if not paired[i_sorted]:
-                return None
-            return self.open.get(int(p_sorted[i_sorted]))
+        is_auth, is_disc = K == AUTH, K == DISC
+        session_line = is_auth | is_disc
+        sp = last_before(session_line)
+        rp = last_before(K == RECV)
+        cp = last_before(C)
 
         # The host of a login: its own (%h) or the connection received just before it.
-        auth_host = host.copy()
-        auth_sorted = np.flatnonzero((k_sorted == AUTH) & paired)
-        for i in auth_sorted.tolist():
-            row = order[i]
-            rp, sp = recv_prev[i], sess_prev[i]
-            if rp >= 0 and rp > sp:
-                auth_host[row] = host[order[rp]]
-            elif sp < 0 and rp < 0:
-                pending = self.recv_pending.get(int(p_sorted[i]))
-                if pending is not None:
-                    auth_host[row] = pending
+        AH = H.copy()
+        from_recv = is_auth & paired & (rp >= 0) & (rp > sp)
+        AH[from_recv] = H[rp[from_recv]]
+        from_carry = is_auth & paired & (sp < 0) & (rp < 0) & cg["recv_has"]
+        AH[from_carry] = cg["recv_host"][from_carry]
 
-        # Events: blank names filled from the session of their pid.
-        blank = np.zeros(n, dtype=bool)
-        for column in (user, database, application, host):
-            blank |= column == 0
-        fill_sorted = np.flatnonzero((k_sorted == EVENT) & paired & blank[order])
-        for i in fill_sorted.tolist():
-            row = order[i]
-            found = open_session(i)
-            if found is None:
-                found = self._session_ahead(i, order, k_sorted, group_start, ts, rows.session_s, codes)
-                if found is None:
-                    continue
-            _, u, d, a, h = found
-            if user[row] == 0:
-                user[row] = u
-            if database[row] == 0:
-                database[row] = d
-            if application[row] == 0:
-                application[row] = a
-            if host[row] == 0:
-                host[row] = h
+        # The open session of each row: the login before it in the block, else the one an
+        # earlier block left open for its pid.
+        spc = np.maximum(sp, 0)
+        in_block = (sp >= 0) & is_auth[spc]
+        from_before = (sp < 0) & paired & cg["open_has"]
+        o_has = in_block | from_before
+        o_ts = np.where(in_block, T[spc], cg["open_ts"])
+        o_u, o_d, o_a, o_h = (
+            np.where(in_block, col[spc], cg[f"open_{name}"])
+            for col, name in ((U, "user"), (D, "database"), (A, "application"), (AH, "host"))
+        )
+
+        # Events: blank names filled from the session of their pid, else from a disconnection
+        # later in the block whose session (by its duration) had begun by then.
+        blank = (U == 0) | (D == 0) | (A == 0) | (H == 0)
+        fill = (K == EVENT) & paired & blank
+        if fill.any():
+            after = _next_after(session_line, new_group)
+            ahc = np.maximum(after, 0)
+            d_start = T[ahc] - _ms(S[ahc])
+            ahead = fill & ~o_has & (after >= 0) & is_disc[ahc] & (d_start <= T)
+            take_open = fill & o_has
+            U, D, A, H = U.copy(), D.copy(), A.copy(), H.copy()
+            for col, from_open, from_disc in (
+                (U, o_u, U[ahc]),
+                (D, o_d, D[ahc]),
+                (A, o_a, np.zeros(n, dtype=np.int32)),
+                (H, o_h, H[ahc]),
+            ):
+                empty = col == 0
+                col[take_open & empty] = from_open[take_open & empty]
+                col[ahead & empty] = from_disc[ahead & empty]
 
         # Sessions: a disconnection ends the open login of its pid; a second login leaves the
-        # first one's end unknown.
-        ended: list[tuple[int, int, int, float, int, int, int, int, str]] = []
-        unknown: list[tuple[int, int, int, int, int, int]] = []
-        session_rows = np.flatnonzero((k_sorted == AUTH) | (k_sorted == DISC))
-        for i in session_rows.tolist():
-            row = order[i]
-            k = k_sorted[i]
-            pid_i = int(p_sorted[i])
-            if k == AUTH:
-                if not paired[i]:
-                    continue
-                before = open_session(i)
-                if before is not None:
-                    unknown.append((pid_i, *before))
-                continue
-            end = int(ts[row])
-            seconds = float(rows.session_s[row])
-            start = end - int(round((0.0 if np.isnan(seconds) else seconds) * 1000)) if end != _NAT else _NAT
-            app = 0
-            login = open_session(i) if paired[i] else None
-            if login is not None:
-                if login[0] != _NAT and start != _NAT and login[0] < start - _STALE_MS:
-                    unknown.append((pid_i, *login))  # an earlier session whose end was not logged
-                else:
-                    app = login[3]
-            by = ""
-            cp = cause_prev[i]
-            if cp >= 0:
-                c_row = order[cp]
-                if 0 <= end - ts[c_row] <= _CAUSE_MS:
-                    by = self.vocab["event"].values[event[c_row]]
-            elif paired[i] and pid_i in self.last_cause:
-                c_ts, c_event = self.last_cause[pid_i]
-                if 0 <= end - c_ts <= _CAUSE_MS:
-                    by = self.vocab["event"].values[c_event]
-            ended.append(
-                (pid_i, start, end, seconds, int(user[row]), int(database[row]), int(host[row]), app, by)
-            )
+        # first one's end unknown, and so does a login older than a disconnection's start.
+        end = T
+        start = np.where(T != _NAT, T - _ms(S), _NAT)
+        stale = is_disc & o_has & (o_ts != _NAT) & (start != _NAT) & (o_ts < start - _STALE_MS)
+        app = np.where(is_disc & o_has & ~stale, o_a, 0).astype(np.int32)
+        cpc = np.maximum(cp, 0)
+        gap = end - T[cpc]
+        by = np.where((cp >= 0) & (gap >= 0) & (gap <= _CAUSE_MS), E[cpc], 0)
+        c_gap = end - cg["cause_ts"]
+        by_carry = (cp < 0) & paired & cg["cause_has"] & (c_gap >= 0) & (c_gap <= _CAUSE_MS)
+        by = np.where(by_carry, cg["cause_event"], by).astype(np.int32)
+        ended = np.flatnonzero(is_disc)
+        unknown = np.flatnonzero((is_auth & paired & o_has) | stale)
 
-        self._carry(
-            order,
-            k_sorted,
-            p_sorted,
-            paired,
-            new_group,
-            ts,
-            user,
-            database,
-            application,
-            auth_host,
-            host,
-            event,
-            cause,
+        self._carry_over(carry, P, K, T, U, D, A, AH, H, E, C, paired, new_group, group_start, group_end, ts)
+        out_codes = dict(codes)
+        for name, col in zip(_WHO, (U, D, A, H), strict=True):
+            restored = np.empty(n, dtype=col.dtype)
+            restored[order] = col
+            out_codes[name] = restored
+        self._emit_events(rows, ts, pid, out_codes, category)
+        self._emit_sessions(
+            (
+                P[ended],
+                start[ended],
+                end[ended],
+                S[ended],
+                U[ended],
+                D[ended],
+                H[ended],
+                app[ended],
+                by[ended],
+            ),
+            (P[unknown], o_ts[unknown], o_u[unknown], o_d[unknown], o_a[unknown], o_h[unknown]),
         )
-        codes.update(user=user, database=database, application=application, host=host)
-        self._emit_events(rows, ts, pid, codes, category)
-        self._emit_sessions(ended, unknown)
 
-    def _session_ahead(
+    def _carry_over(
         self,
-        i: int,
-        order: np.ndarray,
-        k_sorted: np.ndarray,
-        group_start: np.ndarray,
-        ts: np.ndarray,
-        session_s: np.ndarray,
-        codes: dict[str, np.ndarray],
-    ) -> tuple[int, int, int, int, int] | None:
-        """The session a disconnection later in the block says the row was in (no login seen)."""
-        j = i + 1
-        while j < len(order) and group_start[j] == group_start[i]:
-            k = k_sorted[j]
-            if k == AUTH:
-                return None
-            if k == DISC:
-                row = order[j]
-                seconds = session_s[row]
-                start = ts[row] - int(round((0.0 if np.isnan(seconds) else seconds) * 1000))
-                if start <= ts[order[i]]:
-                    return (
-                        int(start),
-                        int(codes["user"][row]),
-                        int(codes["database"][row]),
-                        0,
-                        int(codes["host"][row]),
-                    )
-                return None
-            j += 1
-        return None
-
-    def _carry(
-        self,
-        order: np.ndarray,
-        k_sorted: np.ndarray,
-        p_sorted: np.ndarray,
+        carry: dict[str, np.ndarray],
+        P: np.ndarray,
+        K: np.ndarray,
+        T: np.ndarray,
+        U: np.ndarray,
+        D: np.ndarray,
+        A: np.ndarray,
+        AH: np.ndarray,
+        H: np.ndarray,
+        E: np.ndarray,
+        C: np.ndarray,
         paired: np.ndarray,
         new_group: np.ndarray,
+        group_start: np.ndarray,
+        group_end: np.ndarray,
         ts: np.ndarray,
-        user: np.ndarray,
-        database: np.ndarray,
-        application: np.ndarray,
-        auth_host: np.ndarray,
-        host: np.ndarray,
-        event: np.ndarray,
-        cause: np.ndarray,
     ) -> None:
-        """What the next block needs: open logins, pending connections, the last second's causes."""
-        n = len(order)
-        group_end = np.append(np.flatnonzero(new_group)[1:] - 1, n - 1)
-        session_line = ((k_sorted == AUTH) | (k_sorted == DISC)) & paired
+        """What the next block needs, per pid: the open login, a connection received and not
+        yet authorized, the latest cause."""
+        n = len(P)
         position = np.arange(n)
-        last_sess = np.maximum.accumulate(np.where(session_line, position, -1))[group_end]
-        last_recv = np.maximum.accumulate(np.where((k_sorted == RECV) & paired, position, -1))[group_end]
-        last_cause = np.maximum.accumulate(np.where(cause[order] & paired, position, -1))[group_end]
-        starts = np.flatnonzero(new_group)
-        for g, (ls, lr, lc) in enumerate(
-            zip(last_sess.tolist(), last_recv.tolist(), last_cause.tolist(), strict=True)
-        ):
-            pid_i = int(p_sorted[group_end[g]])
-            start = starts[g]
-            if ls >= start:
-                if k_sorted[ls] == AUTH:
-                    row = order[ls]
-                    self.open[pid_i] = (
-                        int(ts[row]),
-                        int(user[row]),
-                        int(database[row]),
-                        int(application[row]),
-                        int(auth_host[row]),
-                    )
-                else:
-                    self.open.pop(pid_i, None)
-            if lr >= start and lr > ls:
-                self.recv_pending[pid_i] = int(host[order[lr]])
-            elif ls >= start:
-                self.recv_pending.pop(pid_i, None)
-            if lc >= start:
-                row = order[lc]
-                self.last_cause[pid_i] = (int(ts[row]), int(event[row]))
-        if len(self.last_cause) > 10_000 or len(self.recv_pending) > 100_000:
+
+        def last_in_group(mask: np.ndarray) -> np.ndarray:
+            found = np.maximum.accumulate(np.where(mask & paired, position, -1))[group_end]
+            return np.where(found >= group_start, found, -1)
+
+        ls = last_in_group((K == AUTH) | (K == DISC))
+        lr = last_in_group(K == RECV)
+        lc = last_in_group(C)
+        has_s, has_r, has_c = ls >= 0, lr >= 0, lc >= 0
+        lsc, lrc, lcc = np.maximum(ls, 0), np.maximum(lr, 0), np.maximum(lc, 0)
+        new = {name: column.copy() for name, column in carry.items()}
+        login = has_s & (K[lsc] == AUTH)
+        new["open_has"] = np.where(has_s, login, carry["open_has"])
+        for name, col in (("ts", T), ("user", U), ("database", D), ("application", A), ("host", AH)):
+            key = f"open_{name}"
+            new[key] = np.where(login, col[lsc], carry[key])
+        pending = has_r & (lr > ls)
+        new["recv_has"] = np.where(pending, True, np.where(has_s, False, carry["recv_has"]))
+        new["recv_host"] = np.where(pending, H[lrc], carry["recv_host"])
+        new["cause_has"] = carry["cause_has"] | has_c
+        new["cause_ts"] = np.where(has_c, T[lcc], carry["cause_ts"])
+        new["cause_event"] = np.where(has_c, E[lcc], carry["cause_event"])
+        self.carry.update(P[group_start], new, carry["open_has"])
+        if self.carry.count("cause_has") > 10_000 or self.carry.count("recv_has") > 100_000:
             newest = int(ts.max())
-            self.last_cause = {p: c for p, c in self.last_cause.items() if c[0] >= newest - _CAUSE_MS}
-            if len(self.recv_pending) > 100_000:
-                self.recv_pending.clear()  # connections that never logged in: nothing to pair
+            self.carry.prune_causes(newest - _CAUSE_MS)
+            if self.carry.count("recv_has") > 100_000:
+                self.carry.clear("recv_has")  # connections that never logged in: nothing to pair
 
     def _in_window(self, ts: np.ndarray) -> np.ndarray | None:
         if self.since is None and self.until is None:
@@ -409,10 +492,11 @@ class SessionState:
         width = np.int64(1 << 32)
         for name in _WHO:
             key = event.astype(np.int64) * width + codes[name][index]
+            parts = self.who_parts[name]
             uniq, cnt = np.unique(key, return_counts=True)
-            counter = self.who[name]
-            for k, c in zip(uniq.tolist(), cnt.tolist(), strict=True):
-                counter[(k >> 32, k & 0xFFFFFFFF)] += c
+            parts.append((uniq, cnt, np.full(len(uniq), self.seq, dtype=np.int64)))
+            if len(parts) >= 32:  # bounded by the distinct (event, name) pairs
+                parts[:] = [_merge_counts(parts)]
         # the timeline: categories per minute, plus logins and disconnections
         minute = np.where(valid, t // 60_000, -1)
         cat = category[index]
@@ -433,78 +517,118 @@ class SessionState:
                 uniq, cnt = np.unique(minute[mask], return_counts=True)
                 for k, c in zip(uniq.tolist(), cnt.tolist(), strict=True):
                     self.timeline[(k, label_of)] += c
-        # frame rows, per event
-        idx = index.tolist()
-        for code in np.flatnonzero(counts).tolist():
-            sel = index[event == code]
-            local = sel.tolist()
-            chunks = self.event_chunks.setdefault(code, _Chunks(EVENT_ROWS_PER_KIND))
-            columns: dict[str, Any] = {
-                "seq": seq[sel],
-                "ts": ts[sel],
-                "pid": pid[sel],
-                **{name: codes[name][sel] for name in CODED},
-                "message": [rows.message[i] for i in local],
-                "detail": [rows.detail[i] for i in local],
-            }
-            chunks.add(columns, len(sel))
-        del idx
-
-    def _emit_sessions(
-        self,
-        ended: list[tuple[int, int, int, float, int, int, int, int, str]],
-        unknown: list[tuple[int, int, int, int, int, int]],
-    ) -> None:
-        rows: list[tuple[int, int, int, float, int, int, int, int, str]] = []
-        for pid_i, start, end, seconds, u, d, h, a, by in ended:
-            if self._window_ok(end):
-                rows.append((pid_i, start, end, seconds, u, d, h, a, by))
-        for pid_i, start, u, d, a, h in unknown:
-            if self._window_ok(start):
-                rows.append((pid_i, start, _NAT, float("nan"), u, d, h, a, ""))
-        self._add_sessions(rows)
-
-    def _window_ok(self, t: int) -> bool:
-        if self.since is None and self.until is None:
-            return True
-        if t == _NAT:
-            return False
-        return (self.since is None or t >= self.since) and (self.until is None or t <= self.until)
-
-    def _add_sessions(self, rows: list[tuple[int, int, int, float, int, int, int, int, str]]) -> None:
-        if not rows:
+        # frame rows: the session lines per event (capped), every other event in one place
+        if not self.frames:
             return
-        pid_, start, end, seconds, u, d, h, a, by = (list(c) for c in zip(*rows, strict=True))
-        secs = np.array(seconds, dtype=np.float64)
-        self.sessions += len(rows)
-        ended = np.array(end, dtype=np.int64) != _NAT
-        self.sessions_ended += int(ended.sum())
+        is_line = np.isin(event, self.session_line_codes)
+        text = {name: self.vocab[name].remap(rows.coded[name])[index] for name in TEXT}
+
+        def columns(sel: np.ndarray) -> dict[str, np.ndarray]:
+            at = index[sel]
+            return {
+                "seq": seq[at],
+                "ts": ts[at],
+                "pid": pid[at],
+                **{name: codes[name][at] for name in CODED},
+                **{name: text[name][sel] for name in TEXT},
+            }
+
+        rare = np.flatnonzero(~is_line)
+        self.rare_chunks.add(columns(rare), len(rare))
+        for code in np.unique(event[is_line]).tolist():
+            sel = np.flatnonzero(event == code)
+            chunks = self.event_chunks.setdefault(code, _Chunks(SESSION_LINE_ROWS))
+            chunks.add(columns(sel), len(sel))
+
+    def _emit_sessions(self, ended: tuple[np.ndarray, ...], unknown: tuple[np.ndarray, ...]) -> None:
+        """Sessions of one block: those a disconnection ended (in the window by their end), then
+        those whose end is unknown (by their start)."""
+        pid_e, start_e, end_e, secs_e, u_e, d_e, h_e, a_e, by_e = ended
+        keep = self._window_mask(end_e)
+        pid_u, start_u, u_u, d_u, a_u, h_u = unknown
+        keep_u = self._window_mask(start_u)
+        m = len(pid_u)
+        self._add_sessions(
+            np.concatenate((pid_e[keep], pid_u[keep_u])),
+            np.concatenate((start_e[keep], start_u[keep_u])),
+            np.concatenate((end_e[keep], np.full(m, _NAT, dtype=np.int64)[keep_u])),
+            np.concatenate((secs_e[keep], np.full(m, np.nan)[keep_u])),
+            np.concatenate((u_e[keep], u_u[keep_u])),
+            np.concatenate((d_e[keep], d_u[keep_u])),
+            np.concatenate((h_e[keep], h_u[keep_u])),
+            np.concatenate((a_e[keep], a_u[keep_u])),
+            np.concatenate((by_e[keep], np.zeros(m, dtype=np.int32)[keep_u])),
+        )
+
+    def _window_mask(self, t: np.ndarray) -> np.ndarray:
+        if self.since is None and self.until is None:
+            return np.ones(len(t), dtype=bool)
+        keep = t != _NAT
+        if self.since is not None:
+            keep &= t >= self.since
+        if self.until is not None:
+            keep &= t <= self.until
+        return keep
+
+    def _add_sessions(
+        self,
+        pid: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        seconds: np.ndarray,
+        user: np.ndarray,
+        database: np.ndarray,
+        host: np.ndarray,
+        application: np.ndarray,
+        ended_by: np.ndarray,
+    ) -> None:
+        n = len(pid)
+        if not n:
+            return
+        secs = np.asarray(seconds, dtype=np.float64)
+        self.sessions += n
+        self.sessions_ended += int((end != _NAT).sum())
         self.durations.append(secs[~np.isnan(secs)])
-        self.ended_by.update(b for b in by if b)
+        by = np.asarray(ended_by, dtype=np.int64)
+        counts = np.bincount(by, minlength=1)
+        values = self.vocab["event"].values
+        for code in np.flatnonzero(counts[1:]).tolist():
+            self.ended_by[values[code + 1]] += int(counts[code + 1])
+        if not self.frames:
+            return
         self.session_chunks.add(
             {
-                "pid": np.array(pid_, dtype=np.int64),
-                "start": np.array(start, dtype=np.int64),
-                "end": np.array(end, dtype=np.int64),
+                "pid": pid.astype(np.int64),
+                "start": start.astype(np.int64),
+                "end": end.astype(np.int64),
                 "duration_s": secs,
-                "user": np.array(u, dtype=np.int32),
-                "database": np.array(d, dtype=np.int32),
-                "host": np.array(h, dtype=np.int32),
-                "application": np.array(a, dtype=np.int32),
-                "ended_by": by,
+                "user": user.astype(np.int32),
+                "database": database.astype(np.int32),
+                "host": host.astype(np.int32),
+                "application": application.astype(np.int32),
+                "ended_by": by.astype(np.int32),
             },
-            len(rows),
+            n,
         )
 
     def finish(self) -> None:
-        """Logins still open at the end of the log: sessions whose end is unknown."""
-        rows = [
-            (pid_i, start, _NAT, float("nan"), u, d, h, a, "")
-            for pid_i, (start, u, d, a, h) in self.open.items()
-            if self._window_ok(start)
-        ]
-        self.open.clear()
-        self._add_sessions(rows)
+        """Logins still open at the end of the log: sessions whose end is unknown (in the order
+        they were first left open)."""
+        pid, columns = self.carry.open_sessions()
+        keep = self._window_mask(columns["open_ts"])
+        m = int(keep.sum())
+        self.carry = _Carry()
+        self._add_sessions(
+            pid[keep],
+            columns["open_ts"][keep],
+            np.full(m, _NAT, dtype=np.int64),
+            np.full(m, np.nan),
+            columns["open_user"][keep],
+            columns["open_database"][keep],
+            columns["open_host"][keep],
+            columns["open_application"][keep],
+            np.zeros(m, dtype=np.int32),
+        )
 
     def _categories(self) -> None:
         values = self.vocab["event"].values
@@ -514,53 +638,42 @@ class SessionState:
 
     # -- the frames ----------------------------------------------------------------------------
     def events_frame(self) -> pd.DataFrame:
-        parts = [c.columns() for c in self.event_chunks.values()]
-        present = [p for p in parts if p is not None]
-        if present:
-            columns = {
-                name: (
-                    [v for p in present for v in p[name]]
-                    if isinstance(present[0][name], list)
-                    else np.concatenate([p[name] for p in present])
-                )
-                for name in present[0]
-            }
-            order = np.argsort(columns["seq"], kind="stable")
-            take = order.tolist()
-            message = [columns["message"][i] for i in take]
-            detail = [columns["detail"][i] for i in take]
-            arrays: dict[str, np.ndarray] = {
-                k: v[order] for k, v in columns.items() if isinstance(v, np.ndarray)
-            }
-        else:
-            arrays = {
-                "ts": np.zeros(0, dtype=np.int64),
-                "pid": np.zeros(0, dtype=np.int64),
-                **{name: np.zeros(0, dtype=np.int32) for name in CODED},
-            }
-            message, detail = [], []
+        """The events frame, in log order. It is built column by column from the chunks, which
+        it empties as it goes (peak memory: about the chunks or the frame, not both), so it is
+        called once, at the end of a read."""
+        # the capped chunks trimmed (small), the uncapped ones as they are (no joined copy)
+        present = [p for p in (c.columns() for c in self.event_chunks.values()) if p is not None]
+        present += self.rare_chunks.parts
+        for c in (self.rare_chunks, *self.event_chunks.values()):
+            c.parts = []  # `present` holds the only references now
+        order = (
+            np.argsort(np.concatenate([p.pop("seq") for p in present]), kind="stable") if present else None
+        )
+
+        def take(name: str) -> np.ndarray:
+            if order is None:
+                return np.zeros(0, dtype=np.int64 if name in ("ts", "pid") else np.int32)
+            return np.concatenate([p.pop(name) for p in present])[order]
+
         self._categories()
         names = ["", *log_events.CATEGORIES]
-        frame = pd.DataFrame(
-            {
-                "ts": _utc(arrays["ts"]),
-                "event": _categorical(arrays["event"], self.vocab["event"].values),
-                "category": _categorical(self.category_of[arrays["event"]].astype(np.int32), names),
-                **{
-                    name: _categorical(arrays[name], self.vocab[name].values)
-                    for name in ("level", "sqlstate", "user", "database", "application", "host")
-                },
-                "pid": arrays["pid"].astype(np.int64),
-                "message": pd.array(message, dtype="str"),
-                "detail": pd.array(detail, dtype="str"),
-            }
-        )
-        return frame[EVENT_COLUMNS]
+        out: dict[str, Any] = {"ts": _utc(take("ts"))}
+        event = take("event")
+        out["event"] = _categorical(event, self.vocab["event"].values)
+        out["category"] = _categorical(self.category_of[event].astype(np.int32), names)
+        del event
+        for name in ("level", "sqlstate", "user", "database", "application", "host"):
+            out[name] = _categorical(take(name), self.vocab[name].values)
+        out["pid"] = take("pid").astype(np.int64)
+        for name in TEXT:
+            out[name] = _strings(take(name), self.vocab[name].values)
+        return pd.DataFrame(out)[EVENT_COLUMNS]
 
     def sessions_frame(self) -> pd.DataFrame:
         columns = self.session_chunks.columns()
         if columns is None:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SESSION_COLUMNS})
+        events = np.array(self.vocab["event"].values, dtype=object)
         frame = pd.DataFrame(
             {
                 "pid": columns["pid"],
@@ -571,15 +684,47 @@ class SessionState:
                     name: _categorical(columns[name], self.vocab[name].values)
                     for name in ("user", "database", "host", "application")
                 },
-                "ended_by": pd.Series(columns["ended_by"], dtype=object),
+                "ended_by": pd.Series(events[columns["ended_by"]], dtype=object),
             }
         )
         frame = frame.sort_values("start", kind="stable").reset_index(drop=True)
         return frame[SESSION_COLUMNS]
 
+    def who(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(event codes, name codes, counts) of one name column, one item per distinct pair, in
+        the order the pairs were first seen (the order ties are ranked in)."""
+        parts = self.who_parts[name]
+        if not parts:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty
+        keys, counts, first = _merge_counts(parts)
+        self.who_parts[name] = [(keys, counts, first)]
+        order = np.lexsort((keys, first))
+        keys, counts = keys[order], counts[order]
+        return keys >> 32, keys & 0xFFFFFFFF, counts
+
     def events_dropped(self) -> dict[str, int]:
         values = self.vocab["event"].values
         return {values[code]: c.dropped for code, c in self.event_chunks.items() if c.dropped}
+
+
+def _merge_counts(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts per distinct key, summed, with the earliest "first seen" of each."""
+    keys = np.concatenate([p[0] for p in parts])
+    counts = np.concatenate([p[1] for p in parts])
+    seen = np.concatenate([p[2] for p in parts])
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    first = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, inverse, seen)
+    return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64), first
+
+
+def _strings(codes: np.ndarray, values: list[str]) -> Any:
+    """A text column from codes into its distinct values, gathered in C (pandas' str dtype)."""
+    taken = pa.array(values, pa.string()).take(pa.array(np.asarray(codes, dtype=np.int64)))
+    return pd.array(taken, dtype="str")
 
 
 def _utc(values: np.ndarray) -> pd.Series:

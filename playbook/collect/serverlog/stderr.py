@@ -1,12 +1,21 @@
 """stderr logs (any log_line_prefix): one block of whole entries into the rows worth keeping.
 
 Most entries cannot end a session (statement durations, checkpoints), so nothing is parsed
-before it is known to matter. numpy finds the entries (lines not starting with a tab), pyarrow
-finds each entry's ':  ' after the level, and numpy compares the level word and the first bytes
-of the message against the few that count: session lines of log_connections and
-log_disconnections, and entries at FATAL, ERROR, PANIC, WARNING or a LOG wording that is not
-known to be harmless. Only those are split into prefix fields (RE2 through pyarrow, with the
-lenient Python regex for the odd one), and messages are classified once per distinct text.
+before it is known to matter (the prefilter). numpy finds the entries (lines not starting with
+a tab), pyarrow finds each entry's ':  ' after the level, and numpy compares the level word
+(one integer compare per level) and the first bytes of the message against the few that
+count: session lines of log_connections and log_disconnections, and entries at FATAL, ERROR,
+PANIC, WARNING or a LOG wording that is not known to be harmless.
+
+Only the kept entries are split, and without per-row Python:
+- time, zone and pid: with numpy at fixed byte places when the prefix starts '%m [%p' or
+  '%t [%p' (any literal between zone and pid; `_Head`), else with RE2 through pyarrow;
+- names (%u, %d, %a, %h, %e): RE2 through pyarrow, only on the entries whose names the
+  frames use (session lines carry theirs in the message), the lenient Python regex for the
+  entries RE2 misses (names with odd characters, %q lines of non-session processes);
+- session lines: their messages split on spaces in C and checked token by token, the lenient
+  regex for the odd ones;
+- other messages: classified once per distinct (message, level, SQLSTATE).
 """
 
 from __future__ import annotations
@@ -45,11 +54,6 @@ _HARMLESS_LOG = (
 )  # fmt: skip
 _HARMLESS_EXCEPT = (b"starting PostgreSQL",)  # server_start begins like "starting logical ..."
 
-_DISC_FAST = (
-    r"disconnection: session time: (\d+):(\d+):(\d+(?:\.\d+)?) user=([^ \n]*)",
-    r"disconnection: session time: [\d:.]+ user=[^ \n]* database=([^ \n]*) host=([^ \n]*)"
-    r"(?: port=[^ \n]*)?\n?$",
-)
 _DISC_LENIENT = re.compile(
     rb"^disconnection: session time: (\d+):(\d+):(\d+(?:\.\d+)?)"
     rb" user=(.*?) database=(.*?) host=(\S*?)(?: port=(\S*))?$"
@@ -58,7 +62,6 @@ _AUTH_LENIENT = re.compile(
     rb"^(?:replication )?connection authorized: user=(.*?)(?: database=(.*?))?"
     rb"(?: application_name=(.*?))?(?: SSL enabled \(.*| GSS \(.*)?$"
 )
-_RECV_FAST = r"connection received: host=([^ \n]*)"
 _RECV_LENIENT = re.compile(rb"^connection received: host=(\S*?)(?: port=(\S*))?$")
 
 
@@ -69,10 +72,20 @@ class StderrSpec:
     prefix: str
     lenient: PrefixRegex = field(init=False)
     fast: FastPrefix = field(init=False)
+    head: _Head | None = field(init=False)
+    names: FastPrefix | None = field(init=False)
+    names_on_session_lines: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.lenient = compile_prefix(self.prefix)
         self.fast = fast_prefix(self.prefix)
+        self.head = _head_of(self.prefix)
+        # where the head is read with numpy, the regexes capture the names alone
+        self.names = fast_prefix(self.prefix, frozenset({"ts", "pid"})) if self.head else None
+        names = {name for _, group in self.fast.passes for name in group}
+        # session lines carry user, database (and host) in their message; only these prefix
+        # fields are theirs alone
+        self.names_on_session_lines = bool(names & {"application", "host", "host_port", "sqlstate"})
 
     def __getstate__(self) -> dict[str, str]:
         return {"prefix": self.prefix}
@@ -80,6 +93,102 @@ class StderrSpec:
     def __setstate__(self, state: dict[str, str]) -> None:
         self.prefix = state["prefix"]
         self.__post_init__()
+
+
+@dataclass(frozen=True)
+class _Head:
+    """A prefix that starts with %m or %t, then a literal that starts with a space, then %p
+    ('%m [%p] ...', '%t [%p-%l] ...'): time, zone and pid are read with numpy at fixed places,
+    no regex."""
+
+    millis: bool  # %m: '.mmm' after the seconds
+    between: bytes  # the literal between the zone name and the pid
+
+
+def _head_of(prefix: str) -> _Head | None:
+    for esc, millis in (("%m", True), ("%t", False)):
+        if not prefix.startswith(esc):
+            continue
+        rest = prefix[len(esc) :]
+        at = rest.find("%p")
+        between = rest[:at] if at > 0 else ""
+        if between.startswith(" ") and len(between) <= 8 and "%" not in between:
+            return _Head(millis, between.encode())
+    return None
+
+
+def _fast_head(
+    arr: np.ndarray, starts: np.ndarray, limits: np.ndarray, head: _Head, zone_ends: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes], np.ndarray]:
+    """(ok, naive ms since the epoch, zone codes, zone names, pid) of the entries starting at
+    `starts` whose level begins at `limits`; rows not ok are left to the regexes. One gather
+    per byte place: no window matrix. With `zone_ends` (csvlog and jsonlog times) the zone
+    name ends there and nothing follows it (pid 0)."""
+    k = len(starts)
+    last = len(arr) - 1
+
+    def byte(offset: np.ndarray | int) -> np.ndarray:
+        return arr[np.minimum(starts + offset, last)].astype(np.int64)
+
+    ok = np.ones(k, dtype=bool)
+
+    def num(*places: int) -> np.ndarray:
+        nonlocal ok
+        out = np.zeros(k, dtype=np.int64)
+        for place in places:
+            d = byte(place) - 48
+            ok &= (d >= 0) & (d <= 9)
+            out = out * 10 + d
+        return out
+
+    # 'YYYY-MM-DD HH:MM:SS' (then '.mmm' for %m)
+    year, month, day = num(0, 1, 2, 3), num(5, 6), num(8, 9)
+    hour, minute, second = num(11, 12), num(14, 15), num(17, 18)
+    millis = num(20, 21, 22) if head.millis else np.zeros(k, dtype=np.int64)
+    for place, sep in ((4, 45), (7, 45), (10, 32), (13, 58), (16, 58)) + (((19, 46),) if head.millis else ()):
+        ok &= byte(place) == sep
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & (hour < 24) & (minute < 60)
+    ok &= second < 60
+    months = (np.where(ok, year, 1970) - 1970) * 12 + np.where(ok, month, 1) - 1
+    days = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) + day - 1
+    ms = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1000 + millis
+    # a space, the zone name (1 to 8 bytes, as one integer), the literal, the pid's digits
+    tz_at = 24 if head.millis else 20
+    ok &= byte(tz_at - 1) == 32
+    key = np.zeros(k, dtype=np.uint64)
+    if zone_ends is not None:
+        tz_len = zone_ends - starts - tz_at
+        ok &= (tz_len >= 1) & (tz_len <= 8)
+        for j in range(8):
+            key |= np.where(j < tz_len, byte(tz_at + j), 0).astype(np.uint64) << np.uint64(8 * j)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        names = [int(u).to_bytes(8, "little").rstrip(b"\0") for u in uniq.tolist()]
+        ok &= key != 0
+        return ok, ms, inverse.astype(np.int32), names, np.zeros(k, dtype=np.int64)
+    tz_len = np.full(k, -1, dtype=np.int64)
+    for j in range(9):
+        b = byte(tz_at + j)
+        ends_here = (tz_len < 0) & (b == 32)
+        tz_len[ends_here] = j
+        if j < 8:
+            key |= np.where(tz_len < 0, b, 0).astype(np.uint64) << np.uint64(8 * j)
+    ok &= tz_len >= 1
+    lit_at = tz_at + np.maximum(tz_len, 0)
+    for j, lit in enumerate(head.between):
+        ok &= byte(lit_at + j) == lit
+    pid_at = lit_at + len(head.between)
+    pid = np.zeros(k, dtype=np.int64)
+    pid_len = np.zeros(k, dtype=np.int64)
+    going = np.ones(k, dtype=bool)
+    for j in range(10):
+        d = byte(pid_at + j) - 48
+        going &= (d >= 0) & (d <= 9)
+        pid = np.where(going, pid * 10 + d, pid)
+        pid_len += going
+    ok &= (pid_len >= 1) & ~going & (starts + pid_at + pid_len <= limits)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    names = [int(u).to_bytes(8, "little").rstrip(b"\0") for u in uniq.tolist()]
+    return ok, ms, inverse.astype(np.int32), names, pid
 
 
 _classified: dict[tuple[bytes, int, bytes], tuple[str | None, str]] = {}
@@ -134,10 +243,21 @@ def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
     if values is None:
         return Coded.constant("", n)
     encoded = pc.dictionary_encode(values.fill_null(b""))
-    names = [clean_name(v) for v in encoded.dictionary.to_pylist()]
-    if host:
-        names = [host_of(v) for v in names]
+    cache = _HOSTS if host else _NAMES
+    if len(cache) > 200_000:  # names with ids in them: stay bounded
+        cache.clear()
+    get = cache.get
+    names = []
+    for v in encoded.dictionary.to_pylist():
+        name = get(v)
+        if name is None:
+            name = cache[v] = host_of(clean_name(v)) if host else clean_name(v)
+        names.append(name)
     return Coded(_arr(encoded.indices).astype(np.int32), names or [""])
+
+
+_NAMES: dict[bytes, str] = {}
+_HOSTS: dict[bytes, str] = {}
 
 
 def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
@@ -171,9 +291,16 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     # The level: the word right before ':  ', not preceded by another capital.
     before = arr[np.clip(at[:, None] - _WINDOW + np.arange(_WINDOW), 0, size - 1)]
     level = np.zeros(n, dtype=np.int8)
+    # the last 8 bytes before ':  ' as one integer: a level word is its top len(word) bytes
+    key8 = np.ascontiguousarray(before[:, _WINDOW - 8 :]).view("<u8").ravel()
     for code, word in enumerate(_ALL_LEVELS, start=1):
         k = len(word)
-        same = (before[:, _WINDOW - k :] == np.frombuffer(word, dtype=np.uint8)).all(axis=1)
+        if k <= 8:
+            same = (key8 >> np.uint64(8 * (8 - k))) == np.uint64(int.from_bytes(word, "little"))
+        else:
+            same = (key8 == np.uint64(int.from_bytes(word[-8:], "little"))) & (
+                before[:, _WINDOW - k] == word[0]
+            )
         prev = before[:, _WINDOW - k - 1]
         same &= (prev < 65) | (prev > 90)
         level[same & has & (level == 0)] = code
@@ -195,101 +322,163 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     kind[candidate] = EVENT
     keep = np.flatnonzero(kind > 0)
 
-    # Prefix fields of the kept entries only.
-    fields, ok = _prefix_fields(entries.take(pa.array(keep)), buf, starts[keep], ends[keep], spec)
-    keep, sel = keep[ok], np.flatnonzero(ok)
-    k = len(keep)
-    fields = {name: (col.take(pa.array(sel)) if col is not None else None) for name, col in fields.items()}
+    # Prefix fields of the kept entries: time, zone and pid with numpy where the prefix allows
+    # it (spec.head), the names with RE2 on the entries whose names the frames use.
     kinds = kind[keep]
-    if "ts" in fields and fields["ts"] is not None:
-        naive = _arr(pc.cast(fields["ts"].cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
-        ts = clock.to_utc(naive, _coded(fields["tz"], k))
+    k = len(keep)
+    fast_ok = np.zeros(k, dtype=bool)
+    if spec.head is not None and k:
+        fast_ok, fast_ms, tz_codes, tz_names, fast_pid = _fast_head(arr, starts[keep], at[keep], spec.head)
+    need = ~fast_ok
+    if not spec.names_on_session_lines:
+        need |= (kinds == EVENT) | (kinds == RECV)
+    else:
+        need[:] = True
+    ok = fast_ok.copy()
+    scatter = np.full(k, -1, dtype=np.int64)
+    pieces: list[tuple[dict[str, pa.Array | None], int]] = []  # (regex columns, rows)
+    done = 0
+    for rows_at, passes in (
+        (np.flatnonzero(need & fast_ok), spec.names.passes if spec.names is not None else []),
+        (np.flatnonzero(need & ~fast_ok), spec.fast.passes),
+    ):
+        if not len(rows_at):
+            continue
+        at_entries = keep[rows_at]
+        got, got_ok = _prefix_fields(
+            entries.take(pa.array(at_entries)), buf, starts[at_entries], ends[at_entries], spec, passes
+        )
+        ok[rows_at] = got_ok
+        scatter[rows_at] = done + np.arange(len(rows_at))
+        done += len(rows_at)
+        pieces.append((got, len(rows_at)))
+    # every regex column at full length (null where the regex did not run)
+    index = pa.array(scatter, mask=scatter < 0)
+    fields: dict[str, pa.Array | None] = {}
+    for name in (n for _, g in spec.fast.passes for n in g):
+        if all(got.get(name) is None for got, _ in pieces):
+            fields[name] = None
+            continue
+        parts: list[pa.Array] = []
+        for got, size_ in pieces:
+            column = got.get(name)
+            parts.append(column.cast(pa.binary()) if column is not None else pa.nulls(size_, pa.binary()))
+        fields[name] = pa.concat_arrays(parts).take(index)
+    sel = np.flatnonzero(ok)
+    keep = keep[sel]
+    k = len(keep)
+    take_sel = pa.array(sel)
+    fields = {name: (col.take(take_sel) if col is not None else None) for name, col in fields.items()}
+    kinds = kinds[sel]
+    fast = fast_ok[sel]
+    ts_col = fields.get("ts")
+    if spec.head is not None or ts_col is not None:
+        if ts_col is not None:
+            naive = _arr(pc.cast(ts_col.cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
+            zones = _coded(fields["tz"], k)
+        else:
+            naive = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
+            zones = Coded.constant("", k)
+        if spec.head is not None and fast.any():
+            naive[fast] = fast_ms[sel][fast].astype("datetime64[ms]")
+            codes = zones.codes.copy()
+            codes[fast] = tz_codes[sel][fast] + len(zones.values)
+            zones = Coded(codes, zones.values + [clean_name(n) for n in tz_names])
+        ts = clock.to_utc(naive, zones)
     elif "epoch" in fields and fields["epoch"] is not None:
         ts = epoch_to_utc(_arr(pc.cast(fields["epoch"].cast(pa.string()), pa.float64())))
     else:
         ts = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
     pid_col = fields.get("pid")
     pid = (
-        _arr(pc.cast(pid_col.cast(pa.string()), pa.int64()).fill_null(0))
+        _arr(pc.cast(pid_col.cast(pa.string()), pa.int64()).fill_null(0)).copy()
         if pid_col is not None
         else np.zeros(k, dtype=np.int64)
     )
+    if spec.head is not None and fast.any():
+        pid[fast] = fast_pid[sel][fast]
     sqlstate_col = fields.get("sqlstate")
-    states = sqlstate_col.to_pylist() if sqlstate_col is not None else None
     user = _coded(fields.get("user"), k)
     database = _coded(fields.get("database"), k)
     application = _coded(fields.get("application"), k)
     host = _coded(fields.get("host") if fields.get("host") is not None else fields.get("host_port"), k, True)
     sqlstate = _coded(sqlstate_col, k)
 
-    # Messages: bytes after ':  ' up to the entry's end (continuation lines included).
-    msg_start = (at[keep] + 3).tolist()
-    msg_end = ends[keep].tolist()
+    # Messages: bytes after ':  ' up to the entry's end (continuation lines included), as one
+    # binary array over the block's buffer: every other slice of [0, start0, end0, start1, ...]
+    msg_starts, msg_ends = at[keep] + 3, ends[keep]
+    bounds = np.empty(2 * k + 2, dtype=np.int32)
+    bounds[0], bounds[-1] = 0, size
+    bounds[1:-1:2], bounds[2:-1:2] = msg_starts, msg_ends
+    messages = pa.Array.from_buffers(pa.binary(), 2 * k + 1, [None, pa.py_buffer(bounds), pa.py_buffer(buf)])
+    messages = messages.take(pa.array(np.arange(1, 2 * k + 1, 2)))
     levels = level[keep]
-    event = [""] * k
-    message = [""] * k
+    event = Coded.constant("", k)
+    message = Coded.constant("", k)
     detail = [""] * k
     session_s = np.full(k, np.nan)
     drop = np.zeros(k, dtype=bool)
     user_v, db_v, app_v, host_v = (list(c.values) for c in (user, database, application, host))
     user_c, db_c, app_c, host_c = (c.codes.copy() for c in (user, database, application, host))
+    ev_codes, ev_values = event.codes.copy(), list(event.values)
+    msg_codes, msg_values = message.codes.copy(), list(message.values)
 
     def put(codes: np.ndarray, values: list[str], rows_: np.ndarray, column: Coded) -> None:
         """Rows `rows_` take their names from `column` (a dictionary appended to `values`)."""
         codes[rows_] = column.codes + len(values)
         values.extend(column.values)
 
-    ev_rows = np.flatnonzero(kinds == EVENT).tolist()
-    for i in ev_rows:
-        state_i = (states[i] if states is not None else None) or b""
-        event_id, body = _classify(buf[msg_start[i] : msg_end[i]], int(levels[i]), state_i)
-        if event_id is None:
-            drop[i] = True
-        else:
-            event[i], message[i] = event_id, body
+    # Entries that may be events: classified once per distinct (message, level, SQLSTATE).
+    ev = np.flatnonzero(kinds == EVENT)
+    if len(ev):
+        text_codes, text_values = _distinct(messages.take(pa.array(ev)))
+        state_codes = sqlstate.codes[ev].astype(np.int64)
+        key = (text_codes.astype(np.int64) * 8 + levels[ev]) * (len(sqlstate.values) + 1) + state_codes
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        found = [
+            _classify(
+                text_values[text_codes[f]],
+                int(levels[ev[f]]),
+                sqlstate.values[state_codes[f]].encode() if sqlstate_col is not None else b"",
+            )
+            for f in first.tolist()
+        ]
+        ids = [f[0] for f in found]
+        unknown = np.array([i is None for i in ids], dtype=bool)[inverse]
+        drop[ev[unknown]] = True
+        put(ev_codes, ev_values, ev, Coded(inverse.astype(np.int32), [i or "" for i in ids]))
+        put(msg_codes, msg_values, ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
     auth = np.flatnonzero(kinds == AUTH)
     if len(auth):
-        parsed = [_auth(buf[msg_start[i] : msg_end[i]]) for i in auth.tolist()]
-        for i in auth.tolist():
-            event[i] = "connection_authorized"
+        text_codes, text_values = _distinct(messages.take(pa.array(auth)))
+        parsed = [_auth(t) for t in text_values]
+        codes32 = text_codes.astype(np.int32)
+        put(ev_codes, ev_values, auth, Coded.constant("connection_authorized", len(auth)))
         for codes, values, j in ((user_c, user_v, 0), (db_c, db_v, 1), (app_c, app_v, 2)):
-            put(codes, values, auth, Coded.of([p[j] for p in parsed]))
+            put(codes, values, auth, Coded(codes32, [p[j] for p in parsed] or [""]))
     recv = np.flatnonzero(kinds == RECV)
     if len(recv):
-        (hosts,) = _session_fields(
-            buf, entries, keep[recv], [_RECV_FAST], _RECV_LENIENT, (1,), msg_start, msg_end, recv
-        )
-        for i in recv.tolist():
-            event[i] = "connection_received"
-        put(host_c, host_v, recv, hosts)
+        (hosts,) = _session_fields(messages.take(pa.array(recv)), False, _RECV_LENIENT, (1,))
+        put(ev_codes, ev_values, recv, Coded.constant("connection_received", len(recv)))
+        put(host_c, host_v, recv, _coded(hosts, len(recv), True))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
-        got = _session_fields(
-            buf,
-            entries,
-            keep[disc],
-            list(_DISC_FAST),
-            _DISC_LENIENT,
-            (1, 2, 3, 4, 5, 6),
-            msg_start,
-            msg_end,
-            disc,
-        )
-        h, m, sec = (np.array([float(x) if x else np.nan for x in col.values])[col.codes] for col in got[:3])
+        disc_fields = _session_fields(messages.take(pa.array(disc)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
+        h, m, sec = (_floats(col) for col in disc_fields[:3])
         session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
-        for i in disc.tolist():
-            event[i] = "disconnection"
-        put(user_c, user_v, disc, got[3])
-        put(db_c, db_v, disc, got[4])
-        put(host_c, host_v, disc, got[5])
-    host_v = [host_of(v) for v in host_v]
+        put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
+        put(user_c, user_v, disc, _coded(disc_fields[3], len(disc)))
+        put(db_c, db_v, disc, _coded(disc_fields[4], len(disc)))
+        put(host_c, host_v, disc, _coded(disc_fields[5], len(disc), True))
+    # every host value went through host_of in _coded
+    ev_rows = ev.tolist()
 
     # A DETAIL belongs to the entry before it when only secondary lines come between.
     details = np.flatnonzero(level == _L_DETAIL)
     if len(details) and ev_rows:
         secondary = level > len(_LEVELS)
         last_primary = np.maximum.accumulate(np.where(secondary, -1, np.arange(n)))
-        row_of = {int(e): j for j, e in enumerate(keep.tolist()) if kinds[j] == EVENT}
+        row_of = {int(keep[j]): j for j in ev_rows}
         for d in details.tolist():
             j = row_of.get(int(last_primary[d]), -1)
             if j >= 0 and not drop[j] and not detail[j]:
@@ -303,16 +492,16 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         pid=pid,
         session_s=session_s,
         coded={
-            "event": Coded.of(event),
+            "event": Coded(ev_codes, ev_values),
             "level": Coded(levels.astype(np.int32), level_names),
             "sqlstate": sqlstate,
             "user": Coded(user_c, user_v),
             "database": Coded(db_c, db_v),
             "application": Coded(app_c, app_v),
             "host": Coded(host_c, host_v or [""]),
+            "message": Coded(msg_codes, msg_values),
+            "detail": Coded.texts(detail),
         },
-        message=message,
-        detail=detail,
     )
     if drop.any():
         rows = rows.take(np.flatnonzero(~drop))
@@ -321,16 +510,22 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
 
 
 def _prefix_fields(
-    sub: pa.Array, buf: bytes, starts: np.ndarray, ends: np.ndarray, spec: StderrSpec
+    sub: pa.Array,
+    buf: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    spec: StderrSpec,
+    passes: list[tuple[str, list[str]]],
 ) -> tuple[dict[str, pa.Array | None], np.ndarray]:
-    """Prefix fields of `sub` (binary entries) and which entries the prefix matched."""
+    """Prefix fields of `sub` (binary entries) by `passes`, and which entries the prefix
+    matched (the lenient regex for those the passes miss)."""
     k = len(sub)
-    names = [name for _, group in spec.fast.passes for name in group]
+    names = [name for _, group in passes for name in group]
     columns: dict[str, pa.Array | None] = {name: None for name in names}
     if not k:
         return columns, np.zeros(0, dtype=bool)
     ok = np.ones(k, dtype=bool)
-    for pattern, group in spec.fast.passes:
+    for pattern, group in passes:
         found = pc.extract_regex(sub, _named(pattern))
         ok &= _arr(found.is_valid())
         for j, name in enumerate(group):
@@ -359,38 +554,82 @@ def _prefix_fields(
     return columns, ok
 
 
+def _floats(values: pa.Array) -> np.ndarray:
+    """Numbers of a binary column; empty or null: NaN."""
+    text = pc.if_else(pc.equal(values, b""), pa.scalar(None, pa.binary()), values).cast(pa.string())
+    return np.asarray(pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _distinct(values: pa.Array) -> tuple[np.ndarray, list[bytes]]:
+    """(codes, distinct values) of a binary column, hashed in C."""
+    encoded = pc.dictionary_encode(values)
+    return _arr(encoded.indices).astype(np.int64), encoded.dictionary.to_pylist()
+
+
+_TIME = r"^\d+:\d+:\d+(?:\.\d+)?$"
+
+
+def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array], np.ndarray]:
+    """'connection received: host=H[ port=P]' -> [H]; 'disconnection: session time: H:M:S
+    user=U database=D host=H[ port=P]' -> [H, M, S, U, D, H]; and which rows had that shape."""
+    n = len(texts)
+    parts = pc.split_pattern(texts, " ")
+    offsets = np.asarray(parts.offsets)[:-1].astype(np.int64)
+    counts = _arr(pc.list_value_length(parts)).astype(np.int64)
+    values = parts.values
+    shape: tuple[tuple[int, bytes, bool], ...]
+    if disconnection:
+        shape = ((0, b"disconnection:", True), (1, b"session", True), (2, b"time:", True),
+                 (4, b"user=", False), (5, b"database=", False), (6, b"host=", False))  # fmt: skip
+        ok = (counts == 7) | (counts == 8)
+    else:
+        shape = ((0, b"connection", True), (1, b"received:", True), (2, b"host=", False))
+        ok = counts >= 3
+    if not len(values):
+        return [pa.nulls(n, pa.binary())] * (6 if disconnection else 1), np.zeros(n, dtype=bool)
+    last = np.maximum(offsets + counts - 1, 0)
+
+    def token(i: int) -> pa.Array:
+        return values.take(pa.array(np.minimum(offsets + i, last)))
+
+    fields: list[pa.Array] = []
+    for i, text, exact in shape:
+        t = token(i)
+        if exact:
+            ok &= _arr(pc.equal(t, text))
+        else:
+            ok &= _arr(pc.starts_with(t, text))
+            fields.append(pc.binary_slice(t, len(text), 1 << 30))
+    if not disconnection:
+        return fields, ok
+    port = token(7)
+    ok &= (counts == 7) | _arr(pc.starts_with(port, b"port="))
+    clock = token(3)
+    ok &= _arr(pc.match_substring_regex(clock, _TIME))
+    hms = pc.split_pattern(pc.if_else(pa.array(ok), clock, pa.scalar(b"0:0:0", pa.binary())), ":")
+    flat = hms.values
+    start = np.asarray(hms.offsets)[:-1].astype(np.int64)
+    return [flat.take(pa.array(start + j)) for j in range(3)] + fields, ok
+
+
 def _session_fields(
-    buf: bytes,
-    entries: pa.Array,
-    index: np.ndarray,
-    fast: list[str],
-    lenient: re.Pattern[bytes],
-    groups: tuple[int, ...],
-    msg_start: list[int],
-    msg_end: list[int],
-    rows: np.ndarray,
-) -> list[Coded]:
-    """Fields of session lines as coded columns: RE2 on all of them, the lenient regex on the
-    odd ones (names with spaces)."""
-    sub = entries.take(pa.array(index))
-    columns: list[pa.Array] = []
-    ok = np.ones(len(index), dtype=bool)
-    for pattern in fast:
-        found = pc.extract_regex(sub, _named(pattern))
-        ok &= _arr(found.is_valid())
-        columns.extend(found.field(j) for j in range(found.type.num_fields))
+    texts: pa.Array, disconnection: bool, lenient: re.Pattern[bytes], groups: tuple[int, ...]
+) -> list[pa.Array]:
+    """Fields of session lines (their messages) as binary columns: split on spaces (what the
+    lenient regex would take, checked token by token), the lenient regex on the odd ones
+    (names with spaces)."""
+    columns, ok = _split_fields(texts, disconnection)
     missed = np.flatnonzero(~ok)
     if len(missed):
         patch: list[list[bytes | None]] = [[None] * len(missed) for _ in columns]
         for j, e in enumerate(missed.tolist()):
-            i = int(rows[e])
-            match = lenient.match(buf[msg_start[i] : msg_end[i]].rstrip(b"\n"))
+            match = lenient.match(texts[e].as_py().rstrip(b"\n"))
             for col, g in zip(patch, groups, strict=False):
                 col[j] = (match.group(g) or b"") if match else b""
-        mask = np.zeros(len(index), dtype=bool)
+        mask = np.zeros(len(texts), dtype=bool)
         mask[missed] = True
         columns = [
             pc.replace_with_mask(col, pa.array(mask), pa.array(values, pa.binary()))
             for col, values in zip(columns, patch, strict=False)
         ]
-    return [_coded(col, len(index)) for col in columns]
+    return columns

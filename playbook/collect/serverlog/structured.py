@@ -1,9 +1,12 @@
 """csvlog and jsonlog: one block of whole records into the rows worth keeping.
 
-pyarrow's C++ readers parse a block at a time (CSV with quoted newlines, one JSON object a
-line); the kept rows are the session lines and the entries whose level and message the
-catalog can explain, classified once per distinct message. A JSON block pyarrow refuses (a
-torn or foreign line) is read line by line with the standard library instead.
+pyarrow's C++ readers parse a block at a time (CSV with quoted newlines, only the columns used;
+one JSON object a line); the kept rows are the session lines (found with starts_with, split on
+spaces in C) and the entries whose level and message the catalog can explain, classified once
+per distinct first line, level and SQLSTATE (LOG wordings known to be harmless, the stderr
+reader's list, are not classified). Times of the usual shape are read with numpy, names are
+decoded once per distinct value. A JSON block pyarrow refuses (a torn or foreign line) is read
+line by line with the standard library instead.
 """
 
 from __future__ import annotations
@@ -20,13 +23,26 @@ import pyarrow.json as pajson
 
 from playbook.collect import log_events
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
-from playbook.collect.serverlog.stderr import _AUTH_LENIENT, _DISC_LENIENT, _RECV_LENIENT
+from playbook.collect.serverlog.stderr import (
+    _AUTH_LENIENT,
+    _DISC_LENIENT,
+    _HARMLESS_EXCEPT,
+    _HARMLESS_LOG,
+    _RECV_LENIENT,
+    _fast_head,
+    _floats,
+    _Head,
+    _split_fields,
+)
 from playbook.collect.serverlog.times import Clock
+
+_STAMP = _Head(millis=True, between=b"")  # csvlog and jsonlog print %m's form
 
 # csvlog columns (9.0-12: 23, 13: 24 with backend_type, 14+: 26 with leader_pid and query_id)
 _CSV_NAMES = [f"c{i}" for i in range(26)]
 _CSV_WANTED = {0: "timestamp", 1: "user", 2: "dbname", 3: "pid", 4: "remote_host", 11: "error_severity",
                12: "state_code", 13: "message", 14: "detail", 22: "application_name"}  # fmt: skip
+_CSV_KEPT = sorted({f"c{i}" for i in _CSV_WANTED} | {"c22"}, key=lambda c: int(c[1:]))
 _JSON_FIELDS = ("timestamp", "user", "dbname", "pid", "remote_host", "application_name", "error_severity",
                 "state_code", "message", "detail")  # fmt: skip
 _INTERESTING = ("LOG", "WARNING", "ERROR", "FATAL", "PANIC")
@@ -44,14 +60,15 @@ def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
         read_options=pacsv.ReadOptions(column_names=_CSV_NAMES, use_threads=False, block_size=len(buf) + 1),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda _row: "skip"),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.binary() for name in _CSV_NAMES}, include_missing_columns=True
+            column_types={name: pa.binary() for name in _CSV_NAMES},
+            include_columns=_CSV_KEPT,  # the others are parsed over, never built
+            include_missing_columns=True,
         ),
     )
     columns = {field: table.column(f"c{i}").combine_chunks() for i, field in _CSV_WANTED.items()}
     # a CSV line with fewer than 23 fields is not a csvlog record
     valid = _arr(pc.is_valid(table.column("c22").combine_chunks()))
-    columns["remote_host"] = pc.replace_substring_regex(columns["remote_host"], r":\d*$", "")
-    return _rows(columns, valid, clock, lines=buf.count(b"\n"), size=len(buf))
+    return _rows(columns, valid, clock, lines=buf.count(b"\n"), size=len(buf), csv=True)
 
 
 def parse_json_block(buf: bytes, clock: Clock) -> Rows:
@@ -95,102 +112,247 @@ def _arr(values: pa.Array) -> np.ndarray:
     return np.asarray(values.to_numpy(zero_copy_only=False))
 
 
-def _text(values: pa.Array) -> list[str]:
-    if pa.types.is_binary(values.type):
-        return [v.decode("utf-8", "replace") if v is not None else "" for v in values.to_pylist()]
-    return ["" if v is None else v for v in values.to_pylist()]
+def _binary(values: pa.Array) -> pa.Array:
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return values if pa.types.is_binary(values.type) else values.cast(pa.binary())
 
 
-def _rows(columns: dict[str, pa.Array], valid: np.ndarray, clock: Clock, lines: int, size: int) -> Rows:
+def _decoded(
+    values: pa.Array, clean: bool = False, host: bool = False
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(codes, distinct texts, which distinct raw values were empty) of a binary column: the
+    texts decoded with replacement once per distinct value (cleaned as names, through host_of
+    for hosts)."""
+    encoded = pc.dictionary_encode(values.fill_null(b""))
+    raw = encoded.dictionary.to_pylist()
+    texts = [v.decode("utf-8", "replace") for v in raw]
+    if host:
+        texts = [host_of(t) for t in texts]
+    empty = np.array([not t for t in texts], dtype=bool)
+    if clean:
+        texts = [clean_name(t) for t in texts]
+    return _arr(encoded.indices).astype(np.int32), texts or [""], empty if len(empty) else np.ones(1, bool)
+
+
+def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) -> Coded:
+    """`first`, except on `rows` where its raw value was empty: `second` (codes per row of `rows`)."""
+    codes = first.codes.copy()
+    use = rows[empty[first.codes[rows]]]
+    at = np.searchsorted(rows, use)
+    codes[use] = second.codes[at] + len(first.values)
+    return Coded(codes, first.values + second.values)
+
+
+def _fill(
+    first: Coded,
+    empty: np.ndarray,
+    rows: np.ndarray,
+    values: pa.Array,
+    patched: dict[int, tuple[bytes, ...]],
+    field: int,
+    host: bool = False,
+) -> Coded:
+    """`first`, except on `rows` where its raw value was empty: the name from the message
+    (`values` per row of `rows`, `patched` by the lenient regex), cleaned (and through host_of)."""
+    wanted = np.flatnonzero(empty[first.codes[rows]])
+    if not len(wanted):
+        return first
+    texts = values.take(pa.array(wanted)).to_pylist()
+    for i, j in enumerate(wanted.tolist()):
+        if j in patched:
+            texts[i] = patched[j][field]
+    names = [clean_name(t) for t in texts]
+    second = Coded.of([host_of(n) for n in names] if host else names)
+    codes = first.codes.copy()
+    codes[rows[wanted]] = second.codes + len(first.values)
+    return Coded(codes, first.values + second.values)
+
+
+def _rows(
+    columns: dict[str, pa.Array], valid: np.ndarray, clock: Clock, lines: int, size: int, csv: bool = False
+) -> Rows:
+    """The kept rows: session lines (LOG) and entries the catalog explains, classified once per
+    distinct (first line, level, SQLSTATE); LOG wordings known to be harmless (the stderr
+    reader's list) are not classified."""
     entries = int(valid.sum())
-    level_arr = columns["error_severity"]
-    message_arr = columns["message"]
-    interesting = _arr(pc.is_in(pc.cast(level_arr, pa.string()), pa.array(_INTERESTING))) & valid
-    keep = np.flatnonzero(interesting)
-    take = pa.array(keep)
-    level = _text(level_arr.take(take))
-    message = _text(message_arr.take(take))
-    state = _text(columns["state_code"].take(take))
-    user = _text(columns["user"].take(take))
-    database = _text(columns["dbname"].take(take))
-    application = _text(columns["application_name"].take(take))
-    host = [host_of(h) for h in _text(columns["remote_host"].take(take))]
-    detail = _text(columns["detail"].take(take))
-    kinds: list[int] = []
-    events: list[str] = []
-    seconds: list[float] = []
-    kept: list[int] = []
-    for i, text in enumerate(message):
-        session = log_events.session_kind(text) if level[i] == "LOG" else None
-        s = float("nan")
-        if session is not None:
-            event_id = session.id
-            raw = text.encode("utf-8", "replace")
-            if event_id == "disconnection":
-                kind = DISC
-                s = log_events.session_seconds(text) or float("nan")
-                match = _DISC_LENIENT.match(raw)
-                if match:
-                    user[i] = user[i] or clean_name(match.group(4))
-                    database[i] = database[i] or clean_name(match.group(5))
-                    host[i] = host[i] or host_of(clean_name(match.group(6)))
-            elif event_id == "connection_authorized":
-                kind = AUTH
-                # the record's application_name is not set yet when this line is written
-                match = _AUTH_LENIENT.match(raw)
-                if match:
-                    user[i] = user[i] or clean_name(match.group(1))
-                    database[i] = database[i] or clean_name(match.group(2))
-                    application[i] = clean_name(match.group(3)) or application[i]
-            else:
-                kind = RECV
-                if not host[i]:
-                    match = _RECV_LENIENT.match(raw)
-                    host[i] = host_of(clean_name(match.group(1))) if match else ""
-        else:
-            key = (text.split("\n", 1)[0], level[i], state[i])
-            found = _classified.get(key, "?")
-            if found == "?":
+    columns = {name: _binary(col) for name, col in columns.items()}
+    level_all = columns["error_severity"]
+    interesting = _arr(pc.is_in(level_all, pa.array([x.encode() for x in _INTERESTING], pa.binary()))) & valid
+    cand = np.flatnonzero(interesting)
+    take = pa.array(cand)
+    level = level_all.take(take)
+    message = columns["message"].take(take)
+    is_log = _arr(pc.equal(level, b"LOG"))
+
+    def starts(text: bytes) -> np.ndarray:
+        return _arr(pc.starts_with(message, text))
+
+    disc = is_log & starts(b"disconnection: session time: ")
+    recv = is_log & ~disc & starts(b"connection received: ")
+    auth = (
+        is_log
+        & ~disc
+        & ~recv
+        & (starts(b"connection authorized: ") | starts(b"replication connection authorized: "))
+    )
+    session = disc | recv | auth
+    head8 = pc.binary_slice(message, 0, 8)
+    harmless = is_log & _arr(pc.is_in(head8, pa.array(list(_HARMLESS_LOG), pa.binary())))
+    for text in _HARMLESS_EXCEPT:
+        harmless &= ~starts(text)
+    maybe = np.flatnonzero(~session & ~harmless)
+    # classify once per distinct (first line, level, SQLSTATE)
+    event_of = np.zeros(len(cand), dtype=np.int32)  # code into event_names; 0: none
+    event_names = [""]
+    if len(maybe):
+        sub = message.take(pa.array(maybe))
+        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), 0)
+        f_codes, f_texts, _ = _decoded(first_line)
+        l_codes, l_texts, _ = _decoded(level.take(pa.array(maybe)))
+        s_codes, s_texts, _ = _decoded(columns["state_code"].take(pa.array(cand[maybe])))
+        key = (f_codes.astype(np.int64) * len(l_texts) + l_codes) * len(s_texts) + s_codes
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        found = []
+        for f in first.tolist():
+            k3 = (f_texts[f_codes[f]], l_texts[l_codes[f]], s_texts[s_codes[f]])
+            hit = _classified.get(k3, "?")
+            if hit == "?":
                 if len(_classified) > 50_000:
                     _classified.clear()
-                kind_found = log_events.classify(key[0], level[i], state[i] or None)
-                found = _classified[key] = kind_found.id if kind_found else None
-            if found is None:
-                continue
-            event_id, kind = found, EVENT
-        kept.append(i)
-        kinds.append(kind)
-        events.append(event_id)
-        seconds.append(s)
-    index = np.array(kept, dtype=np.int64)
-    rows_at = keep[index] if len(index) else np.zeros(0, dtype=np.int64)
-    stamps = _text(columns["timestamp"].take(pa.array(rows_at)))
-    wall, names = zip(*(t.rpartition(" ")[::2] for t in stamps), strict=True) if stamps else ((), ())
-    naive = (
-        np.array([w or "NaT" for w in wall], dtype="datetime64[ms]")
-        if stamps
-        else np.zeros(0, "datetime64[ms]")
-    )
-    ts = clock.to_utc(naive, Coded.of(list(names)))
-    pid_text = _text(columns["pid"].take(pa.array(rows_at)))
-    pid = np.array([int(p) if p.isdigit() else 0 for p in pid_text], dtype=np.int64)
-    pick = index.tolist()
+                kind_found = log_events.classify(k3[0], k3[1], k3[2] or None)
+                hit = _classified[k3] = kind_found.id if kind_found else None
+            found.append(hit)
+        names_index = {n: i + 1 for i, n in enumerate(sorted({h for h in found if h}))}
+        event_names += list(names_index)
+        per_unique = np.array([names_index.get(h, 0) if h else 0 for h in found], dtype=np.int32)
+        event_of[maybe] = per_unique[inverse]
+    kept = np.flatnonzero(session | (event_of > 0))
+    rows_at = cand[kept]
+    k = len(kept)
+    pick = pa.array(rows_at)
+    kinds = np.full(k, EVENT, dtype=np.int8)
+    kinds[disc[kept]] = DISC
+    kinds[recv[kept]] = RECV
+    kinds[auth[kept]] = AUTH
+    ev_codes = event_of[kept].copy()
+    names = event_names + list(SESSION_EVENTS)
+    for kind_code, event_id in (
+        (DISC, "disconnection"),
+        (RECV, "connection_received"),
+        (AUTH, "connection_authorized"),
+    ):
+        ev_codes[kinds == kind_code] = names.index(event_id)
+    texts = message.take(pa.array(kept))
+
+    def coded(name: str, clean: bool = True, host: bool = False) -> tuple[Coded, np.ndarray]:
+        values = columns[name].take(pick)
+        if host and csv:  # csvlog's connection_from is host:port
+            values = pc.replace_substring_regex(values, r":\d*$", "")
+        codes, values_, empty = _decoded(values, clean, host)
+        return Coded(codes, values_), empty
+
+    user, user_empty = coded("user")
+    database, db_empty = coded("dbname")
+    application, app_empty = coded("application_name")
+    host, host_empty = coded("remote_host", host=True)
+    session_s = np.full(k, np.nan)
+    d_rows = np.flatnonzero(kinds == DISC)
+    if len(d_rows):
+        got, ok = _split_fields(texts.take(pa.array(d_rows)), True)
+        h, m, sec = (_floats(c) for c in got[:3])
+        seconds = np.round(h * 3600 + m * 60 + sec, 3)
+        patched: dict[int, tuple[bytes, ...]] = {}
+        for j in np.flatnonzero(~ok).tolist():
+            text = texts[int(d_rows[j])].as_py()
+            found_s = log_events.session_seconds(text.decode("utf-8", "replace"))
+            seconds[j] = np.nan if found_s is None else found_s
+            match = _DISC_LENIENT.match(text)
+            patched[j] = (match.group(4), match.group(5), match.group(6)) if match else (b"", b"", b"")
+        session_s[d_rows] = seconds
+        user = _fill(user, user_empty, d_rows, got[3], patched, 0)
+        database = _fill(database, db_empty, d_rows, got[4], patched, 1)
+        host = _fill(host, host_empty, d_rows, got[5], patched, 2, host=True)
+    r_rows = np.flatnonzero(kinds == RECV)
+    if len(r_rows):
+        got, ok = _split_fields(texts.take(pa.array(r_rows)), False)
+        patched = {}
+        for j in np.flatnonzero(~ok).tolist():
+            match = _RECV_LENIENT.match(texts[int(r_rows[j])].as_py())
+            patched[j] = (match.group(1) if match else b"",)
+        host = _fill(host, host_empty, r_rows, got[0], patched, 0, host=True)
+    a_rows = np.flatnonzero(kinds == AUTH)
+    if len(a_rows):
+        # the record's application_name is not set yet when this line is written
+        a_codes, a_texts, _ = _decoded(texts.take(pa.array(a_rows)))
+        parsed = []
+        for t in a_texts:
+            match = _AUTH_LENIENT.match(t.encode())
+            parsed.append(tuple(clean_name(g) for g in match.groups()) if match else ("", "", ""))
+        msg_user = Coded(a_codes, [p[0] for p in parsed])
+        msg_db = Coded(a_codes, [p[1] for p in parsed])
+        user = _either(user, user_empty, a_rows, msg_user)
+        database = _either(database, db_empty, a_rows, msg_db)
+        app_empty_msg = np.array([not p[2] for p in parsed], dtype=bool)
+        has_app = a_rows[~app_empty_msg[a_codes]]
+        codes = application.codes.copy()
+        codes[has_app] = a_codes[~app_empty_msg[a_codes]] + len(application.values)
+        application = Coded(codes, application.values + [p[2] for p in parsed])
+    stamps = columns["timestamp"].take(pick)
+    ts = clock.to_utc(*_wall_and_zone(stamps))
+    pid_text = columns["pid"].take(pick)
+    digits = _arr(pc.match_substring_regex(pid_text, r"^[0-9]+$").fill_null(False))
+    pid = np.zeros(k, dtype=np.int64)
+    if digits.any():
+        pid[digits] = _arr(pc.cast(pid_text.filter(pa.array(digits)).cast(pa.string()), pa.int64()))
+    level_c, level_v, _ = _decoded(level.take(pa.array(kept)))
+    state_c, state_v, _ = _decoded(columns["state_code"].take(pick), clean=True)
+    msg_c, msg_v, _ = _decoded(texts)
+    det_c, det_v, _ = _decoded(columns["detail"].take(pick))
     rows = Rows(
-        kind=np.array(kinds, dtype=np.int8),
+        kind=kinds,
         ts=ts,
         pid=pid,
-        session_s=np.array(seconds, dtype=np.float64),
+        session_s=session_s,
         coded={
-            "event": Coded.of(events),
-            "level": Coded.of([level[i] for i in pick]),
-            "sqlstate": Coded.of([state[i] for i in pick]),
-            "user": Coded.of([user[i] for i in pick]),
-            "database": Coded.of([database[i] for i in pick]),
-            "application": Coded.of([application[i] for i in pick]),
-            "host": Coded.of([host[i] for i in pick]),
+            "event": Coded(ev_codes, names),
+            "level": Coded(level_c, [clean_name(v) for v in level_v]),
+            "sqlstate": Coded(state_c, state_v),
+            "user": user,
+            "database": database,
+            "application": application,
+            "host": host,
+            "message": Coded(msg_c, msg_v),
+            "detail": Coded(det_c, det_v),
         },
-        message=[message[i] for i in pick],
-        detail=[detail[i] for i in pick],
     )
     rows.lines, rows.entries, rows.bytes_read = lines, entries, size
     return rows
+
+
+SESSION_EVENTS = ("disconnection", "connection_received", "connection_authorized")
+
+
+def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
+    """'2025-03-01 10:00:00.123 CET' -> (naive datetime64[ms], zone name): split at the last
+    space (no space: no time, the whole text as the name). The usual shape (milliseconds, a
+    zone name of 1 to 8 bytes) is read with numpy; the rest once per distinct text."""
+    stamps = stamps.fill_null(b"")
+    data = stamps.buffers()[2]
+    if data is not None and len(stamps):
+        arr = np.frombuffer(data, dtype=np.uint8)
+        offsets = np.frombuffer(stamps.buffers()[1], dtype=np.int32)[
+            stamps.offset : stamps.offset + len(stamps) + 1
+        ]
+        starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+        ok, ms, zone_codes, zone_names, _ = _fast_head(arr, starts, ends, _STAMP, zone_ends=ends)
+        # a zone name with a NUL byte or a space would not be one name: the slow way then
+        ok &= np.array([b"\0" not in n and b" " not in n for n in zone_names], dtype=bool)[zone_codes]
+        if ok.all():
+            names = [n.decode("utf-8", "replace") for n in zone_names]
+            zone = Coded.of(names)
+            return ms.astype("datetime64[ms]"), Coded(zone.codes[zone_codes], zone.values)
+    codes, texts, _ = _decoded(stamps)
+    walls, zones = zip(*(t.rpartition(" ")[::2] for t in texts), strict=True)
+    wall = np.array([w or "NaT" for w in walls], dtype="datetime64[ms]")
+    zone = Coded.of(list(zones))
+    return wall[codes], Coded(zone.codes[codes], zone.values)

@@ -23,6 +23,26 @@ def _top(counts: dict[str, int], n: int = 10) -> dict[str, int]:
     return {k: v for k, v in ranked[: n + 1] if k != ""}
 
 
+def _tops(
+    event: np.ndarray, code: np.ndarray, count: np.ndarray, values: list[str], n: int = 10
+) -> dict[int, dict[str, int]]:
+    """Per event code: its n + 1 names with the highest counts (ties in first-seen order), the
+    empty name left out (what `_top` gives for a full dictionary of counts)."""
+    out: dict[int, dict[str, int]] = {}
+    if not len(event):
+        return out
+    order = np.lexsort((np.arange(len(event)), -count, event))
+    ev_sorted = event[order]
+    starts = np.flatnonzero(np.r_[True, ev_sorted[1:] != ev_sorted[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for s_, e_ in zip(starts.tolist(), ends.tolist(), strict=True):
+        picked = order[s_ : min(e_, s_ + n + 1)]
+        out[int(ev_sorted[s_])] = {
+            values[int(code[i])]: int(count[i]) for i in picked.tolist() if values[int(code[i])] != ""
+        }
+    return out
+
+
 def summarise(
     state: SessionState,
     files: list[str],
@@ -36,13 +56,10 @@ def summarise(
     """The summary: counts per category, event, user, database, application and host, the
     per-minute timeline, session durations, the window and the zones the times were read in."""
     events = state.vocab["event"].values
-    who_values = {name: state.vocab[name].values for name in state.who}
-    per_who: dict[str, dict[int, dict[str, int]]] = {name: {} for name in state.who}
-    for name, counter in state.who.items():
-        for (event, code), count in counter.items():
-            bucket = per_who[name].setdefault(event, {})
-            value = who_values[name][code]
-            bucket[value] = bucket.get(value, 0) + count
+    # who was hit, ranked with numpy: only the entries the summary shows become Python objects
+    # (a log can have hundreds of thousands of distinct (event, host) pairs)
+    who = {name: state.who(name) for name in ("user", "database", "application", "host")}
+    per_who = {name: _tops(*who[name], state.vocab[name].values) for name in who}
     per_event: dict[str, Any] = {}
     for code, count in state.count.items():
         event_id = events[code]
@@ -64,39 +81,51 @@ def summarise(
         if entry["category"]:
             categories[entry["category"]] += entry["count"]
 
+    has_category = np.array([bool(log_events.category(e)) for e in events], dtype=bool)
+
     def by(name: str) -> dict[str, dict[str, Any]]:
+        """The 50 names hit most by events of a category: total and count per event."""
+        ev, code, count = who[name]
+        values = state.vocab[name].values
+        named = np.array([bool(v) for v in values], dtype=bool)
+        ok = named[code] & has_category[ev] if len(ev) else np.zeros(0, dtype=bool)
+        ev, code, count = ev[ok], code[ok], count[ok]
+        if not len(code):
+            return {}
+        totals = np.bincount(code, weights=count, minlength=len(values)).astype(np.int64)
+        used, first = np.unique(code, return_index=True)
+        seen = used[np.argsort(first, kind="stable")]  # names in the order first seen
+        top = seen[np.argsort(-totals[seen], kind="stable")][:50]
         out: dict[str, dict[str, Any]] = {}
-        for (event, code), count in state.who[name].items():
-            event_id = events[event]
-            value = who_values[name][code]
-            if not value or not log_events.category(event_id):
-                continue
-            entry = out.setdefault(value, {"total": 0, "events": {}})
-            entry["total"] += count
-            entry["events"][event_id] = entry["events"].get(event_id, 0) + count
-        for entry in out.values():
-            entry["events"] = dict(sorted(entry["events"].items(), key=lambda kv: -kv[1]))
-        return dict(sorted(out.items(), key=lambda item: -item[1]["total"])[:50])
+        for c in top.tolist():
+            mine = np.flatnonzero(code == c)
+            ranked = mine[np.argsort(-count[mine], kind="stable")]
+            out[values[c]] = {
+                "total": int(totals[c]),
+                "events": {events[int(ev[i])]: int(count[i]) for i in ranked.tolist()},
+            }
+        return out
 
     minutes: dict[int, dict[str, int]] = {}
     for (minute, label), count in state.timeline.items():
         minutes.setdefault(minute, {})[label] = count
     timeline = [{"minute": _iso(minute * 60_000), **minutes[minute]} for minute in sorted(minutes)]
 
+    # one array, sorted in place: no copies beyond one for the quantiles (millions of sessions)
     durations = np.concatenate(state.durations) if state.durations else np.zeros(0)
+    state.durations = [durations]
     buckets = [0, 1, 10, 60, 600, 3600, 86400, math.inf]
     labels = ["<1s", "1-10s", "10-60s", "1-10min", "10-60min", "1-24h", ">24h"]
-    histogram = pd.cut(pd.Series(durations), buckets, labels=labels, right=False).value_counts()
-    stats: dict[str, float | None] = {}
-    for name, fn in (
-        ("min", np.min),
-        ("p50", lambda d: np.quantile(d, 0.5)),
-        ("p90", lambda d: np.quantile(d, 0.9)),
-        ("p99", lambda d: np.quantile(d, 0.99)),
-        ("max", np.max),
-        ("mean", np.mean),
-    ):
-        stats[name] = round(float(fn(durations)), 3) if len(durations) else None
+    stats: dict[str, float | None] = dict.fromkeys(("min", "p50", "p90", "p99", "max", "mean"))
+    histogram = dict.fromkeys(labels, 0)
+    if len(durations):
+        mean = float(np.mean(durations))  # before sorting: the same sum, in the same order
+        durations.sort()
+        p50, p90, p99 = (float(v) for v in np.quantile(durations, [0.5, 0.9, 0.99]))
+        values = (float(durations[0]), p50, p90, p99, float(durations[-1]), mean)
+        stats = {name: round(v, 3) for name, v in zip(stats, values, strict=True)}
+        edges = np.searchsorted(durations, buckets, side="left")  # [a, b): right=False
+        histogram = {label: int(edges[i + 1] - edges[i]) for i, label in enumerate(labels)}
     first = [state.first[c] for c in state.first]
     last = [state.last[c] for c in state.last]
     return {
@@ -125,13 +154,16 @@ def summarise(
             "ended": state.sessions_ended,
             "open_or_unknown_end": state.sessions - state.sessions_ended,
             "duration_s": stats,
-            "histogram": {label: int(histogram.get(label, 0)) for label in labels},
+            "histogram": histogram,
             "ended_by": _top(dict(state.ended_by), 20),
         },
         "zones_assumed": zones_assumed,
-        "frame_rows_left_out": {
-            "events": state.events_dropped(),
-            "sessions": state.session_chunks.dropped,
-        },
+        # rows the frames left out (only session lines and sessions are ever left out; the
+        # counts above include them); null when the reader kept no frames (frames=False)
+        "frame_rows_left_out": (
+            {"events": state.events_dropped(), "sessions": state.session_chunks.dropped}
+            if state.frames
+            else None
+        ),
         "warnings": warnings,
     }
