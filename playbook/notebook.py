@@ -10,14 +10,12 @@ from typing import Any
 import pandas as pd
 from IPython.display import HTML, Markdown
 
-from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
 from playbook.evidence.views import app_samples
 from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
-from playbook.target import resolve_target
 
 # Findings, fixes and log lines are read whole at 3 a.m.: pandas must never cut a cell with "…".
 pd.set_option("display.max_colwidth", None)
@@ -80,6 +78,11 @@ def load_or_collect(
             # Never collect silently in its place: the report would not show the run's evidence.
             raise PlaybookError(f"no evidence in {Path(evidence_dir).resolve()} (evidence_dir)")
         return Evidence.load(evidence_dir)
+    # Collectors and the driver load only when this notebook collects (opened by hand): under
+    # `playbook run` every kernel reads saved evidence, and half a second each adds up.
+    from playbook.collect.run import collect_evidence
+    from playbook.target import resolve_target
+
     target = resolve_target(dsn or None)
     return collect_evidence(
         target,
@@ -174,7 +177,6 @@ def verdict(evidence: Evidence, page: str = "triage") -> HTML:
     sessions, where to read next (never this page itself), what the times are in, then this
     page's findings (every finding on triage) with their fixes as labelled blocks to paste."""
     from playbook.report.fixes import COPY_SCRIPT, STYLE, findings_html
-    from playbook.report.runner import app_stack_of
     from playbook.report.verdict import verdict_html
 
     found = diagnose_all(evidence)
@@ -187,7 +189,7 @@ def verdict(evidence: Evidence, page: str = "triage") -> HTML:
         f"<style>{STYLE}</style><script>{COPY_SCRIPT}</script>"
         + verdict_html(summary, this_page=page)
         + f"<h3>{heading}</h3>"
-        + findings_html(mine, stack=app_stack_of(evidence), heading="h4", empty=empty)
+        + findings_html(mine, stack=_stack_or_none(evidence), heading="h4", empty=empty)
     )
 
 
@@ -395,6 +397,8 @@ def idle_survival(dsn: str, idle_s: Sequence[float]) -> pd.DataFrame | Markdown:
             "to idle periods around the suspected cut-off (for example `[60, 300, 600]`) and run "
             "this cell again."
         )
+    from playbook.target import resolve_target
+
     return readable(probe(resolve_target(dsn or None).dsn, idle_s=list(idle_s)))
 
 
@@ -442,3 +446,12 @@ def chain_verdict(evidence: Evidence) -> Markdown:
             f"Change the **{b.fix_layer}**: {b.fix}."
         )
     return Markdown("**The timeout chain:**\n\n" + "\n".join(lines))
+
+
+def _stack_or_none(evidence: Evidence) -> str | None:
+    """The client stack the application log revealed, None when it revealed none. (Read here, not
+    from the report's runner: importing that loads nbformat and jsonschema, seconds per kernel.)"""
+    from playbook.evidence.views import app_stack
+
+    stack = app_stack(evidence)
+    return None if stack == "unknown" else stack

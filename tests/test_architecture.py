@@ -55,6 +55,18 @@ def test_help_and_run_load_no_lab(argv: list[str]) -> None:
         assert not {"pandas", "psycopg", "matplotlib"} & loaded
 
 
+def test_a_notebook_reading_saved_evidence_loads_no_collector_or_report() -> None:
+    """Every kernel of a run imports playbook.notebook: collectors, the driver and the report's
+    nbformat/jsonschema (seconds of import each) load only when a notebook collects by hand."""
+    loaded = modules_loaded_by(
+        "from playbook import notebook, plots, plots_layers\n"
+        "    from playbook.evidence import Evidence\n"
+        "    notebook.verdict(Evidence(), 'triage')"
+    )
+    heavy = {"nbformat", "jsonschema", "psycopg", "playbook.collect", "playbook.report.runner"}
+    assert not heavy & loaded, heavy & loaded
+
+
 def test_running_loads_no_lab() -> None:
     loaded = modules_loaded_by("import playbook.report.runner, playbook.notebook, playbook.plots")
     assert not {m for m in loaded if m.startswith("playbook.lab")}
