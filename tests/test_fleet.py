@@ -293,6 +293,11 @@ def test_pages_are_rendered_only_at_or_above_render(
         rows["b-timeout"]["pages"]
     )
     assert all(rows[name]["pages"] == [] for name in rows if name != "b-timeout")
+    # The one-file report holds the pages too: it was published with them, not left from the
+    # first, page-less run.
+    combined = (out / "targets" / "b-timeout" / "report.html").read_text()
+    for page in rows["b-timeout"]["pages"]:
+        assert f'id="page-{page}"' in combined
 
 
 def test_the_index_links_every_report_and_filters_by_label(

@@ -234,36 +234,16 @@ def pages_for(summary: dict[str, Any], render: str) -> list[str]:
 
 
 def render_from_evidence(options: Any, pages: list[str]) -> dict[str, Any]:
-    """Execute `pages` on the evidence the run saved in options.out, render them, and put them,
-    then the summary and index naming them, into options.out; the evidence is not collected again.
-    Works in a private folder beside the report and moves finished files in one by one, so a reader
-    never finds a summary naming a page that is not there. Returns the new summary."""
-    import shutil
-    import tempfile
+    """Execute `pages` on the evidence the run saved in options.out and publish the whole report
+    again (pages, report.html, summary and index together), through the runner itself: the
+    evidence is not collected again. Returns the new summary."""
     from dataclasses import replace
 
-    from playbook.diagnose import diagnose_all
-    from playbook.evidence import Evidence
-    from playbook.report.index import write_index
-    from playbook.report.runner import render_pages, run_notebooks
-    from playbook.report.summary import build_summary, validate
+    from playbook.report.runner import run
 
     out = Path(options.out).resolve()
-    evidence_dir = out / "evidence"
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.pages-", dir=out.parent))
-    try:
-        results = run_notebooks(replace(options, notebooks=pages), work, evidence_dir)
-        render_pages(work, results, options.show_code)
-        evidence = Evidence.load(evidence_dir)
-        summary = build_summary(evidence, diagnose_all(evidence), results)
-        validate(summary)
-        (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        write_index(work, summary, evidence.manifest)
-        last = ("summary.json", "index.html")
-        for name in sorted((p.name for p in work.iterdir() if p.is_file()), key=lambda n: n in last):
-            os.replace(work / name, out / name)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    run(replace(options, notebooks=pages, evidence_from=out / "evidence"))
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
     return summary
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError, TargetRefused
+from playbook.evidence import Evidence
 from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
 from playbook.report.index import report_header, verdict_line, write_index
@@ -139,6 +140,9 @@ class RunOptions:
     show_code: bool = False
     progress: bool = True
     history: Path | None = None  # record the run there (--history)
+    # Diagnose and render the evidence saved in this folder instead of collecting (the fleet renders
+    # pages this way for the targets that deserve them: nothing is collected twice).
+    evidence_from: Path | None = None
     notify: str | None = None  # Slack-compatible webhook, posted when the status reaches fail_on
     prometheus: Path | None = None  # node_exporter textfile-collector file, replaced atomically
 
@@ -278,10 +282,13 @@ def run(options: RunOptions) -> int:
     """
     started_at = datetime.now(timezone.utc)
     started = time.monotonic()
-    logs = [*options.server_logs, *options.app_logs, *options.pgbouncer_logs]
-    for log in logs:
-        check_readable(log)
-    target, not_live = live_target(options.target, has_logs=bool(logs))
+    if options.evidence_from is None:
+        logs = [*options.server_logs, *options.app_logs, *options.pgbouncer_logs]
+        for log in logs:
+            check_readable(log)
+        target, not_live = live_target(options.target, has_logs=bool(logs))
+    else:
+        target, not_live = None, None
     work = prepare_out(options.out)
     kernel_dir = kernel_folder()
     password = target.password if target is not None else None
@@ -289,21 +296,25 @@ def run(options: RunOptions) -> int:
     try:
         if password:
             os.environ["PGPASSWORD"] = password  # for the kernels' own connections
-        evidence = collect_evidence(
-            target,
-            duration=options.duration,
-            interval=options.interval,
-            server_logs=options.server_logs,
-            app_logs=options.app_logs,
-            pgbouncer_dsn=options.pgbouncer_dsn,
-            pgbouncer_logs=options.pgbouncer_logs,
-            since=options.since,
-            until=options.until,
-            app=options.app,
-            log_tz=options.log_tz,
-            app_tz=options.app_tz,
-            not_live=not_live,
-            progress=options.progress,
+        evidence = (
+            Evidence.load(options.evidence_from)
+            if options.evidence_from
+            else collect_evidence(
+                target,
+                duration=options.duration,
+                interval=options.interval,
+                server_logs=options.server_logs,
+                app_logs=options.app_logs,
+                pgbouncer_dsn=options.pgbouncer_dsn,
+                pgbouncer_logs=options.pgbouncer_logs,
+                since=options.since,
+                until=options.until,
+                app=options.app,
+                log_tz=options.log_tz,
+                app_tz=options.app_tz,
+                not_live=not_live,
+                progress=options.progress,
+            )
         )
         evidence_dir = work / "evidence"
         evidence.save(evidence_dir)
