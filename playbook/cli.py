@@ -206,6 +206,12 @@ def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:
         help="execute notebooks (pages) only for targets at or above this status (warning)",
     )
     fleet.add_argument("--fail-on", choices=["critical", "warning", "never"], default="warning")
+    fleet.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="record each target's run in DIR/<name> (as `playbook run --history`)",
+    )
 
 
 def add_lab_arguments(lab: argparse.ArgumentParser) -> None:
@@ -396,7 +402,12 @@ def command_fleet(args: argparse.Namespace) -> int:
 
     targets = load_targets(args.targets, Overrides(duration=args.duration, interval=args.interval))
     options = FleetOptions(
-        out=args.out, scheduler=args.scheduler, workers=args.workers, render=args.render, fail_on=args.fail_on
+        out=args.out,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        render=args.render,
+        fail_on=args.fail_on,
+        history=args.history,
     )
     return run_fleet(targets, options)
 

@@ -167,7 +167,8 @@ def local_fleet(world: World) -> tuple[subprocess.CompletedProcess[str], Path]:
     riser = bring_c_up_when_retried(world, out)
     result = run_cli(
         "fleet", str(world.targets), "--out", str(out), "--workers", "4", "--duration", "1",
-        "--interval", "0.5", "--render", "critical", env=world.env, timeout=240,
+        "--interval", "0.5", "--render", "critical", "--history", str(out.parent / "history"),
+        env=world.env, timeout=240,
     )  # fmt: skip
     riser.join(timeout=5)
     return result, out
@@ -298,6 +299,22 @@ def test_pages_are_rendered_only_at_or_above_render(
     combined = (out / "targets" / "b-timeout" / "report.html").read_text()
     for page in rows["b-timeout"]["pages"]:
         assert f'id="page-{page}"' in combined
+
+
+def test_history_records_each_diagnosed_target_once(
+    local_fleet: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """--history: one record per target that was diagnosed, with the status the fleet reports."""
+    _, out = local_fleet
+    history = out.parent / "history"
+    for name, row in rows_of(out).items():
+        records = sorted((history / name / "runs").glob("*/record.json"))
+        if row["status"] == "error":
+            assert not records, name
+            continue
+        assert len(records) == 1, (name, records)
+        summary = json.loads((records[0].parent / "summary.json").read_text())
+        assert summary["status"] == row["status"], name
 
 
 def test_the_index_links_every_report_and_filters_by_label(

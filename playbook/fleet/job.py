@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -209,8 +210,10 @@ def _attempt(job: dict[str, Any]) -> dict[str, Any]:
         return {"error": str(exc)}
     summary = json.loads((out / "summary.json").read_text())
     pages = pages_for(summary, job["render"])
-    if pages:
-        summary = render_from_evidence(options, pages)
+    if pages or job.get("history"):
+        # The final publish records the run (once, with its pages): the first one only diagnosed.
+        history = Path(job["history"]) if job.get("history") else None
+        summary = render_from_evidence(replace(options, history=history), pages)
     return {"status": summary["status"], "pages": [nb["name"] for nb in summary["notebooks"]]}
 
 
@@ -237,8 +240,6 @@ def render_from_evidence(options: Any, pages: list[str]) -> dict[str, Any]:
     """Execute `pages` on the evidence the run saved in options.out and publish the whole report
     again (pages, report.html, summary and index together), through the runner itself: the
     evidence is not collected again. Returns the new summary."""
-    from dataclasses import replace
-
     from playbook.report.runner import run
 
     out = Path(options.out).resolve()

@@ -50,6 +50,7 @@ class FleetOptions:
     workers: int | None = None  # targets in flight; None: 2 per core locally, every thread of a cluster
     render: str = "warning"  # pages for targets at or above: critical | warning | all
     fail_on: str = "warning"
+    history: Path | None = None  # each target's runs recorded in history/<name>
 
 
 def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
@@ -67,7 +68,14 @@ def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
         raise PlaybookError(f"cannot write the fleet to {options.out}: {exc.strerror or exc}") from None
     started_wall, started = datetime.now(timezone.utc), time.monotonic()
     jobs = [
-        {**asdict(t), "public_dsn": t.public_dsn, "out": str(out), "render": options.render} for t in targets
+        {
+            **asdict(t),
+            "public_dsn": t.public_dsn,
+            "out": str(out),
+            "render": options.render,
+            "history": str(options.history.resolve() / t.name) if options.history else None,
+        }
+        for t in targets
     ]
     # The validator takes seconds to import: do it while the targets run, not after.
     warm = threading.Thread(target=_import_validator, daemon=True)
