@@ -14,7 +14,7 @@ from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
-from playbook.evidence.views import app_samples
+from playbook.evidence.views import app_samples, detected_stack
 from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
 
 # Findings, fixes and log lines are read whole at 3 a.m.: pandas must never cut a cell with "…".
@@ -189,7 +189,7 @@ def verdict(evidence: Evidence, page: str = "triage") -> HTML:
         f"<style>{STYLE}</style><script>{COPY_SCRIPT}</script>"
         + verdict_html(summary, this_page=page)
         + f"<h3>{heading}</h3>"
-        + findings_html(mine, stack=_stack_or_none(evidence), heading="h4", empty=empty)
+        + findings_html(mine, stack=detected_stack(evidence), heading="h4", empty=empty)
     )
 
 
@@ -446,12 +446,3 @@ def chain_verdict(evidence: Evidence) -> Markdown:
             f"Change the **{b.fix_layer}**: {b.fix}."
         )
     return Markdown("**The timeout chain:**\n\n" + "\n".join(lines))
-
-
-def _stack_or_none(evidence: Evidence) -> str | None:
-    """The client stack the application log revealed, None when it revealed none. (Read here, not
-    from the report's runner: importing that loads nbformat and jsonschema, seconds per kernel.)"""
-    from playbook.evidence.views import app_stack
-
-    stack = app_stack(evidence)
-    return None if stack == "unknown" else stack

@@ -18,6 +18,7 @@ import psycopg
 
 from playbook import APPLICATION_NAME
 from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS
+from playbook.evidence.manifest import gap_opened
 from playbook.progress import progress_bar
 from playbook.target import Target
 
@@ -79,13 +80,7 @@ class ActivitySampler:
             self._conn.close()
             self._conn = None
         if self._open_gap is None:
-            self._open_gap = {
-                "start": _utcnow().isoformat(),
-                "end": None,
-                "error": " ".join(str(exc).split())[:500],
-                "sqlstate": getattr(exc, "sqlstate", None),
-                "reconnect_attempts": 0,
-            }
+            self._open_gap = dict(gap_opened(exc, _utcnow()))
 
     def _close_gap(self, resumed_at: datetime) -> None:
         if self._open_gap is not None:

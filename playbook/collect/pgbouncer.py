@@ -31,6 +31,7 @@ import psycopg
 
 from playbook import APPLICATION_NAME
 from playbook.evidence import Evidence
+from playbook.evidence.manifest import gap_opened
 from playbook.evidence.pgbouncer import (
     CONFIG_SNAPSHOT,
     CONSOLE_COMMANDS,
@@ -137,13 +138,7 @@ class PgBouncerSampler:
             self._conn.close()
             self._conn = None
         if self._open_gap is None:
-            self._open_gap = {
-                "start": _utcnow().isoformat(),
-                "end": None,
-                "error": " ".join(str(exc).split())[:500],
-                "sqlstate": getattr(exc, "sqlstate", None),
-                "reconnect_attempts": 0,
-            }
+            self._open_gap = dict(gap_opened(exc, _utcnow()))
 
     def _read_config(self, conn: psycopg.Connection[Any]) -> None:
         version_rows = self._show(conn, "SHOW VERSION")

@@ -32,6 +32,7 @@ from playbook.errors import PlaybookError
 from playbook.evidence import Evidence, Manifest
 from playbook.evidence.logfiles import LogFile
 from playbook.evidence.manifest import Failure, Gap
+from playbook.evidence.settings import setting_text
 from playbook.evidence.zones import Zone, machine_zone, zone_named
 from playbook.probes.keepalive import client_keepalive_settings
 from playbook.probes.latency import latency_summary, measure_connects, measure_round_trips
@@ -40,11 +41,6 @@ from playbook.target import Target
 CONNECT_PROBES = 5
 ROUND_TRIP_PROBES = 20
 ROUTING_SAMPLE_BYTES = 64 << 10  # what telling a PgBouncer log from the others looks at
-
-
-def _setting_text(settings: dict[str, Any], name: str) -> str | None:
-    entry = settings.get("settings", {}).get(name)
-    return str(entry["setting"]) if entry and entry.get("setting") not in (None, "") else None
 
 
 def is_pgbouncer_log(path: Path) -> bool:
@@ -76,7 +72,7 @@ def log_zone(settings: dict[str, Any], log_tz: str | None) -> Zone | None:
     """The zone the server's log clock reads: --log-tz when given, else the server's log_timezone."""
     if log_tz:
         return zone_named(log_tz, "flag")
-    server_zone = _setting_text(settings, "log_timezone")
+    server_zone = setting_text(settings, "log_timezone")
     if server_zone:
         try:
             return zone_named(server_zone, "server")
@@ -175,7 +171,7 @@ def collect_evidence(
         try:
             server_log = read_server_logs(
                 server_logs,
-                prefix=log_prefix or _setting_text(settings, "log_line_prefix"),
+                prefix=log_prefix or setting_text(settings, "log_line_prefix"),
                 since=log_since,
                 until=until,
                 log_tz=server_zone,

@@ -22,8 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from playbook.diagnose import pooler
 from playbook.diagnose.timeout import STACK_DEFAULT_IDLE_S
 from playbook.evidence import Evidence
+from playbook.evidence.pgbouncer import DEFAULTS
 from playbook.evidence.settings import duration_text_seconds
 from playbook.evidence.views import app_samples, app_stack, overrides_of
 
@@ -32,7 +34,6 @@ Layer = Literal["client pool", "pooler", "server", "network path"]
 
 # The shortest common silent cut-off on cloud paths (REFERENCE.md: AWS NLB/NAT 350 s, Azure 4 min).
 ASSUMED_PATH_IDLE_S = 240.0
-PGBOUNCER_SERVER_IDLE_DEFAULT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,12 @@ def has_pooler(evidence: Evidence) -> bool:
     )
 
 
-def _pooler_setting(evidence: Evidence, name: str, default: float | None) -> tuple[float | None, Source]:
-    settings = (evidence.snapshot("pgbouncer_config").get("settings")) or {}
-    if name in settings:
-        try:
-            value = float(str(settings[name]).strip() or 0)
-        except ValueError:
-            return default, "default"
-        return (value or None), "configured"
-    return default, "default"
+def _pooler_setting(evidence: Evidence, name: str) -> tuple[float | None, Source]:
+    """PgBouncer's setting as the pooler diagnosis reads it; its default when SHOW CONFIG lacks it."""
+    value, read_from = pooler.setting(evidence, name)
+    if read_from == "SHOW CONFIG":
+        return value, "configured"
+    return (DEFAULTS.get(name) or None), "default"
 
 
 def client_hold(evidence: Evidence) -> ChainValue:
@@ -138,13 +136,11 @@ def timeout_chain(evidence: Evidence) -> list[ChainValue]:
     """The idle limits from the application to the path, in the order a connection crosses them."""
     chain = [client_hold(evidence)]
     if has_pooler(evidence):
-        client_idle, source = _pooler_setting(evidence, "client_idle_timeout", None)
+        client_idle, source = _pooler_setting(evidence, "client_idle_timeout")
         chain.append(
             ChainValue("pooler", "client_idle_timeout", client_idle, source, "off" if not client_idle else "")
         )
-        server_side, source = _pooler_setting(
-            evidence, "server_idle_timeout", PGBOUNCER_SERVER_IDLE_DEFAULT_S
-        )
+        server_side, source = _pooler_setting(evidence, "server_idle_timeout")
         chain.append(ChainValue("pooler", "server_idle_timeout", server_side, source))
     chain.append(server_idle(evidence))
     chain.append(path_idle(evidence))

@@ -10,12 +10,14 @@ from playbook.diagnose.findings import Finding, Severity
 from playbook.diagnose.fixes import joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
+    IDLE_IN_TRANSACTION_STATES,
     app_events,
     app_samples,
     app_stack,
     counts_over_time,
     first_last,
     idle_in_transaction_sessions,
+    role_of,
     server_events,
     top_values,
     usable_connections,
@@ -245,8 +247,6 @@ def find_client_vanished_in_transaction(evidence: Evidence) -> list[Finding]:
 
 CONFIDENCE_KILLED_LOGGED = 0.9
 CONFIDENCE_KILLED_APP_ONLY = 0.8
-# The session states of a transaction held open with nothing running in it.
-IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
 
 
 def find_transactions_killed(evidence: Evidence) -> list[Finding]:
@@ -271,7 +271,7 @@ def find_transactions_killed(evidence: Evidence) -> list[Finding]:
     }
     limit_s = evidence.setting_s("idle_in_transaction_session_timeout")
     apps = [a for a in top_values(server, "application") if a != "(none)"]
-    role = next((u for u in top_values(server, "user") if u != "(none)"), "<app_role>")
+    role = role_of(server)
     return [
         Finding(
             id="LEAK-005",
@@ -320,9 +320,7 @@ def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
     if timeouts.empty or samples.empty:
         return []
     last_tick = samples[samples["tick_ts"] == samples["tick_ts"].max()]
-    holding = last_tick[
-        last_tick["state"].isin(["idle", "idle in transaction", "idle in transaction (aborted)"])
-    ]
+    holding = last_tick[last_tick["state"].isin(["idle", *IDLE_IN_TRANSACTION_STATES])]
     busy = last_tick[last_tick["state"] == "active"]
     if len(holding) <= len(busy):
         return []

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
 from playbook.diagnose.fixes import joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
+    IDLE_IN_TRANSACTION_STATES,
     app_events,
     app_samples,
     app_stack,
     duration_text_seconds,
     first_last,
     overrides_of,
+    role_of,
     server_events,
     server_log_read,
     setting_s,
@@ -42,8 +42,6 @@ SAFE_LIFETIME_FRACTION = 0.8
 # An observed idle age this close to the timeout means the next idle stretch will cross it.
 OBSERVED_IDLE_NEAR_FRACTION = 0.8
 
-# Session states that mean "the application holds a transaction and runs nothing in it".
-IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
 
 KILLS = (
     # (finding id, server event, app kind, setting, what it is). Idle-in-transaction kills are not
@@ -63,12 +61,6 @@ def _safe_pool_limits(timeout_s: float) -> tuple[float, float]:
     """Idle and lifetime limits comfortably inside a server timeout (never below a second)."""
     idle = max(1.0, round(timeout_s * SAFE_IDLE_FRACTION, 1))
     return idle, max(idle, round(timeout_s * SAFE_LIFETIME_FRACTION, 1))
-
-
-def role_of(events: pd.DataFrame, placeholder: str = "<app_role>") -> str:
-    """The role most of these events name (a real name from the evidence), else the placeholder."""
-    roles = [r for r in top_values(events, "user", 3) if r not in ("(none)", "[unknown]")]
-    return roles[0] if roles else placeholder
 
 
 def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None, role: str) -> str:

@@ -12,6 +12,7 @@ import gzip
 import io
 import lzma
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -52,17 +53,15 @@ class LogFile:
         self.bytes_read = 0
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.stream.read(size)
-        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-            what = f"a valid {self.compression} file" if self.compression else "readable"
-            raise PlaybookError(f"{self.label} is not {what}: {exc}") from exc
-        self.bytes_read += len(data)
-        return data
+        return self._counted(self.stream.read, size)
 
     def readline(self, limit: int = -1) -> bytes:
+        return self._counted(self.stream.readline, limit)
+
+    def _counted(self, reader: Callable[[int], bytes], size: int) -> bytes:
+        """`reader(size)`, counted; a damaged file is one sentence naming it."""
         try:
-            data = self.stream.readline(limit)
+            data = reader(size)
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
             what = f"a valid {self.compression} file" if self.compression else "readable"
             raise PlaybookError(f"{self.label} is not {what}: {exc}") from exc

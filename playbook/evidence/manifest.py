@@ -8,6 +8,7 @@ format is refused on load with one sentence rather than misread.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypedDict
 
 MANIFEST_SCHEMA = "pg-session-playbook/evidence/v1"
@@ -27,6 +28,17 @@ class Gap(TypedDict, total=False):
     error: str
     sqlstate: str | None
     reconnect_attempts: int
+
+
+def gap_opened(exc: BaseException, at: datetime) -> Gap:
+    """The gap a lost session opens at `at`, with the error in one line; `end` is set on resuming."""
+    return {
+        "start": at.isoformat(),
+        "end": None,
+        "error": " ".join(str(exc).split())[:500],
+        "sqlstate": getattr(exc, "sqlstate", None),
+        "reconnect_attempts": 0,
+    }
 
 
 class Failure(TypedDict):

@@ -80,11 +80,17 @@ def setting_seconds(entry: SettingEntry | dict[str, Any] | None) -> float | None
     return seconds or None
 
 
-def setting_number(snapshot: SettingsSnapshot | dict[str, Any], name: str) -> int:
-    """An integer setting (max_connections, …); 0 when absent or not visible."""
+def setting_text(snapshot: SettingsSnapshot | dict[str, Any], name: str) -> str | None:
+    """A setting's value as the server shows it; None when absent or not visible."""
     entry = (snapshot.get("settings") or {}).get(name)
     value = entry.get("setting") if entry else None
-    return int(str(value)) if value not in (None, "") else 0
+    return None if value in (None, "") else str(value)
+
+
+def setting_number(snapshot: SettingsSnapshot | dict[str, Any], name: str) -> int:
+    """An integer setting (max_connections, …); 0 when absent or not visible."""
+    text = setting_text(snapshot, name)
+    return int(text) if text is not None else 0
 
 
 def usable_connections(snapshot: SettingsSnapshot | dict[str, Any]) -> int | None:

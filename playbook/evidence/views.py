@@ -17,17 +17,20 @@ from playbook.evidence.vocab import UNKNOWN_STACK
 
 __all__ = [
     "APP_SESSION_LOST",
+    "IDLE_IN_TRANSACTION_STATES",
     "SERVER_SIDE_ENDINGS",
     "app_events",
     "app_samples",
     "app_stack",
     "counts_over_time",
+    "detected_stack",
     "duration_text_seconds",
     "first_last",
     "idle_in_transaction_sessions",
     "overrides_of",
     "pooler_client_closes",
     "refusal",
+    "role_of",
     "server_events",
     "server_log_read",
     "setting_s",
@@ -71,6 +74,9 @@ APP_SESSION_LOST = frozenset(
     }
 )
 
+
+# Session states of a transaction held open with nothing running in it.
+IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
 
 # How far back a sample may lie and still describe the session an event ended: a few ticks, and
 # never less than a few seconds (a backend's pid is reused by later sessions).
@@ -163,6 +169,18 @@ def app_stack(evidence: Evidence) -> str:
     return str(evidence.snapshot("app_log_summary").get("primary_stack") or UNKNOWN_STACK)
 
 
+def detected_stack(evidence: Evidence) -> str | None:
+    """The client stack the application log revealed, None when it revealed none."""
+    stack = app_stack(evidence)
+    return None if stack == UNKNOWN_STACK else stack
+
+
+def role_of(events: pd.DataFrame, placeholder: str = "<app_role>") -> str:
+    """The role most of these events name (a real name from the evidence), else the placeholder."""
+    roles = [r for r in top_values(events, "user", 3) if r not in ("(none)", "[unknown]")]
+    return roles[0] if roles else placeholder
+
+
 def setting_s(evidence: Evidence, name: str) -> float | None:
     """A time setting in seconds, None when absent or disabled (0)."""
     return evidence.setting_s(name)
@@ -228,7 +246,7 @@ def idle_in_transaction_sessions(samples: pd.DataFrame) -> pd.DataFrame:
     columns = ["pid", "application_name", "usename", "datname", "client_addr", "max_age_s"]
     if samples.empty:
         return pd.DataFrame(columns=columns)
-    idle = samples[samples["state"].isin(["idle in transaction", "idle in transaction (aborted)"])]
+    idle = samples[samples["state"].isin(IDLE_IN_TRANSACTION_STATES)]
     keys = ["pid", "backend_start", "application_name", "usename", "datname", "client_addr"]
     grouped = idle.groupby(keys, dropna=False)["xact_age_s"].max().rename("max_age_s").reset_index()
     return grouped.drop(columns="backend_start").sort_values("max_age_s", ascending=False, ignore_index=True)

@@ -30,6 +30,7 @@ from playbook.collect.run import collect_evidence
 from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError, TargetRefused
 from playbook.evidence import Evidence
+from playbook.evidence.views import detected_stack
 from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
 from playbook.report.index import report_header, verdict_line, write_index
@@ -328,7 +329,7 @@ def run(options: RunOptions) -> int:
             summary["between_runs"] = _between_runs(options.history, aggregated)
         validate(summary)
         (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        stack = app_stack_of(evidence)
+        stack = detected_stack(evidence)
         pages = [nb for nb in notebooks if nb.get("html")]
         combined_report(
             work,
@@ -363,13 +364,6 @@ def run(options: RunOptions) -> int:
         logs_until=_logs_until(evidence),
     )
     return exit_code(summary["status"], options.fail_on)
-
-
-def app_stack_of(evidence: Any) -> str | None:
-    """The client stack the application log revealed (labels pool code in the fixes)."""
-    summary = evidence.snapshots.get("app_log_summary") or {}
-    stack = summary.get("primary_stack")
-    return str(stack) if stack else None
 
 
 def _aggregates(evidence: Any) -> dict[str, Any]:
