@@ -18,7 +18,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -295,6 +295,19 @@ class RunningScenario:
         service.start(wait=wait)
         return service
 
+    def add_services(self, names: Sequence[str], **options: Any) -> list[Service]:
+        """Services alike but for their names, whose pools all reach min_size before any serves: on a
+        server with few slots, the first pool to serve grows and would otherwise starve the next one's
+        opening (it failed CI that way: "pool initialization incomplete after 30 sec")."""
+        dsn = self.server.dsn(APP_ROLE)
+        services = [Service(dsn, name, app_log=self.app_log, **options) for name in names]
+        for service in services:
+            self.services.append(service)
+            service.open()
+        for service in services:
+            service.serve()
+        return services
+
     def every(self, what: str, first: float, interval: float, action: Callable[[], dict[str, Any]]) -> None:
         """Inject a fault `first` seconds in and then every `interval` seconds until stop()."""
 
@@ -444,17 +457,16 @@ def _too_many_connections(run: RunningScenario) -> None:
     # leave some pool with at most 4 for its 10 workers, whose requests then wait ~1.5 s > its 1 s timeout.
     # A failed grow attempt gives up after reconnect_timeout, so the next waiting request tries again.
     pool_kwargs = {"reconnect_timeout": 2.0}
-    for name in ("orders", "inventory", "notifications"):
-        run.add_service(
-            name,
-            workers=10,
-            min_size=2,
-            max_size=6,
-            pool_timeout=1.0,
-            request_interval=0.02,
-            query="SELECT pg_sleep(1.0)",
-            pool_kwargs=pool_kwargs,
-        )
+    run.add_services(
+        ("orders", "inventory", "notifications"),
+        workers=10,
+        min_size=2,
+        max_size=6,
+        pool_timeout=1.0,
+        request_interval=0.02,
+        query="SELECT pg_sleep(1.0)",
+        pool_kwargs=pool_kwargs,
+    )
 
     def seen() -> bool:
         timeouts = sum(s.pool.get_stats().get("requests_errors", 0) for s in run.services)

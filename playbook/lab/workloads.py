@@ -138,8 +138,20 @@ class Service:
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self, *, wait: bool = True) -> Service:
+        """Open the pool (waiting for its min_size when `wait`) and start serving."""
+        self.open(wait=wait)
+        return self.serve()
+
+    def open(self, *, wait: bool = True) -> Service:
+        """Open the pool without sending traffic yet: a scenario whose pools share a few slots opens them
+        all first, so that one pool growing under load cannot take the slots another needs for its
+        min_size."""
         self._attach_pool_log()
         self.pool.open(wait=wait, timeout=30)
+        return self
+
+    def serve(self) -> Service:
+        """Start the workers (and the deadline and stats helpers) on an opened pool."""
         self._started_at = time.monotonic()
         if self.leak_every is not None:
             self._next_leak = self._started_at + self.leak_every
