@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,25 @@ def test_history_and_since_last_refuse_bad_input(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--notify", "hooks.slack.com/x"])
     assert exit_info.value.code == 3 and "is not an http(s) URL" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_connect_is_recorded_and_leaves_no_blind_spot(tmp_path: Path) -> None:
+    """A scheduled run refused by the server is a row in the history (status error, its reason),
+    and `--since last` still starts where the last run that read logs stopped."""
+    history = tmp_path / "history"
+    record(history, 0, "ok", killed=1)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dsn = f"host=127.0.0.1 port={port} user=nobody dbname=nothing connect_timeout=5"
+    result = run_cli("run", "--dsn", dsn, "--history", str(history), "--out", str(tmp_path / "out"))
+    assert result.returncode == 3, result.stderr
+    records = load_records(history)
+    assert [r["status"] for r in records] == ["ok", "error"]
+    failed = records[-1]
+    assert failed["logs_until"] is None and failed["report"] is None
+    assert f"port {port}" in failed["error"] or str(port) in failed["error"], failed["error"]
+    assert last_stop(history) == T0  # the failed run moved nothing: its time is read next time
+    page = (history / "index.html").read_text()
+    assert 'class="status error">error<' in page and "no diagnosis: " in page
+    assert not (tmp_path / "out").exists()

@@ -105,12 +105,14 @@ def load_records(history: Path) -> list[dict[str, Any]]:
 
 
 def last_stop(history: Path) -> datetime | None:
-    """Where the last recorded run stopped reading logs (--since last), None without a run."""
-    records = load_records(history)
-    if not records:
-        return None
-    until = records[-1].get("logs_until")
-    return datetime.fromisoformat(until) if until else None
+    """Where the last recorded run that read its evidence stopped reading logs (--since last);
+    None without such a run. Failed runs read nothing and are skipped, so their time is read by
+    the next run instead of falling into a gap."""
+    for record in reversed(load_records(history)):
+        until = record.get("logs_until")
+        if until:
+            return datetime.fromisoformat(until)
+    return None
 
 
 def counter_deltas(
@@ -173,7 +175,15 @@ def record_run(
             "started_at": started_at.isoformat(),
             "finished_at": finished_at.isoformat(),
             "duration_s": round((finished_at - started_at).total_seconds(), 1),
-            "logs_until": logs_until.isoformat() if logs_until else finished_at.isoformat(),
+            # a failed run read no logs: it moves no --since last
+            "logs_until": (
+                logs_until.isoformat()
+                if logs_until
+                else None
+                if summary["status"] == "error"
+                else finished_at.isoformat()
+            ),
+            "error": summary.get("error"),
             "status": summary["status"],
             "target": (summary.get("target") or {}).get("dsn"),
             "window": summary.get("window"),

@@ -375,7 +375,8 @@ def _aggregates(evidence: Any) -> dict[str, Any]:
 def _between_runs(history: Path, aggregated: dict[str, Any]) -> dict[str, Any] | None:
     from playbook.report.history import counter_deltas, load_records
 
-    records = load_records(history) if history.is_dir() else []
+    # A failed run in between read no counters: the deltas run from the last run that did.
+    records = [r for r in load_records(history) if r.get("database_stats")] if history.is_dir() else []
     return counter_deltas(
         records[-1] if records else None, aggregated.get("database_stats") or [], datetime.now(timezone.utc)
     )
@@ -443,9 +444,11 @@ def after_publish(
 
 
 def report_failure(options: RunOptions, error: str, *, started_at: datetime, duration_s: float) -> None:
-    """A run that could not diagnose (bad input, no connection) still tells --prometheus and
-    --notify: a scheduled run that silently stops is the blind spot they exist for."""
-    if options.prometheus is None and not options.notify:
+    """A run that could not diagnose (bad input, no connection) still tells --history,
+    --prometheus and --notify: a scheduled run that silently stops is the blind spot they exist
+    for. Its history record reads no logs, so the next `--since last` starts where the last run
+    that did read them stopped."""
+    if options.prometheus is None and not options.notify and options.history is None:
         return
     summary: dict[str, Any] = {
         "status": "error",
@@ -460,6 +463,7 @@ def report_failure(options: RunOptions, error: str, *, started_at: datetime, dur
             out=options.out,
             notify=options.notify,
             prometheus=options.prometheus,
+            history=options.history,
             fail_on=options.fail_on,
         ),
         summary,
