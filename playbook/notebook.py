@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 import pandas as pd
 from IPython.display import HTML, Markdown
 
-from playbook.diagnose import diagnose_all, rank_root_causes
+from playbook.diagnose import diagnose_all as _diagnose_all
+from playbook.diagnose import rank_root_causes
 from playbook.diagnose.findings import Finding
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
@@ -19,6 +21,22 @@ from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
 
 # Findings, fixes and log lines are read whole at 3 a.m.: pandas must never cut a cell with "…".
 pd.set_option("display.max_colwidth", None)
+
+_diagnosed: dict[int, tuple[weakref.ref[Evidence], list[Finding]]] = {}
+
+
+def diagnose_all(evidence: Evidence) -> list[Finding]:
+    """playbook.diagnose.diagnose_all, once per Evidence object: a page asks for its verdict, its
+    findings, the root causes and the next step, and each diagnosis costs a few tenths of a
+    second. Evidence is not changed after it is loaded, so the first answer stays right; a new
+    Evidence object (even at the same address) is diagnosed afresh."""
+    kept = _diagnosed.get(id(evidence))
+    if kept is not None and kept[0]() is evidence:
+        return list(kept[1])
+    found = _diagnose_all(evidence)
+    key = id(evidence)
+    _diagnosed[key] = (weakref.ref(evidence, lambda _gone: _diagnosed.pop(key, None)), found)
+    return list(found)
 
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:

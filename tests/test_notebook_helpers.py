@@ -119,3 +119,19 @@ def test_setting_seconds_for_a_limit_line() -> None:
         "idle_session_timeout"
     )
     assert notebook.setting_seconds(evidence, "no_such_setting") is None
+
+
+def test_a_page_diagnoses_its_evidence_once_and_each_evidence_apart() -> None:
+    from playbook.diagnose import diagnose_all
+
+    leak = Evidence.load(RECORDED / "leak")
+    healthy = Evidence.load(RECORDED / "healthy")
+    first = notebook.diagnose_all(leak)
+    assert [f.id for f in first] == [f.id for f in diagnose_all(leak)] and first
+    first.clear()  # a caller's list is its own: the cached answer is untouched
+    again = notebook.diagnose_all(leak)
+    assert again and [f.id for f in again] == [f.id for f in diagnose_all(leak)]
+    assert [f.id for f in notebook.diagnose_all(healthy)] == [f.id for f in diagnose_all(healthy)]
+    key = id(leak)
+    del leak, first, again
+    assert key not in notebook._diagnosed  # gone with its evidence
