@@ -6,7 +6,7 @@ playbook.evidence.pgbouncer). Finding ids (BNC-…) are stable; each carries one
 | id      | category    | what                                                                 |
 |---------|-------------|----------------------------------------------------------------------|
 | BNC-001 | timeout     | client_idle_timeout closed pooled connections the application held   |
-| BNC-002 | timeout     | idle_transaction_timeout closed connections idle in a transaction    |
+| BNC-002 | leak        | idle_transaction_timeout closed connections idle in a transaction    |
 | BNC-003 | timeout     | query_timeout cancelled queries and closed their connections         |
 | BNC-004 | pool_config | query_wait_timeout: clients waited too long for a server connection  |
 | BNC-005 | timeout     | transaction_timeout (1.25+) ended transactions with their connection |
@@ -129,6 +129,18 @@ def _client_side(events: pd.DataFrame) -> pd.DataFrame:
         return events
     closes = events[(events["kind"] == "close") & (events["side"] == "client")]
     return closes if not closes.empty else events[events["kind"] == "pooler_error"]
+
+
+def _server_logins(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per failed server login. PgBouncer logs each as one `server login failed: …` WARNING,
+    then closes every waiting client with the server's message (a close and a pooler error each) and
+    the server connection: counting every line counted one refusal four to eight times."""
+    if events.empty:
+        return events
+    for rows in (events[events["kind"] == "server_login_failed"], events[events["side"] == "server"]):
+        if not rows.empty:
+            return rows
+    return events
 
 
 def _pools(evidence: Evidence) -> pd.DataFrame:
@@ -265,7 +277,8 @@ def _timeout_finding(
             title.format(n=len(shown), limit=_seconds_text(limit)),
             {
                 "closed": _summary(shown),
-                "by_side": top_values(events, "side"),
+                # closes only: a notified client close is logged twice (close, then pooler error)
+                "by_side": top_values(events[events["kind"] == "close"], "side"),
                 setting_name: limit,
                 "setting_source": source,
                 "pool_mode": pool_mode(evidence),
@@ -442,15 +455,22 @@ def find_max_client_conn(evidence: Evidence) -> list[Finding]:
     peak = int(clients.groupby("tick_ts").size().max()) if not clients.empty and "tick_ts" in clients else 0
     if events.empty and not (limit and peak >= limit):
         return []
+    if events.empty:  # SHOW CLIENTS at the limit, no refusal seen: a risk (client.c refuses above it)
+        title = f"{peak} client connections reached max_client_conn ({limit:g}): the next are refused"
+    elif limit:
+        title = (
+            f"PgBouncer refused {len(events)} client login(s): max_client_conn ({limit:g}) or a per-database/"
+            "user client limit reached"
+        )
+    else:
+        title = "PgBouncer refused client logins: a client limit reached"
     return [
         _finding(
             "BNC-011",
             "pool_config",
-            Severity.CRITICAL,
-            f"PgBouncer refused {len(events)} client login(s): max_client_conn ({limit:g}) or a per-database/"
-            "user client limit reached"
-            if limit
-            else "PgBouncer refused client logins: a client limit reached",
+            # warning without a refusal: the documented rule (a risk only), and no "refused 0" title
+            Severity.CRITICAL if not events.empty else Severity.WARNING,
+            title,
             {
                 "refused": _summary(events),
                 "reasons": top_values(events, "reason_key"),
@@ -537,6 +557,7 @@ def find_pools_exceed_server(evidence: Evidence) -> list[Finding]:
     too_big = usable is not None and wanted is not None and wanted > int(usable)
     if refusals.empty and not too_big:
         return []
+    refusals = _server_logins(refusals)
     return [
         _finding(
             "BNC-013",
@@ -582,6 +603,10 @@ def find_transaction_mode_breakage(evidence: Evidence) -> list[Finding]:
         mode not in ("transaction", "statement") or (app_prepared.empty and server_prepared.empty)
     ):
         return []
+    # what reached clients: a server-side close (statement mode) is passed on to its client, and a
+    # notified client close is logged twice (close, pooler error); count each failure once
+    reached = _client_side(pooled)
+    pooled = reached if not reached.empty else pooled
     max_prepared = config(evidence).get("max_prepared_statements")
     return [
         _finding(
@@ -633,8 +658,21 @@ SERVER_TROUBLE = (
 )
 
 
+# PgBouncer's own shutdown (1.23+: SIGINT or SHUTDOWN WAIT_FOR_SERVERS, janitor.c and objects.c
+# pause_client) closes clients with exactly this text; "server" is PgBouncer, the server to its
+# clients. The vocabulary files it under server_shutting_down with PostgreSQL's own shutdown
+# messages, so it is told apart here by its text: it is an operator action (BNC-032), not the server.
+POOLER_SHUTDOWN = "server shutting down"
+
+
+def _pooler_shutdown(events: pd.DataFrame) -> pd.Series:
+    return (events["reason_key"] == "server_shutting_down") & (events["reason"] == POOLER_SHUTDOWN)
+
+
 def find_server_trouble(evidence: Evidence) -> list[Finding]:
     events = _events(evidence, *SERVER_TROUBLE, kinds=("close", "pooler_error", "server_login_failed"))
+    if not events.empty:
+        events = events[~_pooler_shutdown(events)]
     if events.empty:
         return []
     client = _client_side(events)
@@ -692,16 +730,28 @@ def find_server_login_failures(evidence: Evidence) -> list[Finding]:
         "exec_on_connect_failed",
         kinds=("close", "pooler_error", "server_login_failed"),
     )
+    if not events.empty:
+        # Through 1.23 the server connection of every failed login closes with a bare "login failed"
+        # right after the WARNING that names the cause; when that cause is another finding's (a
+        # refusal for lack of slots, BNC-013), the bare close is no credentials problem.
+        log = _log(evidence)
+        warned = log.loc[log["kind"] == "server_login_failed", "ts"]
+        bare = (events["kind"] == "close") & (events["reason"] == "login failed")
+        if bare.any() and not warned.empty:
+            second = pd.Timedelta("1s")
+            near = events.loc[bare, "ts"].map(lambda ts: bool(((warned - ts).abs() <= second).any()))
+            events = events.drop(near[near].index)
     if events.empty:
         return []
+    failures = _server_logins(events)
     return [
         _finding(
             "BNC-031",
             "pool_config",
             Severity.CRITICAL,
-            f"PgBouncer could not log in to PostgreSQL ({len(events)} failure(s)): clients get the "
+            f"PgBouncer could not log in to PostgreSQL ({len(failures)} failure(s)): clients get the "
             "server's error",
-            {"failures": _summary(events), "reasons": top_values(events, "reason", 5)},
+            {"failures": _summary(failures), "reasons": top_values(events, "reason", 5)},
             "Fix PgBouncer's credentials for the server: the password in `auth_file` (or what `auth_query` "
             "returns) must match the role's password on the server, with an auth method both support "
             "(scram-sha-256 needs the plain password or the same SCRAM secret); check pg_hba.conf for "
@@ -712,7 +762,9 @@ def find_server_login_failures(evidence: Evidence) -> list[Finding]:
 
 
 def find_operator_actions(evidence: Evidence) -> list[Finding]:
-    closes = _events(evidence, "admin_action", "suspend_timeout")
+    closes = _events(evidence, "admin_action", "suspend_timeout", "server_shutting_down")
+    if not closes.empty:
+        closes = closes[(closes["reason_key"] != "server_shutting_down") | _pooler_shutdown(closes)]
     events = _events(evidence, "pooler_restart", "pause", kinds=("event",))
     if closes.empty and events.empty:
         return []
