@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -133,3 +134,16 @@ def run_main_as_nobody(argv: list[str]) -> tuple[int, str]:
     os.waitpid(pid, 0)
     code, _, stderr = output.partition("\n")
     return int(code), stderr
+
+
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A port that refuses connections for the rest of this test process: bound and never
+    listening, so no kernel, scheduler or other program on the machine can take it meanwhile (a
+    port bound and released could be)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return int(sock.getsockname()[1])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_main_as_nobody
-from playbook.lab.server import LabServer, free_port
+from conftest import refused_port, run_cli, run_main_as_nobody
+from playbook.lab.server import LabServer
 
 
 def assert_one_sentence(result: object, *fragments: str) -> None:
@@ -43,7 +43,7 @@ def run_with_dsn(dsn: str, out: Path, *extra: str) -> object:
 
 
 def test_closed_port(tmp_path: Path) -> None:
-    port = free_port()
+    port = refused_port()
     result = run_with_dsn(f"host=127.0.0.1 port={port} user=x dbname=y", tmp_path / "out")
     assert_one_sentence(result, "cannot connect", "nothing listens there", str(port))
     assert not (tmp_path / "out").exists()

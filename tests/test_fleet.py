@@ -20,11 +20,11 @@ import jsonschema
 import psycopg
 import pytest
 
-from conftest import run_cli
+from conftest import refused_port, run_cli
 from playbook import cli
 from playbook.fleet.run import fleet_exit_code, schema, validate
 from playbook.lab.scenarios import start_scenario
-from playbook.lab.server import APP_ROLE, LabServer, free_port
+from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 
 SECRET_ENV = "FLEET_TEST_SECRET_PASSWORD"
@@ -106,7 +106,7 @@ class World:
             {"name": "c-restarting", "dsn": c.dsn(), "retries": 3, "labels": {"server": "c"}},
             {
                 "name": "unreachable",
-                "dsn": f"host=127.0.0.1 port={free_port()} dbname=x user=y",
+                "dsn": f"host=127.0.0.1 port={refused_port()} dbname=x user=y",
                 "retries": 1,
                 "labels": {"server": "none"},
             },
@@ -181,8 +181,8 @@ def dask_cluster(world: World) -> Iterator[str]:
 
     folder = world.base / "dask"
     folder.mkdir()
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    # Port 0 and a scheduler file: the scheduler binds a port nobody else can take meanwhile.
+    scheduler_file = folder / "scheduler.json"
     dask = str(Path(sys.executable).with_name("dask"))
     env = {**os.environ, **world.env, "DASK_TEMPORARY_DIRECTORY": str(folder)}
     # A session each: the end kills a worker with the process its nanny spawned, in one signal.
@@ -192,20 +192,24 @@ def dask_cluster(world: World) -> Iterator[str]:
     }  # fmt: skip
     processes = [
         subprocess.Popen(
-            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **common
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(scheduler_file)],
+            **common,
         )  # type: ignore[call-overload]
-    ]
+    ]  # fmt: skip
     try:
         for number in (1, 2):
             processes.append(
                 subprocess.Popen(
-                    [dask, "worker", address, "--nthreads", "2", "--no-dashboard", "--name", f"w{number}",
+                    [dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "2",
+                     "--no-dashboard", "--name", f"w{number}",
                      "--local-directory", str(folder / f"w{number}")],
                     **common,
                 )  # type: ignore[call-overload]
             )  # fmt: skip
-        with Client(address, timeout="30s") as client:
+        with Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
             client.wait_for_workers(2, timeout=60)
+            address = str(client.scheduler.address)
         yield address
     finally:
         for process in reversed(processes):
@@ -348,7 +352,7 @@ def test_a_fleet_where_every_target_errored_exits_3(world: World, dask_cluster: 
     targets = world.base / "all-down.yaml"
     targets.write_text(
         "targets:\n"
-        f"  - {{name: nobody, dsn: 'host=127.0.0.1 port={free_port()} dbname=x user=y', retries: 0}}\n"
+        f"  - {{name: nobody, dsn: 'host=127.0.0.1 port={refused_port()} dbname=x user=y', retries: 0}}\n"
         f"  - {{name: no-db, dsn: '{world.a.dsn(dbname='nope')}'}}\n"
     )
     out = world.base / "all-down"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import run_cli
+from conftest import refused_port, run_cli
 from playbook.cli import main
 from playbook.report.history import apply_retention, counter_deltas, last_stop, load_records, record_run
 
@@ -117,9 +116,7 @@ def test_a_run_that_cannot_connect_is_recorded_and_leaves_no_blind_spot(tmp_path
     and `--since last` still starts where the last run that read logs stopped."""
     history = tmp_path / "history"
     record(history, 0, "ok", killed=1)
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = refused_port()
     dsn = f"host=127.0.0.1 port={port} user=nobody dbname=nothing connect_timeout=5"
     result = run_cli("run", "--dsn", dsn, "--history", str(history), "--out", str(tmp_path / "out"))
     assert result.returncode == 3, result.stderr

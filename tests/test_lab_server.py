@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import multiprocessing
+import os
+import pwd
+import socket
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from conftest import run_cli
-from playbook.lab.server import MONITOR_ROLE, LabServer
+from playbook.lab import server as lab_server
+from playbook.lab.server import MONITOR_ROLE, LabServer, ensure_system_user
+from playbook.lab.wait import wait_until
 
 
 def test_lab_listens_on_loopback_with_scram_and_no_password_in_dsn(lab: LabServer) -> None:
@@ -32,8 +40,23 @@ def test_up_is_idempotent_and_status_follows(lab: LabServer) -> None:
 def test_logs_are_written_in_stderr_and_structured_form(lab: LabServer) -> None:
     with psycopg.connect(lab.dsn()):
         pass
-    assert "connection authorized" in lab.stderr_log.read_text()
-    assert lab.structured_log.exists()
+    # the server's logging collector writes on its own schedule
+    logged = lambda: "connection authorized" in lab.stderr_log.read_text()  # noqa: E731
+    wait_until(logged, timeout=15, what="the login logged")
+    wait_until(lab.structured_log.exists, timeout=15, what="the structured log")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a system user needs root (CI runs as root)")
+def test_two_processes_creating_the_lab_user_at_once_both_succeed() -> None:
+    """Both pytest workers' first lab on a fresh machine create the server user at the same moment."""
+    name = f"pgpbt{os.getpid() % 100000}"
+    try:
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+            done = [pool.submit(ensure_system_user, name) for _ in range(4)]
+            assert [f.result(timeout=60) for f in done] == [None] * 4
+        assert pwd.getpwnam(name).pw_shell == "/usr/sbin/nologin"
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
 
 
 def test_down_stops_and_up_restarts(private_lab: LabServer) -> None:
@@ -42,6 +65,23 @@ def test_down_stops_and_up_restarts(private_lab: LabServer) -> None:
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(private_lab.dsn(), connect_timeout=2)
     private_lab.up()
+    with psycopg.connect(private_lab.dsn()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_port_taken_between_the_check_and_the_bind_is_chosen_again(
+    private_lab: LabServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private_lab.down()
+    taken = private_lab.port
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        # the race, made certain: the port looks free when checked and is taken when the server binds
+        monkeypatch.setattr(lab_server, "_port_is_free", lambda port: True)
+        private_lab.up()
+    assert private_lab.port != taken
     with psycopg.connect(private_lab.dsn()) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 

@@ -9,10 +9,11 @@ import pandas as pd
 import psycopg
 import pytest
 
+from conftest import refused_port
 from playbook import APPLICATION_NAME
 from playbook.errors import PlaybookError
 from playbook.lab.proxy import ChaosProxy
-from playbook.lab.server import LabServer, free_port
+from playbook.lab.server import LabServer
 from playbook.lab.wait import wait_until
 from playbook.probes.keepalive import SURVIVAL_COLUMNS, client_keepalive_settings, idle_survival
 from playbook.probes.latency import (
@@ -26,7 +27,7 @@ from playbook.probes.latency import (
 
 
 def closed_port_dsn() -> str:
-    return f"host=127.0.0.1 port={free_port()} user=nobody dbname=nothing sslmode=disable"
+    return f"host=127.0.0.1 port={refused_port()} user=nobody dbname=nothing sslmode=disable"
 
 
 def test_connects_are_timed_one_after_another(lab: LabServer) -> None:

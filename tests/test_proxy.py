@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,16 @@ def round_trip_ms(conn: psycopg.Connection[Any], count: int = 5) -> list[float]:
         conn.execute("select 1").fetchone()
         times.append((time.perf_counter() - began) * 1000)
     return times
+
+
+def fastest(action: Callable[[], object], tries: int = 3) -> float:
+    """The fastest of a few timings: what the code costs, without the machine's stalls."""
+    timings = []
+    for _ in range(tries):
+        began = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - began)
+    return min(timings)
 
 
 class Upstream:
@@ -230,14 +240,14 @@ def test_reset_all_breaks_every_session(lab: LabServer, proxy: ChaosProxy) -> No
 def test_reset_idle_after_resets_only_idle_flows(lab: LabServer, proxy: ChaosProxy) -> None:
     with connect(proxy, lab) as idle, connect(proxy, lab) as busy:
         began = time.monotonic()
-        proxy.reset_idle_after(1.0)
+        proxy.reset_idle_after(2.0)  # the busy flow would need a 1.8 s stall of this test to look idle
 
         def busy_and_reset() -> bool:
             busy.execute("select 1")  # keeps this flow active while the other idles
             return bool(proxy.stats()["idle_resets"] >= 1)
 
-        wait_until(busy_and_reset, timeout=5, what="the idle flow to be reset", poll=0.2)
-        assert time.monotonic() - began >= 0.9
+        wait_until(busy_and_reset, timeout=15, what="the idle flow to be reset", poll=0.2)
+        assert time.monotonic() - began >= 1.9
         with pytest.raises(psycopg.OperationalError):
             idle.execute("select 1")
         assert busy.execute("select 1").fetchone() == (1,)
@@ -318,7 +328,8 @@ def test_latency_and_jitter_are_added_to_round_trips(lab: LabServer, proxy: Chao
         assert base + 90 <= slow <= base + 250, (base, slow)
         proxy.set_latency(50, jitter_ms=40)
         jittered = round_trip_ms(conn, 8)
-        assert all(base + 5 <= t <= base + 200 for t in jittered), jittered
+        assert all(base + 5 <= t for t in jittered), jittered  # latency is never taken away
+        assert sum(t <= base + 200 for t in jittered) >= 6, jittered  # a loaded machine adds a stall or two
         assert max(jittered) - min(jittered) > 10, jittered
         proxy.set_latency(0)
         assert statistics.median(round_trip_ms(conn)) < base + 30
@@ -326,9 +337,7 @@ def test_latency_and_jitter_are_added_to_round_trips(lab: LabServer, proxy: Chao
 
 def test_bandwidth_cap_limits_both_directions(lab: LabServer, proxy: ChaosProxy) -> None:
     with connect(proxy, lab) as conn:
-        began = time.perf_counter()
-        conn.execute("select repeat('x', 1000000)").fetchone()
-        uncapped = time.perf_counter() - began
+        uncapped = fastest(lambda: conn.execute("select repeat('x', 1000000)").fetchone())
         proxy.set_bandwidth(1_000_000)
         began = time.perf_counter()
         conn.execute("select repeat('x', 1000000)").fetchone()
@@ -337,12 +346,11 @@ def test_bandwidth_cap_limits_both_directions(lab: LabServer, proxy: ChaosProxy)
         conn.execute("select length(%s)", ["y" * 1_000_000]).fetchone()
         up = time.perf_counter() - began
         assert uncapped < 0.5
-        assert 0.85 <= down <= 2.5, down
-        assert 0.85 <= up <= 2.5, up
+        # the cap makes it at least this slow; a loaded machine may make it slower still
+        assert 0.85 <= down <= 4.0, down
+        assert 0.85 <= up <= 4.0, up
         proxy.set_bandwidth(None)
-        began = time.perf_counter()
-        conn.execute("select repeat('x', 1000000)").fetchone()
-        assert time.perf_counter() - began < 0.5
+        assert fastest(lambda: conn.execute("select repeat('x', 1000000)").fetchone()) < 0.5
 
 
 def test_passthrough_clears_every_fault(lab: LabServer, proxy: ChaosProxy) -> None:
@@ -362,7 +370,7 @@ def test_passthrough_clears_every_fault(lab: LabServer, proxy: ChaosProxy) -> No
         "bandwidth_bytes_per_s": None,
     }
     with connect(proxy, lab) as conn:
-        assert max(round_trip_ms(conn)) < 100
+        assert statistics.median(round_trip_ms(conn)) < 100
 
 
 # -- life cycle and input -------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 import pytest
 
-from conftest import run_cli
+from conftest import refused_port, run_cli
 from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, wait_for_requests
@@ -78,13 +77,6 @@ def receiver() -> Iterator[Receiver]:
     thread.start()
     yield Receiver(f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secret", posts)
     server.shutdown()
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def xact_age(lab: LabServer, application: str) -> float:
@@ -172,7 +164,7 @@ def runs(
             "--out",
             str(out2),
             "--notify",
-            f"http://127.0.0.1:{closed_port()}/hook",
+            f"http://127.0.0.1:{refused_port()}/hook",
             "--fail-on",
             "warning",
             env=env,
@@ -346,9 +338,15 @@ def test_pages_in_a_real_browser(runs: Runs) -> None:
         page.goto((runs.out / "index.html").as_uri())
         page.click('a[href="triage.html"]')
         page.wait_for_url("**/triage.html")
-        button = page.locator("button.pb-copy").first
-        button.click()
-        assert button.inner_text() == "copied"
+        # The label says "copied" once the clipboard's promise settles, and "copy" again 1.5 s
+        # later: every label it takes is recorded, so neither a slow nor a fast page misses it.
+        page.evaluate(
+            """() => { const b = document.querySelector('button.pb-copy'); window.pbSeen = [];
+            new MutationObserver(() => window.pbSeen.push(b.textContent))
+              .observe(b, {childList: true, characterData: true, subtree: true}); }"""
+        )
+        page.locator("button.pb-copy").first.click()
+        page.wait_for_function("() => window.pbSeen.includes('copied')", timeout=10_000)
         browser.close()
     print(f"\nscreenshots: {shots}")
     assert outside == []
@@ -356,7 +354,12 @@ def test_pages_in_a_real_browser(runs: Runs) -> None:
     assert all((shots / f"{p.parent.name}-{p.stem}.png").stat().st_size > 10_000 for p in pages)
 
 
-def test_ctrl_c_leaves_no_kernel_file_and_the_earlier_report_intact(lab: LabServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_leaves_no_kernel_file_and_the_earlier_report_intact(
+    lab: LabServer, tmp_path: Path, jobs: int
+) -> None:
+    """Also with --jobs 2: every kernel running at once is stopped and its files removed."""
+    notebooks = "triage" if jobs == 1 else "triage,leaks"
     out = tmp_path / "report"
     tmp = Path(tempfile.mkdtemp(prefix="pgpbt-", dir="/tmp"))
     out.mkdir()
@@ -364,7 +367,7 @@ def test_ctrl_c_leaves_no_kernel_file_and_the_earlier_report_intact(lab: LabServ
     (out / "index.html").write_text("earlier report")
     process = subprocess.Popen(
         [sys.executable, "-m", "playbook.cli", "run", "--dsn", lab.dsn(), "--duration", "1"]
-        + ["--notebooks", "triage", "--out", str(out)],
+        + ["--notebooks", notebooks, "--jobs", str(jobs), "--out", str(out)],
         cwd=REPO,
         env={**os.environ, "TMPDIR": str(tmp)},
         stdout=subprocess.PIPE,
@@ -373,12 +376,15 @@ def test_ctrl_c_leaves_no_kernel_file_and_the_earlier_report_intact(lab: LabServ
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     try:
-        # Interrupt while the kernel runs: its sockets and connection file exist.
-        wait_until(
-            lambda: any(p.name.startswith("kernel-") for p in tmp.glob("pg-session-playbook-kernels-*/*")),
-            timeout=60,
-            what="a kernel started",
-        )
+        # Interrupt once every kernel has started (their sockets and connection files exist; a
+        # quick page's kernel may already be gone: the names seen are kept).
+        seen: set[str] = set()
+
+        def started() -> bool:
+            seen.update(p.name for p in tmp.glob("pg-session-playbook-kernels-*/kernel-*"))
+            return len(seen) >= jobs
+
+        wait_until(started, timeout=90, what=f"{jobs} kernel(s) started")
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
         _, stderr = process.communicate(timeout=60)
     finally:

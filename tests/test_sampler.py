@@ -16,10 +16,10 @@ def test_samples_client_backends_and_leaves_out_its_own(lab: LabServer) -> None:
         Target(lab.dsn()).connect() as playbook_session,
     ):
         busy.execute("SELECT 1")  # psycopg opened a transaction: idle in transaction from now on
-        evidence = ActivitySampler(Target(lab.dsn()), duration=1.0, interval=0.25, progress=False).run()
+        evidence = ActivitySampler(Target(lab.dsn()), duration=2.0, interval=0.25, progress=False).run()
         own_pid = playbook_session.info.backend_pid
     samples = evidence.samples
-    assert len(evidence.ticks) >= 4 and evidence.ticks["ok"].all()
+    assert len(evidence.ticks) >= 4 and evidence.ticks["ok"].all()  # of 9 slots: a loaded machine skips some
     assert own_pid not in set(samples["pid"])
     assert not samples["application_name"].str.startswith("pg-session-playbook").any()
     orders = samples[samples["application_name"] == "orders"]

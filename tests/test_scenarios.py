@@ -150,7 +150,12 @@ def test_too_many_connections_refuses_and_times_pools_out(scenario: RunningScena
     assert re.search(r"FATAL:  remaining connection slots are reserved", scenario.server_log_text())
     app = scenario.app_log_text()
     assert "psycopg_pool.PoolTimeout: couldn't get a connection after 1.00 sec" in app
-    assert "WARNING psycopg.pool: error connecting in '" in app  # the pool's own warning
+    # The pool's own warning comes from its worker thread, after the server logged the refusal.
+    wait_until(
+        lambda: "WARNING psycopg.pool: error connecting in '" in scenario.app_log_text(),
+        timeout=20,
+        what="the pool's warning about the refused connection",
+    )
     assert any(s.get("requests_errors", 0) > 0 for s in scenario.stats()["services"].values())
     # The reserved band lets the monitor in while the applications hold every other slot.
     with psycopg.connect(scenario.dsn, connect_timeout=5) as conn:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -29,7 +28,15 @@ from pathlib import Path
 import psycopg
 
 from playbook.errors import PlaybookError
-from playbook.lab.server import APP_ROLE, MONITOR_ROLE, SERVER_USER, SUPERUSER, LabServer, free_port
+from playbook.lab.server import (
+    APP_ROLE,
+    MONITOR_ROLE,
+    SERVER_USER,
+    SUPERUSER,
+    LabServer,
+    ensure_system_user,
+    free_port,
+)
 
 CONSOLE_DB = "pgbouncer"
 INSTALL_HINT = (
@@ -176,14 +183,7 @@ class PgBouncer:
 
     def _prepare_root_mode(self) -> None:
         """PgBouncer refuses root: its folder goes to the lab's unprivileged user, its parents traversable."""
-        try:
-            pwd.getpwnam(SERVER_USER)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
-                check=True,
-                capture_output=True,
-            )
+        ensure_system_user()
         for parent in self.base_dir.parents:
             parent.chmod(parent.stat().st_mode | 0o011)  # search (x) only: nothing becomes readable
         for path in (self.base_dir, self.ini, self.auth_file):

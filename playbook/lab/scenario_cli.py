@@ -59,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
         workdir = server.base_dir / "scenarios" / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
         running = start_scenario(name, server, workdir)
         try:
-            _announce(running, duration)
-            _wait(running, stop, duration)
+            try:
+                _announce(running, duration)  # Ctrl-C may come as soon as "running" is printed
+                _wait(running, stop, duration)
+            except KeyboardInterrupt:
+                print("interrupted; stopping the scenario", flush=True)
         finally:
             with _ignoring_sigint():  # a second Ctrl-C must not leave half a scenario behind
                 running.stop()
@@ -127,17 +130,14 @@ def _wait(running: RunningScenario, stop: threading.Event, duration: float | Non
     start = time.monotonic()
     end = start + duration if duration is not None else math.inf
     next_status = start + STATUS_EVERY
-    try:
-        while not stop.is_set():
-            now = time.monotonic()
-            if now >= end:
-                return
-            if now >= next_status:
-                print(f"{now - start:5.0f} s: {_status(running)}", flush=True)
-                next_status += STATUS_EVERY
-            stop.wait(min(end, next_status) - now)
-    except KeyboardInterrupt:
-        print("interrupted; stopping the scenario", flush=True)
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= end:
+            return
+        if now >= next_status:
+            print(f"{now - start:5.0f} s: {_status(running)}", flush=True)
+            next_status += STATUS_EVERY
+        stop.wait(min(end, next_status) - now)
 
 
 def _status(running: RunningScenario, *, evidence: bool = True) -> str:

@@ -469,8 +469,10 @@ def _too_many_connections(run: RunningScenario) -> None:
     )
 
     def seen() -> bool:
-        timeouts = sum(s.pool.get_stats().get("requests_errors", 0) for s in run.services)
-        return bool(TOO_MANY.search(run.server_log_text())) and timeouts > 0
+        # The services' own failures, not the pool's counter: the pool counts a timeout before it
+        # raises, the service only once the application has logged it.
+        timeouts = any("PoolTimeout" in error for s in run.services for error in list(s.errors))
+        return bool(TOO_MANY.search(run.server_log_text())) and timeouts
 
     run.set_signature(seen)
 

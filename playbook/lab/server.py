@@ -71,6 +71,33 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+class PortTaken(PlaybookError):
+    """The lab server could not bind its port: another program took it after it was chosen."""
+
+
+def ensure_system_user(name: str = SERVER_USER) -> None:
+    """As root: the unprivileged system user the lab's servers run as, created once. Two processes
+    may create it at the same moment (both pytest workers on a fresh machine): useradd's "already
+    exists" (9) and "cannot lock /etc/passwd" (10) are retried until the user is there."""
+    for attempt in range(20):
+        try:
+            pwd.getpwnam(name)
+            return
+        except KeyError:
+            pass
+        created = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+        )
+        if created.returncode == 0:
+            return
+        if created.returncode not in (9, 10):
+            raise PlaybookError(f"could not create the lab's user {name}: {created.stderr.strip()}")
+        time.sleep(0.1 * (attempt + 1))  # the other creator holds the lock: let it finish
+    pwd.getpwnam(name)  # still missing after the retries: KeyError names it
+
+
 @dataclass
 class LabServer:
     """A PostgreSQL server the lab created and controls; nothing else is ever touched by fault injection."""
@@ -169,14 +196,7 @@ class LabServer:
 
     def _prepare_root_mode(self) -> None:
         """As root: an unprivileged user, and paths it can traverse and binaries it can run."""
-        try:
-            pwd.getpwnam(SERVER_USER)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
-                check=True,
-                capture_output=True,
-            )
+        ensure_system_user()
         install_root = self._bin("postgres").resolve().parent.parent
         for path in [self.base_dir, install_root]:
             for parent in [path, *path.parents]:
@@ -213,8 +233,29 @@ class LabServer:
         if not _port_is_free(port):
             port = free_port()
             self._configure(port)
-        self._start()
+        for attempt in range(3):
+            try:
+                self._start()
+                break
+            except PortTaken:
+                # Between choosing a free port and the server binding it another program may take
+                # it: choose again rather than fail (the DSNs handed out after this follow the port).
+                if attempt == 2:
+                    raise
+                self._configure(free_port())
         self._bootstrap_roles()
+
+    def _startup_logs(self) -> list[Path]:
+        """Where a failed start says why: pg_ctl's own log, and the server's log once its
+        logging collector has started (a bind error is written there)."""
+        return [self.data_dir / "startup.log", self.stderr_log]
+
+    @staticmethod
+    def _size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
 
     def _init_cluster(self) -> None:
         password = secrets.token_urlsafe(18)
@@ -288,6 +329,9 @@ timezone = 'UTC'
         passfile.chmod(0o600)
 
     def _start(self) -> None:
+        """pg_ctl start; PortTaken when the port was taken, PlaybookError with the server's own
+        reason for any other failure."""
+        before = {path: self._size(path) for path in self._startup_logs()}
         done = self._run(
             str(self._bin("pg_ctl")),
             "-D",
@@ -300,10 +344,15 @@ timezone = 'UTC'
             "start",
         )
         if done.returncode != 0:
-            tail = ""
-            with suppress(OSError, IndexError):
-                tail = (self.data_dir / "startup.log").read_text().strip().splitlines()[-1]
-            raise PlaybookError(f"the lab server did not start: {tail or done.stderr.strip()}")
+            said: list[str] = []
+            for path, offset in before.items():
+                with suppress(OSError), path.open("rb") as log:
+                    log.seek(offset)
+                    said += log.read().decode("utf-8", "replace").strip().splitlines()
+            if any("Address already in use" in line for line in said):
+                raise PortTaken(f"the lab server's port {self.port} was taken by another program")
+            reason = next((line for line in reversed(said) if "FATAL:" in line), said[-1] if said else "")
+            raise PlaybookError(f"the lab server did not start: {reason or done.stderr.strip()}")
         self.wait_ready()
 
     def wait_ready(self, deadline_s: float = 60) -> None:

@@ -241,10 +241,11 @@ class Service:
 
     def _failed(self, exc: Exception) -> None:
         text = " ".join(f"{type(exc).__module__}.{type(exc).__name__}: {exc}".split())  # one line
+        # The record first, the count after: whoever waits on the count finds the record written.
+        self.log.error("request failed: %s", text)
         with self._lock:
             self.requests_failed += 1
             self.errors.append(text)
-        self.log.error("request failed: %s", text)
 
     def uptime(self) -> float:
         """Seconds since start()."""
@@ -327,11 +328,11 @@ class Service:
                     if flight.aborted or now - flight.started < self.request_deadline:
                         continue
                     flight.aborted = True
-                    self.deadline_aborts += 1
                     self.log.warning(
                         "request still waiting for the database after %.1f s: abandoning its connection",
                         now - flight.started,
                     )
+                    self.deadline_aborts += 1  # after the record, as in _failed
                     _tear_down(flight.conn)
 
     # -- stats -------------------------------------------------------------------------------------
