@@ -426,6 +426,27 @@ WORDINGS: list[tuple[str, str | None, str]] = [
         "pgbouncer",
         "S-0x5581: app/app@10.0.1.5:5432 closing because: idle transaction timeout (age=61s)",
     ),
+    # PgBouncer's close reasons relayed to the client as 08P01 (janitor.c: disconnect_client(..., true, ...))
+    (
+        "pgbouncer_idle_transaction_timeout",
+        "psycopg",
+        "psycopg.errors.ProtocolViolation: idle transaction timeout",
+    ),
+    ("pgbouncer_query_timeout", "psycopg", "psycopg.errors.ProtocolViolation: query timeout"),
+    ("pgbouncer_query_timeout", None, "error: query timeout"),  # node-postgres prints DatabaseError so
+    # transaction pooling under session-level prepared statements (26000 / 42P05)
+    (
+        "prepared_statement_error",
+        "psycopg",
+        'psycopg.errors.InvalidSqlStatementName: prepared statement "_pg3_3" does not exist',
+    ),
+    (
+        "prepared_statement_error",
+        "asyncpg",
+        "asyncpg.exceptions.InvalidSQLStatementNameError: prepared statement "
+        '"__asyncpg_stmt_a__" does not exist',
+    ),
+    ("prepared_statement_error", None, 'ERROR: prepared statement "S_1" already exists'),
     ("pgbouncer_client_login_timeout", None, "FATAL: client_login_timeout (server down)"),
     ("pgbouncer_max_client_conn", None, "FATAL: no more connections allowed (max_client_conn)"),
     ("pgbouncer_server_login_failed", None, 'ERROR: server login failed: FATAL role "app" does not exist'),

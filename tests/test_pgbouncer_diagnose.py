@@ -449,11 +449,6 @@ def test_prepared_statement_errors_in_the_application_log_need_transaction_pooli
     assert "BNC-020" not in ids(pooler.diagnose(session))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="playbook/collect/applog.py recognises no prepared-statement error, so the application-log "
-    "path of BNC-020 never sees one through the real reader",
-)
 def test_prepared_statement_errors_reach_bnc_020_through_the_app_log_reader(tmp_path: Path) -> None:
     path = tmp_path / "app.log"
     path.write_text(

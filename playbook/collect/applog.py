@@ -120,11 +120,23 @@ KINDS: tuple[_Kind, ...] = (
     _k("pgbouncer_query_timeout", r"closing because: query timeout", "pgbouncer"),
     _k("pgbouncer_client_idle_timeout", r"\bclient_idle_timeout\b"),
     _k("pgbouncer_idle_transaction_timeout", r"closing because: idle transaction timeout", "pgbouncer"),
+    # relayed to the client as 08P01 with the reason as its message (psycopg: ProtocolViolation);
+    # PostgreSQL's own wording is "idle-in-transaction", hyphenated
+    _k("pgbouncer_idle_transaction_timeout", r"\bidle transaction timeout\b"),
+    _k("pgbouncer_query_timeout", r"(?:ProtocolViolation\w*|OperationalError|error):\s+query timeout\b"),
     _k("pgbouncer_client_login_timeout", r"\bclient_login_timeout\b"),
     _k("pgbouncer_max_client_conn", r"no more connections allowed \(max_client_conn\)"),
     _k("pgbouncer_server_login_failed", r"server login failed"),
     _k("pgbouncer_cannot_connect", r"pgbouncer cannot connect to server"),
     _k("pgbouncer_client_unexpected_eof", r"closing because: client unexpected eof", "pgbouncer"),
+    # a session-level prepared statement met a pooled server that does not have it (transaction
+    # pooling: PgBouncer before 1.21 or with max_prepared_statements = 0, other poolers alike):
+    # 26000 / 42P05, in the server's wording or the drivers' class names
+    _k(
+        "prepared_statement_error",
+        r"prepared statement \"?[^\"\s]*\"? (?:does not exist|already exists)"
+        r"|\bInvalidSqlStatementName\b|\bDuplicatePreparedStatement\b|\bInvalidSQLStatementNameError\b",
+    ),
     # connecting
     _k("connect_refused", r"failed: Connection refused|ConnectionRefusedError|Connect call failed"),
     _k("connect_refused", r"\bECONNREFUSED\b"),
@@ -210,7 +222,7 @@ _TRIGGERS = re.compile(
             "canceling", "requests waiting", "login", "max_client_conn", "queryable", "validate",
             "discarding", "rolling back", "i/o error", "can't reach", "shutdown", "pooltimeout",
             "toomanyrequests", "invalidpassword", "timeout expired", "leak detection", "unexpected eof",
-            "initialize pool",
+            "initialize pool", "prepared statement", "invalidsqlstatementname", "duplicatepreparedstatement",
         )
     )
 )  # fmt: skip

@@ -29,6 +29,7 @@ POOLER_KINDS = frozenset(
         "pgbouncer_server_login_failed",
         "pgbouncer_cannot_connect",
         "pgbouncer_client_unexpected_eof",
+        "prepared_statement_error",  # what transaction pooling does to session-level statements
     }
 )
 # Whatever ends a pooled session shows in the application as a lost session as well as by name.
