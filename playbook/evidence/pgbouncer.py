@@ -357,7 +357,9 @@ REASONS: Final[tuple[Reason, ...]] = (
     _r("server_connection_closed", "server", "server",
        "PgBouncer could not send to the server: the server side had gone", r"server connection closed"),
     _r("server_shutting_down", "either", "server",
-       "PostgreSQL is shutting down: connections end, new logins are refused (1.23+)",
+       "PostgreSQL is shutting down, starting or in recovery: connections end, new logins are refused; "
+       "exactly 'server shutting down' (1.23+) is PgBouncer's own shutdown closing its clients, which "
+       "diagnose.pooler tells apart as an operator action",
        r"server shutting down", r"(?:FATAL |ERROR )?the database system is (?:shutting down|starting up|"
        r"in recovery mode|not yet accepting connections|not accepting connections).*",
        r"(?:FATAL |ERROR )?terminating connection due to administrator command.*"),
