@@ -308,17 +308,19 @@ def test_pages_are_rendered_only_at_or_above_render(
 def test_history_records_each_diagnosed_target_once(
     local_fleet: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    """--history: one record per target that was diagnosed, with the status the fleet reports."""
+    """--history: one record per target, with the status the fleet reports; a target in error is
+    recorded once after its retries, with its reason."""
     _, out = local_fleet
     history = out.parent / "history"
     for name, row in rows_of(out).items():
         records = sorted((history / name / "runs").glob("*/record.json"))
-        if row["status"] == "error":
-            assert not records, name
-            continue
         assert len(records) == 1, (name, records)
         summary = json.loads((records[0].parent / "summary.json").read_text())
         assert summary["status"] == row["status"], name
+        if row["status"] == "error":
+            record = json.loads(records[0].read_text())
+            assert record["error"] and record["logs_until"] is None and record["report"] is None, name
+            assert "no diagnosis: " in (history / name / "index.html").read_text(), name
 
 
 def test_the_index_links_every_report_and_filters_by_label(

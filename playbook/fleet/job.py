@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def run_target(job: dict[str, Any]) -> dict[str, Any]:
     attempts = 0
     report = Path(job["out"]) / "targets" / job["name"]
     started = time.monotonic()
+    started_at = datetime.now(timezone.utc)
     try:
         # Before the clock starts: a cold worker's imports are not this target's time or deadline.
         _preload()
@@ -77,7 +79,40 @@ def run_target(job: dict[str, Any]) -> dict[str, Any]:
             time.sleep(delay)  # the server may be restarting: give it time before the next attempt
     except Exception as exc:  # the folder cannot be written, the playbook cannot be imported…
         outcome = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-    return _row(job, report, outcome, attempts, time.monotonic() - started)
+    seconds = time.monotonic() - started  # the target's own time: recording it is the fleet's
+    if outcome.get("error") and job.get("history"):
+        _record_failure(job, str(outcome["error"]), started_at)
+    return _row(job, report, outcome, attempts, seconds)
+
+
+def _record_failure(job: dict[str, Any], error: str, started_at: datetime) -> None:
+    """A target that ended in error, after its retries, is one run in its --history, as `playbook
+    run --history` records a run that could not diagnose: a fleet's blind spot shows in the trend.
+    A history that cannot be written is noted in the target's log, never a failed row."""
+    from playbook.errors import PlaybookError
+    from playbook.report.history import record_run, write_history_index
+
+    history = Path(job["history"])
+    summary = {
+        "status": "error",
+        "target": {"dsn": job["public_dsn"]},
+        "error": error,
+        "root_causes": [],
+        "findings": [],
+    }
+    try:
+        record_run(
+            history,
+            summary=summary,
+            aggregated={},
+            report=None,
+            started_at=started_at,
+            finished_at=datetime.now(timezone.utc),
+            logs_until=None,
+        )
+        write_history_index(history)
+    except (OSError, PlaybookError) as exc:
+        _note(Path(job["out"]) / "logs" / f"{job['name']}.log", f"--history {history} failed: {exc}")
 
 
 def _note(log: Path, line: str) -> None:
