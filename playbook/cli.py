@@ -132,7 +132,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--until", type=since_time, help="read log events up to this time (2h, 30m or ISO-8601)")
     run.add_argument("--app", help="focus the per-application findings on this application_name")
-    run.add_argument("--notebooks", default="all", help="all, or a comma list of notebook names")
+    run.add_argument(
+        "--notebooks",
+        default="all",
+        help="all; relevant (triage and the pages of the warning and critical findings); or a comma list",
+    )
     run.add_argument(
         "--out", type=Path, default=Path("reports/latest"), help="report folder (reports/latest)"
     )
@@ -347,6 +351,7 @@ def command_run(args: argparse.Namespace) -> int:
         app_tz=args.app_tz,
         app=args.app,
         notebooks=select_notebooks(args.notebooks),
+        relevant_only=args.notebooks.strip() == "relevant",
         jobs=args.jobs,
         fail_on=args.fail_on,
         show_code=args.show_code,

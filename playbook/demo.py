@@ -73,6 +73,10 @@ def _run_playbook(
         str(out),
         "--jobs",
         "1",
+        # triage and the pages of what was found, as the fleet renders: every page of every scenario
+        # cost the demo a minute and a half
+        "--notebooks",
+        "relevant",
     ]
     for log in logs:
         command += ["--server-log", str(log)]

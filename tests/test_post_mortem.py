@@ -167,3 +167,23 @@ def test_offline_without_a_log_is_one_sentence(tmp_path: Path) -> None:
     assert both.returncode == 3 and "drop --dsn" in both.stderr
     zone = run_cli("run", "--offline", "--log-tz", "Mars/Olympus", "--out", str(tmp_path / "r"))
     assert zone.returncode == 3 and "unknown time zone" in zone.stderr
+
+
+def test_relevant_notebooks_are_triage_and_the_pages_of_what_was_found(tmp_path: Path) -> None:
+    """--notebooks relevant executes triage and the page of every warning or critical finding,
+    chosen after the diagnosis; the summary lists exactly those."""
+    logs = Path(__file__).parent / "data" / "logs"
+    out = tmp_path / "report"
+    result = run_cli(
+        "run", "--offline", "--server-log", str(logs / "pg18_incident.log"), "--notebooks", "relevant",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    pages = [nb["name"] for nb in summary["notebooks"]]
+    found = {f["notebook"] for f in summary["findings"] if f["severity"] in ("warning", "critical")}
+    assert pages[0] == "triage" and set(pages) == found | {"triage"}, (pages, found)
+    assert "network" not in pages  # nothing found there: its page is not executed
+    assert sorted(p.name for p in out.glob("*.html")) == sorted(
+        [f"{name}.html" for name in pages] + ["index.html", "report.html"]
+    )

@@ -253,22 +253,19 @@ def _attempt(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def pages_for(summary: dict[str, Any], render: str) -> list[str]:
-    """The notebooks worth executing for a summary: none below the --render threshold; else triage
-    and the notebook of every finding at or above it (at least a warning), in the playbook's order.
-    With --render critical a critical timeout gets triage and timeouts, not its side warnings'."""
-    from playbook.report.runner import NOTEBOOKS, available_notebooks
+    """The notebooks worth executing for a summary: none below the --render threshold; else the
+    runner's relevant pages at that threshold (triage and the notebook of every finding at or above
+    it, at least a warning). With --render critical a critical timeout gets triage and timeouts,
+    not its side warnings'."""
+    from playbook.report.runner import available_notebooks, relevant_notebooks
 
     status = summary["status"]
     threshold = RENDER_RANK[render]
     if status not in STATUS_RANK or STATUS_RANK[status] < threshold:
         return []
-    wanted = {"triage"} | {
-        f["notebook"]
-        for f in summary["findings"]
-        if SEVERITY_RANK.get(f["severity"], 0) >= max(threshold, SEVERITY_RANK["warning"])
-    }
-    present = set(available_notebooks())
-    return [name for name in NOTEBOOKS if name in wanted and name in present]
+    return relevant_notebooks(
+        summary["findings"], available_notebooks(), "critical" if threshold == 2 else "warning"
+    )
 
 
 def render_from_evidence(options: Any, pages: list[str]) -> dict[str, Any]:

@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import resources
 from multiprocessing import get_context
@@ -88,9 +88,27 @@ def available_notebooks() -> list[str]:
     return [name for name, file in NOTEBOOKS.items() if (notebook_dir() / file).exists()]
 
 
+RELEVANT = "relevant"
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def relevant_notebooks(
+    findings: Sequence[Mapping[str, Any]], candidates: Sequence[str], threshold: str = "warning"
+) -> list[str]:
+    """The pages worth executing for these findings (summary.json's dicts): triage, and the
+    notebook of every finding at or above `threshold` (at least a warning), in the playbook's
+    order, among `candidates`. A healthy run gets triage alone."""
+    rank = max(_SEVERITY_RANK.get(threshold, 1), _SEVERITY_RANK["warning"])
+    wanted = {"triage"} | {
+        str(f.get("notebook")) for f in findings if _SEVERITY_RANK.get(str(f.get("severity")), 0) >= rank
+    }
+    return [name for name in NOTEBOOKS if name in wanted and name in candidates]
+
+
 def select_notebooks(spec: str) -> list[str]:
-    """'all' or a comma list of known names; an unknown or missing name is bad input."""
-    if spec.strip() == "all":
+    """'all', 'relevant' (the candidates are all; the runner keeps the relevant ones) or a comma
+    list of known names; an unknown or missing name is bad input."""
+    if spec.strip() in ("all", RELEVANT):
         found = available_notebooks()
         if not found:
             # Never an "ok" report that looked at nothing: a run without notebooks diagnosed nothing.
@@ -136,6 +154,9 @@ class RunOptions:
     log_tz: str | None = None
     app_tz: str | None = None
     notebooks: list[str] = field(default_factory=lambda: ["triage"])
+    # --notebooks relevant: of `notebooks`, only triage and the pages of the warning and critical
+    # findings are executed, chosen once the evidence is diagnosed
+    relevant_only: bool = False
     jobs: int = 1
     fail_on: str = "warning"
     show_code: bool = False
@@ -320,6 +341,9 @@ def run(options: RunOptions) -> int:
         evidence_dir = work / "evidence"
         evidence.save(evidence_dir)
         findings = diagnose_all(evidence)
+        if options.relevant_only:
+            chosen = relevant_notebooks([f.to_dict() for f in findings], options.notebooks)
+            options = replace(options, notebooks=chosen, relevant_only=False)
         notebooks = run_notebooks(options, work, evidence_dir, kernel_dir)
         _rewrite_evidence_paths(work, evidence_dir, options.out.resolve() / "evidence")
         render_pages(work, notebooks, options.show_code)
