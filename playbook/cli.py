@@ -133,6 +133,10 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--until", type=since_time, help="read log events up to this time (2h, 30m or ISO-8601)")
     run.add_argument("--app", help="focus the per-application findings on this application_name")
     run.add_argument(
+        "--prefix",
+        help="the server's log_line_prefix for stderr logs (default: read from the server, else guessed)",
+    )
+    run.add_argument(
         "--notebooks",
         default="all",
         help="all; relevant (triage and the pages of the warning and critical findings); or a comma list",
@@ -345,6 +349,7 @@ def command_run(args: argparse.Namespace) -> int:
         app_logs=args.app_log,
         pgbouncer_dsn=args.pgbouncer,
         pgbouncer_logs=args.pgbouncer_log,
+        log_prefix=args.prefix,
         since=since,
         until=args.until,
         log_tz=args.log_tz,

@@ -187,3 +187,59 @@ def test_relevant_notebooks_are_triage_and_the_pages_of_what_was_found(tmp_path:
     assert sorted(p.name for p in out.glob("*.html")) == sorted(
         [f"{name}.html" for name in pages] + ["index.html", "report.html"]
     )
+
+
+NOT_A_SERVER_LOG = "# /etc/services\ntcpmux\t\t1/tcp\necho\t\t7/tcp\nssh\t\t22/tcp\n"
+
+
+def test_offline_with_no_log_read_is_one_sentence_never_ok(tmp_path: Path) -> None:
+    services = tmp_path / "services"
+    services.write_text(NOT_A_SERVER_LOG)
+    result = run_cli("run", "--offline", "--server-log", str(services), "--out", str(tmp_path / "r"))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "no log could be read" in result.stderr and "log_line_prefix" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_log_that_could_not_be_read_is_said_beside_the_verdict(tmp_path: Path) -> None:
+    """One source read, another not: the verdict says so, on stderr, in summary.json and on the
+    pages; it is never a plain "OK"."""
+    services = tmp_path / "services"
+    services.write_text(NOT_A_SERVER_LOG)
+    app = tmp_path / "app.log"
+    app.write_text("2026-11-20 10:00:00,000 INFO app: request served\n")
+    out = tmp_path / "r"
+    result = run_cli(
+        "run", "--offline", "--server-log", str(services), "--app-log", str(app), "--notebooks", "relevant",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "but 1 source(s) could not be read" in result.stdout
+    assert "playbook: warning: server log not read: " in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    validate(summary)
+    assert summary["evidence_warnings"][0].startswith("server log not read: ")
+    for page in ("index.html", "triage.html", "report.html"):
+        assert "Evidence warnings:" in (out / page).read_text(), page
+
+
+def test_a_common_prefix_is_found_and_an_ambiguous_zone_is_said(tmp_path: Path) -> None:
+    """'%m [%p] user=%u,db=%d,app=%a,client=%h ' is found without --prefix; IST (India, Ireland or
+    Israel) without --log-tz is read as UTC, and the report says so."""
+    prefix = "%m [%p] user=%u,db=%d,app=%a,client=%h "
+    lines = [
+        f"2026-11-20 10:00:0{i}.000 IST [{100 + i}] user=app,db=orders,app=api,client=10.0.0.{i} FATAL:  "
+        "terminating connection due to idle-session timeout"
+        for i in range(3)
+    ]
+    log = tmp_path / "postgresql.log"
+    log.write_text("\n".join(lines) + "\n")
+    for extra in ([], ["--prefix", prefix]):
+        out = tmp_path / f"r{len(extra)}"
+        result = run_cli("run", "--offline", "--server-log", str(log), "--notebooks", "relevant",
+                         "--out", str(out), *extra)  # fmt: skip
+        assert result.returncode in (1, 2), result.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert any(f["id"] == "TMO-001" for f in summary["findings"]), summary["findings"]
+        assert any("IST" in w and "UTC" in w for w in summary["evidence_warnings"]), summary
+        assert "IST" in result.stderr

@@ -224,6 +224,12 @@ def collect_evidence(
         collected.append("app_log")
     snapshots.update(extra_snapshots)
 
+    if target is None and not collected:
+        # Offline, the logs are all the evidence: none of them read is nothing diagnosed, never "OK".
+        raise PlaybookError(
+            "no log could be read, so nothing can be diagnosed: "
+            + "; ".join(f"{f['what']}: {f['error']}" for f in failures)
+        )
     if target is None:
         started, ended = _window_from_logs(frames, log_since, until)
     unavailable = list(settings.get("unavailable", [])) + unavailable

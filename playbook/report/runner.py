@@ -148,6 +148,7 @@ class RunOptions:
     app_logs: Sequence[Path] = ()
     pgbouncer_dsn: str | None = None
     pgbouncer_logs: Sequence[Path] = ()
+    log_prefix: str | None = None  # the server's log_line_prefix (--prefix); else read live or guessed
     since: datetime | None = None
     until: datetime | None = None
     app: str | None = None
@@ -329,6 +330,7 @@ def run(options: RunOptions) -> int:
                 app_logs=options.app_logs,
                 pgbouncer_dsn=options.pgbouncer_dsn,
                 pgbouncer_logs=options.pgbouncer_logs,
+                log_prefix=options.log_prefix,
                 since=options.since,
                 until=options.until,
                 app=options.app,
@@ -377,6 +379,8 @@ def run(options: RunOptions) -> int:
     index = (options.out / "index.html").resolve()
     print(f"report: {index}")
     print(f"verdict: {verdict_line(summary)}")
+    for warning in summary.get("evidence_warnings") or []:
+        print(f"playbook: warning: {warning}", file=sys.stderr)
     finished_at = datetime.now(timezone.utc)
     after_publish(
         options,

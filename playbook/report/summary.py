@@ -56,6 +56,7 @@ def build_summary(
             "not_live_reason": None if live.get("connected", True) else live.get("reason"),
         },
         "zones": dict(evidence.manifest.get("zones") or {}),
+        "evidence_warnings": evidence_warnings(evidence),
         "window": {
             "start": window.get("start"),
             "end": window.get("end"),
@@ -65,6 +66,17 @@ def build_summary(
         "findings": [f.to_dict() for f in findings],
         "notebooks": notebooks,
     }
+
+
+def evidence_warnings(evidence: Evidence) -> list[str]:
+    """What the diagnosis could not stand on, one sentence each: evidence that could not be read
+    (a log whose prefix matched nothing, a probe that failed) and what the log readers assumed (an
+    ambiguous zone abbreviation read as UTC). A verdict beside these is only as good as what was
+    read, so they are shown with it, never only kept in the manifest."""
+    said = [f"{f['what']} not read: {f['error']}" for f in evidence.manifest.get("failures") or []]
+    for name in ("server_log_summary", "app_log_summary"):
+        said += [str(w) for w in (evidence.snapshot(name) or {}).get("warnings") or []]
+    return list(dict.fromkeys(said))
 
 
 def exit_code(status: str, fail_on: str = "warning") -> int:

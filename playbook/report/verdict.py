@@ -25,6 +25,9 @@ def verdict_line(summary: Mapping[str, Any]) -> str:
             return f"ERROR: not diagnosed: {summary['error']}"
         return "ERROR: no notebook could run, so nothing was diagnosed"
     if not causes:
+        unread = [w for w in summary.get("evidence_warnings") or [] if " not read: " in w]
+        if unread:
+            return f"OK: no cause of closed sessions found, but {len(unread)} source(s) could not be read"
         return "OK: no cause of closed sessions found in this window"
     top = causes[0]
     return f"{status.upper()}: most likely {top['category']} — {top['summary']}"
@@ -92,6 +95,10 @@ def verdict_html(
             f"<p><b>No live evidence:</b> {html.escape(str(target.get('not_live_reason') or 'offline'))}."
             " Diagnosed from the logs alone.</p>"
         )
+    warnings = summary.get("evidence_warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+        parts.append(f'<div class="pb-evidence-warnings"><b>Evidence warnings:</b><ul>{items}</ul></div>')
     parts.append(f'<p class="pb-zones">{html.escape(zones_note(summary))}</p>')
     parts.append("</div>")
     return "\n".join(parts)

@@ -22,6 +22,8 @@ COMMON_PREFIXES = (
     "%t [%p]: [%l-1] user=%u,db=%d,app=%a,client=%h ",  # pgBadger's recommendation
     "%m [%p]: [%l-1] user=%u,db=%d,app=%a,client=%h ",
     "%t [%p]: user=%u,db=%d,app=%a,client=%h ",
+    "%m [%p] user=%u,db=%d,app=%a,client=%h ",  # the same without the colon, seen in the field
+    "%t [%p] user=%u,db=%d,app=%a,client=%h ",
     "%m [%p] %q[user=%u,db=%d,app=%a] ",
     "%t:%r:%u@%d:[%p]:",  # Amazon RDS
     "%m:%r:%u@%d:[%p]:",
