@@ -991,3 +991,16 @@ def test_bad_fix_input(stack: str, kwargs: dict[str, float], message: str) -> No
 def test_a_single_path_string_is_one_file_not_a_sequence_of_characters(tmp_path: Path) -> None:
     shutil.copy(DATA / "prisma.log", tmp_path / "p.log")
     assert read_app_logs(str(tmp_path / "p.log")).primary_stack == "prisma"
+
+
+def test_a_burst_of_failures_in_one_millisecond_counts_each(tmp_path: Path) -> None:
+    """Waiters timed out together are as many failures (only PgBouncer's doubled lines are one)."""
+    path = tmp_path / "app.log"
+    path.write_text(
+        "".join(
+            f"2026-11-20 09:34:16,{ms} ERROR app.web: request failed: psycopg_pool.PoolTimeout: "
+            "couldn't get a connection after 3.00 sec\n"
+            for ms in ("839", "840", "840")
+        )
+    )
+    assert list(read_app_logs([path]).events["kind"]) == ["pool_timeout"] * 3

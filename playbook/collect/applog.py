@@ -833,9 +833,10 @@ class _FileReader:
         if stack:
             self._recent_stack = (line_no, stack)
         row = {"stamp": rec.ts, "kind": kind, "stack": stack or UNKNOWN, "line_no": line_no, "file": rec.file}
-        if self.rows and rec.ts is not None:
+        if self.rows and rec.ts is not None and row["stack"] == "pgbouncer":
             # one failure logged twice in a row with the same timestamp (PgBouncer's
-            # "closing because: X" then "pooler error: X") is one event
+            # "closing because: X" then "pooler error: X") is one event; an application's burst of
+            # failures in one millisecond (a pool timing out its waiters) is as many events
             prev = self.rows[-1]
             same = all(prev[c] == row[c] for c in ("stamp", "kind", "stack"))
             if same and line_no - prev["line_no"] <= 3:
