@@ -123,10 +123,14 @@ def test_a_role_without_pg_monitor_is_told_what_it_missed(lab: LabServer, tmp_pa
     assert result.returncode in (0, 1, 2), result.stderr
     index = (out / "index.html").read_text()
     assert "Not visible to this role" in index
-    assert "GRANT pg_read_all_stats (or pg_monitor) TO plain_watcher" in index
+    assert "GRANT pg_read_all_stats TO plain_watcher;  -- or pg_monitor" in index
     assert "GRANT pg_read_all_settings TO plain_watcher;" in index
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] != "error"
+    # an "OK" that could not see other roles' sessions says so beside the verdict, and on stderr
+    hidden = [w for w in summary["evidence_warnings"] if "hidden from this role" in w]
+    assert hidden and "GRANT pg_read_all_stats TO plain_watcher;" in hidden[0], summary["evidence_warnings"]
+    assert "playbook: warning: other roles' activity hidden from this role" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -162,11 +162,6 @@ class ActivitySampler:
         if hidden:
             note = (
                 f"{hidden} sampled rows belonged to roles this role may not see (state, query and ages "
-                f"hidden); GRANT pg_read_all_stats (or pg_monitor) TO {self.target_role()}; would show them"
+                "hidden)"
             )
         return ActivityEvidence(samples=samples, ticks=ticks, gaps=self.gaps, hidden_note=note)
-
-    def target_role(self) -> str:
-        from playbook.target import parse_dsn
-
-        return str(parse_dsn(self.target.dsn).get("user") or "<role>")

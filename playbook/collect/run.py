@@ -31,7 +31,7 @@ from playbook.collect.settings import snapshot_settings
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence, Manifest
 from playbook.evidence.logfiles import LogFile
-from playbook.evidence.manifest import Failure, Gap
+from playbook.evidence.manifest import HIDDEN_ACTIVITY, Failure, Gap
 from playbook.evidence.settings import setting_text
 from playbook.evidence.zones import Zone, machine_zone, zone_named
 from playbook.probes.keepalive import client_keepalive_settings
@@ -148,7 +148,14 @@ def collect_evidence(
         gaps = cast(list[Gap], activity.gaps)
         collected.append("activity")
         if activity.hidden_note:
-            unavailable.append({"what": "other roles' activity", "error": activity.hidden_note, "grant": ""})
+            role = settings.get("server", {}).get("role") or "<role>"
+            unavailable.append(
+                {
+                    "what": HIDDEN_ACTIVITY,
+                    "error": activity.hidden_note,
+                    "grant": f"GRANT pg_read_all_stats TO {role};  -- or pg_monitor",
+                }
+            )
         if pooler is not None and pooler_thread is not None:
             pooler.stop()
             pooler_thread.join(timeout=30)

@@ -41,6 +41,11 @@ def gap_opened(exc: BaseException, at: datetime) -> Gap:
     }
 
 
+# manifest["unavailable"]'s entry for sampled sessions of roles this role may not see: a leak or an
+# idle pool among them cannot be judged, so the verdict says so beside it.
+HIDDEN_ACTIVITY = "other roles' activity"
+
+
 class Failure(TypedDict):
     what: str
     error: str

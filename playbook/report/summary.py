@@ -10,6 +10,7 @@ from playbook.diagnose import rank_root_causes
 from playbook.diagnose.findings import Finding, worst_severity
 from playbook.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARNING
 from playbook.evidence import Evidence
+from playbook.evidence.manifest import HIDDEN_ACTIVITY
 
 SCHEMA_ID = "pg-session-playbook/summary/v1"
 
@@ -70,10 +71,16 @@ def build_summary(
 
 def evidence_warnings(evidence: Evidence) -> list[str]:
     """What the diagnosis could not stand on, one sentence each: evidence that could not be read
-    (a log whose prefix matched nothing, a probe that failed) and what the log readers assumed (an
-    ambiguous zone abbreviation read as UTC). A verdict beside these is only as good as what was
-    read, so they are shown with it, never only kept in the manifest."""
+    (a log whose prefix matched nothing, a probe that failed), sessions of other roles this role
+    may not see, and what the log readers assumed (an ambiguous zone abbreviation read as UTC). A
+    verdict beside these is only as good as what was read, so they are shown with it, never only
+    kept in the manifest."""
     said = [f"{f['what']} not read: {f['error']}" for f in evidence.manifest.get("failures") or []]
+    said += [
+        f"{u['what']} hidden from this role: {u['error']}; {u.get('grant') or ''} would show it".rstrip()
+        for u in evidence.manifest.get("unavailable") or []
+        if u.get("what") == HIDDEN_ACTIVITY
+    ]
     for name in ("server_log_summary", "app_log_summary"):
         said += [str(w) for w in (evidence.snapshot(name) or {}).get("warnings") or []]
     return list(dict.fromkeys(said))

@@ -25,9 +25,12 @@ def verdict_line(summary: Mapping[str, Any]) -> str:
             return f"ERROR: not diagnosed: {summary['error']}"
         return "ERROR: no notebook could run, so nothing was diagnosed"
     if not causes:
-        unread = [w for w in summary.get("evidence_warnings") or [] if " not read: " in w]
+        warnings = summary.get("evidence_warnings") or []
+        unread = [w for w in warnings if " not read: " in w]
         if unread:
             return f"OK: no cause of closed sessions found, but {len(unread)} source(s) could not be read"
+        if any(" hidden from this role: " in w for w in warnings):
+            return "OK: no cause of closed sessions found among the sessions this role may see"
         return "OK: no cause of closed sessions found in this window"
     top = causes[0]
     return f"{status.upper()}: most likely {top['category']} — {top['summary']}"
