@@ -278,7 +278,14 @@ def command_of(argv: Sequence[str]) -> str:
     return next((arg for arg in argv if not arg.startswith("-")), "")
 
 
+# When the user asked: the default --since of `playbook run` counts from here, not from the window's
+# start, so what happened while the playbook imported, connected and probed is read too.
+INVOKED_AT: datetime | None = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global INVOKED_AT
+    INVOKED_AT = datetime.now(timezone.utc)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=command_of(argv))
     args = parser.parse_args(argv)
@@ -350,6 +357,7 @@ def command_run(args: argparse.Namespace) -> int:
         pgbouncer_dsn=args.pgbouncer,
         pgbouncer_logs=args.pgbouncer_log,
         log_prefix=args.prefix,
+        invoked_at=INVOKED_AT,
         since=since,
         until=args.until,
         log_tz=args.log_tz,

@@ -98,9 +98,13 @@ def collect_evidence(
     app_tz: str | None = None,
     not_live: dict[str, Any] | None = None,
     progress: bool = True,
+    invoked_at: datetime | None = None,
 ) -> Evidence:
     """Settings, probes, the samplers for the window, then the server's, PgBouncer's and the
-    application's logs. With `target=None` only the logs are read and `not_live` says why."""
+    application's logs. With `target=None` only the logs are read and `not_live` says why.
+    Without `since`, live runs read the logs from `invoked_at` (when the user asked), else from
+    the moment this function was called: the seconds spent connecting and probing are read too."""
+    called_at = invoked_at or datetime.now(timezone.utc)
     failures: list[Failure] = []
     frames: dict[str, pd.DataFrame] = {}
     snapshots: dict[str, Any] = {}
@@ -169,9 +173,10 @@ def collect_evidence(
                 failures.append({"what": "PgBouncer console", "error": str(error)[:300]})
     ended = datetime.now(timezone.utc) if target is not None else (until or datetime.now(timezone.utc))
 
-    # Logs count from `since` (default: the window's start): old restarts are not this window's cause.
-    # Offline, with no window, they count from `since` or from their beginning.
-    log_since = since or (started if target is not None else None)
+    # Logs count from `since` (default: when the user asked, a few seconds before the window's start):
+    # old restarts are not this window's cause. Offline, with no window, they count from `since` or
+    # from their beginning.
+    log_since = since or (min(called_at, started) if target is not None else None)
     server_zone = log_zone(settings, log_tz)
     zones = {"app_log": app_zone.describe()}
     if server_logs:

@@ -149,6 +149,7 @@ class RunOptions:
     pgbouncer_dsn: str | None = None
     pgbouncer_logs: Sequence[Path] = ()
     log_prefix: str | None = None  # the server's log_line_prefix (--prefix); else read live or guessed
+    invoked_at: datetime | None = None  # when the user asked: logs count from here without --since
     since: datetime | None = None
     until: datetime | None = None
     app: str | None = None
@@ -332,6 +333,7 @@ def run(options: RunOptions) -> int:
                 pgbouncer_logs=options.pgbouncer_logs,
                 log_prefix=options.log_prefix,
                 since=options.since,
+                invoked_at=options.invoked_at or started_at,
                 until=options.until,
                 app=options.app,
                 log_tz=options.log_tz,
