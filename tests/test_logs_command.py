@@ -130,3 +130,14 @@ def test_live_lab_log_in_a_separate_process(lab: LabServer) -> None:
     assert done.stderr == ""
     summary = json.loads(done.stdout)
     assert summary["by_application"]["logs-cli-victim"]["events"] == {"admin_terminate": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "forced"),
+    [("pg18_incident.log", "csvlog"), ("pg18_incident.log", "jsonlog"), ("pg18_incident.json", "csvlog")],
+)
+def test_a_forced_format_the_file_is_not_is_one_sentence(path: str, forced: str) -> None:
+    """Never "no line explains a lost session" on a log that was never parsed."""
+    with pytest.raises(PlaybookError) as info:
+        read_server_logs([DATA / path], fmt=forced)
+    assert f"--format {forced} but " in str(info.value) and "drop --format" in str(info.value)

@@ -103,6 +103,14 @@ def plan_files(paths: list[Path], fmt: str, prefix: str | None) -> tuple[list[Pl
             size, compression = source.size, source.compression
         check_text(path, sample)
         file_fmt = detect_format(path, sample) if fmt == "auto" else fmt
+        if fmt in ("csvlog", "jsonlog") and sample.strip():
+            # A forced structured format that the file is not would read every line as nothing:
+            # "no line explains a lost session", exit 0, on a log never parsed.
+            looks = detect_format(path, sample)
+            if looks != fmt:
+                raise PlaybookError(
+                    f"--format {fmt} but {path} looks like a {looks} log; drop --format (auto detects it)"
+                )
         formats.add(file_fmt)
         stamp = first_timestamp(sample)
         planned.append((stamp, n, PlannedFile(path, file_fmt, stamp, size, compression)))
