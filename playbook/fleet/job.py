@@ -88,9 +88,11 @@ def run_target(job: dict[str, Any]) -> dict[str, Any]:
 def _record_failure(job: dict[str, Any], error: str, started_at: datetime) -> None:
     """A target that ended in error, after its retries, is one run in its --history, as `playbook
     run --history` records a run that could not diagnose: a fleet's blind spot shows in the trend.
-    A history that cannot be written is noted in the target's log, never a failed row."""
+    Only the record is written here, in the worker (the trend page is drawn by the target's next
+    diagnosed run or by `playbook history`: drawing it costs seconds of matplotlib per failed
+    target). A history that cannot be written is noted in the target's log, never a failed row."""
     from playbook.errors import PlaybookError
-    from playbook.report.history import record_run, write_history_index
+    from playbook.report.history import record_run
 
     history = Path(job["history"])
     summary = {
@@ -110,7 +112,6 @@ def _record_failure(job: dict[str, Any], error: str, started_at: datetime) -> No
             finished_at=datetime.now(timezone.utc),
             logs_until=None,
         )
-        write_history_index(history)
     except (OSError, PlaybookError) as exc:
         _note(Path(job["out"]) / "logs" / f"{job['name']}.log", f"--history {history} failed: {exc}")
 
