@@ -169,3 +169,94 @@ def test_app_focus_limits_the_per_application_findings() -> None:
     evidence.manifest["app"] = "some-other-service"
     focused = ids(diagnose_all(evidence))
     assert not focused & {"LEAK-001", "LEAK-002"}
+
+
+def with_timeout(
+    name: str, setting: str, server_wide: str, overrides: list[tuple[str, str, str]]
+) -> Evidence:
+    """A recorded incident with `setting` as the settings collector would read it: `server_wide` in
+    pg_settings (in ms, '0' = disabled) and ALTER ROLE/DATABASE values (role, database, value) in
+    pg_db_role_setting, the other settings untouched."""
+    evidence = copy.deepcopy(recorded(name))
+    settings = evidence.snapshots["settings"]
+    settings["settings"][setting] = {**settings["settings"][setting], "setting": server_wide, "unit": "ms"}
+    settings["overrides"] = [
+        {"role": role, "database": database, "setconfig": [f"{setting}={value}"]}
+        for role, database, value in overrides
+    ]
+    return evidence
+
+
+def sized_idle_s(recommendation: str) -> float:
+    return float(re.search(r"max_idle=([\d.]+)", recommendation).group(1))  # type: ignore[union-attr]
+
+
+def test_a_role_level_idle_session_timeout_is_the_limit_named_and_sized_against() -> None:
+    """ALTER ROLE lab_app SET idle_session_timeout = '4s' under a server-wide 60 s: the killed
+    sessions are lab_app's, so 4 s is the limit the title names and the pool is sized against
+    (another role's value and the server-wide one do not apply to them)."""
+    evidence = with_timeout(
+        "idle_session_timeout",
+        "idle_session_timeout",
+        "60000",
+        [("lab_app", "", "4s"), ("batch", "", "10min")],
+    )
+    finding = next(f for f in diagnose_all(evidence) if f.id == "TMO-001")
+    assert "idle_session_timeout = 4 s, set for role lab_app" in finding.title, finding.title
+    assert finding.evidence["limit_s"] == 4 and finding.evidence["limit_scope"] == "set for role lab_app"
+    assert finding.evidence["setting_s"] == 60  # the server-wide value stays what it is
+    assert sized_idle_s(finding.recommendation) == 2  # half of 4 s
+    assert "(4 s, set for role lab_app)" in finding.recommendation
+
+
+def test_a_role_level_value_is_found_with_the_server_wide_one_disabled() -> None:
+    """The field case: server-wide 0, the role's 4 s (on a database-wide override the role's wins)."""
+    evidence = with_timeout(
+        "idle_session_timeout", "idle_session_timeout", "0", [("", "lab", "30s"), ("lab_app", "", "4s")]
+    )
+    finding = next(f for f in diagnose_all(evidence) if f.id == "TMO-001")
+    assert finding.evidence["limit_s"] == 4 and finding.evidence["setting_s"] is None
+    assert sized_idle_s(finding.recommendation) == 2
+
+
+def test_an_unknown_idle_session_limit_is_said_not_invented() -> None:
+    """Kills logged but no value anywhere in the evidence (a SET in the session): no number is made
+    up to size the pool against; the fix says how to read the value in force."""
+    evidence = with_timeout("idle_session_timeout", "idle_session_timeout", "0", [])
+    finding = next(f for f in diagnose_all(evidence) if f.id == "TMO-001")
+    assert "not in the evidence" in finding.title
+    assert finding.evidence["limit_s"] is None
+    assert "max_idle" not in finding.recommendation and "60 s" not in finding.recommendation
+    assert "SHOW idle_session_timeout" in finding.recommendation
+
+
+def test_a_role_level_transaction_timeout_is_named_and_statements_are_capped_inside_it() -> None:
+    """The recorded incident: ALTER ROLE lab_app SET transaction_timeout = '1s', server-wide 0."""
+    finding = next(f for f in diagnose_all(recorded("transaction_timeout")) if f.id == "TMO-003")
+    assert "transaction_timeout = 1 s, set for role lab_app" in finding.title, finding.title
+    assert finding.evidence["limit_s"] == 1
+    assert "ALTER ROLE lab_app SET statement_timeout = '500ms';" in finding.recommendation
+
+
+def test_a_role_level_idle_in_transaction_timeout_is_carried_and_kept_as_the_guard_rail() -> None:
+    """ALTER ROLE lab_app SET idle_in_transaction_session_timeout = '3s', server-wide 0: the
+    evidence carries 3 s, and the advice keeps it rather than proposing a tenfold raise beside
+    "raising it only lets the held transactions block vacuum"."""
+    setting = "idle_in_transaction_session_timeout"
+    evidence = with_timeout("idle_in_transaction_timeout", setting, "0", [("lab_app", "", "3s")])
+    finding = next(f for f in diagnose_all(evidence) if f.id == "LEAK-005")
+    assert finding.evidence[f"{setting}_s"] == 3
+    assert finding.evidence[f"{setting}_scope"] == "set for role lab_app"
+    assert f"{setting} = 3 s, set for role lab_app" in finding.title
+    assert f"SET {setting}" not in finding.recommendation  # no new value proposed
+    # The code path comes first, the guard rail after it.
+    assert finding.recommendation.index("Fix that path") < finding.recommendation.index("guard rail")
+
+
+def test_an_unknown_idle_in_transaction_limit_gets_no_suggested_value() -> None:
+    setting = "idle_in_transaction_session_timeout"
+    evidence = with_timeout("idle_in_transaction_timeout", setting, "0", [])
+    finding = next(f for f in diagnose_all(evidence) if f.id == "LEAK-005")
+    assert finding.evidence[f"{setting}_s"] is None
+    assert f"SET {setting}" not in finding.recommendation
+    assert f"SHOW {setting}" in finding.recommendation

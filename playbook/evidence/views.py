@@ -5,6 +5,7 @@ Each takes Evidence (or one of its frames) and returns a frame or a number; none
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,8 @@ __all__ = [
     "duration_text_seconds",
     "first_last",
     "idle_in_transaction_sessions",
+    "LimitInForce",
+    "limit_in_force",
     "overrides_of",
     "pooler_client_closes",
     "refusal",
@@ -195,6 +198,64 @@ def overrides_of(evidence: Evidence, name: str) -> list[dict[str, Any]]:
             if key == name:
                 found.append({"role": row.get("role"), "database": row.get("database"), "value": value})
     return found
+
+
+@dataclass(frozen=True)
+class LimitInForce:
+    """A time setting's value for the sessions some events name, and where that value was set."""
+
+    seconds: float
+    # "server-wide", "set for role app", "set for database lab" or "set for role app in database lab"
+    scope: str
+
+    @property
+    def text(self) -> str:
+        """'4 s, set for role app': the value with its origin, as titles say it."""
+        return f"{self.seconds:g} s, {self.scope}"
+
+
+def _override_scope(role: str, database: str) -> str:
+    if role and database:
+        return f"set for role {role} in database {database}"
+    return f"set for role {role}" if role else f"set for database {database}"
+
+
+def limit_in_force(evidence: Evidence, name: str, events: pd.DataFrame) -> LimitInForce | None:
+    """The value of time setting `name` that applied to the sessions `events` name (their most
+    frequent `user` and `database`), in PostgreSQL's order: ALTER ROLE … IN DATABASE, ALTER ROLE,
+    ALTER DATABASE, then the server-wide value.
+
+    When the events name no role (an application log alone), a value is returned only when every
+    value of the setting the evidence holds agrees (a single override, or only the server-wide
+    one): guessing which role was killed would put a wrong number in a fix. None when no value is
+    known, or when the one that applies is 0 (disabled there, so the sessions' own SET decided).
+    """
+    known = ("(none)", "[unknown]")
+    roles = [r for r in top_values(events, "user", 1) if r not in known]
+    databases = [d for d in top_values(events, "database", 1) if d not in known]
+    overrides = overrides_of(evidence, name)
+    server_wide = evidence.setting_s(name)
+    if roles:
+        role, database = roles[0], databases[0] if databases else None
+        for want_role, want_database in ((role, database), (role, ""), ("", database)):
+            if want_database is None:
+                continue
+            for override in overrides:
+                if (override["role"] or "") == want_role and (override["database"] or "") == want_database:
+                    seconds = duration_text_seconds(str(override["value"]))
+                    scope = _override_scope(want_role, want_database)
+                    return LimitInForce(seconds, scope) if seconds else None
+        return LimitInForce(server_wide, "server-wide") if server_wide else None
+    candidates = {
+        (duration_text_seconds(str(o["value"])), _override_scope(o["role"] or "", o["database"] or ""))
+        for o in overrides
+    }
+    if server_wide:
+        candidates.add((server_wide, "server-wide"))
+    if len(candidates) != 1:
+        return None
+    seconds, scope = candidates.pop()
+    return LimitInForce(seconds, scope) if seconds else None
 
 
 def first_last(frame: pd.DataFrame) -> dict[str, str | None]:
