@@ -6,12 +6,14 @@ import copy
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
+from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS, APP_LOG_EVENTS
 
 RECORDED = Path(__file__).parent / "data" / "evidence"
 EXPECTED = {
@@ -260,3 +262,106 @@ def test_an_unknown_idle_in_transaction_limit_gets_no_suggested_value() -> None:
     assert finding.evidence[f"{setting}_s"] is None
     assert f"SET {setting}" not in finding.recommendation
     assert f"SHOW {setting}" in finding.recommendation
+
+
+FIELD_DAY = pd.Timestamp("2026-11-20 09:34:00", tz="UTC")
+
+
+def pool_evidence(states: dict[float, str], timeouts: list[float], connections: int = 7) -> Evidence:
+    """Two applications' pools (4 + 3 connections of the same role) sampled every 0.5 s as the
+    activity collector records them, `states` saying from which second (after 09:34:00) every
+    connection is in which state, and psycopg_pool's PoolTimeouts at `timeouts` (seconds) in the
+    application log. max_connections = 12 with 2 + 2 reserved, as on the field test's server."""
+    rows, ticks = [], []
+    for tick in np.arange(10.0, 25.0, 0.5):
+        at = FIELD_DAY + pd.Timedelta(seconds=float(tick))
+        since = [s for s in states if s <= tick]
+        state = states[max(since)] if since else None
+        ticks.append({"ts": at, "server_ts": at, "ok": True, "backends": connections if state else 0})
+        for n in range(connections if state else 0):
+            rows.append(
+                {
+                    "tick_ts": at,
+                    "ts": at,
+                    "pid": 4000 + n,
+                    "state": state,
+                    "application_name": "orders" if n < 4 else "reports",
+                    "usename": "app",
+                    "datname": "shop",
+                    "client_addr": "10.0.0.5/32",
+                    "backend_start": FIELD_DAY + pd.Timedelta(seconds=13.8),
+                    "wait_event_type": "Timeout" if state == "active" else "Client",
+                    "wait_event": "PgSleep" if state == "active" else "ClientRead",
+                    "state_age_s": 0.5,
+                    "conn_age_s": float(tick) - 13.8,
+                }
+            )
+    samples = pd.DataFrame(rows).reindex(columns=ACTIVITY_SAMPLES.column_names)
+    errors = pd.DataFrame(
+        {
+            "ts": [FIELD_DAY + pd.Timedelta(seconds=t) for t in timeouts],
+            "kind": "pool_timeout",
+            "stack": "psycopg",
+            "line_no": range(1, len(timeouts) + 1),
+            "file": "app.log",
+            "text": "psycopg_pool.PoolTimeout: couldn't get a connection after 3.00 sec",
+        }
+    )
+    return Evidence(
+        manifest={
+            "window": {
+                "start": str(FIELD_DAY + pd.Timedelta(seconds=10)),
+                "end": str(FIELD_DAY + pd.Timedelta(seconds=25)),
+            },
+            "interval_s": 0.5,
+            "collected": ["settings", "activity", "app_log"],
+        },
+        frames={
+            ACTIVITY_SAMPLES.name: samples.astype(ACTIVITY_SAMPLES.dtypes()),
+            ACTIVITY_TICKS.name: pd.DataFrame(ticks).reindex(columns=ACTIVITY_TICKS.column_names).fillna(0),
+            APP_LOG_EVENTS.name: errors,
+        },
+        snapshots={
+            "settings": {
+                "settings": {
+                    name: {"setting": value, "unit": None}
+                    for name, value in (
+                        ("max_connections", "12"),
+                        ("superuser_reserved_connections", "2"),
+                        ("reserved_connections", "2"),
+                    )
+                }
+            },
+            "app_log_summary": {"primary_stack": "psycopg"},
+        },
+    )
+
+
+def test_a_pool_saturated_by_busy_connections_is_too_small_not_leaking() -> None:
+    """The field case: every connection running pg_sleep(3) from 09:34:14, two PoolTimeouts at
+    16.839, then the load passed and the connections sat idle to the end of the window. What the
+    connections did before the timeouts decides, not the last tick nor the whole window."""
+    evidence = pool_evidence({13.8: "active", 16.9: "idle"}, [16.839, 16.839])
+    found = {f.id: f for f in diagnose_all(evidence)}
+    assert "LEAK-004" not in found, found["LEAK-004"].title
+    assert "POOL-005" in found
+    assert found["POOL-005"].evidence["active_before_waits"] == 7
+    assert found["POOL-005"].evidence["idle_before_waits"] == 0
+
+
+def test_a_pool_held_idle_in_transaction_while_requests_time_out_leaks_even_if_busy_later() -> None:
+    """Connections checked out and left idle in transaction while requests time out, then busy
+    at the end of the window: the held connections at the timeouts are the cause (LEAK-004)."""
+    evidence = pool_evidence({11.0: "idle in transaction", 20.0: "active"}, [15.2, 16.3, 17.5])
+    found = {f.id: f for f in diagnose_all(evidence)}
+    assert "LEAK-004" in found
+    assert found["LEAK-004"].severity is Severity.CRITICAL
+    assert found["LEAK-004"].evidence["idle_before_timeouts"] == 7
+    assert found["LEAK-004"].evidence["active_before_timeouts"] == 0
+    assert "POOL-005" not in found
+
+
+def test_a_timeout_before_the_first_tick_reads_the_first_tick_after_it() -> None:
+    """Sampling began after the first timeouts (as in the recorded pool_held_not_used folder)."""
+    evidence = pool_evidence({10.0: "idle"}, [9.9])
+    assert "LEAK-004" in ids(diagnose_all(evidence))

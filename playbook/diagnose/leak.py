@@ -18,6 +18,7 @@ from playbook.evidence.views import (
     first_last,
     idle_in_transaction_sessions,
     limit_in_force,
+    samples_before,
     server_events,
     top_values,
     usable_connections,
@@ -330,18 +331,33 @@ def find_transactions_killed(evidence: Evidence) -> list[Finding]:
     ]
 
 
+def held_and_busy_before(evidence: Evidence, waits: pd.DataFrame) -> tuple[float, float, int]:
+    """The application's connections idle (or idle in transaction) and active per tick, on average
+    over the ticks just before these pool waits (views.samples_before), and how many ticks that is.
+
+    The application is the one in focus (`--app`) when known, else every sampled one: the
+    application log does not say which application's pool timed out.
+    """
+    near = samples_before(app_samples(evidence), waits["ts"], evidence.manifest.get("interval_s"))
+    ticks = int(near["tick_ts"].nunique())
+    if not ticks:
+        return 0.0, 0.0, 0
+    held = int(near["state"].isin(["idle", *IDLE_IN_TRANSACTION_STATES]).sum())
+    busy = int((near["state"] == "active").sum())
+    return round(held / ticks, 1), round(busy / ticks, 1), ticks
+
+
 def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
-    """LEAK-004: pool timeouts in the application log while, at the last tick, the server saw more
-    of the application's connections idle than active: they are checked out, not used.
+    """LEAK-004: pool timeouts in the application log while, in the seconds before them, the server
+    saw more of the application's connections idle (or idle in transaction) than active: they are
+    checked out, not used. A pool whose connections were busy then is too small or its queries
+    too slow (POOL-005), whatever they did after the load passed.
     """
     timeouts = app_events(evidence, *POOL_WAIT_KINDS, "leak_detected", "returned_in_transaction")
-    samples = app_samples(evidence)
-    if timeouts.empty or samples.empty:
+    if timeouts.empty:
         return []
-    last_tick = samples[samples["tick_ts"] == samples["tick_ts"].max()]
-    holding = last_tick[last_tick["state"].isin(["idle", *IDLE_IN_TRANSACTION_STATES])]
-    busy = last_tick[last_tick["state"] == "active"]
-    if len(holding) <= len(busy):
+    held, busy, ticks = held_and_busy_before(evidence, timeouts)
+    if not ticks or held <= busy:
         return []
     return [
         Finding(
@@ -350,14 +366,14 @@ def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
             severity=Severity.CRITICAL,
             confidence=CONFIDENCE_HELD_NOT_USED,
             title=(
-                f"{len(timeouts)} pool timeout(s) in the application while the server saw {len(holding)} "
-                "of its "
-                f"connections idle and {len(busy)} busy: connections are held, not used"
+                f"{len(timeouts)} pool timeout(s) in the application while, just before them, the server "
+                f"saw {held:g} of its connections idle and {busy:g} busy: connections are held, not used"
             ),
             evidence={
                 "app_errors": int(len(timeouts)),
-                "idle_at_end": int(len(holding)),
-                "active_at_end": int(len(busy)),
+                "idle_before_timeouts": held,
+                "active_before_timeouts": busy,
+                "ticks_before_timeouts": ticks,
                 **first_last(timeouts),
             },
             recommendation=(

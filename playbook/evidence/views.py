@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from playbook.evidence.frames import ACTIVITY_SAMPLES, APP_LOG_EVENTS, SERVER_LOG_EVENTS
@@ -34,6 +35,7 @@ __all__ = [
     "pooler_client_closes",
     "refusal",
     "role_of",
+    "samples_before",
     "server_events",
     "server_log_read",
     "setting_s",
@@ -134,6 +136,42 @@ def join_sampled_sessions(
             merged[own] = merged[own].where(~blank, merged[sampled].fillna("").astype(str))
     merged["last_state"] = merged["state"].fillna("").astype(str)
     return merged[[*events.columns, "last_state"]].loc[joined.index]
+
+
+# What the pool looked like when requests timed out waiting for a connection: the ticks of the
+# last few seconds before each timeout (every request waited at least that long, so its pool's
+# connections were checked out then), never less than a few ticks.
+WAIT_LOOKBACK_MIN_S = 3.0
+WAIT_LOOKBACK_TICKS = 3
+
+
+def samples_before(
+    samples: pd.DataFrame, moments: pd.Series, interval_s: float | None = None
+) -> pd.DataFrame:
+    """The activity rows of the ticks within the lookback (WAIT_LOOKBACK_*) before any of `moments`
+    (e.g. the application's pool timeouts); for a moment with no tick before it (sampling had not
+    begun), the first tick after it within the lookback. Empty when no tick is that close.
+
+    A diagnosis of why a pool ran dry reads these, not the whole window nor its last tick: the
+    connections may have gone idle once the load passed, or been busy only before the trouble.
+    """
+    if samples.empty or moments.empty:
+        return samples.iloc[0:0]
+    lookback = pd.Timedelta(seconds=max(WAIT_LOOKBACK_MIN_S, WAIT_LOOKBACK_TICKS * float(interval_s or 1.0)))
+    ticks = pd.DatetimeIndex(samples["tick_ts"].drop_duplicates().sort_values()).as_unit("ns")
+    at = pd.DatetimeIndex(pd.to_datetime(moments, utc=True).dropna()).as_unit("ns")
+    first = ticks.searchsorted(at - lookback, side="left")
+    after_last = ticks.searchsorted(at, side="right")
+    chosen = np.zeros(len(ticks) + 1, dtype="int64")
+    for lo, hi, moment in zip(first.tolist(), after_last.tolist(), at, strict=True):
+        if hi > lo:
+            chosen[lo] += 1  # a difference array: every tick in [lo, hi) is chosen
+            chosen[hi] -= 1
+        elif hi < len(ticks) and ticks[hi] - moment <= lookback:
+            chosen[hi] += 1
+            chosen[hi + 1] -= 1
+    keep = ticks[np.cumsum(chosen)[:-1] > 0]
+    return samples[pd.DatetimeIndex(samples["tick_ts"]).as_unit("ns").isin(keep)]
 
 
 def app_events(evidence: Evidence, *kinds: str) -> pd.DataFrame:
