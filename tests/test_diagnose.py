@@ -13,7 +13,7 @@ import pytest
 from playbook.diagnose import diagnose_all, rank_root_causes
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
-from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS, APP_LOG_EVENTS
+from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS, APP_LOG_EVENTS, SERVER_LOG_EVENTS
 
 RECORDED = Path(__file__).parent / "data" / "evidence"
 EXPECTED = {
@@ -365,3 +365,79 @@ def test_a_timeout_before_the_first_tick_reads_the_first_tick_after_it() -> None
     """Sampling began after the first timeouts (as in the recorded pool_held_not_used folder)."""
     evidence = pool_evidence({10.0: "idle"}, [9.9])
     assert "LEAK-004" in ids(diagnose_all(evidence))
+
+
+def shut_down_and_not_back(*, playbook_refused: bool) -> Evidence:
+    """The server log of a fast shutdown with no start after it, nothing else in the window: no
+    session was open (no 57P01 line, no application error), as in the field test; the run either
+    read the logs alone or was refused by the server as the playbook's login found it down."""
+    at = pd.Timestamp("2026-11-20 10:12:03.250", tz="UTC")
+    lines = [
+        ("shutdown_requested", "LOG", "received fast shutdown request", 0.0),
+        ("shut_down", "LOG", "database system is shut down", 0.04),
+    ]
+    events = pd.DataFrame(
+        {
+            "ts": [at + pd.Timedelta(seconds=s) for *_, s in lines],
+            "event": [e for e, *_ in lines],
+            "category": "server",
+            "level": [level for _, level, *_ in lines],
+            "sqlstate": "00000",
+            "user": "",
+            "database": "",
+            "application": "",
+            "host": "",
+            "pid": 812,
+            "message": [m for _, _, m, _ in lines],
+            "detail": "",
+        }
+    )
+    live = (
+        {"connected": False, "reason": "connection refused", "sqlstate": None, "cause": "server_down"}
+        if playbook_refused
+        else {
+            "connected": False,
+            "reason": "offline: a post-mortem from the logs given, no connection was tried",
+        }
+    )
+    return Evidence(
+        manifest={"collected": ["server_log"], "live": live, "gaps": []},
+        frames={SERVER_LOG_EVENTS.name: events.astype(SERVER_LOG_EVENTS.dtypes())},
+    )
+
+
+@pytest.mark.parametrize("playbook_refused", [True, False])
+def test_a_server_shut_down_and_not_back_is_said_so_not_called_a_restart(playbook_refused: bool) -> None:
+    """The field case: shut down, still down, nothing was open. Critical (nothing can connect), but
+    the title says what happened: a shutdown at 10:12:03 with no start after it, and 0 sessions
+    ended is not "every open session ended at once"."""
+    finding = next(
+        f
+        for f in diagnose_all(shut_down_and_not_back(playbook_refused=playbook_refused))
+        if f.id == "SRV-001"
+    )
+    assert finding.severity is Severity.CRITICAL
+    assert "shut down at 10:12:03 UTC and not back by the end of the logs" in finding.title, finding.title
+    assert "restarted" not in finding.title
+    assert "every open session ended" not in finding.title
+    assert "no session was seen ending" in finding.title
+    assert finding.evidence["restarts"] == 0 and finding.evidence["still_down"] is True
+    assert finding.evidence["sessions_ended_at_shutdown"] == 0 and finding.evidence["app_errors"] == 0
+    assert finding.recommendation.startswith("The server is down")
+
+
+def test_restarts_and_a_last_shutdown_are_counted_apart() -> None:
+    """The recorded incident restarts the server twice and its logs end on a third shutdown."""
+    finding = next(f for f in diagnose_all(recorded("server_restart")) if f.id == "SRV-001")
+    assert finding.severity is Severity.CRITICAL
+    assert finding.evidence["restarts"] == 2 == finding.evidence["ready_again"]
+    assert finding.evidence["still_down"] is True
+    assert "restarted 2 time(s), then it was shut down at 05:38:39 UTC" in finding.title
+    assert finding.evidence["sessions_ended_at_shutdown"] > 0  # so "every open session ended" is true
+
+
+def test_a_restart_the_server_came_back_from_is_not_called_down() -> None:
+    finding = next(f for f in diagnose_all(recorded("too_many_connections")) if f.id == "SRV-001")
+    assert finding.severity is Severity.INFO
+    assert finding.evidence["still_down"] is False and finding.evidence["restarts"] == 1
+    assert finding.title == "the server restarted 1 time(s); no session was seen ending then"
