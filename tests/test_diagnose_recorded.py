@@ -124,7 +124,7 @@ def test_clients_killed_mid_transaction_are_counted_from_the_server_log() -> Non
 def test_held_connections_outnumber_busy_ones_when_the_pool_times_out() -> None:
     finding = the("pool_held_not_used", "LEAK-004")
     assert finding.evidence["app_errors"] > 0
-    assert finding.evidence["idle_at_end"] > finding.evidence["active_at_end"]
+    assert finding.evidence["idle_before_timeouts"] > finding.evidence["active_before_timeouts"]
     assert "POOL-005" not in {f.id for f in findings_of("pool_held_not_used")}  # not "the pool is too small"
 
 

@@ -17,7 +17,8 @@ from playbook.evidence.views import (
     counts_over_time,
     first_last,
     idle_in_transaction_sessions,
-    role_of,
+    limit_in_force,
+    samples_before,
     server_events,
     top_values,
     usable_connections,
@@ -253,7 +254,9 @@ def find_transactions_killed(evidence: Evidence) -> list[Finding]:
     """LEAK-005: sessions the server ended because the application held a transaction open and ran
     nothing in it: idle_in_transaction_session_timeout kills (25P03), and transaction_timeout kills
     (25P04) of sessions last seen idle in their transaction. The timeout is the mechanism; the cause
-    is the code path that leaves the transaction open, so the fix goes there first.
+    is the code path that leaves the transaction open, so the fix goes there first; the limit is
+    named as it applied to the killed sessions' role (limit_in_force) and kept as the guard rail,
+    never raised in the same advice.
 
     Critical: each kill is a request that failed on a connection the pool believed open.
     """
@@ -269,9 +272,32 @@ def find_transactions_killed(evidence: Evidence) -> list[Finding]:
         "idle_in_transaction_session_timeout": len(idle_kills),
         "transaction_timeout": len(xact_kills),
     }
-    limit_s = evidence.setting_s("idle_in_transaction_session_timeout")
+    # The limits that applied to the killed sessions' role (ALTER ROLE … SET is how a guard rail is
+    # usually set), not only the server-wide values, which are often 0.
+    limits = {
+        "idle_in_transaction_session_timeout": limit_in_force(
+            evidence, "idle_in_transaction_session_timeout", idle_kills if not idle_kills.empty else app
+        ),
+        "transaction_timeout": limit_in_force(evidence, "transaction_timeout", xact_kills)
+        if not xact_kills.empty
+        else None,
+    }
+    named = [f"{name} = {limit.text}" for name, limit in limits.items() if limit]
     apps = [a for a in top_values(server, "application") if a != "(none)"]
-    role = role_of(server)
+    if named:
+        guard_rail = (
+            f"\n\nKeep the timeout ({'; '.join(named)}) as the guard rail it is: it ends what the code "
+            "path leaves open, and raising it only lets the held transactions block vacuum and locks for "
+            "longer."
+        )
+    else:
+        # A kill proves a limit is set somewhere the evidence does not show (the session's own SET,
+        # the connection string): no value is suggested, since it could be a raise.
+        guard_rail = (
+            "\n\nThe timeout that ended them is not in the evidence (not server-wide nor ALTER ROLE / "
+            "DATABASE: a SET in the session or the connection string's options); keep it as the guard "
+            "rail, and read its value as the application's role: `SHOW idle_in_transaction_session_timeout;`"
+        )
     return [
         Finding(
             id="LEAK-005",
@@ -282,13 +308,14 @@ def find_transactions_killed(evidence: Evidence) -> list[Finding]:
                 f"{count} session(s) ended by the server because the application held a transaction open "
                 "doing nothing"
                 + (f" (application: {', '.join(apps)})" if apps else "")
-                + (f"; idle_in_transaction_session_timeout = {limit_s:g} s" if limit_s else "")
+                + (f"; {'; '.join(named)}" if named else "")
             ),
             evidence={
                 "server_log_events": len(server),
                 "app_log_errors": len(app),
                 "mechanism": {k: v for k, v in mechanisms.items() if v} or {"app_log": len(app)},
-                "idle_in_transaction_session_timeout_s": limit_s,
+                **{f"{name}_s": limit.seconds if limit else None for name, limit in limits.items()},
+                **{f"{name}_scope": limit.scope if limit else None for name, limit in limits.items()},
                 "users": top_values(server, "user"),
                 "applications": top_values(server, "application"),
                 **first_last(server if not server.empty else app),
@@ -298,31 +325,39 @@ def find_transactions_killed(evidence: Evidence) -> list[Finding]:
                 "external call, an exception path that never rolls back) before committing. Fix that path "
                 "so every transaction ends before the connection goes back to the pool:\n\n",
                 transaction_fix(app_stack(evidence)),
-                (
-                    f"\n\nKeep the timeout ({limit_s:g} s) as the guard rail it is: raising it only lets the "
-                    "held transactions block vacuum and locks for longer."
-                    if limit_s
-                    else "\n\nKeep a timeout as the guard rail; raising it only lets the held transactions "
-                    "block vacuum and locks for longer:"
-                    + sql(f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = '30s'")
-                ),
+                guard_rail,
             ),
         )
     ]
 
 
+def held_and_busy_before(evidence: Evidence, waits: pd.DataFrame) -> tuple[float, float, int]:
+    """The application's connections idle (or idle in transaction) and active per tick, on average
+    over the ticks just before these pool waits (views.samples_before), and how many ticks that is.
+
+    The application is the one in focus (`--app`) when known, else every sampled one: the
+    application log does not say which application's pool timed out.
+    """
+    near = samples_before(app_samples(evidence), waits["ts"], evidence.manifest.get("interval_s"))
+    ticks = int(near["tick_ts"].nunique())
+    if not ticks:
+        return 0.0, 0.0, 0
+    held = int(near["state"].isin(["idle", *IDLE_IN_TRANSACTION_STATES]).sum())
+    busy = int((near["state"] == "active").sum())
+    return round(held / ticks, 1), round(busy / ticks, 1), ticks
+
+
 def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
-    """LEAK-004: pool timeouts in the application log while, at the last tick, the server saw more
-    of the application's connections idle than active: they are checked out, not used.
+    """LEAK-004: pool timeouts in the application log while, in the seconds before them, the server
+    saw more of the application's connections idle (or idle in transaction) than active: they are
+    checked out, not used. A pool whose connections were busy then is too small or its queries
+    too slow (POOL-005), whatever they did after the load passed.
     """
     timeouts = app_events(evidence, *POOL_WAIT_KINDS, "leak_detected", "returned_in_transaction")
-    samples = app_samples(evidence)
-    if timeouts.empty or samples.empty:
+    if timeouts.empty:
         return []
-    last_tick = samples[samples["tick_ts"] == samples["tick_ts"].max()]
-    holding = last_tick[last_tick["state"].isin(["idle", *IDLE_IN_TRANSACTION_STATES])]
-    busy = last_tick[last_tick["state"] == "active"]
-    if len(holding) <= len(busy):
+    held, busy, ticks = held_and_busy_before(evidence, timeouts)
+    if not ticks or held <= busy:
         return []
     return [
         Finding(
@@ -331,14 +366,14 @@ def find_pool_starved_by_idle_holders(evidence: Evidence) -> list[Finding]:
             severity=Severity.CRITICAL,
             confidence=CONFIDENCE_HELD_NOT_USED,
             title=(
-                f"{len(timeouts)} pool timeout(s) in the application while the server saw {len(holding)} "
-                "of its "
-                f"connections idle and {len(busy)} busy: connections are held, not used"
+                f"{len(timeouts)} pool timeout(s) in the application while, just before them, the server "
+                f"saw {held:g} of its connections idle and {busy:g} busy: connections are held, not used"
             ),
             evidence={
                 "app_errors": int(len(timeouts)),
-                "idle_at_end": int(len(holding)),
-                "active_at_end": int(len(busy)),
+                "idle_before_timeouts": held,
+                "active_before_timeouts": busy,
+                "ticks_before_timeouts": ticks,
                 **first_last(timeouts),
             },
             recommendation=(

@@ -7,6 +7,7 @@ import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
 from playbook.diagnose.fixes import ini, joined, sql
+from playbook.diagnose.leak import held_and_busy_before
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     app_events,
@@ -215,16 +216,16 @@ def find_oversized_idle_pools(evidence: Evidence) -> list[Finding]:
 
 
 def find_pool_waits(evidence: Evidence) -> list[Finding]:
-    """POOL-005: pool-wait timeouts in the application log while its connections were mostly active
-    (when mostly idle, they are held, not used: LEAK-004)."""
+    """POOL-005: pool-wait timeouts in the application log while, in the seconds before them, its
+    connections were mostly active (when mostly idle then, they are held, not used: LEAK-004). The
+    rest of the window does not count: a saturated pool goes idle once the load has passed.
+    """
     waits = app_events(evidence, "pool_timeout", "pool_queue_full")
-    samples = app_samples(evidence)
     if waits.empty:
         return []
-    active = int((samples["state"] == "active").sum()) if not samples.empty else 0
-    idle = int(samples["state"].str.startswith("idle").sum()) if not samples.empty else 0
+    idle, active, ticks = held_and_busy_before(evidence, waits)
     if idle > active:
-        return []  # connections are held idle: that is the leak diagnosis (LEAK-004)
+        return []  # connections were held idle when requests waited: the leak diagnosis (LEAK-004)
     return [
         Finding(
             id="POOL-005",
@@ -234,7 +235,13 @@ def find_pool_waits(evidence: Evidence) -> list[Finding]:
             title=(
                 f"{len(waits)} request(s) timed out waiting for a pooled connection while the pool was busy"
             ),
-            evidence={"app_errors": len(waits), **first_last(waits)},
+            evidence={
+                "app_errors": len(waits),
+                "active_before_waits": active,
+                "idle_before_waits": idle,
+                "ticks_before_waits": ticks,
+                **first_last(waits),
+            },
             recommendation=(
                 "Every connection was busy running queries: the pool is too small for the load or the "
                 "queries "

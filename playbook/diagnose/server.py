@@ -66,12 +66,28 @@ def restart_gaps(evidence: Evidence, shutdown_times: pd.Series) -> list[Gap]:
     return found
 
 
+def _still_down(shutdowns: pd.DataFrame, starts: pd.DataFrame) -> pd.Timestamp | None:
+    """When the server log's last shutdown came after its last 'ready to accept connections' (the
+    server went down and the logs end before it is back), that shutdown's first line; else None."""
+    if shutdowns.empty:
+        return None
+    shut = pd.to_datetime(shutdowns["ts"], utc=True)
+    last_ready = pd.to_datetime(starts["ts"], utc=True).max() if not starts.empty else None
+    if last_ready is not None and last_ready >= shut.max():
+        return None
+    return shut[shut > last_ready].min() if last_ready is not None else shut.min()
+
+
 def find_restarts(evidence: Evidence) -> list[Finding]:
     """SRV-001: shutdown lines in the server log, logins refused while starting or stopping, or
-    sampler gaps the restart explains: the server restarted and every open session ended at once.
+    sampler gaps the restart explains: the server restarted, or shut down and is not back.
 
-    Critical when it ended sessions (57P01 lines at the shutdown, the application's errors, the
-    sampler's gaps); info when nothing was seen ending (e.g. a restart before the work began).
+    A restart is a shutdown the log shows the server back from; a last shutdown with no 'ready to
+    accept connections' after it (or the playbook refused because the server is down) is said as
+    a shutdown not followed by a start, never counted as a restart. The title says sessions ended
+    only when they were seen ending (57P01 at the shutdown, the application's errors, the
+    sampler's gaps). Critical when sessions ended, or while the server is still down at the end
+    of the evidence (nothing can connect); info otherwise (e.g. a restart before the work began).
     """
     requested = server_events(evidence, "shutdown_requested")
     shutdowns = server_events(evidence, "shutdown_requested", "shut_down")
@@ -85,24 +101,33 @@ def find_restarts(evidence: Evidence) -> list[Finding]:
     ended = server_events(evidence, "admin_terminate")
     ended = ended[[_near(shutdown_times, pd.Timestamp(t), SHUTDOWN_ATTRIBUTION) for t in ended["ts"]]]
     app_lost = app_events(evidence, "admin_shutdown", "cannot_connect_now", *APP_SESSION_LOST)
-    harm = len(ended) + len(app_lost) + len(gaps) + bool(down)
-    restarts = max(len(requested), len(gaps) if shutdowns.empty else 0, 1)
+    sessions_seen_ending = len(ended) + len(app_lost) + len(gaps)
+    shut_down_at = _still_down(shutdowns, starts)
+    still_down = shut_down_at is not None or bool(down)
+    if not shutdowns.empty:
+        # Each shutdown the log shows the server back from; the last one may have no start after it.
+        stops = requested if not requested.empty else shutdowns[shutdowns["event"] == "shut_down"]
+        restarts = max(0, len(stops) - (shut_down_at is not None))
+    else:
+        # No shutdown logged: the sampler's gaps that closed (or the refusals) are restarts seen from
+        # outside, unless the server was found down, where only the closed gaps came back.
+        back = [g for g in gaps if g.get("end")]
+        restarts = len(back) if down else max(len(gaps), 1)
     postmaster_start = (evidence.settings.get("server") or {}).get("postmaster_start")
+    title = _restart_title(restarts, shut_down_at, down, sessions_seen_ending)
     return [
         Finding(
             id="SRV-001",
             category="server",
-            severity=Severity.CRITICAL if harm else Severity.INFO,
+            severity=Severity.CRITICAL if sessions_seen_ending or still_down else Severity.INFO,
             confidence=CONFIDENCE_RESTART_LOGGED if not shutdowns.empty else CONFIDENCE_RESTART_INFERRED,
-            title=(
-                f"the server restarted {restarts} time(s): every open session ended at once"
-                if harm
-                else f"the server restarted {restarts} time(s); no session was seen ending then"
-            ),
+            title=title,
             evidence={
                 "restarts": restarts,
                 "shutdowns": len(shutdowns),
                 "ready_again": len(starts),
+                "still_down": still_down,
+                "shut_down_at": shut_down_at.isoformat() if shut_down_at is not None else None,
                 "postmaster_start": postmaster_start,
                 "sessions_ended_at_shutdown": len(ended),
                 "sampler_gaps": len(gaps),
@@ -112,13 +137,42 @@ def find_restarts(evidence: Evidence) -> list[Finding]:
                 **first_last(shutdowns if not shutdowns.empty else refused),
             },
             recommendation=(
-                "A restart ends every session; pools must expect it. Find who restarted the server (deploys, "
-                "configuration changes that need a restart, failovers, OOM) and make the pool validate "
-                "connections on checkout and retry the unit of work once (psycopg_pool: "
+                (
+                    "The server is down: nothing can connect until it is started again. Start it and read "
+                    "the server log's last lines before the shutdown for who or what stopped it. "
+                    if still_down
+                    else ""
+                )
+                + "A restart ends every session; pools must expect it. Find who restarted the server "
+                "(deploys, configuration changes that need a restart, failovers, OOM) and make the pool "
+                "validate connections on checkout and retry the unit of work once (psycopg_pool: "
                 "`check=ConnectionPool.check_connection`; HikariCP does it by default)."
             ),
         )
     ]
+
+
+def _restart_title(
+    restarts: int, shut_down_at: pd.Timestamp | None, down: dict[str, object] | None, seen_ending: int
+) -> str:
+    """SRV-001's title: the restarts, a shutdown not followed by a start, and what was seen ending."""
+    parts = [f"the server restarted {restarts} time(s)"] if restarts else []
+    if shut_down_at is not None:
+        parts.append(
+            f"{'then it ' if parts else 'the server '}was shut down at {shut_down_at:%H:%M:%S} UTC and not "
+            "back by the end of the logs"
+        )
+    elif down:
+        parts.append(
+            f"{'now it ' if parts else 'the server '}is down: the playbook could not connect "
+            f"({str(down.get('reason') or 'refused')[:120]})"
+        )
+    said = ", ".join(parts)
+    if seen_ending:
+        return f"{said}: every open session ended at once"
+    if shut_down_at is not None or down:
+        return f"{said}; no session was seen ending, but nothing can connect while it is down"
+    return f"{said}; no session was seen ending then"
 
 
 def find_crashes(evidence: Evidence) -> list[Finding]:

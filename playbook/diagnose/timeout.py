@@ -8,11 +8,13 @@ from playbook.diagnose.fixes import joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     IDLE_IN_TRANSACTION_STATES,
+    LimitInForce,
     app_events,
     app_samples,
     app_stack,
     duration_text_seconds,
     first_last,
+    limit_in_force,
     overrides_of,
     role_of,
     server_events,
@@ -63,11 +65,26 @@ def _safe_pool_limits(timeout_s: float) -> tuple[float, float]:
     return idle, max(idle, round(timeout_s * SAFE_LIFETIME_FRACTION, 1))
 
 
-def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None, role: str) -> str:
+def _unknown_limit(setting: str, role: str) -> str:
+    """What to do when the evidence holds no value for the limit that ended the sessions."""
+    return joined(
+        f"The evidence holds no value of {setting} for these sessions: not server-wide, not ALTER ROLE "
+        "or ALTER DATABASE (a SET in the session, the connection string's options, or a catalog the "
+        "playbook could not read). Read the value in force as the application's role before sizing "
+        f"anything against it (`SHOW {setting};`), then keep the pool's limits well inside it (idle at "
+        "half of it, lifetime at 80 %), or lift it for the role:",
+        sql(f"ALTER ROLE {role} SET {setting} = 0"),
+    )
+
+
+def _kill_fix(evidence: Evidence, setting: str, limit: LimitInForce | None, role: str) -> str:
+    """The fix for sessions a server timeout ended, computed from the limit that applied to them;
+    without one, how to find it (never a number made up in its place)."""
     stack = app_stack(evidence)
     if setting == "idle_session_timeout":
-        limit = timeout_s or 60.0
-        idle, life = _safe_pool_limits(limit)
+        if limit is None:
+            return _unknown_limit(setting, role)
+        idle, life = _safe_pool_limits(limit.seconds)
         server_side = joined(
             "stop the server from ending pooled sessions for the application's role (or set a value "
             "above the pool's own limits):",
@@ -77,22 +94,31 @@ def _kill_fix(evidence: Evidence, setting: str, timeout_s: float | None, role: s
         if not can_enforce(stack, max_idle_s=idle, max_lifetime_s=life):
             # The pool cannot retire connections that fast: the server's limit is what must change.
             return joined(
-                f"The server ends sessions idle longer than idle_session_timeout ({limit:g} s), and "
+                f"The server ends sessions idle longer than idle_session_timeout ({limit.text}), and "
                 f"{stack}'s pool cannot keep its connections younger than that. Change the server side: ",
                 server_side,
                 "\n\nWhat the pool can do:\n\n",
                 pool_side,
             )
         return joined(
-            f"The server ends sessions idle longer than idle_session_timeout ({limit:g} s) while the pool "
+            f"The server ends sessions idle longer than idle_session_timeout ({limit.text}) while the pool "
             "keeps them. Either keep pooled connections younger than that and check them on checkout:\n\n",
             pool_side,
             "\n\nor ",
             server_side,
         )
+    if limit is None:
+        return _unknown_limit(setting, role)
+    # A statement_timeout inside the transaction limit cancels the slow statement alone: the
+    # request fails, but the session (and the pool's connection) survives.
+    statement_ms = max(1, round(limit.seconds * SAFE_IDLE_FRACTION * 1000))
+    statement = f"{statement_ms // 1000}s" if statement_ms % 1000 == 0 else f"{statement_ms}ms"
     return joined(
-        "transaction_timeout ends the whole session when a transaction runs longer than the limit. Keep "
-        "transactions short, or raise it for the role that needs long ones:",
+        f"transaction_timeout ({limit.text}) ends the whole session when a transaction runs longer than "
+        f"that. Keep transactions shorter than {limit.seconds:g} s; cap the statements inside it so a slow "
+        "one is canceled and the session survives:",
+        sql(f"ALTER ROLE {role} SET statement_timeout = '{statement}'"),
+        "or raise transaction_timeout for the role that needs long transactions:",
         sql(f"ALTER ROLE {role} SET transaction_timeout = '10min'"),
     )
 
@@ -103,7 +129,10 @@ def find_kills(evidence: Evidence) -> list[Finding]:
     is the application's leak: LEAK-005), from the server log's FATAL lines or, without a server
     log, from the application's errors naming them.
 
-    Always critical: each kill is a connection the pool believed open.
+    The limit named and sized against is the one that applied to the killed sessions' role and
+    database (limit_in_force: an ALTER ROLE/DATABASE value before the server-wide one); without
+    one the finding says it is not known. Always critical: each kill is a connection the pool
+    believed open.
     """
     findings = []
     for finding_id, event, kind, setting, what in KILLS:
@@ -112,7 +141,7 @@ def find_kills(evidence: Evidence) -> list[Finding]:
         app = app_events(evidence, kind)
         if server.empty and (app.empty or (server_log_read(evidence) and finding_id == "TMO-003")):
             continue
-        timeout_s = setting_s(evidence, setting)
+        limit = limit_in_force(evidence, setting, server if not server.empty else app)
         count = max(len(server), len(app))
         findings.append(
             Finding(
@@ -121,17 +150,19 @@ def find_kills(evidence: Evidence) -> list[Finding]:
                 severity=Severity.CRITICAL,
                 confidence=CONFIDENCE_KILL_LOGGED if not server.empty else CONFIDENCE_KILL_APP_ONLY,
                 title=f"{count} session(s) ended by the server's {what} ({setting} = "
-                f"{f'{timeout_s:g} s' if timeout_s else 'set per role or session'})",
+                f"{limit.text if limit else 'value not in the evidence'})",
                 evidence={
                     "server_log_events": len(server),
                     "app_log_errors": len(app),
-                    "setting_s": timeout_s,
+                    "limit_s": limit.seconds if limit else None,
+                    "limit_scope": limit.scope if limit else None,
+                    "setting_s": setting_s(evidence, setting),
                     "overrides": overrides_of(evidence, setting),
                     "users": top_values(server, "user"),
                     "applications": top_values(server, "application"),
                     **first_last(server if not server.empty else app),
                 },
-                recommendation=_kill_fix(evidence, setting, timeout_s, role_of(server)),
+                recommendation=_kill_fix(evidence, setting, limit, role_of(server)),
             )
         )
     return findings

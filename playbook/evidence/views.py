@@ -5,8 +5,10 @@ Each takes Evidence (or one of its frames) and returns a frame or a number; none
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from playbook.evidence.frames import ACTIVITY_SAMPLES, APP_LOG_EVENTS, SERVER_LOG_EVENTS
@@ -27,10 +29,13 @@ __all__ = [
     "duration_text_seconds",
     "first_last",
     "idle_in_transaction_sessions",
+    "LimitInForce",
+    "limit_in_force",
     "overrides_of",
     "pooler_client_closes",
     "refusal",
     "role_of",
+    "samples_before",
     "server_events",
     "server_log_read",
     "setting_s",
@@ -133,6 +138,42 @@ def join_sampled_sessions(
     return merged[[*events.columns, "last_state"]].loc[joined.index]
 
 
+# What the pool looked like when requests timed out waiting for a connection: the ticks of the
+# last few seconds before each timeout (every request waited at least that long, so its pool's
+# connections were checked out then), never less than a few ticks.
+WAIT_LOOKBACK_MIN_S = 3.0
+WAIT_LOOKBACK_TICKS = 3
+
+
+def samples_before(
+    samples: pd.DataFrame, moments: pd.Series, interval_s: float | None = None
+) -> pd.DataFrame:
+    """The activity rows of the ticks within the lookback (WAIT_LOOKBACK_*) before any of `moments`
+    (e.g. the application's pool timeouts); for a moment with no tick before it (sampling had not
+    begun), the first tick after it within the lookback. Empty when no tick is that close.
+
+    A diagnosis of why a pool ran dry reads these, not the whole window nor its last tick: the
+    connections may have gone idle once the load passed, or been busy only before the trouble.
+    """
+    if samples.empty or moments.empty:
+        return samples.iloc[0:0]
+    lookback = pd.Timedelta(seconds=max(WAIT_LOOKBACK_MIN_S, WAIT_LOOKBACK_TICKS * float(interval_s or 1.0)))
+    ticks = pd.DatetimeIndex(samples["tick_ts"].drop_duplicates().sort_values()).as_unit("ns")
+    at = pd.DatetimeIndex(pd.to_datetime(moments, utc=True).dropna()).as_unit("ns")
+    first = ticks.searchsorted(at - lookback, side="left")
+    after_last = ticks.searchsorted(at, side="right")
+    chosen = np.zeros(len(ticks) + 1, dtype="int64")
+    for lo, hi, moment in zip(first.tolist(), after_last.tolist(), at, strict=True):
+        if hi > lo:
+            chosen[lo] += 1  # a difference array: every tick in [lo, hi) is chosen
+            chosen[hi] -= 1
+        elif hi < len(ticks) and ticks[hi] - moment <= lookback:
+            chosen[hi] += 1
+            chosen[hi + 1] -= 1
+    keep = ticks[np.cumsum(chosen)[:-1] > 0]
+    return samples[pd.DatetimeIndex(samples["tick_ts"]).as_unit("ns").isin(keep)]
+
+
 def app_events(evidence: Evidence, *kinds: str) -> pd.DataFrame:
     """Application-log failures of these kinds (every failure when none is given)."""
     events = evidence.frame(APP_LOG_EVENTS)
@@ -195,6 +236,64 @@ def overrides_of(evidence: Evidence, name: str) -> list[dict[str, Any]]:
             if key == name:
                 found.append({"role": row.get("role"), "database": row.get("database"), "value": value})
     return found
+
+
+@dataclass(frozen=True)
+class LimitInForce:
+    """A time setting's value for the sessions some events name, and where that value was set."""
+
+    seconds: float
+    # "server-wide", "set for role app", "set for database lab" or "set for role app in database lab"
+    scope: str
+
+    @property
+    def text(self) -> str:
+        """'4 s, set for role app': the value with its origin, as titles say it."""
+        return f"{self.seconds:g} s, {self.scope}"
+
+
+def _override_scope(role: str, database: str) -> str:
+    if role and database:
+        return f"set for role {role} in database {database}"
+    return f"set for role {role}" if role else f"set for database {database}"
+
+
+def limit_in_force(evidence: Evidence, name: str, events: pd.DataFrame) -> LimitInForce | None:
+    """The value of time setting `name` that applied to the sessions `events` name (their most
+    frequent `user` and `database`), in PostgreSQL's order: ALTER ROLE … IN DATABASE, ALTER ROLE,
+    ALTER DATABASE, then the server-wide value.
+
+    When the events name no role (an application log alone), a value is returned only when every
+    value of the setting the evidence holds agrees (a single override, or only the server-wide
+    one): guessing which role was killed would put a wrong number in a fix. None when no value is
+    known, or when the one that applies is 0 (disabled there, so the sessions' own SET decided).
+    """
+    known = ("(none)", "[unknown]")
+    roles = [r for r in top_values(events, "user", 1) if r not in known]
+    databases = [d for d in top_values(events, "database", 1) if d not in known]
+    overrides = overrides_of(evidence, name)
+    server_wide = evidence.setting_s(name)
+    if roles:
+        role, database = roles[0], databases[0] if databases else None
+        for want_role, want_database in ((role, database), (role, ""), ("", database)):
+            if want_database is None:
+                continue
+            for override in overrides:
+                if (override["role"] or "") == want_role and (override["database"] or "") == want_database:
+                    seconds = duration_text_seconds(str(override["value"]))
+                    scope = _override_scope(want_role, want_database)
+                    return LimitInForce(seconds, scope) if seconds else None
+        return LimitInForce(server_wide, "server-wide") if server_wide else None
+    candidates = {
+        (duration_text_seconds(str(o["value"])), _override_scope(o["role"] or "", o["database"] or ""))
+        for o in overrides
+    }
+    if server_wide:
+        candidates.add((server_wide, "server-wide"))
+    if len(candidates) != 1:
+        return None
+    seconds, scope = candidates.pop()
+    return LimitInForce(seconds, scope) if seconds else None
 
 
 def first_last(frame: pd.DataFrame) -> dict[str, str | None]:
