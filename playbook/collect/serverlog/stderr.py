@@ -32,6 +32,11 @@ from playbook.collect.serverlog.prefix import FastPrefix, PrefixRegex, compile_p
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.times import Clock, epoch_to_utc
 
+try:  # the compiled loops (setup.py builds them); the numpy code below is their reference
+    from playbook.collect.serverlog import _scan
+except ImportError:  # a checkout used without installing it: the numpy code alone
+    _scan = None  # type: ignore[assignment]
+
 _LEVELS = (b"LOG", b"FATAL", b"ERROR", b"WARNING", b"PANIC")
 _SECONDARY = (b"DETAIL", b"HINT", b"CONTEXT", b"STATEMENT", b"QUERY", b"LOCATION")
 _L_LOG, _L_DETAIL = 1, 6  # index+1 into _LEVELS + _SECONDARY
@@ -53,6 +58,17 @@ _HARMLESS_LOG = (
     b"bind <un", b"process ", b"restartp", b"listenin", b"logical ", b"starting",
 )  # fmt: skip
 _HARMLESS_EXCEPT = (b"starting PostgreSQL",)  # server_start begins like "starting logical ..."
+
+# The compiled loops spell these rules in C; they run only while both spellings agree (a rule
+# changed here alone turns them off rather than giving other rows). Tests set COMPILED to None
+# to compare with the numpy code.
+_RULES = {
+    "levels": _ALL_LEVELS,
+    "session_heads": _SESSION_HEADS,
+    "harmless_log": _HARMLESS_LOG,
+    "harmless_except": tuple(t[:17] for t in _HARMLESS_EXCEPT),
+}
+COMPILED = _scan if _scan is not None and _scan.RULES == _RULES else None
 
 _DISC_LENIENT = re.compile(
     rb"^disconnection: session time: (\d+):(\d+):(\d+(?:\.\d+)?)"
@@ -125,6 +141,8 @@ def _fast_head(
     per byte place: no window matrix. With `zone_ends` (csvlog and jsonlog times) the zone
     name ends there and nothing follows it (pid 0)."""
     k = len(starts)
+    if COMPILED is not None and len(arr):
+        return _fast_head_compiled(arr, starts, limits, head, zone_ends)
     last = len(arr) - 1
 
     def byte(offset: np.ndarray | int) -> np.ndarray:
@@ -189,6 +207,101 @@ def _fast_head(
     uniq, inverse = np.unique(key, return_inverse=True)
     names = [int(u).to_bytes(8, "little").rstrip(b"\0") for u in uniq.tolist()]
     return ok, ms, inverse.astype(np.int32), names, pid
+
+
+def _fast_head_compiled(
+    arr: np.ndarray, starts: np.ndarray, limits: np.ndarray, head: _Head, zone_ends: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes], np.ndarray]:
+    """`_fast_head` in one compiled loop per entry (the same bytes read, the same answers)."""
+    assert COMPILED is not None
+    k = len(starts)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    ok = np.empty(k, dtype=np.uint8)
+    ms = np.empty(k, dtype=np.int64)
+    key = np.empty(k, dtype=np.uint64)
+    pid = np.zeros(k, dtype=np.int64)
+    if zone_ends is None:
+        limits = np.ascontiguousarray(limits, dtype=np.int64)
+        COMPILED.head(arr, starts, limits, head.millis, head.between, ok, ms, key, pid)
+    else:
+        COMPILED.stamp(arr, starts, np.ascontiguousarray(zone_ends, dtype=np.int64), ok, ms, key)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    names = [int(u).to_bytes(8, "little").rstrip(b"\0") for u in uniq.tolist()]
+    return ok.view(bool), ms, inverse.astype(np.int32), names, pid
+
+
+_Scanned = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def _entries_compiled(buf: bytes, arr: np.ndarray) -> _Scanned:
+    """`_entries` in one compiled pass (playbook/collect/serverlog/_scan.c)."""
+    assert COMPILED is not None
+    lines, entry_count, *columns = COMPILED.scan(buf)
+    starts, ends, at = (np.frombuffer(c, dtype=np.int64) for c in columns[:3])
+    level, kind = (np.frombuffer(c, dtype=np.int8) for c in columns[3:])
+    return lines, starts, ends, at, level, kind, entry_count
+
+
+def _entries(buf: bytes, arr: np.ndarray) -> _Scanned:
+    """(lines, and per entry: start, end without its final newline, the place of its ':  '
+    (0: none), level code, kind; entries whose ':  ' follows a capital or a digit) of a
+    non-empty block. Entries are the lines not starting with a tab (a continuation) or a
+    newline; kind is a _SESSION_HEADS code for LOG session lines, EVENT for entries that may be
+    events (FATAL, ERROR, PANIC, WARNING, a LOG wording not known to be harmless), else 0."""
+    size = len(buf)
+    newlines = np.flatnonzero(arr == 10)
+    lines = len(newlines) + (0 if buf[-1] == 10 else 1)
+    starts = np.concatenate((np.zeros(1, dtype=np.int64), newlines + 1))
+    starts = starts[starts < size]
+    first = arr[starts]
+    starts = starts[(first != 9) & (first != 10)]  # tab: a continuation line; newline: empty
+    n = len(starts)
+    if not n:
+        empty = np.zeros(0, dtype=np.int64)
+        return lines, empty, empty, empty, np.zeros(0, np.int8), np.zeros(0, np.int8), 0
+    bounds = np.append(starts, size)
+    ends = bounds[1:].copy()
+    ends[arr[ends - 1] == 10] -= 1  # without the newline that ends the entry
+    entries = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(buf)]
+    )
+    pos = _arr(pc.find_substring(entries, ":  ")).astype(np.int64)
+    has = (pos > 0) & (starts + pos + 3 <= ends)
+    at = np.where(has, starts + pos, 0)
+
+    # The level: the word right before ':  ', not preceded by another capital.
+    before = arr[np.clip(at[:, None] - _WINDOW + np.arange(_WINDOW), 0, size - 1)]
+    level = np.zeros(n, dtype=np.int8)
+    # the last 8 bytes before ':  ' as one integer: a level word is its top len(word) bytes
+    key8 = np.ascontiguousarray(before[:, _WINDOW - 8 :]).view("<u8").ravel()
+    for code, word in enumerate(_ALL_LEVELS, start=1):
+        k = len(word)
+        if k <= 8:
+            same = (key8 >> np.uint64(8 * (8 - k))) == np.uint64(int.from_bytes(word, "little"))
+        else:
+            same = (key8 == np.uint64(int.from_bytes(word[-8:], "little"))) & (
+                before[:, _WINDOW - k] == word[0]
+            )
+        prev = before[:, _WINDOW - k - 1]
+        same &= (prev < 65) | (prev > 90)
+        level[same & has & (level == 0)] = code
+    upper = before[:, -1]
+    entry_count = int((has & (((upper >= 65) & (upper <= 90)) | ((upper >= 48) & (upper <= 57)))).sum())
+
+    # The first bytes of the message decide what kind of line it is.
+    head = arr[np.clip(at[:, None] + 3 + np.arange(17), 0, size - 1)]
+    heads = np.ascontiguousarray(head).view("S17").ravel()
+    is_log = level == _L_LOG
+    kind = np.zeros(n, dtype=np.int8)
+    for text, code in _SESSION_HEADS.items():
+        kind[is_log & (heads == text)] = code
+    head8 = np.ascontiguousarray(head[:, :8]).view("S8").ravel()
+    harmless = np.isin(head8, np.array(_HARMLESS_LOG, dtype="S8"))
+    for text in _HARMLESS_EXCEPT:
+        harmless &= ~np.char.startswith(heads, text[:17])
+    candidate = ((level >= 2) & (level <= 5)) | (is_log & (kind == 0) & ~harmless)
+    kind[candidate] = EVENT
+    return lines, starts, ends, at, level, kind, entry_count
 
 
 _classified: dict[tuple[bytes, int, bytes], tuple[str | None, str]] = {}
@@ -267,59 +380,18 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     if not size:
         return Rows.empty()
     arr = np.frombuffer(buf, dtype=np.uint8)
-    newlines = np.flatnonzero(arr == 10)
-    lines = len(newlines) + (0 if buf[-1] == 10 else 1)
-    starts = np.concatenate((np.zeros(1, dtype=np.int64), newlines + 1))
-    starts = starts[starts < size]
-    first = arr[starts]
-    starts = starts[(first != 9) & (first != 10)]  # tab: a continuation line; newline: empty
+    lines, starts, ends, at, level, kind, entry_count = (_entries if COMPILED is None else _entries_compiled)(
+        buf, arr
+    )
     n = len(starts)
     if not n:
         rows = Rows.empty()
         rows.lines, rows.bytes_read = lines, size
         return rows
     bounds = np.append(starts, size)
-    ends = bounds[1:].copy()
-    ends[arr[ends - 1] == 10] -= 1  # without the newline that ends the entry
     entries = pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(buf)]
     )
-    pos = _arr(pc.find_substring(entries, ":  ")).astype(np.int64)
-    has = (pos > 0) & (starts + pos + 3 <= ends)
-    at = np.where(has, starts + pos, 0)
-
-    # The level: the word right before ':  ', not preceded by another capital.
-    before = arr[np.clip(at[:, None] - _WINDOW + np.arange(_WINDOW), 0, size - 1)]
-    level = np.zeros(n, dtype=np.int8)
-    # the last 8 bytes before ':  ' as one integer: a level word is its top len(word) bytes
-    key8 = np.ascontiguousarray(before[:, _WINDOW - 8 :]).view("<u8").ravel()
-    for code, word in enumerate(_ALL_LEVELS, start=1):
-        k = len(word)
-        if k <= 8:
-            same = (key8 >> np.uint64(8 * (8 - k))) == np.uint64(int.from_bytes(word, "little"))
-        else:
-            same = (key8 == np.uint64(int.from_bytes(word[-8:], "little"))) & (
-                before[:, _WINDOW - k] == word[0]
-            )
-        prev = before[:, _WINDOW - k - 1]
-        same &= (prev < 65) | (prev > 90)
-        level[same & has & (level == 0)] = code
-    upper = before[:, -1]
-    entry_count = int((has & (((upper >= 65) & (upper <= 90)) | ((upper >= 48) & (upper <= 57)))).sum())
-
-    # The first bytes of the message decide what kind of line it is.
-    head = arr[np.clip(at[:, None] + 3 + np.arange(17), 0, size - 1)]
-    heads = np.ascontiguousarray(head).view("S17").ravel()
-    is_log = level == _L_LOG
-    kind = np.zeros(n, dtype=np.int8)
-    for text, code in _SESSION_HEADS.items():
-        kind[is_log & (heads == text)] = code
-    head8 = np.ascontiguousarray(head[:, :8]).view("S8").ravel()
-    harmless = np.isin(head8, np.array(_HARMLESS_LOG, dtype="S8"))
-    for text in _HARMLESS_EXCEPT:
-        harmless &= ~np.char.startswith(heads, text[:17])
-    candidate = ((level >= 2) & (level <= 5)) | (is_log & (kind == 0) & ~harmless)
-    kind[candidate] = EVENT
     keep = np.flatnonzero(kind > 0)
 
     # Prefix fields of the kept entries: time, zone and pid with numpy where the prefix allows
