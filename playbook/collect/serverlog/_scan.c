@@ -328,6 +328,271 @@ fail:
     return NULL;
 }
 
+/* A name as rows.py's clean_name gives it (decoded with replacement, "[unknown]" and "unknown"
+ * as ""), then for hosts (how == 2) through host_of ('10.0.0.1(5432)' and '10.0.0.1:5432' ->
+ * '10.0.0.1'). Both cut at ASCII bytes, so cutting the bytes and decoding the piece gives what
+ * decoding the whole and cutting the text gives. */
+static PyObject *name_of(const unsigned char *p, Py_ssize_t n, int how) {
+    if ((n == 7 && memcmp(p, "unknown", 7) == 0) || (n == 9 && memcmp(p, "[unknown]", 9) == 0))
+        return PyUnicode_FromStringAndSize("", 0);
+    if (how == 2) {
+        const unsigned char *paren = memchr(p, '(', (size_t)n);
+        if (paren != NULL && paren > p) {
+            n = paren - p;
+        } else {
+            const unsigned char *colon = memchr(p, ':', (size_t)n);
+            if (colon != NULL && memchr(colon + 1, ':', (size_t)(p + n - colon - 1)) == NULL) n = colon - p;
+        }
+    }
+    return PyUnicode_DecodeUTF8((const char *)p, n, "replace");
+}
+
+/* encode(buf, starts, ends, how) -> (codes, distinct)
+ *
+ * The slices buf[starts[i]:ends[i]] (int64 each) as int32 codes (a bytearray) into their
+ * distinct values, in order of first appearance: pyarrow's dictionary_encode without building
+ * the binary column first. how: 0, the values as bytes; 1, as names (name_of); 2, as hosts. */
+static PyObject *encode(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer v[3];
+    PyObject *o[3];
+    int how;
+    if (!PyArg_ParseTuple(args, "OOOi", &o[0], &o[1], &o[2], &how)) return NULL;
+    int got = 0;
+    for (; got < 3; got++)
+        if (get(o[got], &v[got], 0) < 0) goto fail;
+    const unsigned char *a = v[0].buf;
+    const int64_t *starts = v[1].buf, *ends = v[2].buf;
+    Py_ssize_t size = v[0].len, k = v[1].len / 8;
+    if (v[2].len / 8 < k) {
+        PyErr_SetString(PyExc_ValueError, "encode: ends shorter than starts");
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (starts[i] < 0 || ends[i] < starts[i] || ends[i] > size) {
+            PyErr_SetString(PyExc_ValueError, "encode: a slice outside the buffer");
+            goto fail;
+        }
+    }
+    Py_ssize_t cap = 16;
+    while (cap < 2 * k) cap <<= 1;
+    int32_t *slots = PyMem_Malloc((size_t)cap * sizeof(int32_t));
+    int64_t *first = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(int64_t)); /* a row of each value */
+    uint64_t *hashes = PyMem_Malloc((size_t)(k ? k : 1) * sizeof(uint64_t));
+    PyObject *codes = PyByteArray_FromStringAndSize(NULL, k * 4);
+    if (!slots || !first || !hashes || !codes) {
+        PyMem_Free(slots);
+        PyMem_Free(first);
+        PyMem_Free(hashes);
+        Py_XDECREF(codes);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    int32_t *out = (int32_t *)PyByteArray_AS_STRING(codes);
+    Py_ssize_t distinct = 0;
+    memset(slots, 0xff, (size_t)cap * sizeof(int32_t));
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++) {
+        const unsigned char *p = a + starts[i];
+        Py_ssize_t len = ends[i] - starts[i];
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+        for (Py_ssize_t j = 0; j < len; j++) h = (h ^ p[j]) * 1099511628211ULL;
+        Py_ssize_t slot = (Py_ssize_t)(h & (uint64_t)(cap - 1));
+        for (;;) {
+            int32_t d = slots[slot];
+            if (d < 0) {
+                d = (int32_t)distinct++;
+                slots[slot] = d;
+                first[d] = i;
+                hashes[d] = h;
+                out[i] = d;
+                break;
+            }
+            Py_ssize_t r = first[d];
+            if (hashes[d] == h && ends[r] - starts[r] == len && memcmp(a + starts[r], p, (size_t)len) == 0) {
+                out[i] = d;
+                break;
+            }
+            slot = (slot + 1) & (cap - 1);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *values = PyList_New(distinct);
+    for (Py_ssize_t d = 0; values && d < distinct; d++) {
+        Py_ssize_t r = first[d];
+        PyObject *item = how ? name_of(a + starts[r], ends[r] - starts[r], how)
+                             : PyBytes_FromStringAndSize((const char *)a + starts[r], ends[r] - starts[r]);
+        if (item == NULL) {
+            Py_CLEAR(values);
+            break;
+        }
+        PyList_SET_ITEM(values, d, item);
+    }
+    PyMem_Free(slots);
+    PyMem_Free(first);
+    PyMem_Free(hashes);
+    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
+    if (values == NULL) {
+        Py_DECREF(codes);
+        return NULL;
+    }
+    return Py_BuildValue("NN", codes, values);
+fail:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
+    return NULL;
+}
+
+/* The i-th space-separated token of [from, to): its bounds; 0 when there are fewer tokens. */
+typedef struct {
+    Py_ssize_t start[9], end[9];
+    int count; /* tokens, counted up to 9 */
+} Tokens;
+
+static void tokens(const unsigned char *a, Py_ssize_t from, Py_ssize_t to, Tokens *t) {
+    t->count = 0;
+    Py_ssize_t s = from;
+    for (;;) {
+        const unsigned char *sp = memchr(a + s, ' ', (size_t)(to - s));
+        Py_ssize_t e = sp ? (Py_ssize_t)(sp - a) : to;
+        if (t->count < 9) {
+            t->start[t->count] = s;
+            t->end[t->count] = e;
+        }
+        t->count++;
+        if (t->count > 9) t->count = 9; /* more than 8: not a session line's shape anyway */
+        if (!sp) break;
+        s = e + 1;
+    }
+}
+
+static int token_is(const unsigned char *a, const Tokens *t, int i, const char *text) {
+    size_t n = strlen(text);
+    return (size_t)(t->end[i] - t->start[i]) == n && memcmp(a + t->start[i], text, n) == 0;
+}
+
+static int token_starts(const unsigned char *a, const Tokens *t, int i, const char *text) {
+    size_t n = strlen(text);
+    return (size_t)(t->end[i] - t->start[i]) >= n && memcmp(a + t->start[i], text, n) == 0;
+}
+
+/* A token of digits as a double ('12', '07.250': the caller has checked the shape). */
+static double number(const unsigned char *p, Py_ssize_t n, int *ok) {
+    char text[48];
+    if (n <= 0 || n >= (Py_ssize_t)sizeof text) {
+        *ok = 0;
+        return 0.0;
+    }
+    memcpy(text, p, (size_t)n);
+    text[n] = 0;
+    return strtod(text, NULL); /* correctly rounded, as pyarrow's cast; LC_NUMERIC stays "C" */
+}
+
+/* session_fields(buf, starts, ends, disconnection) -> (ok, hms, fields)
+ *
+ * The messages buf[starts[i]:ends[i]] of session lines split on single spaces, stderr.py's
+ * _split_fields rules: 'connection received: host=H[ ...]' (3 tokens or more) gives H;
+ * 'disconnection: session time: H:M:S user=U database=D host=H[ port=P]' (7 or 8 tokens, the
+ * time matching \d+:\d+:\d+(\.\d+)?) gives its hours, minutes and seconds (3 float64 per
+ * row) and U, D, H. ok (uint8) says which rows had that shape; fields holds per row the (start, end)
+ * of each name (int64; 1 name for connection received, 3 for disconnection). */
+static PyObject *session_fields(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer v[3];
+    PyObject *o[3];
+    int disc;
+    if (!PyArg_ParseTuple(args, "OOOp", &o[0], &o[1], &o[2], &disc)) return NULL;
+    int got = 0;
+    for (; got < 3; got++)
+        if (get(o[got], &v[got], 0) < 0) goto fail;
+    const unsigned char *a = v[0].buf;
+    const int64_t *starts = v[1].buf, *ends = v[2].buf;
+    Py_ssize_t size = v[0].len, k = v[1].len / 8;
+    int names = disc ? 3 : 1;
+    if (v[2].len / 8 < k) {
+        PyErr_SetString(PyExc_ValueError, "session_fields: ends shorter than starts");
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (starts[i] < 0 || ends[i] < starts[i] || ends[i] > size) {
+            PyErr_SetString(PyExc_ValueError, "session_fields: a slice outside the buffer");
+            goto fail;
+        }
+    }
+    PyObject *ok_b = PyByteArray_FromStringAndSize(NULL, k), *secs_b = PyByteArray_FromStringAndSize(NULL, k * 24);
+    PyObject *fields_b = PyByteArray_FromStringAndSize(NULL, k * names * 2 * 8);
+    if (!ok_b || !secs_b || !fields_b) {
+        Py_XDECREF(ok_b);
+        Py_XDECREF(secs_b);
+        Py_XDECREF(fields_b);
+        goto fail;
+    }
+    uint8_t *ok_out = (uint8_t *)PyByteArray_AS_STRING(ok_b);
+    double *secs = (double *)PyByteArray_AS_STRING(secs_b);
+    int64_t *fields = (int64_t *)PyByteArray_AS_STRING(fields_b);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Tokens t;
+        tokens(a, starts[i], ends[i], &t);
+        int ok;
+        int64_t *f = fields + i * names * 2;
+        secs[3 * i] = secs[3 * i + 1] = secs[3 * i + 2] = 0.0;
+        for (int j = 0; j < 2 * names; j++) f[j] = 0;
+        if (!disc) {
+            ok = t.count >= 3 && token_is(a, &t, 0, "connection") && token_is(a, &t, 1, "received:") &&
+                 token_starts(a, &t, 2, "host=");
+            if (ok) {
+                f[0] = t.start[2] + 5;
+                f[1] = t.end[2];
+            }
+        } else {
+            ok = (t.count == 7 || t.count == 8) && token_is(a, &t, 0, "disconnection:") &&
+                 token_is(a, &t, 1, "session") && token_is(a, &t, 2, "time:") && token_starts(a, &t, 4, "user=") &&
+                 token_starts(a, &t, 5, "database=") && token_starts(a, &t, 6, "host=") &&
+                 (t.count == 7 || token_starts(a, &t, 7, "port="));
+            if (ok) {
+                /* \d+:\d+:\d+(\.\d+)? */
+                Py_ssize_t p = t.start[3], e = t.end[3], mark[4];
+                int part = 0, digits = 0;
+                mark[0] = p;
+                for (; p < e && ok; p++) {
+                    unsigned char c = a[p];
+                    if (c >= '0' && c <= '9') {
+                        digits++;
+                    } else if (c == ':' && part < 2 && digits) {
+                        mark[++part] = p + 1;
+                        digits = 0;
+                    } else if (c == '.' && part == 2 && digits) {
+                        part = 3; /* the fraction: digits only from here */
+                        digits = 0;
+                    } else {
+                        ok = 0;
+                    }
+                }
+                ok &= digits > 0 && part >= 2;
+                if (ok) {
+                    double h = number(a + mark[0], mark[1] - 1 - mark[0], &ok);
+                    double m = number(a + mark[1], mark[2] - 1 - mark[1], &ok);
+                    double s = number(a + mark[2], e - mark[2], &ok);
+                    /* summed by the caller, in numpy: the same rounding whatever the compiler */
+                    secs[3 * i] = h, secs[3 * i + 1] = m, secs[3 * i + 2] = s;
+                }
+                f[0] = t.start[4] + 5, f[1] = t.end[4];
+                f[2] = t.start[5] + 9, f[3] = t.end[5];
+                f[4] = t.start[6] + 5, f[5] = t.end[6];
+                if (!ok)
+                    for (int j = 0; j < 6; j++) f[j] = 0;
+            }
+        }
+        ok_out[i] = (uint8_t)ok;
+    }
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
+    return Py_BuildValue("NNN", ok_b, secs_b, fields_b);
+fail:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
+    return NULL;
+}
+
 /* RULES: the constants above, for stderr.py to compare with its own at import (a rule changed
  * on one side only turns the compiled path off rather than giving other rows). */
 static PyObject *rules(void) {
@@ -351,6 +616,8 @@ static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "Entries, levels and kinds of a stderr block (see _scan.c)."},
     {"head", head, METH_VARARGS, "Time, zone key and pid of '%m [%p' heads (see _scan.c)."},
     {"stamp", stamp, METH_VARARGS, "Time and zone key of csvlog/jsonlog stamps (see _scan.c)."},
+    {"encode", encode, METH_VARARGS, "Slices of a buffer as codes into their distinct values (see _scan.c)."},
+    {"session_fields", session_fields, METH_VARARGS, "Fields of session lines' messages (see _scan.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -356,17 +356,110 @@ def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
     if values is None:
         return Coded.constant("", n)
     encoded = pc.dictionary_encode(values.fill_null(b""))
+    return Coded(_arr(encoded.indices).astype(np.int32), _names(encoded.dictionary.to_pylist(), host) or [""])
+
+
+def _names(raw: list[bytes], host: bool = False) -> list[str]:
+    """Distinct raw names as the frames show them (clean_name; then host_of for hosts), each
+    worked out once per process (the same few names fill every block)."""
     cache = _HOSTS if host else _NAMES
     if len(cache) > 200_000:  # names with ids in them: stay bounded
         cache.clear()
     get = cache.get
     names = []
-    for v in encoded.dictionary.to_pylist():
+    for v in raw:
         name = get(v)
         if name is None:
             name = cache[v] = host_of(clean_name(v)) if host else clean_name(v)
         names.append(name)
-    return Coded(_arr(encoded.indices).astype(np.int32), names or [""])
+    return names
+
+
+class _Messages:
+    """The kept entries' messages (buf[starts[i]:ends[i]]) and what is read from them: the
+    compiled loops when there are, else pyarrow over one binary column (the reference)."""
+
+    def __init__(self, buf: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.buf, self.starts, self.ends = buf, starts, ends
+        self.column: pa.Array | None = None
+        if COMPILED is None:
+            # one binary array over the block's buffer: every other slice of [0, s0, e0, s1, ...]
+            k = len(starts)
+            bounds = np.empty(2 * k + 2, dtype=np.int32)
+            bounds[0], bounds[-1] = 0, len(buf)
+            bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+            buffers = [None, pa.py_buffer(bounds), pa.py_buffer(buf)]
+            column = pa.Array.from_buffers(pa.binary(), 2 * k + 1, buffers)
+            self.column = column.take(pa.array(np.arange(1, 2 * k + 1, 2)))
+
+    def distinct(self, rows: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+        """(int64 codes, distinct messages in order of first appearance) of `rows`."""
+        if self.column is not None:
+            return _distinct(self.column.take(pa.array(rows)))
+        assert COMPILED is not None
+        codes, values = COMPILED.encode(self.buf, self.starts[rows], self.ends[rows], 0)
+        return np.frombuffer(codes, dtype=np.int32).astype(np.int64), values
+
+    def _text(self, row: int) -> bytes:
+        return self.buf[int(self.starts[row]) : int(self.ends[row])].rstrip(b"\n")
+
+    def _encoded(
+        self, starts: np.ndarray, ends: np.ndarray, patch: dict[int, bytes], host: bool = False
+    ) -> Coded:
+        """The slices as a Coded column of names (cleaned in C, as _names would), rows in
+        `patch` taking the raw value given there."""
+        assert COMPILED is not None
+        starts, ends = np.ascontiguousarray(starts), np.ascontiguousarray(ends)
+        raw, values = COMPILED.encode(self.buf, starts, ends, 2 if host else 1)
+        codes = np.frombuffer(raw, dtype=np.int32)  # a bytearray's: writable
+        if patch:
+            first = len(values)
+            index: dict[bytes, int] = {}
+            for j, value in patch.items():
+                codes[j] = first + index.setdefault(value, len(index))
+            values += _names(list(index), host)
+        return Coded(codes, values or [""])
+
+    def received(self, rows: np.ndarray) -> Coded:
+        """The hosts of 'connection received' lines (the lenient regex for odd ones)."""
+        if self.column is not None:
+            (hosts,) = _session_fields(self.column.take(pa.array(rows)), False, _RECV_LENIENT, (1,))
+            return _coded(hosts, len(rows), True)
+        assert COMPILED is not None
+        ok, _, fields = COMPILED.session_fields(self.buf, self.starts[rows], self.ends[rows], False)
+        bounds = np.frombuffer(fields, dtype=np.int64).reshape(-1, 2)
+        patch = {}
+        for j in np.flatnonzero(np.frombuffer(ok, dtype=np.uint8) == 0).tolist():
+            match = _RECV_LENIENT.match(self._text(int(rows[j])))
+            patch[j] = (match.group(1) or b"") if match else b""
+        return self._encoded(bounds[:, 0], bounds[:, 1], patch, host=True)
+
+    def disconnected(self, rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[Coded, Coded, Coded]]:
+        """((hours, minutes, seconds), (user, database, host)) of disconnection lines (NaN
+        where the lenient regex finds no time either)."""
+        if self.column is not None:
+            got = _session_fields(self.column.take(pa.array(rows)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
+            n = len(rows)
+            return tuple(_floats(col) for col in got[:3]), (
+                _coded(got[3], n),
+                _coded(got[4], n),
+                _coded(got[5], n, True),
+            )
+        assert COMPILED is not None
+        ok, raw_hms, fields = COMPILED.session_fields(self.buf, self.starts[rows], self.ends[rows], True)
+        hms = np.frombuffer(raw_hms, dtype=np.float64).reshape(-1, 3)  # writable
+        bounds = np.frombuffer(fields, dtype=np.int64).reshape(-1, 6)
+        patches: tuple[dict[int, bytes], ...] = ({}, {}, {})
+        for j in np.flatnonzero(np.frombuffer(ok, dtype=np.uint8) == 0).tolist():
+            match = _DISC_LENIENT.match(self._text(int(rows[j])))
+            groups = [(match.group(g) or b"") if match else b"" for g in range(1, 7)]
+            hms[j] = [float(g) if g else np.nan for g in groups[:3]]
+            for patch, value in zip(patches, groups[3:], strict=True):
+                patch[j] = value
+        names = tuple(
+            self._encoded(bounds[:, 2 * i], bounds[:, 2 * i + 1], patches[i], host=i == 2) for i in range(3)
+        )
+        return (hms[:, 0], hms[:, 1], hms[:, 2]), (names[0], names[1], names[2])
 
 
 _NAMES: dict[bytes, str] = {}
@@ -476,18 +569,12 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     host = _coded(fields.get("host") if fields.get("host") is not None else fields.get("host_port"), k, True)
     sqlstate = _coded(sqlstate_col, k)
 
-    # Messages: bytes after ':  ' up to the entry's end (continuation lines included), as one
-    # binary array over the block's buffer: every other slice of [0, start0, end0, start1, ...]
-    msg_starts, msg_ends = at[keep] + 3, ends[keep]
-    bounds = np.empty(2 * k + 2, dtype=np.int32)
-    bounds[0], bounds[-1] = 0, size
-    bounds[1:-1:2], bounds[2:-1:2] = msg_starts, msg_ends
-    messages = pa.Array.from_buffers(pa.binary(), 2 * k + 1, [None, pa.py_buffer(bounds), pa.py_buffer(buf)])
-    messages = messages.take(pa.array(np.arange(1, 2 * k + 1, 2)))
+    # Messages: bytes after ':  ' up to the entry's end (continuation lines included)
+    messages = _Messages(buf, at[keep] + 3, ends[keep])
     levels = level[keep]
     event = Coded.constant("", k)
     message = Coded.constant("", k)
-    detail = [""] * k
+    detail: dict[int, str] = {}  # row -> its DETAIL: most rows have none
     session_s = np.full(k, np.nan)
     drop = np.zeros(k, dtype=bool)
     user_v, db_v, app_v, host_v = (list(c.values) for c in (user, database, application, host))
@@ -503,7 +590,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     # Entries that may be events: classified once per distinct (message, level, SQLSTATE).
     ev = np.flatnonzero(kinds == EVENT)
     if len(ev):
-        text_codes, text_values = _distinct(messages.take(pa.array(ev)))
+        text_codes, text_values = messages.distinct(ev)
         state_codes = sqlstate.codes[ev].astype(np.int64)
         key = (text_codes.astype(np.int64) * 8 + levels[ev]) * (len(sqlstate.values) + 1) + state_codes
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -522,7 +609,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         put(msg_codes, msg_values, ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
     auth = np.flatnonzero(kinds == AUTH)
     if len(auth):
-        text_codes, text_values = _distinct(messages.take(pa.array(auth)))
+        text_codes, text_values = messages.distinct(auth)
         parsed = [_auth(t) for t in text_values]
         codes32 = text_codes.astype(np.int32)
         put(ev_codes, ev_values, auth, Coded.constant("connection_authorized", len(auth)))
@@ -530,19 +617,17 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             put(codes, values, auth, Coded(codes32, [p[j] for p in parsed] or [""]))
     recv = np.flatnonzero(kinds == RECV)
     if len(recv):
-        (hosts,) = _session_fields(messages.take(pa.array(recv)), False, _RECV_LENIENT, (1,))
         put(ev_codes, ev_values, recv, Coded.constant("connection_received", len(recv)))
-        put(host_c, host_v, recv, _coded(hosts, len(recv), True))
+        put(host_c, host_v, recv, messages.received(recv))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
-        disc_fields = _session_fields(messages.take(pa.array(disc)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
-        h, m, sec = (_floats(col) for col in disc_fields[:3])
+        (h, m, sec), (d_user, d_db, d_host) = messages.disconnected(disc)
         session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
         put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
-        put(user_c, user_v, disc, _coded(disc_fields[3], len(disc)))
-        put(db_c, db_v, disc, _coded(disc_fields[4], len(disc)))
-        put(host_c, host_v, disc, _coded(disc_fields[5], len(disc), True))
-    # every host value went through host_of in _coded
+        put(user_c, user_v, disc, d_user)
+        put(db_c, db_v, disc, d_db)
+        put(host_c, host_v, disc, d_host)
+    # every host value went through host_of (_names)
     ev_rows = ev.tolist()
 
     # A DETAIL belongs to the entry before it when only secondary lines come between.
@@ -553,7 +638,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         row_of = {int(keep[j]): j for j in ev_rows}
         for d in details.tolist():
             j = row_of.get(int(last_primary[d]), -1)
-            if j >= 0 and not drop[j] and not detail[j]:
+            if j >= 0 and not drop[j] and not detail.get(j):
                 text = buf[int(at[d]) + 3 : int(ends[d])]
                 detail[j] = text.replace(b"\n\t", b"\n").decode("utf-8", "replace")
 
@@ -572,13 +657,22 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             "application": Coded(app_c, app_v),
             "host": Coded(host_c, host_v or [""]),
             "message": Coded(msg_codes, msg_values),
-            "detail": Coded.texts(detail),
+            "detail": _details(detail, k),
         },
     )
     if drop.any():
         rows = rows.take(np.flatnonzero(~drop))
     rows.lines, rows.entries, rows.bytes_read = lines, entry_count, size
     return rows
+
+
+def _details(detail: dict[int, str], k: int) -> Coded:
+    """The detail column of k rows from the few that have one (Coded.texts of the full list)."""
+    codes = np.zeros(k, dtype=np.int32)
+    index = {"": 0}
+    for j, text in detail.items():
+        codes[j] = index.setdefault(text, len(index))
+    return Coded(codes, list(index))
 
 
 def _prefix_fields(
