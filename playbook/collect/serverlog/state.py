@@ -64,15 +64,20 @@ class Vocab:
         and the summary's order among equal counts, follow the log alone."""
         if not len(coded.codes):
             return np.zeros(0, dtype=np.int32)
-        get = self.index.get
+        index, values = self.index, self.values
+        get = index.get
         found = [get(v, -1) for v in coded.values]
-        table = np.array(found, dtype=np.int32)
         if -1 in found:
             used, first = np.unique(coded.codes, return_index=True)
             for c in used[np.argsort(first, kind="stable")].tolist():
-                if table[c] < 0:
-                    table[c] = self.code(coded.values[c])
-        return table[coded.codes]
+                if found[c] < 0:  # plain lists and dicts here: a block may bring ~10k new hosts
+                    value = coded.values[c]
+                    code = get(value)
+                    if code is None:
+                        code = index[value] = len(values)
+                        values.append(value)
+                    found[c] = code
+        return np.array(found, dtype=np.int32)[coded.codes]
 
     def code(self, value: str) -> int:
         found = self.index.get(value)
@@ -185,11 +190,22 @@ class _Carry:
                 column[pos] = new[name][hit]
         insert = ~hit & keep_new
         if insert.any():
+            # np.insert's result, with the places worked out once for every column: `at` is
+            # sorted (pids are), so the i-th new row lands at at[i] + i
             where = at[insert]
-            self.pid = np.insert(self.pid, where, pids[insert])
+            placed = where + np.arange(len(where))
+            old = np.ones(len(self.pid) + len(where), dtype=bool)
+            old[placed] = False
+
+            def inserted(column: np.ndarray, values: np.ndarray) -> np.ndarray:
+                out = np.empty(len(old), dtype=column.dtype)
+                out[placed] = values
+                out[old] = column
+                return out
+
+            self.pid = inserted(self.pid, pids[insert])
             self.columns = {
-                name: np.insert(column, where, new[name][insert].astype(column.dtype))
-                for name, column in self.columns.items()
+                name: inserted(column, new[name][insert]) for name, column in self.columns.items()
             }
         flagged = self.columns["open_has"] | self.columns["recv_has"] | self.columns["cause_has"]
         if 2 * int(flagged.sum()) < len(flagged):

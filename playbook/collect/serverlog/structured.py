@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from playbook.collect import log_events
+from playbook.collect.serverlog import stderr
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.stderr import (
     _AUTH_LENIENT,
@@ -51,9 +52,9 @@ _classified: dict[tuple[str, str, str], str | None] = {}
 
 def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
     """Rows of a block of whole csvlog records."""
-    if not buf.strip():
+    if not buf or buf.isspace():  # what `not buf.strip()` says, without copying the block
         rows = Rows.empty()
-        rows.lines, rows.bytes_read = buf.count(b"\n"), len(buf)
+        rows.lines, rows.bytes_read = _newlines(buf), len(buf)
         return rows
     table = pacsv.read_csv(
         io.BytesIO(buf),
@@ -68,12 +69,12 @@ def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
     columns = {field: table.column(f"c{i}").combine_chunks() for i, field in _CSV_WANTED.items()}
     # a CSV line with fewer than 23 fields is not a csvlog record
     valid = _arr(pc.is_valid(table.column("c22").combine_chunks()))
-    return _rows(columns, valid, clock, lines=buf.count(b"\n"), size=len(buf), csv=True)
+    return _rows(columns, valid, clock, lines=_newlines(buf), size=len(buf), csv=True)
 
 
 def parse_json_block(buf: bytes, clock: Clock) -> Rows:
     """Rows of a block of whole jsonlog lines."""
-    lines = buf.count(b"\n")
+    lines = _newlines(buf)
     schema = pa.schema(
         [(name, pa.string()) for name in _JSON_FIELDS if name != "pid"] + [("pid", pa.int64())]
     )
@@ -89,6 +90,12 @@ def parse_json_block(buf: bytes, clock: Clock) -> Rows:
         columns = _json_by_line(buf)
     n = len(columns["timestamp"])
     return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf))
+
+
+def _newlines(buf: bytes) -> int:
+    """buf.count(b"\n"), with memchr where the compiled loops are (several times faster)."""
+    compiled = stderr.COMPILED
+    return compiled.count_lines(buf) if compiled is not None else buf.count(b"\n")
 
 
 def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
@@ -123,15 +130,31 @@ def _decoded(
     """(codes, distinct texts, which distinct raw values were empty) of a binary column: the
     texts decoded with replacement once per distinct value (cleaned as names, through host_of
     for hosts)."""
-    encoded = pc.dictionary_encode(values.fill_null(b""))
-    raw = encoded.dictionary.to_pylist()
-    texts = [v.decode("utf-8", "replace") for v in raw]
-    if host:
-        texts = [host_of(t) for t in texts]
+    codes, texts = _distinct_texts(values.fill_null(b""), host)
     empty = np.array([not t for t in texts], dtype=bool)
     if clean:
         texts = [clean_name(t) for t in texts]
-    return _arr(encoded.indices).astype(np.int32), texts or [""], empty if len(empty) else np.ones(1, bool)
+    return codes, texts or [""], empty if len(empty) else np.ones(1, bool)
+
+
+def _distinct_texts(values: pa.Array, host: bool = False) -> tuple[np.ndarray, list[str]]:
+    """(int32 codes, distinct values decoded with replacement) of a binary column without
+    nulls: hashed and decoded in C straight from the column's buffers when the compiled loops
+    are there, else pyarrow's dictionary_encode and a decode per distinct value. With `host`
+    the texts go through host_of."""
+    compiled = stderr.COMPILED
+    if compiled is not None and len(values):
+        _, offsets_buffer, data = values.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+            values.offset : values.offset + len(values) + 1
+        ]
+        bounds = offsets.astype(np.int64)
+        how = 4 if host else 3  # host_of in C, else the text alone
+        codes, texts = compiled.encode(data if data is not None else b"", bounds[:-1], bounds[1:], how)
+        return np.frombuffer(codes, dtype=np.int32), texts
+    encoded = pc.dictionary_encode(values)
+    texts = [v.decode("utf-8", "replace") for v in encoded.dictionary.to_pylist()]
+    return _arr(encoded.indices).astype(np.int32), [host_of(t) for t in texts] if host else texts
 
 
 def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) -> Coded:
@@ -157,15 +180,22 @@ def _fill(
     wanted = np.flatnonzero(empty[first.codes[rows]])
     if not len(wanted):
         return first
-    texts = values.take(pa.array(wanted)).to_pylist()
+    # once per distinct raw value (as Coded.of of the cleaned names would give, row for row)
+    encoded = pc.dictionary_encode(values.take(pa.array(wanted)).fill_null(b""))
+    second = _arr(encoded.indices).astype(np.int32)
+    raw: list[bytes] = encoded.dictionary.to_pylist()
+    index = {v: i for i, v in enumerate(raw)}
     for i, j in enumerate(wanted.tolist()):
         if j in patched:
-            texts[i] = patched[j][field]
-    names = [clean_name(t) for t in texts]
-    second = Coded.of([host_of(n) for n in names] if host else names)
+            value = patched[j][field]
+            code = second[i] = index.setdefault(value, len(raw))
+            if code == len(raw):
+                raw.append(value)
+    names = [clean_name(t) for t in raw]
+    names = [clean_name(host_of(n)) for n in names] if host else names
     codes = first.codes.copy()
-    codes[rows[wanted]] = second.codes + len(first.values)
-    return Coded(codes, first.values + second.values)
+    codes[rows[wanted]] = second + len(first.values)
+    return Coded(codes, first.values + names)
 
 
 def _rows(
