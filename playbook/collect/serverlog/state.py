@@ -27,14 +27,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from playbook.collect import log_events
 from playbook.collect.serverlog.rows import AUTH, CODED, DISC, EVENT, RECV, TEXT, Coded, Rows
+
+if TYPE_CHECKING:  # pandas loads where frames are built: `playbook logs` builds none
+    import pandas as pd
 
 SESSION_LINE_ROWS = 20_000  # per session-line event: the latest ones
 SESSION_ROWS = 50_000
@@ -657,6 +659,8 @@ class SessionState:
         """The events frame, in log order. It is built column by column from the chunks, which
         it empties as it goes (peak memory: about the chunks or the frame, not both), so it is
         called once, at the end of a read."""
+        import pandas as pd
+
         # the capped chunks trimmed (small), the uncapped ones as they are (no joined copy)
         present = [p for p in (c.columns() for c in self.event_chunks.values()) if p is not None]
         present += self.rare_chunks.parts
@@ -686,6 +690,8 @@ class SessionState:
         return pd.DataFrame(out)[EVENT_COLUMNS]
 
     def sessions_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         columns = self.session_chunks.columns()
         if columns is None:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SESSION_COLUMNS})
@@ -739,11 +745,15 @@ def _merge_counts(
 
 def _strings(codes: np.ndarray, values: list[str]) -> Any:
     """A text column from codes into its distinct values, gathered in C (pandas' str dtype)."""
+    import pandas as pd
+
     taken = pa.array(values, pa.string()).take(pa.array(np.asarray(codes, dtype=np.int64)))
     return pd.array(taken, dtype="str")
 
 
 def _utc(values: np.ndarray) -> pd.Series:
+    import pandas as pd
+
     stamps = np.asarray(values, dtype=np.int64).astype("datetime64[ms]")
     return pd.Series(pd.DatetimeIndex(stamps).tz_localize("UTC"))
 
@@ -751,6 +761,8 @@ def _utc(values: np.ndarray) -> pd.Series:
 def _categorical(codes: np.ndarray, values: list[str]) -> pd.Categorical:
     """Codes into the values actually used, sorted: the same log gives the same frame however
     it was split or ordered (bincount, not np.unique: no sort of a million codes)."""
+    import pandas as pd
+
     codes = np.asarray(codes, dtype=np.int64)
     used = (
         np.flatnonzero(np.bincount(codes, minlength=len(values))) if len(codes) else np.array([], dtype=int)

@@ -348,13 +348,61 @@ def _named(pattern: str) -> str:
 
 
 def _arr(values: pa.Array) -> np.ndarray:
+    """A pyarrow array as numpy. Integers, floats and booleans without nulls are read from the
+    array's buffers: pyarrow's own conversions (to_numpy, pa.array, scalars) load pandas on
+    first use, which `playbook logs` on a stderr log otherwise never needs (half a second)."""
+    kind = values.type
+    if values.null_count == 0 and len(values):
+        first, n = values.offset, len(values)
+        data = values.buffers()[1]
+        if pa.types.is_boolean(kind):
+            bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=first + n, bitorder="little")
+            return bits[first:].astype(bool)
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            letter = "f" if pa.types.is_floating(kind) else "i" if pa.types.is_signed_integer(kind) else "u"
+            return np.frombuffer(data, dtype=f"<{letter}{kind.bit_width // 8}")[first : first + n]
     return np.asarray(values.to_numpy(zero_copy_only=False))
+
+
+def _bools(values: np.ndarray) -> pa.Array:
+    """pa.array(values) for a numpy bool array, built from buffers (see _arr)."""
+    bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def _binaries(values: list[bytes | None]) -> pa.Array:
+    """pa.array(values, pa.binary()), built from buffers (see _arr)."""
+    valid = np.array([v is not None for v in values], dtype=bool)
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([len(v) if v is not None else 0 for v in values])
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    data = pa.py_buffer(b"".join(v for v in values if v is not None))
+    return pa.Array.from_buffers(pa.binary(), len(values), [validity, pa.py_buffer(offsets), data])
+
+
+def _indices(values: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
+    """pa.array(values, mask=nulls) for int64 positions, built from buffers (see _arr)."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    validity = None
+    if nulls is not None and nulls.any():
+        validity = pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+    return pa.Array.from_buffers(pa.int64(), len(data), [validity, pa.py_buffer(data)])
 
 
 def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
     """A binary column (nulls as "") as codes into its distinct values."""
     if values is None:
         return Coded.constant("", n)
+    if COMPILED is not None and len(values):
+        # hashed and cleaned in C straight from the column's buffers; a null reads as ""
+        _, offsets, data = values.buffers()
+        first = values.offset
+        bounds = np.frombuffer(offsets, dtype=np.int32)[first : first + len(values) + 1].astype(np.int64)
+        starts, ends = bounds[:-1], bounds[1:]
+        if values.null_count:
+            ends = np.where(_arr(values.is_valid()), ends, starts)
+        codes, names = COMPILED.encode(data if data is not None else b"", starts, ends, 2 if host else 1)
+        return Coded(np.frombuffer(codes, dtype=np.int32), names or [""])
     encoded = pc.dictionary_encode(values.fill_null(b""))
     return Coded(_arr(encoded.indices).astype(np.int32), _names(encoded.dictionary.to_pylist(), host) or [""])
 
@@ -511,14 +559,14 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             continue
         at_entries = keep[rows_at]
         got, got_ok = _prefix_fields(
-            entries.take(pa.array(at_entries)), buf, starts[at_entries], ends[at_entries], spec, passes
+            entries.take(_indices(at_entries)), buf, starts[at_entries], ends[at_entries], spec, passes
         )
         ok[rows_at] = got_ok
         scatter[rows_at] = done + np.arange(len(rows_at))
         done += len(rows_at)
         pieces.append((got, len(rows_at)))
     # every regex column at full length (null where the regex did not run)
-    index = pa.array(scatter, mask=scatter < 0)
+    index = _indices(scatter, nulls=scatter < 0)
     fields: dict[str, pa.Array | None] = {}
     for name in (n for _, g in spec.fast.passes for n in g):
         if all(got.get(name) is None for got, _ in pieces):
@@ -532,7 +580,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     sel = np.flatnonzero(ok)
     keep = keep[sel]
     k = len(keep)
-    take_sel = pa.array(sel)
+    take_sel = _indices(sel)
     fields = {name: (col.take(take_sel) if col is not None else None) for name, col in fields.items()}
     kinds = kinds[sel]
     fast = fast_ok[sel]
@@ -715,7 +763,7 @@ def _prefix_fields(
         for name in names:
             column = columns[name]
             assert column is not None
-            columns[name] = pc.replace_with_mask(column, pa.array(mask), pa.array(patch[name], pa.binary()))
+            columns[name] = pc.replace_with_mask(column, _bools(mask), _binaries(patch[name]))
         ok[missed[fixed]] = True
     return columns, ok
 
