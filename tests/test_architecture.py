@@ -55,10 +55,11 @@ def test_help_and_run_load_no_lab(argv: list[str]) -> None:
         assert not {"pandas", "psycopg", "matplotlib"} & loaded
 
 
-def test_reading_a_stderr_log_loads_no_pandas() -> None:
-    """`playbook logs` builds no frame: on a stderr log it reads, pairs and sums without pandas
-    (half a second of start-up that bench/log_throughput.py counts)."""
-    log = ROOT / "tests" / "data" / "logs" / "pg18_incident.log"
+@pytest.mark.parametrize("name", ["pg18_incident.log", "pg18_incident.csv", "pg18_incident.json"])
+def test_reading_logs_loads_no_pandas(name: str) -> None:
+    """`playbook logs` builds no frame: it reads, pairs and sums without pandas (half a second
+    of start-up that bench/log_throughput.py counts), in stderr, csvlog and jsonlog."""
+    log = ROOT / "tests" / "data" / "logs" / name
     loaded = modules_loaded_by(f"from playbook.cli import main; main(['logs', {str(log)!r}, '--json'])")
     assert "pandas" not in loaded
 

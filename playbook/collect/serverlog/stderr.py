@@ -380,6 +380,11 @@ def _binaries(values: list[bytes | None]) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), len(values), [validity, pa.py_buffer(offsets), data])
 
 
+def _scalar(value: bytes | None) -> pa.Scalar:
+    """pa.scalar(value, pa.binary()), taken from an array built from buffers (see _arr)."""
+    return _binaries([value])[0]
+
+
 def _indices(values: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
     """pa.array(values, mask=nulls) for int64 positions, built from buffers (see _arr)."""
     data = np.ascontiguousarray(values, dtype=np.int64)
@@ -403,7 +408,7 @@ def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
             ends = np.where(_arr(values.is_valid()), ends, starts)
         codes, names = COMPILED.encode(data if data is not None else b"", starts, ends, 2 if host else 1)
         return Coded(np.frombuffer(codes, dtype=np.int32), names or [""])
-    encoded = pc.dictionary_encode(values.fill_null(b""))
+    encoded = pc.dictionary_encode(values.fill_null(_scalar(b"")))
     return Coded(_arr(encoded.indices).astype(np.int32), _names(encoded.dictionary.to_pylist(), host) or [""])
 
 
@@ -438,12 +443,12 @@ class _Messages:
             bounds[1:-1:2], bounds[2:-1:2] = starts, ends
             buffers = [None, pa.py_buffer(bounds), pa.py_buffer(buf)]
             column = pa.Array.from_buffers(pa.binary(), 2 * k + 1, buffers)
-            self.column = column.take(pa.array(np.arange(1, 2 * k + 1, 2)))
+            self.column = column.take(_indices(np.arange(1, 2 * k + 1, 2)))
 
     def distinct(self, rows: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
         """(int64 codes, distinct messages in order of first appearance) of `rows`."""
         if self.column is not None:
-            return _distinct(self.column.take(pa.array(rows)))
+            return _distinct(self.column.take(_indices(rows)))
         assert COMPILED is not None
         codes, values = COMPILED.encode(self.buf, self.starts[rows], self.ends[rows], 0)
         return np.frombuffer(codes, dtype=np.int32).astype(np.int64), values
@@ -471,7 +476,7 @@ class _Messages:
     def received(self, rows: np.ndarray) -> Coded:
         """The hosts of 'connection received' lines (the lenient regex for odd ones)."""
         if self.column is not None:
-            (hosts,) = _session_fields(self.column.take(pa.array(rows)), False, _RECV_LENIENT, (1,))
+            (hosts,) = _session_fields(self.column.take(_indices(rows)), False, _RECV_LENIENT, (1,))
             return _coded(hosts, len(rows), True)
         assert COMPILED is not None
         ok, _, fields = COMPILED.session_fields(self.buf, self.starts[rows], self.ends[rows], False)
@@ -486,7 +491,7 @@ class _Messages:
         """((hours, minutes, seconds), (user, database, host)) of disconnection lines (NaN
         where the lenient regex finds no time either)."""
         if self.column is not None:
-            got = _session_fields(self.column.take(pa.array(rows)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
+            got = _session_fields(self.column.take(_indices(rows)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
             n = len(rows)
             return tuple(_floats(col) for col in got[:3]), (
                 _coded(got[3], n),
@@ -770,8 +775,9 @@ def _prefix_fields(
 
 def _floats(values: pa.Array) -> np.ndarray:
     """Numbers of a binary column; empty or null: NaN."""
-    text = pc.if_else(pc.equal(values, b""), pa.scalar(None, pa.binary()), values).cast(pa.string())
-    return np.asarray(pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    text = pc.if_else(pc.equal(values, _scalar(b"")), _scalar(None), values).cast(pa.string())
+    nan = pa.Array.from_buffers(pa.float64(), 1, [None, pa.py_buffer(np.array([np.nan]))])[0]
+    return _arr(pc.cast(text, pa.float64()).fill_null(nan)).astype(np.float64)
 
 
 def _distinct(values: pa.Array) -> tuple[np.ndarray, list[bytes]]:
@@ -788,7 +794,7 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
     user=U database=D host=H[ port=P]' -> [H, M, S, U, D, H]; and which rows had that shape."""
     n = len(texts)
     parts = pc.split_pattern(texts, " ")
-    offsets = np.asarray(parts.offsets)[:-1].astype(np.int64)
+    offsets = _arr(parts.offsets)[:-1].astype(np.int64)
     counts = _arr(pc.list_value_length(parts)).astype(np.int64)
     values = parts.values
     shape: tuple[tuple[int, bytes, bool], ...]
@@ -804,13 +810,13 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
     last = np.maximum(offsets + counts - 1, 0)
 
     def token(i: int) -> pa.Array:
-        return values.take(pa.array(np.minimum(offsets + i, last)))
+        return values.take(_indices(np.minimum(offsets + i, last)))
 
     fields: list[pa.Array] = []
     for i, text, exact in shape:
         t = token(i)
         if exact:
-            ok &= _arr(pc.equal(t, text))
+            ok &= _arr(pc.equal(t, _scalar(text)))
         else:
             ok &= _arr(pc.starts_with(t, text))
             fields.append(pc.binary_slice(t, len(text), 1 << 30))
@@ -820,10 +826,10 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
     ok &= (counts == 7) | _arr(pc.starts_with(port, b"port="))
     clock = token(3)
     ok &= _arr(pc.match_substring_regex(clock, _TIME))
-    hms = pc.split_pattern(pc.if_else(pa.array(ok), clock, pa.scalar(b"0:0:0", pa.binary())), ":")
+    hms = pc.split_pattern(pc.if_else(_bools(ok), clock, _scalar(b"0:0:0")), ":")
     flat = hms.values
-    start = np.asarray(hms.offsets)[:-1].astype(np.int64)
-    return [flat.take(pa.array(start + j)) for j in range(3)] + fields, ok
+    start = _arr(hms.offsets)[:-1].astype(np.int64)
+    return [flat.take(_indices(start + j)) for j in range(3)] + fields, ok
 
 
 def _session_fields(
@@ -843,7 +849,7 @@ def _session_fields(
         mask = np.zeros(len(texts), dtype=bool)
         mask[missed] = True
         columns = [
-            pc.replace_with_mask(col, pa.array(mask), pa.array(values, pa.binary()))
+            pc.replace_with_mask(col, _bools(mask), _binaries(values))
             for col, values in zip(columns, patch, strict=False)
         ]
     return columns

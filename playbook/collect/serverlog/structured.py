@@ -30,9 +30,14 @@ from playbook.collect.serverlog.stderr import (
     _HARMLESS_EXCEPT,
     _HARMLESS_LOG,
     _RECV_LENIENT,
+    _arr,
+    _binaries,
+    _bools,
     _fast_head,
     _floats,
     _Head,
+    _indices,
+    _scalar,
     _split_fields,
 )
 from playbook.collect.serverlog.times import Clock
@@ -115,10 +120,6 @@ def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
     return {name: pa.array(values, pa.string()) for name, values in out.items()}
 
 
-def _arr(values: pa.Array) -> np.ndarray:
-    return np.asarray(values.to_numpy(zero_copy_only=False))
-
-
 def _binary(values: pa.Array) -> pa.Array:
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return values if pa.types.is_binary(values.type) else values.cast(pa.binary())
@@ -130,7 +131,7 @@ def _decoded(
     """(codes, distinct texts, which distinct raw values were empty) of a binary column: the
     texts decoded with replacement once per distinct value (cleaned as names, through host_of
     for hosts)."""
-    codes, texts = _distinct_texts(values.fill_null(b""), host)
+    codes, texts = _distinct_texts(values.fill_null(_scalar(b"")), host)
     empty = np.array([not t for t in texts], dtype=bool)
     if clean:
         texts = [clean_name(t) for t in texts]
@@ -181,7 +182,7 @@ def _fill(
     if not len(wanted):
         return first
     # once per distinct raw value (as Coded.of of the cleaned names would give, row for row)
-    encoded = pc.dictionary_encode(values.take(pa.array(wanted)).fill_null(b""))
+    encoded = pc.dictionary_encode(values.take(_indices(wanted)).fill_null(_scalar(b"")))
     second = _arr(encoded.indices).astype(np.int32)
     raw: list[bytes] = encoded.dictionary.to_pylist()
     index = {v: i for i, v in enumerate(raw)}
@@ -207,12 +208,12 @@ def _rows(
     entries = int(valid.sum())
     columns = {name: _binary(col) for name, col in columns.items()}
     level_all = columns["error_severity"]
-    interesting = _arr(pc.is_in(level_all, pa.array([x.encode() for x in _INTERESTING], pa.binary()))) & valid
+    interesting = _arr(pc.is_in(level_all, _binaries([x.encode() for x in _INTERESTING]))) & valid
     cand = np.flatnonzero(interesting)
-    take = pa.array(cand)
+    take = _indices(cand)
     level = level_all.take(take)
     message = columns["message"].take(take)
-    is_log = _arr(pc.equal(level, b"LOG"))
+    is_log = _arr(pc.equal(level, _scalar(b"LOG")))
 
     def starts(text: bytes) -> np.ndarray:
         return _arr(pc.starts_with(message, text))
@@ -227,7 +228,7 @@ def _rows(
     )
     session = disc | recv | auth
     head8 = pc.binary_slice(message, 0, 8)
-    harmless = is_log & _arr(pc.is_in(head8, pa.array(list(_HARMLESS_LOG), pa.binary())))
+    harmless = is_log & _arr(pc.is_in(head8, _binaries(list(_HARMLESS_LOG))))
     for text in _HARMLESS_EXCEPT:
         harmless &= ~starts(text)
     maybe = np.flatnonzero(~session & ~harmless)
@@ -235,11 +236,11 @@ def _rows(
     event_of = np.zeros(len(cand), dtype=np.int32)  # code into event_names; 0: none
     event_names = [""]
     if len(maybe):
-        sub = message.take(pa.array(maybe))
-        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), 0)
+        sub = message.take(_indices(maybe))
+        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), _indices(np.zeros(1))[0])
         f_codes, f_texts, _ = _decoded(first_line)
-        l_codes, l_texts, _ = _decoded(level.take(pa.array(maybe)))
-        s_codes, s_texts, _ = _decoded(columns["state_code"].take(pa.array(cand[maybe])))
+        l_codes, l_texts, _ = _decoded(level.take(_indices(maybe)))
+        s_codes, s_texts, _ = _decoded(columns["state_code"].take(_indices(cand[maybe])))
         key = (f_codes.astype(np.int64) * len(l_texts) + l_codes) * len(s_texts) + s_codes
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         found = []
@@ -259,7 +260,7 @@ def _rows(
     kept = np.flatnonzero(session | (event_of > 0))
     rows_at = cand[kept]
     k = len(kept)
-    pick = pa.array(rows_at)
+    pick = _indices(rows_at)
     kinds = np.full(k, EVENT, dtype=np.int8)
     kinds[disc[kept]] = DISC
     kinds[recv[kept]] = RECV
@@ -272,7 +273,7 @@ def _rows(
         (AUTH, "connection_authorized"),
     ):
         ev_codes[kinds == kind_code] = names.index(event_id)
-    texts = message.take(pa.array(kept))
+    texts = message.take(_indices(kept))
 
     def coded(name: str, clean: bool = True, host: bool = False) -> tuple[Coded, np.ndarray]:
         values = columns[name].take(pick)
@@ -288,7 +289,7 @@ def _rows(
     session_s = np.full(k, np.nan)
     d_rows = np.flatnonzero(kinds == DISC)
     if len(d_rows):
-        got, ok = _split_fields(texts.take(pa.array(d_rows)), True)
+        got, ok = _split_fields(texts.take(_indices(d_rows)), True)
         h, m, sec = (_floats(c) for c in got[:3])
         seconds = np.round(h * 3600 + m * 60 + sec, 3)
         patched: dict[int, tuple[bytes, ...]] = {}
@@ -304,7 +305,7 @@ def _rows(
         host = _fill(host, host_empty, d_rows, got[5], patched, 2, host=True)
     r_rows = np.flatnonzero(kinds == RECV)
     if len(r_rows):
-        got, ok = _split_fields(texts.take(pa.array(r_rows)), False)
+        got, ok = _split_fields(texts.take(_indices(r_rows)), False)
         patched = {}
         for j in np.flatnonzero(~ok).tolist():
             match = _RECV_LENIENT.match(texts[int(r_rows[j])].as_py())
@@ -313,7 +314,7 @@ def _rows(
     a_rows = np.flatnonzero(kinds == AUTH)
     if len(a_rows):
         # the record's application_name is not set yet when this line is written
-        a_codes, a_texts, _ = _decoded(texts.take(pa.array(a_rows)))
+        a_codes, a_texts, _ = _decoded(texts.take(_indices(a_rows)))
         parsed = []
         for t in a_texts:
             match = _AUTH_LENIENT.match(t.encode())
@@ -330,11 +331,11 @@ def _rows(
     stamps = columns["timestamp"].take(pick)
     ts = clock.to_utc(*_wall_and_zone(stamps))
     pid_text = columns["pid"].take(pick)
-    digits = _arr(pc.match_substring_regex(pid_text, r"^[0-9]+$").fill_null(False))
+    digits = _arr(pc.match_substring_regex(pid_text, r"^[0-9]+$").fill_null(_bools(np.zeros(1, bool))[0]))
     pid = np.zeros(k, dtype=np.int64)
     if digits.any():
-        pid[digits] = _arr(pc.cast(pid_text.filter(pa.array(digits)).cast(pa.string()), pa.int64()))
-    level_c, level_v, _ = _decoded(level.take(pa.array(kept)))
+        pid[digits] = _arr(pc.cast(pid_text.filter(_bools(digits)).cast(pa.string()), pa.int64()))
+    level_c, level_v, _ = _decoded(level.take(_indices(kept)))
     state_c, state_v, _ = _decoded(columns["state_code"].take(pick), clean=True)
     msg_c, msg_v, _ = _decoded(texts)
     det_c, det_v, _ = _decoded(columns["detail"].take(pick))
@@ -366,7 +367,7 @@ def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
     """'2025-03-01 10:00:00.123 CET' -> (naive datetime64[ms], zone name): split at the last
     space (no space: no time, the whole text as the name). The usual shape (milliseconds, a
     zone name of 1 to 8 bytes) is read with numpy; the rest once per distinct text."""
-    stamps = stamps.fill_null(b"")
+    stamps = stamps.fill_null(_scalar(b""))
     data = stamps.buffers()[2]
     if data is not None and len(stamps):
         arr = np.frombuffer(data, dtype=np.uint8)
@@ -379,7 +380,9 @@ def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
         ok &= np.array([b"\0" not in n and b" " not in n for n in zone_names], dtype=bool)[zone_codes]
         if ok.all():
             names = [n.decode("utf-8", "replace") for n in zone_names]
-            zone = Coded.of(names)
+            index: dict[str, int] = {}  # Coded.of for these few names, without pandas
+            first_codes = np.array([index.setdefault(n, len(index)) for n in names], dtype=np.int32)
+            zone = Coded(first_codes, [clean_name(n) for n in index] or [""])
             return ms.astype("datetime64[ms]"), Coded(zone.codes[zone_codes], zone.values)
     codes, texts, _ = _decoded(stamps)
     walls, zones = zip(*(t.rpartition(" ")[::2] for t in texts), strict=True)
