@@ -321,7 +321,7 @@ def main() -> int:
         [sys.executable, "-c", "import playbook.cli, playbook.logs_command, playbook.collect.serverlog"]
     )
     print(
-        f"our start-up (imports: pandas, pyarrow): {startup.wall:.2f} s wall, {startup.cpu:.2f} s CPU, "
+        f"our start-up (imports: numpy, pyarrow): {startup.wall:.2f} s wall, {startup.cpu:.2f} s CPU, "
         f"{startup.peak_mb:.0f} MB"
     )
     print("MB/s: size / wall time; MB/s/core: size / CPU time; reader: size / (CPU time - start-up CPU)")

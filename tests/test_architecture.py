@@ -51,8 +51,17 @@ def test_the_diagnosis_stands_on_evidence_alone() -> None:
 def test_help_and_run_load_no_lab(argv: list[str]) -> None:
     loaded = modules_loaded_by(f"from playbook.cli import main; main({argv!r})")
     assert not {m for m in loaded if m.startswith("playbook.lab") or m == "psycopg_pool"}
-    if argv[0] in ("--help", "run", "demo"):  # nothing to read yet: not even pandas
+    if argv[0] in ("--help", "run", "logs", "demo"):  # nothing to read yet: not even pandas
         assert not {"pandas", "psycopg", "matplotlib"} & loaded
+
+
+@pytest.mark.parametrize("name", ["pg18_incident.log", "pg18_incident.csv", "pg18_incident.json"])
+def test_reading_logs_loads_no_pandas(name: str) -> None:
+    """`playbook logs` builds no frame: it reads, pairs and sums without pandas (half a second
+    of start-up that bench/log_throughput.py counts), in stderr, csvlog and jsonlog."""
+    log = ROOT / "tests" / "data" / "logs" / name
+    loaded = modules_loaded_by(f"from playbook.cli import main; main(['logs', {str(log)!r}, '--json'])")
+    assert "pandas" not in loaded
 
 
 def test_a_notebook_reading_saved_evidence_loads_no_collector_or_report() -> None:

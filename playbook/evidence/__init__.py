@@ -6,7 +6,24 @@ shared vocabularies (vocab, zones, logfiles) and the pure views several readers 
 imports no collector, no driver and no report.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from playbook.evidence.manifest import MANIFEST_SCHEMA, Manifest
-from playbook.evidence.store import Evidence
+
+if TYPE_CHECKING:
+    from playbook.evidence.store import Evidence
 
 __all__ = ["MANIFEST_SCHEMA", "Evidence", "Manifest"]
+
+
+def __getattr__(name: str) -> Any:
+    """Evidence (and with it pandas) loads on first use: the shared vocabularies here (zones,
+    logfiles) are read by `playbook logs`, which never builds a frame and should not pay for
+    pandas at start-up."""
+    if name == "Evidence":
+        from playbook.evidence.store import Evidence
+
+        return Evidence
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

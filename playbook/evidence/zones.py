@@ -21,7 +21,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import numpy as np
-import pandas as pd
 
 from playbook.errors import PlaybookError
 
@@ -127,6 +126,8 @@ def to_utc(
             warnings.append(f"times in {what} carry no zone and none was given: read as UTC")
             return values
         return _localize(values, zone.tz, None)
+    import pandas as pd  # here, not at the top: `playbook logs` reads zone names without pandas
+
     names = pd.Series(pd.Categorical(list(abbreviations)))
     out = np.empty(values.shape, dtype="datetime64[ms]")
     for code, name in enumerate(names.cat.categories):
@@ -152,6 +153,8 @@ def to_utc(
 def _localize(values: np.ndarray, tz: tzinfo, dst: bool | None) -> np.ndarray:
     # Without a name to choose by, the hour that occurs twice is read as its first (summer) one.
     flags = np.full(values.shape, True if dst is None else dst, dtype=bool)
+    import pandas as pd
+
     localized = pd.DatetimeIndex(values).tz_localize(tz, ambiguous=flags, nonexistent="shift_forward")
     return localized.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ms]")
 
@@ -160,6 +163,8 @@ def _abbreviation_is_dst(tz: tzinfo, name: str, values: np.ndarray) -> bool | No
     """True when `name` is the zone's summer-time name, False for standard time, None if foreign."""
     if values.size == 0:
         return False
+    import pandas as pd
+
     probe = pd.Timestamp(values[0]).to_pydatetime()
     for days in range(0, 366, 30):
         moment = (probe + timedelta(days=days)).replace(tzinfo=tz)

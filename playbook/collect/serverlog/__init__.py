@@ -24,9 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from playbook.collect.serverlog.prefix import COMMON_PREFIXES, compile_prefix, detect_prefix
 from playbook.collect.serverlog.rows import Rows
@@ -34,10 +32,13 @@ from playbook.collect.serverlog.sources import FORMATS, WHAT, PlannedFile, detec
 from playbook.collect.serverlog.state import EVENT_COLUMNS, SESSION_COLUMNS, SessionState
 from playbook.collect.serverlog.stderr import StderrSpec, parse_block
 from playbook.collect.serverlog.structured import parse_csv_block, parse_json_block
-from playbook.collect.serverlog.summary import summarise
+from playbook.collect.serverlog.summary import iso, summarise
 from playbook.collect.serverlog.times import Clock, as_utc
 from playbook.errors import PlaybookError
 from playbook.evidence.zones import Zone
+
+if TYPE_CHECKING:  # pandas loads where the frames are built: `playbook logs` builds none
+    import pandas as pd
 
 __all__ = [
     "COMMON_PREFIXES",
@@ -54,12 +55,29 @@ __all__ = [
 BLOCK_SIZE = 4 << 20  # big enough that per-block overhead vanishes, small enough to stay flat
 
 
+class _Frames:
+    """The events and sessions frames of a read: built from its state once, on first use (a
+    read that keeps frames asks at once; `playbook logs`, which keeps none, never asks, and
+    never loads pandas)."""
+
+    def __init__(self, state: SessionState) -> None:
+        self._state: SessionState | None = state
+        self._built: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+    def get(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if self._built is None:
+            assert self._state is not None
+            self._built = (self._state.events_frame(), self._state.sessions_frame())
+            self._state = None
+        return self._built
+
+
 @dataclass
 class ServerLogEvidence:
-    """What the server logs say about sessions; `summary` is JSON-serialisable."""
+    """What the server logs say about sessions; `summary` is JSON-serialisable. `events` and
+    `sessions` are the frames (empty ones when the read kept none)."""
 
-    events: pd.DataFrame
-    sessions: pd.DataFrame
+    frames: _Frames = field(repr=False)
     summary: dict[str, Any]
     bytes_read: int
     lines: int
@@ -67,6 +85,14 @@ class ServerLogEvidence:
     format: str
     prefix: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def events(self) -> pd.DataFrame:
+        return self.frames.get()[0]
+
+    @property
+    def sessions(self) -> pd.DataFrame:
+        return self.frames.get()[1]
 
 
 def _parse(fmt: str, spec: StderrSpec | None, zone: Zone | None, what: str, buf: bytes) -> Rows:
@@ -238,8 +264,9 @@ def read_server_logs(
         if gc_was_enabled:
             gc.enable()
 
-    events = state.events_frame()
-    sessions = state.sessions_frame()
+    frames_built = _Frames(state)
+    if frames:
+        frames_built.get()  # now, while the chunks are all that is held (they are emptied as it goes)
     files = [str(p.path) for p in planned]
     dropped = state.events_dropped()
     if dropped or state.session_chunks.dropped:
@@ -256,14 +283,13 @@ def read_server_logs(
         files,
         detected,
         prefix,
-        None if since_utc is None else pd.Timestamp(since_utc, tz="UTC").isoformat(),
-        None if until_utc is None else pd.Timestamp(until_utc, tz="UTC").isoformat(),
+        None if since_utc is None else iso(int(since_utc.astype("datetime64[ms]").astype("int64"))),
+        None if until_utc is None else iso(int(until_utc.astype("datetime64[ms]").astype("int64"))),
         zones_assumed,
         warnings,
     )
     return ServerLogEvidence(
-        events=events,
-        sessions=sessions,
+        frames=frames_built,
         summary=summary,
         bytes_read=state.bytes_read,
         lines=state.lines,

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from playbook.evidence.zones import NameReading
 
@@ -54,20 +53,16 @@ class Coded:
         """Factorize in C, then clean only the distinct values."""
         if not len(items):
             return cls(np.zeros(0, dtype=np.int32), [""])
-        arr = np.empty(len(items), dtype=object)
-        arr[:] = items
-        codes, uniques = pd.factorize(arr, use_na_sentinel=False)
-        return cls(codes.astype(np.int32), [clean_name(v) for v in uniques])
+        codes, uniques = _factorize(items)
+        return cls(codes, [clean_name(v) for v in uniques])
 
     @classmethod
     def texts(cls, items: Sequence[str]) -> Coded:
         """Factorize texts as they are (no cleaning)."""
         if not len(items):
             return cls(np.zeros(0, dtype=np.int32), [""])
-        arr = np.empty(len(items), dtype=object)
-        arr[:] = items
-        codes, uniques = pd.factorize(arr, use_na_sentinel=False)
-        return cls(codes.astype(np.int32), list(uniques))
+        codes, uniques = _factorize(items)
+        return cls(codes, list(uniques))
 
     @classmethod
     def constant(cls, value: str, n: int) -> Coded:
@@ -75,6 +70,17 @@ class Coded:
 
     def take(self, index: np.ndarray) -> Coded:
         return Coded(self.codes[index], self.values)
+
+
+def _factorize(items: Sequence[Any]) -> tuple[np.ndarray, Any]:
+    """pandas' factorize (first-appearance order, None kept as a value), pandas imported here:
+    the stderr reader never calls it, so `playbook logs` on a stderr log never loads pandas."""
+    import pandas as pd
+
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
+    return codes.astype(np.int32), uniques
 
 
 @dataclass

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from playbook.collect import log_events
 from playbook.collect.serverlog.rows import AUTH, CODED, DISC, EVENT, RECV, TEXT, Coded, Rows
+
+if TYPE_CHECKING:  # pandas loads where frames are built: `playbook logs` builds none
+    import pandas as pd
 
 SESSION_LINE_ROWS = 20_000  # per session-line event: the latest ones
 SESSION_ROWS = 50_000
@@ -64,15 +66,20 @@ class Vocab:
         and the summary's order among equal counts, follow the log alone."""
         if not len(coded.codes):
             return np.zeros(0, dtype=np.int32)
-        get = self.index.get
+        index, values = self.index, self.values
+        get = index.get
         found = [get(v, -1) for v in coded.values]
-        table = np.array(found, dtype=np.int32)
         if -1 in found:
             used, first = np.unique(coded.codes, return_index=True)
             for c in used[np.argsort(first, kind="stable")].tolist():
-                if table[c] < 0:
-                    table[c] = self.code(coded.values[c])
-        return table[coded.codes]
+                if found[c] < 0:  # plain lists and dicts here: a block may bring ~10k new hosts
+                    value = coded.values[c]
+                    code = get(value)
+                    if code is None:
+                        code = index[value] = len(values)
+                        values.append(value)
+                    found[c] = code
+        return np.array(found, dtype=np.int32)[coded.codes]
 
     def code(self, value: str) -> int:
         found = self.index.get(value)
@@ -185,11 +192,22 @@ class _Carry:
                 column[pos] = new[name][hit]
         insert = ~hit & keep_new
         if insert.any():
+            # np.insert's result, with the places worked out once for every column: `at` is
+            # sorted (pids are), so the i-th new row lands at at[i] + i
             where = at[insert]
-            self.pid = np.insert(self.pid, where, pids[insert])
+            placed = where + np.arange(len(where))
+            old = np.ones(len(self.pid) + len(where), dtype=bool)
+            old[placed] = False
+
+            def inserted(column: np.ndarray, values: np.ndarray) -> np.ndarray:
+                out = np.empty(len(old), dtype=column.dtype)
+                out[placed] = values
+                out[old] = column
+                return out
+
+            self.pid = inserted(self.pid, pids[insert])
             self.columns = {
-                name: np.insert(column, where, new[name][insert].astype(column.dtype))
-                for name, column in self.columns.items()
+                name: inserted(column, new[name][insert]) for name, column in self.columns.items()
             }
         flagged = self.columns["open_has"] | self.columns["recv_has"] | self.columns["cause_has"]
         if 2 * int(flagged.sum()) < len(flagged):
@@ -641,6 +659,8 @@ class SessionState:
         """The events frame, in log order. It is built column by column from the chunks, which
         it empties as it goes (peak memory: about the chunks or the frame, not both), so it is
         called once, at the end of a read."""
+        import pandas as pd
+
         # the capped chunks trimmed (small), the uncapped ones as they are (no joined copy)
         present = [p for p in (c.columns() for c in self.event_chunks.values()) if p is not None]
         present += self.rare_chunks.parts
@@ -670,6 +690,8 @@ class SessionState:
         return pd.DataFrame(out)[EVENT_COLUMNS]
 
     def sessions_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         columns = self.session_chunks.columns()
         if columns is None:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SESSION_COLUMNS})
@@ -723,11 +745,15 @@ def _merge_counts(
 
 def _strings(codes: np.ndarray, values: list[str]) -> Any:
     """A text column from codes into its distinct values, gathered in C (pandas' str dtype)."""
+    import pandas as pd
+
     taken = pa.array(values, pa.string()).take(pa.array(np.asarray(codes, dtype=np.int64)))
     return pd.array(taken, dtype="str")
 
 
 def _utc(values: np.ndarray) -> pd.Series:
+    import pandas as pd
+
     stamps = np.asarray(values, dtype=np.int64).astype("datetime64[ms]")
     return pd.Series(pd.DatetimeIndex(stamps).tz_localize("UTC"))
 
@@ -735,6 +761,8 @@ def _utc(values: np.ndarray) -> pd.Series:
 def _categorical(codes: np.ndarray, values: list[str]) -> pd.Categorical:
     """Codes into the values actually used, sorted: the same log gives the same frame however
     it was split or ordered (bincount, not np.unique: no sort of a million codes)."""
+    import pandas as pd
+
     codes = np.asarray(codes, dtype=np.int64)
     used = (
         np.flatnonzero(np.bincount(codes, minlength=len(values))) if len(codes) else np.array([], dtype=int)

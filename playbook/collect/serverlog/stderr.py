@@ -32,6 +32,11 @@ from playbook.collect.serverlog.prefix import FastPrefix, PrefixRegex, compile_p
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.times import Clock, epoch_to_utc
 
+try:  # the compiled loops (setup.py builds them); the numpy code below is their reference
+    from playbook.collect.serverlog import _scan
+except ImportError:  # a checkout used without installing it: the numpy code alone
+    _scan = None  # type: ignore[assignment]
+
 _LEVELS = (b"LOG", b"FATAL", b"ERROR", b"WARNING", b"PANIC")
 _SECONDARY = (b"DETAIL", b"HINT", b"CONTEXT", b"STATEMENT", b"QUERY", b"LOCATION")
 _L_LOG, _L_DETAIL = 1, 6  # index+1 into _LEVELS + _SECONDARY
@@ -53,6 +58,17 @@ _HARMLESS_LOG = (
     b"bind <un", b"process ", b"restartp", b"listenin", b"logical ", b"starting",
 )  # fmt: skip
 _HARMLESS_EXCEPT = (b"starting PostgreSQL",)  # server_start begins like "starting logical ..."
+
+# The compiled loops spell these rules in C; they run only while both spellings agree (a rule
+# changed here alone turns them off rather than giving other rows). Tests set COMPILED to None
+# to compare with the numpy code.
+_RULES = {
+    "levels": _ALL_LEVELS,
+    "session_heads": _SESSION_HEADS,
+    "harmless_log": _HARMLESS_LOG,
+    "harmless_except": tuple(t[:17] for t in _HARMLESS_EXCEPT),
+}
+COMPILED = _scan if _scan is not None and _scan.RULES == _RULES else None
 
 _DISC_LENIENT = re.compile(
     rb"^disconnection: session time: (\d+):(\d+):(\d+(?:\.\d+)?)"
@@ -125,6 +141,8 @@ def _fast_head(
     per byte place: no window matrix. With `zone_ends` (csvlog and jsonlog times) the zone
     name ends there and nothing follows it (pid 0)."""
     k = len(starts)
+    if COMPILED is not None and len(arr):
+        return _fast_head_compiled(arr, starts, limits, head, zone_ends)
     last = len(arr) - 1
 
     def byte(offset: np.ndarray | int) -> np.ndarray:
@@ -191,6 +209,101 @@ def _fast_head(
     return ok, ms, inverse.astype(np.int32), names, pid
 
 
+def _fast_head_compiled(
+    arr: np.ndarray, starts: np.ndarray, limits: np.ndarray, head: _Head, zone_ends: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes], np.ndarray]:
+    """`_fast_head` in one compiled loop per entry (the same bytes read, the same answers)."""
+    assert COMPILED is not None
+    k = len(starts)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    ok = np.empty(k, dtype=np.uint8)
+    ms = np.empty(k, dtype=np.int64)
+    key = np.empty(k, dtype=np.uint64)
+    pid = np.zeros(k, dtype=np.int64)
+    if zone_ends is None:
+        limits = np.ascontiguousarray(limits, dtype=np.int64)
+        COMPILED.head(arr, starts, limits, head.millis, head.between, ok, ms, key, pid)
+    else:
+        COMPILED.stamp(arr, starts, np.ascontiguousarray(zone_ends, dtype=np.int64), ok, ms, key)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    names = [int(u).to_bytes(8, "little").rstrip(b"\0") for u in uniq.tolist()]
+    return ok.view(bool), ms, inverse.astype(np.int32), names, pid
+
+
+_Scanned = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def _entries_compiled(buf: bytes, arr: np.ndarray) -> _Scanned:
+    """`_entries` in one compiled pass (playbook/collect/serverlog/_scan.c)."""
+    assert COMPILED is not None
+    lines, entry_count, *columns = COMPILED.scan(buf)
+    starts, ends, at = (np.frombuffer(c, dtype=np.int64) for c in columns[:3])
+    level, kind = (np.frombuffer(c, dtype=np.int8) for c in columns[3:])
+    return lines, starts, ends, at, level, kind, entry_count
+
+
+def _entries(buf: bytes, arr: np.ndarray) -> _Scanned:
+    """(lines, and per entry: start, end without its final newline, the place of its ':  '
+    (0: none), level code, kind; entries whose ':  ' follows a capital or a digit) of a
+    non-empty block. Entries are the lines not starting with a tab (a continuation) or a
+    newline; kind is a _SESSION_HEADS code for LOG session lines, EVENT for entries that may be
+    events (FATAL, ERROR, PANIC, WARNING, a LOG wording not known to be harmless), else 0."""
+    size = len(buf)
+    newlines = np.flatnonzero(arr == 10)
+    lines = len(newlines) + (0 if buf[-1] == 10 else 1)
+    starts = np.concatenate((np.zeros(1, dtype=np.int64), newlines + 1))
+    starts = starts[starts < size]
+    first = arr[starts]
+    starts = starts[(first != 9) & (first != 10)]  # tab: a continuation line; newline: empty
+    n = len(starts)
+    if not n:
+        empty = np.zeros(0, dtype=np.int64)
+        return lines, empty, empty, empty, np.zeros(0, np.int8), np.zeros(0, np.int8), 0
+    bounds = np.append(starts, size)
+    ends = bounds[1:].copy()
+    ends[arr[ends - 1] == 10] -= 1  # without the newline that ends the entry
+    entries = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(buf)]
+    )
+    pos = _arr(pc.find_substring(entries, ":  ")).astype(np.int64)
+    has = (pos > 0) & (starts + pos + 3 <= ends)
+    at = np.where(has, starts + pos, 0)
+
+    # The level: the word right before ':  ', not preceded by another capital.
+    before = arr[np.clip(at[:, None] - _WINDOW + np.arange(_WINDOW), 0, size - 1)]
+    level = np.zeros(n, dtype=np.int8)
+    # the last 8 bytes before ':  ' as one integer: a level word is its top len(word) bytes
+    key8 = np.ascontiguousarray(before[:, _WINDOW - 8 :]).view("<u8").ravel()
+    for code, word in enumerate(_ALL_LEVELS, start=1):
+        k = len(word)
+        if k <= 8:
+            same = (key8 >> np.uint64(8 * (8 - k))) == np.uint64(int.from_bytes(word, "little"))
+        else:
+            same = (key8 == np.uint64(int.from_bytes(word[-8:], "little"))) & (
+                before[:, _WINDOW - k] == word[0]
+            )
+        prev = before[:, _WINDOW - k - 1]
+        same &= (prev < 65) | (prev > 90)
+        level[same & has & (level == 0)] = code
+    upper = before[:, -1]
+    entry_count = int((has & (((upper >= 65) & (upper <= 90)) | ((upper >= 48) & (upper <= 57)))).sum())
+
+    # The first bytes of the message decide what kind of line it is.
+    head = arr[np.clip(at[:, None] + 3 + np.arange(17), 0, size - 1)]
+    heads = np.ascontiguousarray(head).view("S17").ravel()
+    is_log = level == _L_LOG
+    kind = np.zeros(n, dtype=np.int8)
+    for text, code in _SESSION_HEADS.items():
+        kind[is_log & (heads == text)] = code
+    head8 = np.ascontiguousarray(head[:, :8]).view("S8").ravel()
+    harmless = np.isin(head8, np.array(_HARMLESS_LOG, dtype="S8"))
+    for text in _HARMLESS_EXCEPT:
+        harmless &= ~np.char.startswith(heads, text[:17])
+    candidate = ((level >= 2) & (level <= 5)) | (is_log & (kind == 0) & ~harmless)
+    kind[candidate] = EVENT
+    return lines, starts, ends, at, level, kind, entry_count
+
+
 _classified: dict[tuple[bytes, int, bytes], tuple[str | None, str]] = {}
 _auth_cache: dict[bytes, tuple[str, str, str]] = {}
 
@@ -235,25 +348,171 @@ def _named(pattern: str) -> str:
 
 
 def _arr(values: pa.Array) -> np.ndarray:
+    """A pyarrow array as numpy. Integers, floats and booleans without nulls are read from the
+    array's buffers: pyarrow's own conversions (to_numpy, pa.array, scalars) load pandas on
+    first use, which `playbook logs` on a stderr log otherwise never needs (half a second)."""
+    kind = values.type
+    if values.null_count == 0 and len(values):
+        first, n = values.offset, len(values)
+        data = values.buffers()[1]
+        if pa.types.is_boolean(kind):
+            bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=first + n, bitorder="little")
+            return bits[first:].astype(bool)
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            letter = "f" if pa.types.is_floating(kind) else "i" if pa.types.is_signed_integer(kind) else "u"
+            return np.frombuffer(data, dtype=f"<{letter}{kind.bit_width // 8}")[first : first + n]
     return np.asarray(values.to_numpy(zero_copy_only=False))
+
+
+def _bools(values: np.ndarray) -> pa.Array:
+    """pa.array(values) for a numpy bool array, built from buffers (see _arr)."""
+    bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def _binaries(values: list[bytes | None]) -> pa.Array:
+    """pa.array(values, pa.binary()), built from buffers (see _arr)."""
+    valid = np.array([v is not None for v in values], dtype=bool)
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([len(v) if v is not None else 0 for v in values])
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    data = pa.py_buffer(b"".join(v for v in values if v is not None))
+    return pa.Array.from_buffers(pa.binary(), len(values), [validity, pa.py_buffer(offsets), data])
+
+
+def _scalar(value: bytes | None) -> pa.Scalar:
+    """pa.scalar(value, pa.binary()), taken from an array built from buffers (see _arr)."""
+    return _binaries([value])[0]
+
+
+def _indices(values: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
+    """pa.array(values, mask=nulls) for int64 positions, built from buffers (see _arr)."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    validity = None
+    if nulls is not None and nulls.any():
+        validity = pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+    return pa.Array.from_buffers(pa.int64(), len(data), [validity, pa.py_buffer(data)])
 
 
 def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
     """A binary column (nulls as "") as codes into its distinct values."""
     if values is None:
         return Coded.constant("", n)
-    encoded = pc.dictionary_encode(values.fill_null(b""))
+    if COMPILED is not None and len(values):
+        # hashed and cleaned in C straight from the column's buffers; a null reads as ""
+        _, offsets, data = values.buffers()
+        first = values.offset
+        bounds = np.frombuffer(offsets, dtype=np.int32)[first : first + len(values) + 1].astype(np.int64)
+        starts, ends = bounds[:-1], bounds[1:]
+        if values.null_count:
+            ends = np.where(_arr(values.is_valid()), ends, starts)
+        codes, names = COMPILED.encode(data if data is not None else b"", starts, ends, 2 if host else 1)
+        return Coded(np.frombuffer(codes, dtype=np.int32), names or [""])
+    encoded = pc.dictionary_encode(values.fill_null(_scalar(b"")))
+    return Coded(_arr(encoded.indices).astype(np.int32), _names(encoded.dictionary.to_pylist(), host) or [""])
+
+
+def _names(raw: list[bytes], host: bool = False) -> list[str]:
+    """Distinct raw names as the frames show them (clean_name; then host_of for hosts), each
+    worked out once per process (the same few names fill every block)."""
     cache = _HOSTS if host else _NAMES
     if len(cache) > 200_000:  # names with ids in them: stay bounded
         cache.clear()
     get = cache.get
     names = []
-    for v in encoded.dictionary.to_pylist():
+    for v in raw:
         name = get(v)
         if name is None:
             name = cache[v] = host_of(clean_name(v)) if host else clean_name(v)
         names.append(name)
-    return Coded(_arr(encoded.indices).astype(np.int32), names or [""])
+    return names
+
+
+class _Messages:
+    """The kept entries' messages (buf[starts[i]:ends[i]]) and what is read from them: the
+    compiled loops when there are, else pyarrow over one binary column (the reference)."""
+
+    def __init__(self, buf: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.buf, self.starts, self.ends = buf, starts, ends
+        self.column: pa.Array | None = None
+        if COMPILED is None:
+            # one binary array over the block's buffer: every other slice of [0, s0, e0, s1, ...]
+            k = len(starts)
+            bounds = np.empty(2 * k + 2, dtype=np.int32)
+            bounds[0], bounds[-1] = 0, len(buf)
+            bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+            buffers = [None, pa.py_buffer(bounds), pa.py_buffer(buf)]
+            column = pa.Array.from_buffers(pa.binary(), 2 * k + 1, buffers)
+            self.column = column.take(_indices(np.arange(1, 2 * k + 1, 2)))
+
+    def distinct(self, rows: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+        """(int64 codes, distinct messages in order of first appearance) of `rows`."""
+        if self.column is not None:
+            return _distinct(self.column.take(_indices(rows)))
+        assert COMPILED is not None
+        codes, values = COMPILED.encode(self.buf, self.starts[rows], self.ends[rows], 0)
+        return np.frombuffer(codes, dtype=np.int32).astype(np.int64), values
+
+    def _text(self, row: int) -> bytes:
+        return self.buf[int(self.starts[row]) : int(self.ends[row])].rstrip(b"\n")
+
+    def _encoded(
+        self, starts: np.ndarray, ends: np.ndarray, patch: dict[int, bytes], host: bool = False
+    ) -> Coded:
+        """The slices as a Coded column of names (cleaned in C, as _names would), rows in
+        `patch` taking the raw value given there."""
+        assert COMPILED is not None
+        starts, ends = np.ascontiguousarray(starts), np.ascontiguousarray(ends)
+        raw, values = COMPILED.encode(self.buf, starts, ends, 2 if host else 1)
+        codes = np.frombuffer(raw, dtype=np.int32)  # a bytearray's: writable
+        if patch:
+            first = len(values)
+            index: dict[bytes, int] = {}
+            for j, value in patch.items():
+                codes[j] = first + index.setdefault(value, len(index))
+            values += _names(list(index), host)
+        return Coded(codes, values or [""])
+
+    def received(self, rows: np.ndarray) -> Coded:
+        """The hosts of 'connection received' lines (the lenient regex for odd ones)."""
+        if self.column is not None:
+            (hosts,) = _session_fields(self.column.take(_indices(rows)), False, _RECV_LENIENT, (1,))
+            return _coded(hosts, len(rows), True)
+        assert COMPILED is not None
+        ok, _, fields = COMPILED.session_fields(self.buf, self.starts[rows], self.ends[rows], False)
+        bounds = np.frombuffer(fields, dtype=np.int64).reshape(-1, 2)
+        patch = {}
+        for j in np.flatnonzero(np.frombuffer(ok, dtype=np.uint8) == 0).tolist():
+            match = _RECV_LENIENT.match(self._text(int(rows[j])))
+            patch[j] = (match.group(1) or b"") if match else b""
+        return self._encoded(bounds[:, 0], bounds[:, 1], patch, host=True)
+
+    def disconnected(self, rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[Coded, Coded, Coded]]:
+        """((hours, minutes, seconds), (user, database, host)) of disconnection lines (NaN
+        where the lenient regex finds no time either)."""
+        if self.column is not None:
+            got = _session_fields(self.column.take(_indices(rows)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
+            n = len(rows)
+            return tuple(_floats(col) for col in got[:3]), (
+                _coded(got[3], n),
+                _coded(got[4], n),
+                _coded(got[5], n, True),
+            )
+        assert COMPILED is not None
+        ok, raw_hms, fields = COMPILED.session_fields(self.buf, self.starts[rows], self.ends[rows], True)
+        hms = np.frombuffer(raw_hms, dtype=np.float64).reshape(-1, 3)  # writable
+        bounds = np.frombuffer(fields, dtype=np.int64).reshape(-1, 6)
+        patches: tuple[dict[int, bytes], ...] = ({}, {}, {})
+        for j in np.flatnonzero(np.frombuffer(ok, dtype=np.uint8) == 0).tolist():
+            match = _DISC_LENIENT.match(self._text(int(rows[j])))
+            groups = [(match.group(g) or b"") if match else b"" for g in range(1, 7)]
+            hms[j] = [float(g) if g else np.nan for g in groups[:3]]
+            for patch, value in zip(patches, groups[3:], strict=True):
+                patch[j] = value
+        names = tuple(
+            self._encoded(bounds[:, 2 * i], bounds[:, 2 * i + 1], patches[i], host=i == 2) for i in range(3)
+        )
+        return (hms[:, 0], hms[:, 1], hms[:, 2]), (names[0], names[1], names[2])
 
 
 _NAMES: dict[bytes, str] = {}
@@ -267,59 +526,18 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     if not size:
         return Rows.empty()
     arr = np.frombuffer(buf, dtype=np.uint8)
-    newlines = np.flatnonzero(arr == 10)
-    lines = len(newlines) + (0 if buf[-1] == 10 else 1)
-    starts = np.concatenate((np.zeros(1, dtype=np.int64), newlines + 1))
-    starts = starts[starts < size]
-    first = arr[starts]
-    starts = starts[(first != 9) & (first != 10)]  # tab: a continuation line; newline: empty
+    lines, starts, ends, at, level, kind, entry_count = (_entries if COMPILED is None else _entries_compiled)(
+        buf, arr
+    )
     n = len(starts)
     if not n:
         rows = Rows.empty()
         rows.lines, rows.bytes_read = lines, size
         return rows
     bounds = np.append(starts, size)
-    ends = bounds[1:].copy()
-    ends[arr[ends - 1] == 10] -= 1  # without the newline that ends the entry
     entries = pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(buf)]
     )
-    pos = _arr(pc.find_substring(entries, ":  ")).astype(np.int64)
-    has = (pos > 0) & (starts + pos + 3 <= ends)
-    at = np.where(has, starts + pos, 0)
-
-    # The level: the word right before ':  ', not preceded by another capital.
-    before = arr[np.clip(at[:, None] - _WINDOW + np.arange(_WINDOW), 0, size - 1)]
-    level = np.zeros(n, dtype=np.int8)
-    # the last 8 bytes before ':  ' as one integer: a level word is its top len(word) bytes
-    key8 = np.ascontiguousarray(before[:, _WINDOW - 8 :]).view("<u8").ravel()
-    for code, word in enumerate(_ALL_LEVELS, start=1):
-        k = len(word)
-        if k <= 8:
-            same = (key8 >> np.uint64(8 * (8 - k))) == np.uint64(int.from_bytes(word, "little"))
-        else:
-            same = (key8 == np.uint64(int.from_bytes(word[-8:], "little"))) & (
-                before[:, _WINDOW - k] == word[0]
-            )
-        prev = before[:, _WINDOW - k - 1]
-        same &= (prev < 65) | (prev > 90)
-        level[same & has & (level == 0)] = code
-    upper = before[:, -1]
-    entry_count = int((has & (((upper >= 65) & (upper <= 90)) | ((upper >= 48) & (upper <= 57)))).sum())
-
-    # The first bytes of the message decide what kind of line it is.
-    head = arr[np.clip(at[:, None] + 3 + np.arange(17), 0, size - 1)]
-    heads = np.ascontiguousarray(head).view("S17").ravel()
-    is_log = level == _L_LOG
-    kind = np.zeros(n, dtype=np.int8)
-    for text, code in _SESSION_HEADS.items():
-        kind[is_log & (heads == text)] = code
-    head8 = np.ascontiguousarray(head[:, :8]).view("S8").ravel()
-    harmless = np.isin(head8, np.array(_HARMLESS_LOG, dtype="S8"))
-    for text in _HARMLESS_EXCEPT:
-        harmless &= ~np.char.startswith(heads, text[:17])
-    candidate = ((level >= 2) & (level <= 5)) | (is_log & (kind == 0) & ~harmless)
-    kind[candidate] = EVENT
     keep = np.flatnonzero(kind > 0)
 
     # Prefix fields of the kept entries: time, zone and pid with numpy where the prefix allows
@@ -346,14 +564,14 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             continue
         at_entries = keep[rows_at]
         got, got_ok = _prefix_fields(
-            entries.take(pa.array(at_entries)), buf, starts[at_entries], ends[at_entries], spec, passes
+            entries.take(_indices(at_entries)), buf, starts[at_entries], ends[at_entries], spec, passes
         )
         ok[rows_at] = got_ok
         scatter[rows_at] = done + np.arange(len(rows_at))
         done += len(rows_at)
         pieces.append((got, len(rows_at)))
     # every regex column at full length (null where the regex did not run)
-    index = pa.array(scatter, mask=scatter < 0)
+    index = _indices(scatter, nulls=scatter < 0)
     fields: dict[str, pa.Array | None] = {}
     for name in (n for _, g in spec.fast.passes for n in g):
         if all(got.get(name) is None for got, _ in pieces):
@@ -367,7 +585,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     sel = np.flatnonzero(ok)
     keep = keep[sel]
     k = len(keep)
-    take_sel = pa.array(sel)
+    take_sel = _indices(sel)
     fields = {name: (col.take(take_sel) if col is not None else None) for name, col in fields.items()}
     kinds = kinds[sel]
     fast = fast_ok[sel]
@@ -404,18 +622,12 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     host = _coded(fields.get("host") if fields.get("host") is not None else fields.get("host_port"), k, True)
     sqlstate = _coded(sqlstate_col, k)
 
-    # Messages: bytes after ':  ' up to the entry's end (continuation lines included), as one
-    # binary array over the block's buffer: every other slice of [0, start0, end0, start1, ...]
-    msg_starts, msg_ends = at[keep] + 3, ends[keep]
-    bounds = np.empty(2 * k + 2, dtype=np.int32)
-    bounds[0], bounds[-1] = 0, size
-    bounds[1:-1:2], bounds[2:-1:2] = msg_starts, msg_ends
-    messages = pa.Array.from_buffers(pa.binary(), 2 * k + 1, [None, pa.py_buffer(bounds), pa.py_buffer(buf)])
-    messages = messages.take(pa.array(np.arange(1, 2 * k + 1, 2)))
+    # Messages: bytes after ':  ' up to the entry's end (continuation lines included)
+    messages = _Messages(buf, at[keep] + 3, ends[keep])
     levels = level[keep]
     event = Coded.constant("", k)
     message = Coded.constant("", k)
-    detail = [""] * k
+    detail: dict[int, str] = {}  # row -> its DETAIL: most rows have none
     session_s = np.full(k, np.nan)
     drop = np.zeros(k, dtype=bool)
     user_v, db_v, app_v, host_v = (list(c.values) for c in (user, database, application, host))
@@ -431,7 +643,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     # Entries that may be events: classified once per distinct (message, level, SQLSTATE).
     ev = np.flatnonzero(kinds == EVENT)
     if len(ev):
-        text_codes, text_values = _distinct(messages.take(pa.array(ev)))
+        text_codes, text_values = messages.distinct(ev)
         state_codes = sqlstate.codes[ev].astype(np.int64)
         key = (text_codes.astype(np.int64) * 8 + levels[ev]) * (len(sqlstate.values) + 1) + state_codes
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -450,7 +662,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         put(msg_codes, msg_values, ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
     auth = np.flatnonzero(kinds == AUTH)
     if len(auth):
-        text_codes, text_values = _distinct(messages.take(pa.array(auth)))
+        text_codes, text_values = messages.distinct(auth)
         parsed = [_auth(t) for t in text_values]
         codes32 = text_codes.astype(np.int32)
         put(ev_codes, ev_values, auth, Coded.constant("connection_authorized", len(auth)))
@@ -458,19 +670,17 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             put(codes, values, auth, Coded(codes32, [p[j] for p in parsed] or [""]))
     recv = np.flatnonzero(kinds == RECV)
     if len(recv):
-        (hosts,) = _session_fields(messages.take(pa.array(recv)), False, _RECV_LENIENT, (1,))
         put(ev_codes, ev_values, recv, Coded.constant("connection_received", len(recv)))
-        put(host_c, host_v, recv, _coded(hosts, len(recv), True))
+        put(host_c, host_v, recv, messages.received(recv))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
-        disc_fields = _session_fields(messages.take(pa.array(disc)), True, _DISC_LENIENT, (1, 2, 3, 4, 5, 6))
-        h, m, sec = (_floats(col) for col in disc_fields[:3])
+        (h, m, sec), (d_user, d_db, d_host) = messages.disconnected(disc)
         session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
         put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
-        put(user_c, user_v, disc, _coded(disc_fields[3], len(disc)))
-        put(db_c, db_v, disc, _coded(disc_fields[4], len(disc)))
-        put(host_c, host_v, disc, _coded(disc_fields[5], len(disc), True))
-    # every host value went through host_of in _coded
+        put(user_c, user_v, disc, d_user)
+        put(db_c, db_v, disc, d_db)
+        put(host_c, host_v, disc, d_host)
+    # every host value went through host_of (_names)
     ev_rows = ev.tolist()
 
     # A DETAIL belongs to the entry before it when only secondary lines come between.
@@ -481,7 +691,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         row_of = {int(keep[j]): j for j in ev_rows}
         for d in details.tolist():
             j = row_of.get(int(last_primary[d]), -1)
-            if j >= 0 and not drop[j] and not detail[j]:
+            if j >= 0 and not drop[j] and not detail.get(j):
                 text = buf[int(at[d]) + 3 : int(ends[d])]
                 detail[j] = text.replace(b"\n\t", b"\n").decode("utf-8", "replace")
 
@@ -500,13 +710,22 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             "application": Coded(app_c, app_v),
             "host": Coded(host_c, host_v or [""]),
             "message": Coded(msg_codes, msg_values),
-            "detail": Coded.texts(detail),
+            "detail": _details(detail, k),
         },
     )
     if drop.any():
         rows = rows.take(np.flatnonzero(~drop))
     rows.lines, rows.entries, rows.bytes_read = lines, entry_count, size
     return rows
+
+
+def _details(detail: dict[int, str], k: int) -> Coded:
+    """The detail column of k rows from the few that have one (Coded.texts of the full list)."""
+    codes = np.zeros(k, dtype=np.int32)
+    index = {"": 0}
+    for j, text in detail.items():
+        codes[j] = index.setdefault(text, len(index))
+    return Coded(codes, list(index))
 
 
 def _prefix_fields(
@@ -549,15 +768,16 @@ def _prefix_fields(
         for name in names:
             column = columns[name]
             assert column is not None
-            columns[name] = pc.replace_with_mask(column, pa.array(mask), pa.array(patch[name], pa.binary()))
+            columns[name] = pc.replace_with_mask(column, _bools(mask), _binaries(patch[name]))
         ok[missed[fixed]] = True
     return columns, ok
 
 
 def _floats(values: pa.Array) -> np.ndarray:
     """Numbers of a binary column; empty or null: NaN."""
-    text = pc.if_else(pc.equal(values, b""), pa.scalar(None, pa.binary()), values).cast(pa.string())
-    return np.asarray(pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    text = pc.if_else(pc.equal(values, _scalar(b"")), _scalar(None), values).cast(pa.string())
+    nan = pa.Array.from_buffers(pa.float64(), 1, [None, pa.py_buffer(np.array([np.nan]))])[0]
+    return _arr(pc.cast(text, pa.float64()).fill_null(nan)).astype(np.float64)
 
 
 def _distinct(values: pa.Array) -> tuple[np.ndarray, list[bytes]]:
@@ -574,7 +794,7 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
     user=U database=D host=H[ port=P]' -> [H, M, S, U, D, H]; and which rows had that shape."""
     n = len(texts)
     parts = pc.split_pattern(texts, " ")
-    offsets = np.asarray(parts.offsets)[:-1].astype(np.int64)
+    offsets = _arr(parts.offsets)[:-1].astype(np.int64)
     counts = _arr(pc.list_value_length(parts)).astype(np.int64)
     values = parts.values
     shape: tuple[tuple[int, bytes, bool], ...]
@@ -590,13 +810,13 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
     last = np.maximum(offsets + counts - 1, 0)
 
     def token(i: int) -> pa.Array:
-        return values.take(pa.array(np.minimum(offsets + i, last)))
+        return values.take(_indices(np.minimum(offsets + i, last)))
 
     fields: list[pa.Array] = []
     for i, text, exact in shape:
         t = token(i)
         if exact:
-            ok &= _arr(pc.equal(t, text))
+            ok &= _arr(pc.equal(t, _scalar(text)))
         else:
             ok &= _arr(pc.starts_with(t, text))
             fields.append(pc.binary_slice(t, len(text), 1 << 30))
@@ -606,10 +826,10 @@ def _split_fields(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array],
     ok &= (counts == 7) | _arr(pc.starts_with(port, b"port="))
     clock = token(3)
     ok &= _arr(pc.match_substring_regex(clock, _TIME))
-    hms = pc.split_pattern(pc.if_else(pa.array(ok), clock, pa.scalar(b"0:0:0", pa.binary())), ":")
+    hms = pc.split_pattern(pc.if_else(_bools(ok), clock, _scalar(b"0:0:0")), ":")
     flat = hms.values
-    start = np.asarray(hms.offsets)[:-1].astype(np.int64)
-    return [flat.take(pa.array(start + j)) for j in range(3)] + fields, ok
+    start = _arr(hms.offsets)[:-1].astype(np.int64)
+    return [flat.take(_indices(start + j)) for j in range(3)] + fields, ok
 
 
 def _session_fields(
@@ -629,7 +849,7 @@ def _session_fields(
         mask = np.zeros(len(texts), dtype=bool)
         mask[missed] = True
         columns = [
-            pc.replace_with_mask(col, pa.array(mask), pa.array(values, pa.binary()))
+            pc.replace_with_mask(col, _bools(mask), _binaries(values))
             for col, values in zip(columns, patch, strict=False)
         ]
     return columns

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from playbook.collect import log_events
+from playbook.collect.serverlog import stderr
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.stderr import (
     _AUTH_LENIENT,
@@ -29,9 +30,14 @@ from playbook.collect.serverlog.stderr import (
     _HARMLESS_EXCEPT,
     _HARMLESS_LOG,
     _RECV_LENIENT,
+    _arr,
+    _binaries,
+    _bools,
     _fast_head,
     _floats,
     _Head,
+    _indices,
+    _scalar,
     _split_fields,
 )
 from playbook.collect.serverlog.times import Clock
@@ -51,9 +57,9 @@ _classified: dict[tuple[str, str, str], str | None] = {}
 
 def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
     """Rows of a block of whole csvlog records."""
-    if not buf.strip():
+    if not buf or buf.isspace():  # what `not buf.strip()` says, without copying the block
         rows = Rows.empty()
-        rows.lines, rows.bytes_read = buf.count(b"\n"), len(buf)
+        rows.lines, rows.bytes_read = _newlines(buf), len(buf)
         return rows
     table = pacsv.read_csv(
         io.BytesIO(buf),
@@ -68,12 +74,12 @@ def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
     columns = {field: table.column(f"c{i}").combine_chunks() for i, field in _CSV_WANTED.items()}
     # a CSV line with fewer than 23 fields is not a csvlog record
     valid = _arr(pc.is_valid(table.column("c22").combine_chunks()))
-    return _rows(columns, valid, clock, lines=buf.count(b"\n"), size=len(buf), csv=True)
+    return _rows(columns, valid, clock, lines=_newlines(buf), size=len(buf), csv=True)
 
 
 def parse_json_block(buf: bytes, clock: Clock) -> Rows:
     """Rows of a block of whole jsonlog lines."""
-    lines = buf.count(b"\n")
+    lines = _newlines(buf)
     schema = pa.schema(
         [(name, pa.string()) for name in _JSON_FIELDS if name != "pid"] + [("pid", pa.int64())]
     )
@@ -89,6 +95,12 @@ def parse_json_block(buf: bytes, clock: Clock) -> Rows:
         columns = _json_by_line(buf)
     n = len(columns["timestamp"])
     return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf))
+
+
+def _newlines(buf: bytes) -> int:
+    """buf.count(b"\n"), with memchr where the compiled loops are (several times faster)."""
+    compiled = stderr.COMPILED
+    return compiled.count_lines(buf) if compiled is not None else buf.count(b"\n")
 
 
 def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
@@ -108,10 +120,6 @@ def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
     return {name: pa.array(values, pa.string()) for name, values in out.items()}
 
 
-def _arr(values: pa.Array) -> np.ndarray:
-    return np.asarray(values.to_numpy(zero_copy_only=False))
-
-
 def _binary(values: pa.Array) -> pa.Array:
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return values if pa.types.is_binary(values.type) else values.cast(pa.binary())
@@ -123,15 +131,31 @@ def _decoded(
     """(codes, distinct texts, which distinct raw values were empty) of a binary column: the
     texts decoded with replacement once per distinct value (cleaned as names, through host_of
     for hosts)."""
-    encoded = pc.dictionary_encode(values.fill_null(b""))
-    raw = encoded.dictionary.to_pylist()
-    texts = [v.decode("utf-8", "replace") for v in raw]
-    if host:
-        texts = [host_of(t) for t in texts]
+    codes, texts = _distinct_texts(values.fill_null(_scalar(b"")), host)
     empty = np.array([not t for t in texts], dtype=bool)
     if clean:
         texts = [clean_name(t) for t in texts]
-    return _arr(encoded.indices).astype(np.int32), texts or [""], empty if len(empty) else np.ones(1, bool)
+    return codes, texts or [""], empty if len(empty) else np.ones(1, bool)
+
+
+def _distinct_texts(values: pa.Array, host: bool = False) -> tuple[np.ndarray, list[str]]:
+    """(int32 codes, distinct values decoded with replacement) of a binary column without
+    nulls: hashed and decoded in C straight from the column's buffers when the compiled loops
+    are there, else pyarrow's dictionary_encode and a decode per distinct value. With `host`
+    the texts go through host_of."""
+    compiled = stderr.COMPILED
+    if compiled is not None and len(values):
+        _, offsets_buffer, data = values.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+            values.offset : values.offset + len(values) + 1
+        ]
+        bounds = offsets.astype(np.int64)
+        how = 4 if host else 3  # host_of in C, else the text alone
+        codes, texts = compiled.encode(data if data is not None else b"", bounds[:-1], bounds[1:], how)
+        return np.frombuffer(codes, dtype=np.int32), texts
+    encoded = pc.dictionary_encode(values)
+    texts = [v.decode("utf-8", "replace") for v in encoded.dictionary.to_pylist()]
+    return _arr(encoded.indices).astype(np.int32), [host_of(t) for t in texts] if host else texts
 
 
 def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) -> Coded:
@@ -157,15 +181,22 @@ def _fill(
     wanted = np.flatnonzero(empty[first.codes[rows]])
     if not len(wanted):
         return first
-    texts = values.take(pa.array(wanted)).to_pylist()
+    # once per distinct raw value (as Coded.of of the cleaned names would give, row for row)
+    encoded = pc.dictionary_encode(values.take(_indices(wanted)).fill_null(_scalar(b"")))
+    second = _arr(encoded.indices).astype(np.int32)
+    raw: list[bytes] = encoded.dictionary.to_pylist()
+    index = {v: i for i, v in enumerate(raw)}
     for i, j in enumerate(wanted.tolist()):
         if j in patched:
-            texts[i] = patched[j][field]
-    names = [clean_name(t) for t in texts]
-    second = Coded.of([host_of(n) for n in names] if host else names)
+            value = patched[j][field]
+            code = second[i] = index.setdefault(value, len(raw))
+            if code == len(raw):
+                raw.append(value)
+    names = [clean_name(t) for t in raw]
+    names = [clean_name(host_of(n)) for n in names] if host else names
     codes = first.codes.copy()
-    codes[rows[wanted]] = second.codes + len(first.values)
-    return Coded(codes, first.values + second.values)
+    codes[rows[wanted]] = second + len(first.values)
+    return Coded(codes, first.values + names)
 
 
 def _rows(
@@ -177,12 +208,12 @@ def _rows(
     entries = int(valid.sum())
     columns = {name: _binary(col) for name, col in columns.items()}
     level_all = columns["error_severity"]
-    interesting = _arr(pc.is_in(level_all, pa.array([x.encode() for x in _INTERESTING], pa.binary()))) & valid
+    interesting = _arr(pc.is_in(level_all, _binaries([x.encode() for x in _INTERESTING]))) & valid
     cand = np.flatnonzero(interesting)
-    take = pa.array(cand)
+    take = _indices(cand)
     level = level_all.take(take)
     message = columns["message"].take(take)
-    is_log = _arr(pc.equal(level, b"LOG"))
+    is_log = _arr(pc.equal(level, _scalar(b"LOG")))
 
     def starts(text: bytes) -> np.ndarray:
         return _arr(pc.starts_with(message, text))
@@ -197,7 +228,7 @@ def _rows(
     )
     session = disc | recv | auth
     head8 = pc.binary_slice(message, 0, 8)
-    harmless = is_log & _arr(pc.is_in(head8, pa.array(list(_HARMLESS_LOG), pa.binary())))
+    harmless = is_log & _arr(pc.is_in(head8, _binaries(list(_HARMLESS_LOG))))
     for text in _HARMLESS_EXCEPT:
         harmless &= ~starts(text)
     maybe = np.flatnonzero(~session & ~harmless)
@@ -205,11 +236,11 @@ def _rows(
     event_of = np.zeros(len(cand), dtype=np.int32)  # code into event_names; 0: none
     event_names = [""]
     if len(maybe):
-        sub = message.take(pa.array(maybe))
-        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), 0)
+        sub = message.take(_indices(maybe))
+        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), _indices(np.zeros(1))[0])
         f_codes, f_texts, _ = _decoded(first_line)
-        l_codes, l_texts, _ = _decoded(level.take(pa.array(maybe)))
-        s_codes, s_texts, _ = _decoded(columns["state_code"].take(pa.array(cand[maybe])))
+        l_codes, l_texts, _ = _decoded(level.take(_indices(maybe)))
+        s_codes, s_texts, _ = _decoded(columns["state_code"].take(_indices(cand[maybe])))
         key = (f_codes.astype(np.int64) * len(l_texts) + l_codes) * len(s_texts) + s_codes
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         found = []
@@ -229,7 +260,7 @@ def _rows(
     kept = np.flatnonzero(session | (event_of > 0))
     rows_at = cand[kept]
     k = len(kept)
-    pick = pa.array(rows_at)
+    pick = _indices(rows_at)
     kinds = np.full(k, EVENT, dtype=np.int8)
     kinds[disc[kept]] = DISC
     kinds[recv[kept]] = RECV
@@ -242,7 +273,7 @@ def _rows(
         (AUTH, "connection_authorized"),
     ):
         ev_codes[kinds == kind_code] = names.index(event_id)
-    texts = message.take(pa.array(kept))
+    texts = message.take(_indices(kept))
 
     def coded(name: str, clean: bool = True, host: bool = False) -> tuple[Coded, np.ndarray]:
         values = columns[name].take(pick)
@@ -258,7 +289,7 @@ def _rows(
     session_s = np.full(k, np.nan)
     d_rows = np.flatnonzero(kinds == DISC)
     if len(d_rows):
-        got, ok = _split_fields(texts.take(pa.array(d_rows)), True)
+        got, ok = _split_fields(texts.take(_indices(d_rows)), True)
         h, m, sec = (_floats(c) for c in got[:3])
         seconds = np.round(h * 3600 + m * 60 + sec, 3)
         patched: dict[int, tuple[bytes, ...]] = {}
@@ -274,7 +305,7 @@ def _rows(
         host = _fill(host, host_empty, d_rows, got[5], patched, 2, host=True)
     r_rows = np.flatnonzero(kinds == RECV)
     if len(r_rows):
-        got, ok = _split_fields(texts.take(pa.array(r_rows)), False)
+        got, ok = _split_fields(texts.take(_indices(r_rows)), False)
         patched = {}
         for j in np.flatnonzero(~ok).tolist():
             match = _RECV_LENIENT.match(texts[int(r_rows[j])].as_py())
@@ -283,7 +314,7 @@ def _rows(
     a_rows = np.flatnonzero(kinds == AUTH)
     if len(a_rows):
         # the record's application_name is not set yet when this line is written
-        a_codes, a_texts, _ = _decoded(texts.take(pa.array(a_rows)))
+        a_codes, a_texts, _ = _decoded(texts.take(_indices(a_rows)))
         parsed = []
         for t in a_texts:
             match = _AUTH_LENIENT.match(t.encode())
@@ -300,11 +331,11 @@ def _rows(
     stamps = columns["timestamp"].take(pick)
     ts = clock.to_utc(*_wall_and_zone(stamps))
     pid_text = columns["pid"].take(pick)
-    digits = _arr(pc.match_substring_regex(pid_text, r"^[0-9]+$").fill_null(False))
+    digits = _arr(pc.match_substring_regex(pid_text, r"^[0-9]+$").fill_null(_bools(np.zeros(1, bool))[0]))
     pid = np.zeros(k, dtype=np.int64)
     if digits.any():
-        pid[digits] = _arr(pc.cast(pid_text.filter(pa.array(digits)).cast(pa.string()), pa.int64()))
-    level_c, level_v, _ = _decoded(level.take(pa.array(kept)))
+        pid[digits] = _arr(pc.cast(pid_text.filter(_bools(digits)).cast(pa.string()), pa.int64()))
+    level_c, level_v, _ = _decoded(level.take(_indices(kept)))
     state_c, state_v, _ = _decoded(columns["state_code"].take(pick), clean=True)
     msg_c, msg_v, _ = _decoded(texts)
     det_c, det_v, _ = _decoded(columns["detail"].take(pick))
@@ -336,7 +367,7 @@ def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
     """'2025-03-01 10:00:00.123 CET' -> (naive datetime64[ms], zone name): split at the last
     space (no space: no time, the whole text as the name). The usual shape (milliseconds, a
     zone name of 1 to 8 bytes) is read with numpy; the rest once per distinct text."""
-    stamps = stamps.fill_null(b"")
+    stamps = stamps.fill_null(_scalar(b""))
     data = stamps.buffers()[2]
     if data is not None and len(stamps):
         arr = np.frombuffer(data, dtype=np.uint8)
@@ -349,7 +380,9 @@ def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
         ok &= np.array([b"\0" not in n and b" " not in n for n in zone_names], dtype=bool)[zone_codes]
         if ok.all():
             names = [n.decode("utf-8", "replace") for n in zone_names]
-            zone = Coded.of(names)
+            index: dict[str, int] = {}  # Coded.of for these few names, without pandas
+            first_codes = np.array([index.setdefault(n, len(index)) for n in names], dtype=np.int32)
+            zone = Coded(first_codes, [clean_name(n) for n in index] or [""])
             return ms.astype("datetime64[ms]"), Coded(zone.codes[zone_codes], zone.values)
     codes, texts, _ = _decoded(stamps)
     walls, zones = zip(*(t.rpartition(" ")[::2] for t in texts), strict=True)

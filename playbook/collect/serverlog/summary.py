@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from playbook.collect import log_events
 from playbook.collect.serverlog.state import SessionState
+from playbook.collect.serverlog.times import DATETIME_MS
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _iso(ms: int | None) -> str | None:
+def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ISO 8601 in UTC, as pandas' Timestamp.isoformat() prints
+    them ('2025-03-01T10:00:00.123000+00:00'; no fraction when it is zero), without loading
+    pandas (`playbook logs` on a stderr log never does)."""
     if ms is None:
         return None
-    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+    if not DATETIME_MS[0] <= int(ms) <= DATETIME_MS[1]:
+        import pandas as pd
+
+        return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+    return (_EPOCH + timedelta(milliseconds=int(ms))).isoformat()
 
 
 def _top(counts: dict[str, int], n: int = 10) -> dict[str, int]:
@@ -68,8 +78,8 @@ def summarise(
             "count": count,
             "category": kind.category if kind else "",
             "meaning": kind.meaning if kind else "",
-            "first_seen": _iso(state.first.get(code)),
-            "last_seen": _iso(state.last.get(code)),
+            "first_seen": iso(state.first.get(code)),
+            "last_seen": iso(state.last.get(code)),
             "users": _top(per_who["user"].get(code, {})),
             "databases": _top(per_who["database"].get(code, {})),
             "applications": _top(per_who["application"].get(code, {})),
@@ -109,7 +119,7 @@ def summarise(
     minutes: dict[int, dict[str, int]] = {}
     for (minute, label), count in state.timeline.items():
         minutes.setdefault(minute, {})[label] = count
-    timeline = [{"minute": _iso(minute * 60_000), **minutes[minute]} for minute in sorted(minutes)]
+    timeline = [{"minute": iso(minute * 60_000), **minutes[minute]} for minute in sorted(minutes)]
 
     # one array, sorted in place: no copies beyond one for the quantiles (millions of sessions)
     durations = np.concatenate(state.durations) if state.durations else np.zeros(0)
@@ -139,8 +149,8 @@ def summarise(
         "window": {
             "since": since,
             "until": until,
-            "first": _iso(min(first)) if first else None,
-            "last": _iso(max(last)) if last else None,
+            "first": iso(min(first)) if first else None,
+            "last": iso(max(last)) if last else None,
         },
         "categories": categories,
         "events": per_event,

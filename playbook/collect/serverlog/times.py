@@ -12,10 +12,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import numpy as np
-import pandas as pd
 
 from playbook.collect.serverlog.rows import Coded
 from playbook.evidence.zones import NameReading, Zone, read_zone_name
+
+# What Python's datetime holds (years 1 to 9999), in ms since the epoch: times inside it are
+# turned into datetimes without pandas; outside it pandas is still asked, as it always was.
+DATETIME_MS = (-62_135_596_800_000, 253_402_300_799_999)
 
 
 class Clock:
@@ -42,11 +45,24 @@ class Clock:
             reading = self.readings.get(name)
             if reading is None:
                 first = out[rows][0]
-                near = None if np.isnat(first) else pd.Timestamp(first).to_pydatetime()
+                near = None if np.isnat(first) else _datetime(first)
                 reading = self.readings[name] = read_zone_name(name, self.zone, near, self.what)
             shift = np.timedelta64(int(reading.offset.total_seconds() * 1000), "ms")
             out[rows] -= shift
         return out
+
+
+def _datetime(moment: np.datetime64) -> datetime:
+    """pd.Timestamp(moment).to_pydatetime() without loading pandas (pandas itself outside
+    DATETIME_MS, where it answers or fails as it always did)."""
+    ms = int(moment.astype("datetime64[ms]").astype(np.int64))
+    if DATETIME_MS[0] <= ms <= DATETIME_MS[1]:
+        value = moment.astype("datetime64[us]").item()
+        assert isinstance(value, datetime)
+        return value
+    import pandas as pd
+
+    return pd.Timestamp(moment).to_pydatetime()
 
 
 def epoch_to_utc(seconds: np.ndarray) -> np.ndarray:
