@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 		{ apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; }; \
 	else echo "not installed:$$missing: install your system's packages of that name (make install does it as root with apt)"; fi
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,jupyter]'

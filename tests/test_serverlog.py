@@ -806,3 +806,18 @@ def test_bench_generator_output_is_read_by_both(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_a_log_copied_through_windows_reads_as_the_original(tmp_path: Path) -> None:
+    """CRLF line ends: no name or message keeps a "\\r", and the results are the original's."""
+    original = DATA / "pg18_incident.log"
+    crlf = tmp_path / "crlf.log"
+    crlf.write_bytes(original.read_bytes().replace(b"\n", b"\r\n"))
+    plain, copied = read_server_logs([original]), read_server_logs([crlf])
+    pd.testing.assert_frame_equal(plain.events.drop(columns=["file"], errors="ignore"),
+                                  copied.events.drop(columns=["file"], errors="ignore"))  # fmt: skip
+    for column in ("user", "database", "application", "message"):
+        if column in copied.events:
+            assert not copied.events[column].astype(str).str.contains("\r").any(), column
+    for key in ("events", "by_user", "by_database", "by_application", "by_host", "sessions", "lines"):
+        assert copied.summary[key] == plain.summary[key], key

@@ -100,7 +100,11 @@ def _parse(fmt: str, spec: StderrSpec | None, zone: Zone | None, what: str, buf:
     clock = Clock(zone, what)
     if fmt == "stderr":
         assert spec is not None
+        size = len(buf)
+        if b"\r\n" in buf:  # a log copied through Windows: "\r" would end every name and message
+            buf = buf.replace(b"\r\n", b"\n")
         rows = parse_block(buf, spec, clock)
+        rows.bytes_read = size
     elif fmt == "csvlog":
         rows = parse_csv_block(buf, clock)
     else:
