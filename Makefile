@@ -21,6 +21,11 @@ install: $(VENV)/.installed
 	else echo "not installed:$$missing: install your system's packages of that name (make install does it as root with apt)"; fi
 
 $(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c
+	@# The server-log reader's hot loops are a small C extension: say what is missing in one line.
+	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || \
+		{ echo "make install: a C compiler is needed (Debian/Ubuntu: apt-get install gcc python3-dev)"; exit 1; }
+	@$(PYTHON) -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || \
+		{ echo "make install: the Python headers are needed (Debian/Ubuntu: apt-get install python3-dev)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,jupyter]'
