@@ -96,3 +96,28 @@ def test_structured_times_are_the_same_compiled_or_not(
     compiled, reference = _both(lambda buf: parse(buf, Clock(None, "test")), data, monkeypatch)
     assert compiled == reference
     assert compiled["kind"]
+
+
+def test_the_compiled_remap_gives_the_reference_codes() -> None:
+    """Vocab.remap (compiled) and Vocab.remap_reference grow the same dictionary and give the
+    same codes, block after block: values new, known, repeated within a block (two raw names
+    cleaned to one), left unused by every row (after a take), and an empty block."""
+    from playbook.collect.serverlog.rows import Coded
+    from playbook.collect.serverlog.state import Vocab
+
+    rng = np.random.default_rng(7)
+    compiled, reference = Vocab(), Vocab()
+    names = [f"10.0.{i // 256}.{i % 256}" for i in range(3000)]
+    for block in range(12):
+        values = [str(v) for v in rng.choice(names, size=int(rng.integers(1, 400)), replace=False)]
+        values[0] = ""  # the known empty name
+        if len(values) > 3:
+            values[2] = values[1]  # two raw names cleaned to the same text
+        size = 0 if block == 5 else int(rng.integers(1, 5000))
+        used = rng.integers(0, max(len(values) - 1, 1), size=size).astype(np.int32)  # the last unused
+        coded = Coded(used, values)
+        got, want = compiled.remap(coded), reference.remap_reference(coded)
+        assert got.dtype == want.dtype == np.int32
+        assert got.tolist() == want.tolist()
+        assert compiled.values == reference.values
+        assert compiled.index == reference.index

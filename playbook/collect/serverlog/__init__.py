@@ -101,7 +101,9 @@ def _parse(fmt: str, spec: StderrSpec | None, zone: Zone | None, what: str, buf:
     if fmt == "stderr":
         assert spec is not None
         size = len(buf)
-        if b"\r\n" in buf:  # a log copied through Windows: "\r" would end every name and message
+        # a log copied through Windows: "\r" would end every name and message. A lone byte is
+        # looked for first (memchr, ~0.1 ms per 4 MB block; b"\r\n" alone costs ~4 ms)
+        if b"\r" in buf and b"\r\n" in buf:
             buf = buf.replace(b"\r\n", b"\n")
         rows = parse_block(buf, spec, clock)
         rows.bytes_read = size

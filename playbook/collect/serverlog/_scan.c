@@ -612,6 +612,79 @@ static PyObject *count_lines(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(n);
 }
 
+/* remap(index, values, block_values, codes, out) -> None
+ *
+ * A block's codes into global ones (playbook.collect.serverlog.state.Vocab.remap, whose Python
+ * loop is the reference; tests/test_serverlog_compiled.py compares the two). `index` (dict
+ * str -> int) and `values` (list of str) are the global dictionary, grown in place: a block
+ * value not in `index` gets the next code, in the order the values first appear in `codes`
+ * (int32, indices into `block_values`, a list of str), not the order of `block_values` (two of
+ * which may be equal: names cleaned to the same text). `out` (int32, len(codes)) receives the
+ * global code of every row. */
+static PyObject *remap(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *index, *values, *block, *codes_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO", &PyDict_Type, &index, &PyList_Type, &values, &PyList_Type, &block,
+                          &codes_obj, &out_obj))
+        return NULL;
+    Py_buffer cv, ov;
+    if (get(codes_obj, &cv, 0) < 0) return NULL;
+    if (get(out_obj, &ov, 1) < 0) {
+        PyBuffer_Release(&cv);
+        return NULL;
+    }
+    Py_ssize_t n = cv.len / 4, m = PyList_GET_SIZE(block);
+    const int32_t *codes = cv.buf;
+    int32_t *out = ov.buf;
+    int32_t *found = PyMem_Malloc((size_t)(m > 0 ? m : 1) * sizeof(int32_t));
+    int missing = 0;
+    if (found == NULL || ov.len / 4 != n) {
+        if (found == NULL) PyErr_NoMemory();
+        else PyErr_SetString(PyExc_ValueError, "out must hold one int32 per code");
+        goto fail;
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *code = PyDict_GetItemWithError(index, PyList_GET_ITEM(block, j));
+        if (code == NULL && PyErr_Occurred()) goto fail;
+        found[j] = code == NULL ? -1 : (int32_t)PyLong_AsLong(code);
+        if (code == NULL) missing = 1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t c = codes[i];
+        if (c < 0 || c >= m) {
+            PyErr_SetString(PyExc_IndexError, "a code outside the block's values");
+            goto fail;
+        }
+        if (missing && found[c] < 0) {
+            /* first appearance of a value the global dictionary lacks (or gained just now from
+             * an equal value earlier in this block) */
+            PyObject *value = PyList_GET_ITEM(block, c), *code = PyDict_GetItemWithError(index, value);
+            if (code == NULL) {
+                if (PyErr_Occurred()) goto fail;
+                PyObject *next = PyLong_FromSsize_t(PyList_GET_SIZE(values));
+                if (next == NULL || PyDict_SetItem(index, value, next) < 0 || PyList_Append(values, value) < 0) {
+                    Py_XDECREF(next);
+                    goto fail;
+                }
+                found[c] = (int32_t)PyLong_AsLong(next);
+                Py_DECREF(next);
+            } else {
+                found[c] = (int32_t)PyLong_AsLong(code);
+            }
+        }
+        out[i] = found[c];
+    }
+    PyMem_Free(found);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&ov);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(found);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&ov);
+    return NULL;
+}
+
 /* RULES: the constants above, for stderr.py to compare with its own at import (a rule changed
  * on one side only turns the compiled path off rather than giving other rows). */
 static PyObject *rules(void) {
@@ -636,6 +709,7 @@ static PyMethodDef methods[] = {
     {"head", head, METH_VARARGS, "Time, zone key and pid of '%m [%p' heads (see _scan.c)."},
     {"stamp", stamp, METH_VARARGS, "Time and zone key of csvlog/jsonlog stamps (see _scan.c)."},
     {"encode", encode, METH_VARARGS, "Slices of a buffer as codes into their distinct values (see _scan.c)."},
+    {"remap", remap, METH_VARARGS, "A block's codes into a growing global dictionary (see _scan.c)."},
     {"count_lines", count_lines, METH_VARARGS, "Newlines in a buffer (see _scan.c)."},
     {"session_fields", session_fields, METH_VARARGS, "Fields of session lines' messages (see _scan.c)."},
     {NULL, NULL, 0, NULL},
