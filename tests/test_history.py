@@ -118,7 +118,11 @@ def test_a_run_that_cannot_connect_is_recorded_and_leaves_no_blind_spot(tmp_path
     record(history, 0, "ok", killed=1)
     port = refused_port()
     dsn = f"host=127.0.0.1 port={port} user=nobody dbname=nothing connect_timeout=5"
-    result = run_cli("run", "--dsn", dsn, "--history", str(history), "--out", str(tmp_path / "out"))
+    out = tmp_path / "out"
+    out.mkdir()  # the previous run's report: not this failed run's, which published none
+    (out / "summary.json").write_text("{}")
+    (out / "report.html").write_text("<p>the previous run's report</p>")
+    result = run_cli("run", "--dsn", dsn, "--history", str(history), "--out", str(out))
     assert result.returncode == 3, result.stderr
     records = load_records(history)
     assert [r["status"] for r in records] == ["ok", "error"]
@@ -128,4 +132,5 @@ def test_a_run_that_cannot_connect_is_recorded_and_leaves_no_blind_spot(tmp_path
     assert last_stop(history) == T0  # the failed run moved nothing: its time is read next time
     page = (history / "index.html").read_text()
     assert 'class="status error">error<' in page and "no diagnosis: " in page
-    assert not (tmp_path / "out").exists()
+    assert not (history / "runs" / failed["folder"] / "report.html").exists()
+    assert (out / "report.html").read_text() == "<p>the previous run's report</p>"  # left intact

@@ -93,19 +93,13 @@ def _record_failure(job: dict[str, Any], error: str, started_at: datetime) -> No
     target). A history that cannot be written is noted in the target's log, never a failed row."""
     from playbook.errors import PlaybookError
     from playbook.report.history import record_run
+    from playbook.report.summary import error_summary
 
     history = Path(job["history"])
-    summary = {
-        "status": "error",
-        "target": {"dsn": job["public_dsn"]},
-        "error": error,
-        "root_causes": [],
-        "findings": [],
-    }
     try:
         record_run(
             history,
-            summary=summary,
+            summary=error_summary(job["public_dsn"], error),
             aggregated={},
             report=None,
             started_at=started_at,

@@ -35,7 +35,7 @@ from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
 from playbook.report.index import report_header, verdict_line, write_index
 from playbook.report.render import combined_report, notebook_to_html
-from playbook.report.summary import build_summary, exit_code, validate
+from playbook.report.summary import build_summary, error_summary, exit_code, validate
 from playbook.target import Target
 
 NOTEBOOKS: dict[str, str] = {str(name): file for name, file in NOTEBOOK_FILES.items()}
@@ -431,10 +431,13 @@ def after_publish(
     finished_at: datetime,
     duration_s: float,
     logs_until: datetime | None,
+    published: bool = True,
 ) -> None:
-    """--history, --prometheus, --notify for a finished run (or, with an "error" summary, for a
-    run that could not diagnose). Each failure is a warning, never a failed run."""
-    report = options.out.resolve() / "report.html"
+    """--history, --prometheus, --notify for a finished run, or, with `published=False` and an
+    "error" summary, for a run that could not diagnose: whatever --out holds then is an earlier
+    run's report, never linked as this one's. Each failure is a warning, never a failed run."""
+    candidate = options.out.resolve() / "report.html"
+    report = candidate if published and candidate.exists() else None
     if options.history is not None:
         from playbook.report.history import record_run, write_history_index
 
@@ -443,7 +446,7 @@ def after_publish(
                 options.history,
                 summary=summary,
                 aggregated=aggregated,
-                report=report if report.exists() else None,
+                report=report,
                 started_at=started_at,
                 finished_at=finished_at,
                 logs_until=logs_until,
@@ -469,7 +472,7 @@ def after_publish(
         from playbook.report.alerts import notify, reaches
 
         if reaches(summary["status"], options.fail_on):
-            where = str(report if report.exists() else options.out.resolve())
+            where = str(report or options.out.resolve())
             notify(options.notify, summary, where)
 
 
@@ -480,28 +483,16 @@ def report_failure(options: RunOptions, error: str, *, started_at: datetime, dur
     that did read them stopped."""
     if options.prometheus is None and not options.notify and options.history is None:
         return
-    summary: dict[str, Any] = {
-        "status": "error",
-        "target": {"dsn": options.target.public_dsn if options.target is not None else "(offline)"},
-        "error": error,
-        "root_causes": [],
-        "findings": [],
-    }
+    public_dsn = options.target.public_dsn if options.target is not None else "(offline)"
     after_publish(
-        RunOptions(
-            target=options.target,
-            out=options.out,
-            notify=options.notify,
-            prometheus=options.prometheus,
-            history=options.history,
-            fail_on=options.fail_on,
-        ),
-        summary,
+        options,
+        error_summary(public_dsn, error),
         {},
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
         duration_s=duration_s,
         logs_until=None,
+        published=False,
     )
 
 

@@ -69,6 +69,12 @@ def build_summary(
     }
 
 
+def error_summary(dsn: str, error: str) -> dict[str, Any]:
+    """What a run that could not diagnose leaves for --history, --prometheus and --notify (not a
+    summary.json: nothing was published): status "error", the target and the one-sentence reason."""
+    return {"status": "error", "target": {"dsn": dsn}, "error": error, "root_causes": [], "findings": []}
+
+
 def evidence_warnings(evidence: Evidence) -> list[str]:
     """What the diagnosis could not stand on, one sentence each: evidence that could not be read
     (a log whose prefix matched nothing, a probe that failed), sessions of other roles this role
