@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,14 +22,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
-def positive_seconds(text: str) -> float:
+def _positive_number(text: str, unit: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of {unit}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    return _positive_number(text, "seconds")
+
+
+def positive_days(text: str) -> float:
+    return _positive_number(text, "days")
 
 
 def positive_int(text: str) -> int:
@@ -61,28 +69,14 @@ def webhook_url(text: str) -> str:
     return text
 
 
-def non_negative_days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of days")
-    return value
-
-
 def since_time(text: str) -> datetime:
     """'90s', '30m', '2h', '1d' ago, or an ISO-8601 time (UTC when it has no zone)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    from playbook.evidence.zones import since_moment
+
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a duration like 30m or 2h nor an ISO-8601 time"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return since_moment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 COMMAND_HELP = {
@@ -170,9 +164,7 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 def add_history_arguments(history: argparse.ArgumentParser) -> None:
     history.add_argument("dir", type=Path, metavar="DIR", help="the folder given to playbook run --history")
     history.add_argument("--keep", type=positive_int, metavar="N", help="keep the newest N runs only")
-    history.add_argument(
-        "--keep-days", type=non_negative_days, metavar="D", help="remove runs older than D days"
-    )
+    history.add_argument("--keep-days", type=positive_days, metavar="D", help="remove runs older than D days")
 
 
 def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
 from playbook.evidence.views import app_samples, detected_stack
 from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
+from playbook.evidence.zones import since_moment
 
 # Findings, fixes and log lines are read whole at 3 a.m.: pandas must never cut a cell with "…".
 pd.set_option("display.max_colwidth", None)
@@ -122,17 +123,10 @@ def _since(value: str | datetime | None) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value
-    text = value.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise PlaybookError(
-            f"since={value!r} is neither a duration like 30m or 2h nor an ISO-8601 time"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return since_moment(value.strip())
+    except ValueError as exc:
+        raise PlaybookError(f"since={exc}") from None
 
 
 def server_overview(evidence: Evidence) -> pd.DataFrame:

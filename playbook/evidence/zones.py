@@ -92,6 +92,21 @@ def machine_zone() -> Zone:
     return Zone(_offset_text(offset), timezone(offset), "machine")
 
 
+_AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_moment(text: str) -> datetime:
+    """A --since / `since` value: '90s', '30m', '2h', '1d' ago, or an ISO-8601 time (UTC when it
+    names no zone). ValueError, with the sentence to show, for anything else."""
+    if text[-1:] in _AGO_UNITS and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * _AGO_UNITS[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration like 30m or 2h nor an ISO-8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def fixed_offset(text: str) -> timedelta | None:
     """The offset of a numeric zone ("+08", "-0330", "+05:30") or of UTC/GMT/Z; None otherwise."""
     numeric = _NUMERIC.match(text.strip())
