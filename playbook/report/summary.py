@@ -11,6 +11,7 @@ from playbook.diagnose.findings import Finding, worst_severity
 from playbook.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARNING
 from playbook.evidence import Evidence
 from playbook.evidence.manifest import HIDDEN_ACTIVITY
+from playbook.report.verdict import HIDDEN_FROM_ROLE, NOT_READ
 
 SCHEMA_ID = "pg-session-playbook/summary/v1"
 
@@ -81,9 +82,9 @@ def evidence_warnings(evidence: Evidence) -> list[str]:
     may not see, and what the log readers assumed (an ambiguous zone abbreviation read as UTC). A
     verdict beside these is only as good as what was read, so they are shown with it, never only
     kept in the manifest."""
-    said = [f"{f['what']} not read: {f['error']}" for f in evidence.manifest.get("failures") or []]
+    said = [f"{f['what']}{NOT_READ}{f['error']}" for f in evidence.manifest.get("failures") or []]
     said += [
-        f"{u['what']} hidden from this role: {u['error']}; {u.get('grant') or ''} would show it".rstrip()
+        f"{u['what']}{HIDDEN_FROM_ROLE}{u['error']}; {u.get('grant') or ''} would show it".rstrip()
         for u in evidence.manifest.get("unavailable") or []
         if u.get("what") == HIDDEN_ACTIVITY
     ]

@@ -14,6 +14,10 @@ from typing import Any
 from playbook.evidence.vocab import NOTEBOOK_OF_CATEGORY
 
 TIMES_NOTE = "Times are UTC, to the second."
+# How summary.json's evidence_warnings say that a source was not read or that sessions were hidden
+# (report.summary writes them with these words; the verdict line reads them back).
+NOT_READ = " not read: "
+HIDDEN_FROM_ROLE = " hidden from this role: "
 
 
 def verdict_line(summary: Mapping[str, Any]) -> str:
@@ -26,10 +30,10 @@ def verdict_line(summary: Mapping[str, Any]) -> str:
         return "ERROR: no notebook could run, so nothing was diagnosed"
     if not causes:
         warnings = summary.get("evidence_warnings") or []
-        unread = [w for w in warnings if " not read: " in w]
+        unread = [w for w in warnings if NOT_READ in w]
         if unread:
             return f"OK: no cause of closed sessions found, but {len(unread)} source(s) could not be read"
-        if any(" hidden from this role: " in w for w in warnings):
+        if any(HIDDEN_FROM_ROLE in w for w in warnings):
             return "OK: no cause of closed sessions found among the sessions this role may see"
         return "OK: no cause of closed sessions found in this window"
     top = causes[0]
