@@ -50,6 +50,28 @@ static int get(PyObject *obj, Py_buffer *view, int writable) {
     return PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS : PyBUF_C_CONTIGUOUS);
 }
 
+/* The (buf, starts, ends) that encode and session_fields take: their buffers into v[0..2] (*got
+ * of them held, for the caller's release on every path), k the number of slices. 0 when every
+ * slice buf[starts[i]:ends[i]] lies inside buf; else -1 with a ValueError that names `what`. */
+static int get_slices(PyObject *o[3], Py_buffer v[3], int *got, Py_ssize_t *k, const char *what) {
+    for (*got = 0; *got < 3; (*got)++)
+        if (get(o[*got], &v[*got], 0) < 0) return -1;
+    const int64_t *starts = v[1].buf, *ends = v[2].buf;
+    Py_ssize_t size = v[0].len;
+    *k = v[1].len / 8;
+    if (v[2].len / 8 < *k) {
+        PyErr_Format(PyExc_ValueError, "%s: ends shorter than starts", what);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < *k; i++) {
+        if (starts[i] < 0 || ends[i] < starts[i] || ends[i] > size) {
+            PyErr_Format(PyExc_ValueError, "%s: a slice outside the buffer", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The first ':  ' in [from, to), or NULL. */
 static const unsigned char *find_sep(const unsigned char *from, const unsigned char *to) {
     while (from + 3 <= to) {
@@ -361,21 +383,10 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     int how;
     if (!PyArg_ParseTuple(args, "OOOi", &o[0], &o[1], &o[2], &how)) return NULL;
     int got = 0;
-    for (; got < 3; got++)
-        if (get(o[got], &v[got], 0) < 0) goto fail;
+    Py_ssize_t k = 0;
+    if (get_slices(o, v, &got, &k, "encode") < 0) goto fail;
     const unsigned char *a = v[0].buf;
     const int64_t *starts = v[1].buf, *ends = v[2].buf;
-    Py_ssize_t size = v[0].len, k = v[1].len / 8;
-    if (v[2].len / 8 < k) {
-        PyErr_SetString(PyExc_ValueError, "encode: ends shorter than starts");
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < k; i++) {
-        if (starts[i] < 0 || ends[i] < starts[i] || ends[i] > size) {
-            PyErr_SetString(PyExc_ValueError, "encode: a slice outside the buffer");
-            goto fail;
-        }
-    }
     Py_ssize_t cap = 16;
     while (cap < 2 * k) cap <<= 1;
     int32_t *slots = PyMem_Malloc((size_t)cap * sizeof(int32_t));
@@ -504,22 +515,11 @@ static PyObject *session_fields(PyObject *self, PyObject *args) {
     int disc;
     if (!PyArg_ParseTuple(args, "OOOp", &o[0], &o[1], &o[2], &disc)) return NULL;
     int got = 0;
-    for (; got < 3; got++)
-        if (get(o[got], &v[got], 0) < 0) goto fail;
+    Py_ssize_t k = 0;
+    if (get_slices(o, v, &got, &k, "session_fields") < 0) goto fail;
     const unsigned char *a = v[0].buf;
     const int64_t *starts = v[1].buf, *ends = v[2].buf;
-    Py_ssize_t size = v[0].len, k = v[1].len / 8;
     int names = disc ? 3 : 1;
-    if (v[2].len / 8 < k) {
-        PyErr_SetString(PyExc_ValueError, "session_fields: ends shorter than starts");
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < k; i++) {
-        if (starts[i] < 0 || ends[i] < starts[i] || ends[i] > size) {
-            PyErr_SetString(PyExc_ValueError, "session_fields: a slice outside the buffer");
-            goto fail;
-        }
-    }
     PyObject *ok_b = PyByteArray_FromStringAndSize(NULL, k), *secs_b = PyByteArray_FromStringAndSize(NULL, k * 24);
     PyObject *fields_b = PyByteArray_FromStringAndSize(NULL, k * names * 2 * 8);
     if (!ok_b || !secs_b || !fields_b) {
