@@ -247,13 +247,18 @@ CATEGORY_COLORS = {
 }
 
 
-def _time_axis(ax: Any) -> None:
-    """Run times on the x axis, labelled as concisely as the span allows (minutes to months)."""
+def _finished(fig: Any, ax: Any, title: str) -> str:
+    """A trend figure's common end, as a data: URI: its title, the runs' times on the x axis
+    (labelled as concisely as the span allows, minutes to months), laid out."""
     import matplotlib.dates as mdates
 
+    ax.set_title(title)
     locator = mdates.AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("run finished (UTC)")
+    fig.tight_layout()
+    return _png(fig)
 
 
 def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -286,11 +291,7 @@ def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     ax.set_ylim(0, max(3.5, max(len(r.get("findings") or []) for r in records) * 1.15))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("findings (bars)")
-    ax.set_title("Status (dots) and findings (bars) per run")
-    _time_axis(ax)
-    ax.set_xlabel("run finished (UTC)")
-    fig.tight_layout()
-    figures["status"] = _png(fig)
+    figures["status"] = _finished(fig, ax, "Status (dots) and findings (bars) per run")
 
     fig = Figure(figsize=(10, 3.2))
     ax = fig.subplots()
@@ -324,11 +325,7 @@ def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.set_ylabel("connections")
-    ax.set_title("Peak connections against the usable limit")
-    _time_axis(ax)
-    ax.set_xlabel("run finished (UTC)")
-    fig.tight_layout()
-    figures["connections"] = _png(fig)
+    figures["connections"] = _finished(fig, ax, "Peak connections against the usable limit")
 
     fig = Figure(figsize=(10, 3.2))
     ax = fig.subplots()
@@ -360,11 +357,7 @@ def trend_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.set_ylabel("events")
-    ax.set_title("Server log events per category, per run")
-    _time_axis(ax)
-    ax.set_xlabel("run finished (UTC)")
-    fig.tight_layout()
-    figures["events"] = _png(fig)
+    figures["events"] = _finished(fig, ax, "Server log events per category, per run")
     return figures
 
 
