@@ -147,3 +147,17 @@ def refused_port() -> int:
     sock.bind(("127.0.0.1", 0))
     _REFUSING.append(sock)
     return int(sock.getsockname()[1])
+
+
+def xact_age(server: LabServer, application: str) -> float:
+    """Seconds the oldest open transaction of `application` has been idle in transaction on
+    `server` (0 when it has none): how a test waits for a leak to be old enough."""
+    import psycopg
+
+    with psycopg.connect(server.dsn()) as conn:
+        row = conn.execute(
+            "SELECT max(extract(epoch FROM now() - xact_start)) FROM pg_stat_activity"
+            " WHERE application_name = %s AND state = 'idle in transaction'",
+            [application],
+        ).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0

@@ -20,7 +20,7 @@ import jsonschema
 import psycopg
 import pytest
 
-from conftest import refused_port, run_cli
+from conftest import refused_port, run_cli, xact_age
 from playbook import cli
 from playbook.fleet.run import fleet_exit_code, schema, validate
 from playbook.lab.scenarios import start_scenario
@@ -30,15 +30,6 @@ from playbook.lab.wait import wait_until
 SECRET_ENV = "FLEET_TEST_SECRET_PASSWORD"
 HEALTHY_DBS = [f"fleet_db{i:02d}" for i in range(1, 11)]
 ROLES = [f"fleet_role{i}" for i in range(1, 7)]  # odd ones get pg_monitor, even ones run with less
-
-
-def xact_age(server: LabServer) -> float:
-    with psycopg.connect(server.dsn()) as conn:
-        row = conn.execute(
-            "SELECT max(extract(epoch FROM now() - xact_start)) FROM pg_stat_activity"
-            " WHERE application_name = 'fleet-leaky' AND state = 'idle in transaction'"
-        ).fetchone()
-    return float(row[0]) if row and row[0] is not None else 0.0
 
 
 class World:
@@ -134,7 +125,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         leaky = world.build()
         scenario = start_scenario("idle_session_timeout", world.b, world.base / "scenario")
         wait_until(scenario.signature_seen, timeout=30, what="idle_session_timeout kills on server b")
-        wait_until(lambda: xact_age(world.b) >= 10.5, timeout=30, what="a transaction idle for 10 s on b")
+        old_enough = lambda: xact_age(world.b, "fleet-leaky") >= 10.5  # noqa: E731
+        wait_until(old_enough, timeout=30, what="a transaction idle for 10 s on b")
         yield world
     finally:
         if scenario is not None:

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 import pytest
 
-from conftest import refused_port, run_cli
+from conftest import refused_port, run_cli, xact_age
 from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, wait_for_requests
@@ -77,16 +77,6 @@ def receiver() -> Iterator[Receiver]:
     thread.start()
     yield Receiver(f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secret", posts)
     server.shutdown()
-
-
-def xact_age(lab: LabServer, application: str) -> float:
-    with psycopg.connect(lab.dsn()) as conn:
-        row = conn.execute(
-            "SELECT max(extract(epoch FROM now() - xact_start)) FROM pg_stat_activity"
-            " WHERE application_name = %s AND state = 'idle in transaction'",
-            [application],
-        ).fetchone()
-    return float(row[0]) if row and row[0] is not None else 0.0
 
 
 def sessions_killed(lab: LabServer) -> int:

@@ -11,7 +11,7 @@ import nbformat
 import psycopg
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, xact_age
 from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, wait_for_requests
@@ -19,22 +19,12 @@ from playbook.report.render import notebook_to_html
 from playbook.report.summary import exit_code, schema, validate
 
 
-def xact_age(lab: LabServer, application: str) -> float | None:
-    with psycopg.connect(lab.dsn()) as conn:
-        row = conn.execute(
-            "SELECT max(extract(epoch FROM now() - xact_start)) FROM pg_stat_activity"
-            " WHERE application_name = %s AND state = 'idle in transaction'",
-            [application],
-        ).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
-
-
 def test_run_finds_a_leak_and_writes_the_whole_report(lab: LabServer, tmp_path: Path) -> None:
     out = tmp_path / "report"
     with Service(lab.dsn(APP_ROLE), "billing", workers=2, min_size=2, max_size=4) as service:
         wait_for_requests(service, 10)
         service.leak_transaction()
-        wait_until(lambda: (xact_age(lab, "billing") or 0) >= 10.5, timeout=30, what="a 10 s old leak")
+        wait_until(lambda: xact_age(lab, "billing") >= 10.5, timeout=30, what="a 10 s old leak")
         result = run_cli("run", "--dsn", lab.dsn(), "--duration", "2", "--interval", "0.5", "--out", str(out))
     assert result.returncode == 1, result.stderr  # the worst finding is a warning
     assert f"report: {out.resolve() / 'index.html'}" in result.stdout
