@@ -14,10 +14,12 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo as libpq_conninfo
+from psycopg.pq import TransactionStatus
 
 from playbook import APPLICATION_NAME
 from playbook.errors import PlaybookError, TargetRefused
 
+ACTIVE, UNKNOWN = TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN
 SECRET_KEYS = ("password", "sslpassword")
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_MS = 1000
@@ -123,6 +125,18 @@ class Target:
             if refusal:
                 raise TargetRefused(message, sqlstate=refusal[0], cause=refusal[1]) from None
             raise PlaybookError(message) from None
+
+
+def cannot_run_commands(conn: psycopg.Connection[Any]) -> bool:
+    """True when `conn` can run no further command: closed, broken, or still mid-command.
+
+    The last case is a session the server ended (a FATAL such as pg_terminate_backend's) whose
+    socket psycopg stopped reading after the error: libpq still counts the query as running, so
+    every later command, the COMMIT of a `with` block's exit included, fails with "another command
+    is already in progress". Such a connection is only good for closing.
+    """
+    status = conn.info.transaction_status
+    return conn.closed or conn.broken or status in (ACTIVE, UNKNOWN)
 
 
 def resolve_target(dsn: str | None = None, **options: Any) -> Target:

@@ -96,6 +96,19 @@ def test_round_trips_end_with_an_error_row_when_the_session_is_killed(lab: LabSe
     assert latency_summary(frame)["failures"] == 1
 
 
+def test_round_trips_close_a_connection_left_mid_command(lab: LabServer) -> None:
+    # The state psycopg can leave after a FATAL that reached the client before the server closed
+    # the socket: libpq still counts a command as running and refuses every other one, the COMMIT
+    # of the `with` exit included. A query sent by hand and never read makes the same state.
+    with psycopg.connect(lab.dsn(), autocommit=True) as conn:
+        conn.pgconn.send_query(b"SELECT pg_sleep(30)")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+        frame = measure_round_trips(conn, count=5)
+        assert conn.closed
+    assert len(frame) == 1
+    assert "another command is already in progress" in frame["error"].iloc[0]
+
+
 def test_keepalive_settings_are_read_back_from_the_socket(lab: LabServer) -> None:
     dsn = (
         lab.dsn()

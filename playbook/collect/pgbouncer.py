@@ -41,7 +41,7 @@ from playbook.evidence.pgbouncer import (
 )
 from playbook.evidence.zones import Zone, to_utc
 from playbook.progress import progress_bar
-from playbook.target import DEFAULT_CONNECT_TIMEOUT_S, OWN_KEEPALIVES, parse_dsn, redact
+from playbook.target import DEFAULT_CONNECT_TIMEOUT_S, OWN_KEEPALIVES, cannot_run_commands, parse_dsn, redact
 
 _CONSOLE_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: (\S+))?$")
 
@@ -175,7 +175,7 @@ class PgBouncerSampler:
                 try:
                     batch[name] = self._show(conn, command)
                 except psycopg.Error as exc:
-                    if conn.closed or conn.broken:
+                    if cannot_run_commands(conn):
                         raise
                     # an older PgBouncer without this SHOW: noted once, the rest of the tick goes on
                     self._unsupported[name] = " ".join(str(exc).split())[:200]

@@ -21,7 +21,7 @@ import psycopg
 from playbook import APPLICATION_NAME
 from playbook.errors import PlaybookError
 from playbook.progress import progress_bar
-from playbook.target import parse_dsn, session_options
+from playbook.target import cannot_run_commands, parse_dsn, session_options
 
 CONNECT_COLUMNS = ["ts", "attempt", "ok", "connect_ms", "error", "sqlstate"]
 RTT_COLUMNS = ["ts", "rtt_ms", "error"]
@@ -117,8 +117,9 @@ def measure_connects(
 def measure_round_trips(conn: psycopg.Connection[Any], *, count: int = 50) -> pd.DataFrame:
     """`SELECT 1` round trips on an open connection. Rows: ts (UTC), rtt_ms, error.
 
-    A failure ends the series with one row whose rtt_ms is NaN and whose error says why:
-    the connection is then unusable. A transaction this opens is rolled back afterwards.
+    A failure ends the series with one row whose rtt_ms is NaN and whose error says why. A
+    connection that can run no further command after it (see `cannot_run_commands`) is closed
+    here, so that the caller's `with` block ends cleanly. A transaction this opens is rolled back.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PlaybookError(f"count must be a positive whole number, not {count!r}")
@@ -135,7 +136,9 @@ def measure_round_trips(conn: psycopg.Connection[Any], *, count: int = 50) -> pd
             rows.append({"ts": ts, "rtt_ms": math.nan, "error": error_text(ex)})
             break
         rows.append({"ts": ts, "rtt_ms": (time.perf_counter() - t0) * 1000, "error": None})
-    if opened_tx and not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if cannot_run_commands(conn):
+        conn.close()  # a session the server ended: else the caller's `with` exit fails on COMMIT
+    elif opened_tx and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         with suppress(psycopg.Error):
             conn.rollback()  # leave no idle-in-transaction session behind the probe
     return _frame(rows, RTT_COLUMNS)
