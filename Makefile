@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 		{ apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; }; \
 	else echo "not installed:$$missing: install your system's packages of that name (make install does it as root with apt)"; fi
 
-$(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c
+$(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c playbook/collect/serverlog/_records.c
 	@# The server-log reader's hot loops are a small C extension: say what is missing in one line.
 	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || \
 		{ echo "make install: a C compiler is needed (Debian/Ubuntu: apt-get install gcc python3-dev)"; exit 1; }

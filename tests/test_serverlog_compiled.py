@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from playbook.collect.serverlog import stderr
+from playbook.collect.serverlog import stderr, structured
 from playbook.collect.serverlog.rows import Rows
 from playbook.collect.serverlog.stderr import StderrSpec, parse_block
 from playbook.collect.serverlog.structured import parse_csv_block, parse_json_block
@@ -28,6 +28,7 @@ DEFAULT_PREFIX = "%m [%p] %q%u@%d "
 def test_the_compiled_loops_are_built_and_follow_the_rules() -> None:
     """An install builds them (setup.py), and their rules are the ones stderr.py spells."""
     assert stderr.COMPILED is not None
+    assert structured.RECORDS is not None
 
 
 def _table(rows: Rows) -> dict[str, list[object]]:
@@ -49,6 +50,7 @@ def _both(parse: object, buf: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[d
     compiled = _table(parse(buf))
     with monkeypatch.context() as patch:
         patch.setattr(stderr, "COMPILED", None)
+        patch.setattr(structured, "RECORDS", None)
         reference = _table(parse(buf))
     return compiled, reference
 
@@ -86,16 +88,103 @@ def test_stderr_rows_are_the_same_compiled_or_not(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.parametrize(
-    ("name", "parse"), [("pg18_incident.csv", parse_csv_block), ("pg18_incident.json", parse_json_block)]
+    ("name", "parse"),
+    [
+        ("pg18_incident.csv", parse_csv_block),
+        ("pg13_incident.csv", parse_csv_block),
+        ("pg12_shape_incident.csv", parse_csv_block),
+        ("pg18_incident.json", parse_json_block),
+    ],
 )
-def test_structured_times_are_the_same_compiled_or_not(
+def test_structured_rows_are_the_same_compiled_or_not(
     name: str, parse: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """_records.c against Python's csv module and pyarrow's JSON reader, on recorded logs of
+    three csvlog shapes (26, 24 and 23 fields) and a jsonlog."""
     assert callable(parse)
     data = (LOGS / name).read_bytes()
     compiled, reference = _both(lambda buf: parse(buf, Clock(None, "test")), data, monkeypatch)
     assert compiled == reference
-    assert compiled["kind"]
+    assert compiled["kind"] and compiled["counts"][1] > 0
+
+
+_CSV_HEAD = (
+    '2025-03-01 10:00:0{s}.000 UTC,"{user}","shop",{pid},"10.0.0.1:5000",65e1.b,1,"idle",'
+    "2025-03-01 10:00 UTC,3/4,0,"
+)
+_CSV_TAIL = ',,,,,,,,,"{app}"'
+
+
+def _csv_record(s: int, pid: int, level: str, state: str, message: str, user: str = "app", app: str = "api",
+                extra: str = ',"client backend",,0') -> str:  # fmt: skip
+    quoted = '"' + message.replace('"', '""') + '"'
+    head = _CSV_HEAD.format(s=s, user=user.replace('"', '""'), pid=pid)
+    return head + f"{level},{state},{quoted}" + _CSV_TAIL.format(app=app) + extra
+
+
+def test_csvlog_edge_cases_read_the_same_compiled_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quoted commas, newlines and quotes, CRLF ends, empty lines, 23 to 27 fields, a short line
+    that is no record, harmless LOG lines, a level not read, names with quotes."""
+    cancel = 'canceling statement due to statement timeout\nand, "quoted"'
+    disconnection = "disconnection: session time: 0:00:01.5 user=app database=shop host=10.0.0.1 port=5000"
+    records = [
+        _csv_record(0, 11, "FATAL", "57P01", "terminating connection due to administrator command"),
+        _csv_record(1, 12, "ERROR", "57014", cancel, extra=""),  # 23 fields
+        _csv_record(
+            2, 13, "LOG", "00000", "duration: 1.0 ms  statement: SELECT 1", extra=',"client backend"'
+        ),
+        _csv_record(3, 14, "LOG", "00000", "starting PostgreSQL 13.23", extra=',"postmaster",,0,"future"'),
+        _csv_record(4, 15, "DEBUG1", "00000", "not a level that is read"),
+        _csv_record(
+            5, 16, "FATAL", "53300", 'too many connections for role "limited"', user='a "quoted" role'
+        ),
+        "2025-03-01,short,line",
+        "",
+        _csv_record(6, 17, "LOG", "00000", disconnection),
+        _csv_record(7, 18, "LOG", "00000", '"duration" quoted head, kept for Python to judge'),
+    ]
+    text = "\n".join(records) + "\n"
+    for buf in (text.encode(), text.replace("\n", "\r\n").encode()):
+        compiled, reference = _both(lambda b: parse_csv_block(b, Clock(None, "test")), buf, monkeypatch)
+        assert compiled == reference
+        assert compiled["counts"][1] == 8  # every line of 23 fields or more, the empty and short ones not
+        assert compiled["event"] == [
+            "admin_terminate", "statement_timeout", "server_start", "role_conn_limit", "disconnection"
+        ]  # fmt: skip
+
+
+def test_jsonlog_edge_cases_read_the_same_compiled_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Escapes (quotes, newlines, \\u with a surrogate pair), a nested object, null, a number
+    pid, a key given twice, keys in another order, a torn line and a foreign line."""
+    import json
+
+    def record(s: int, pid: int, level: str, state: str, message: str, **more: object) -> str:
+        fields = {"timestamp": f"2025-03-01 10:00:0{s}.000 UTC", "user": "app", "dbname": "shop", "pid": pid,
+                  "remote_host": "10.0.0.1", "application_name": "api", "error_severity": level,
+                  "state_code": state, "message": message, **more}  # fmt: skip
+        return json.dumps(fields, ensure_ascii=s % 2 == 1)  # odd s: escapes, a surrogate pair among them
+
+    lines = [
+        record(0, 11, "FATAL", "57P01", "terminating connection due to administrator command"),
+        record(
+            1, 12, "ERROR", "57014", 'canceling statement "x"\nline two \U0001f600 caf\u00e9', detail=None
+        ),
+        record(
+            2, 13, "LOG", "00000", "duration: 1.0 ms  statement: SELECT '\\'", extra={"a": [1, {"b": "}"}]}
+        ),
+        record(4, 15, "FATAL", "53300", 'too many connections for role "r\u00f4le"', user="r\u00f4le"),
+        '{"error_severity": "FATAL", "message": "terminating connection due to administrator command", '
+        '"pid": 21, "timestamp": "2025-03-01 10:00:05.000 UTC", "pid": 22}',
+        '{"timestamp": "2025-03-01 10:00:06.000 UTC", "error_severity": "FATAL", "message": "torn',
+        "not json at all",
+        "",
+    ]
+    buf = ("\n".join(lines) + "\n").encode()
+    compiled, reference = _both(lambda b: parse_json_block(b, Clock(None, "test")), buf, monkeypatch)
+    assert compiled == reference
+    assert compiled["counts"][1] == 5
+    assert compiled["pid"] == [11, 12, 15, 22]
+    assert compiled["message"][1] == 'canceling statement "x"\nline two \U0001f600 café'
 
 
 def test_the_compiled_remap_gives_the_reference_codes() -> None:

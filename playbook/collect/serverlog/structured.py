@@ -1,16 +1,19 @@
 """csvlog and jsonlog: one block of whole records into the rows worth keeping.
 
-pyarrow's C++ readers parse a block at a time (CSV with quoted newlines, only the columns used;
-one JSON object a line); the kept rows are the session lines (found with starts_with, split on
-spaces in C) and the entries whose level and message the catalog can explain, classified once
-per distinct first line, level and SQLSTATE (LOG wordings known to be harmless, the stderr
-reader's list, are not classified). Times of the usual shape are read with numpy, names are
-decoded once per distinct value. A JSON block pyarrow refuses (a torn or foreign line) is read
-line by line with the standard library instead.
+The compiled splitter (_records.c) reads a block in one pass: csvlog records of any PostgreSQL
+version (23 fields in 9.0-12, 24 in 13, 26 from 14), jsonlog one object a line, and copies out
+only the fields used of the records that can matter (a level worth reading, not a LOG wording
+known to be harmless). Without it, Python's csv module and pyarrow's JSON reader do the same,
+slower (tests compare the two). The kept rows are the session lines (found with starts_with,
+split on spaces in C) and the entries whose level and message the catalog can explain,
+classified once per distinct first line, level and SQLSTATE. Times of the usual shape are read
+with numpy, names are decoded once per distinct value. A JSON block pyarrow refuses (a torn or
+foreign line) is read line by line with the standard library instead.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from typing import Any
@@ -18,7 +21,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from playbook.collect import log_events
@@ -42,16 +44,22 @@ from playbook.collect.serverlog.stderr import (
 )
 from playbook.collect.serverlog.times import Clock
 
+try:  # the compiled splitter (setup.py builds it); Python's csv and pyarrow's JSON are its reference
+    from playbook.collect.serverlog import _records
+except ImportError:  # a checkout used without installing it
+    _records = None  # type: ignore[assignment]
+RECORDS = _records  # tests set it to None to compare with the reference
+
 _STAMP = _Head(millis=True, between=b"")  # csvlog and jsonlog print %m's form
 
-# csvlog columns (9.0-12: 23, 13: 24 with backend_type, 14+: 26 with leader_pid and query_id)
-_CSV_NAMES = [f"c{i}" for i in range(26)]
-_CSV_WANTED = {0: "timestamp", 1: "user", 2: "dbname", 3: "pid", 4: "remote_host", 11: "error_severity",
-               12: "state_code", 13: "message", 14: "detail", 22: "application_name"}  # fmt: skip
-_CSV_KEPT = sorted({f"c{i}" for i in _CSV_WANTED} | {"c22"}, key=lambda c: int(c[1:]))
-_JSON_FIELDS = ("timestamp", "user", "dbname", "pid", "remote_host", "application_name", "error_severity",
-                "state_code", "message", "detail")  # fmt: skip
+# The fields read, in the order _records.c expects (error_severity 6th, message 8th), with their
+# csvlog positions (the same in every version: 13 and 14 appended fields after the 23 of 9.0-12).
+_FIELDS = ("timestamp", "user", "dbname", "pid", "remote_host", "error_severity", "state_code", "message",
+           "detail", "application_name")  # fmt: skip
+_CSV_AT = (0, 1, 2, 3, 4, 11, 12, 13, 14, 22)
+_CSV_MIN_FIELDS = 23
 _INTERESTING = ("LOG", "WARNING", "ERROR", "FATAL", "PANIC")
+_INTERESTING_BYTES = tuple(level.encode() for level in _INTERESTING)
 _classified: dict[tuple[str, str, str], str | None] = {}
 
 
@@ -61,40 +69,67 @@ def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
         rows = Rows.empty()
         rows.lines, rows.bytes_read = _newlines(buf), len(buf)
         return rows
-    table = pacsv.read_csv(
-        io.BytesIO(buf),
-        read_options=pacsv.ReadOptions(column_names=_CSV_NAMES, use_threads=False, block_size=len(buf) + 1),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda _row: "skip"),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.binary() for name in _CSV_NAMES},
-            include_columns=_CSV_KEPT,  # the others are parsed over, never built
-            include_missing_columns=True,
-        ),
-    )
-    columns = {field: table.column(f"c{i}").combine_chunks() for i, field in _CSV_WANTED.items()}
-    # a CSV line with fewer than 23 fields is not a csvlog record
-    valid = _arr(pc.is_valid(table.column("c22").combine_chunks()))
-    return _rows(columns, valid, clock, lines=_newlines(buf), size=len(buf), csv=True)
+    if RECORDS is not None:
+        return _compiled_rows(buf, clock, jsonlog=False)
+    columns, entries = _csv_by_record(buf)
+    n = len(columns["timestamp"])
+    return _rows(columns, np.ones(n, dtype=bool), clock, lines=_newlines(buf), size=len(buf), csv=True,
+                 entries=entries)  # fmt: skip
 
 
 def parse_json_block(buf: bytes, clock: Clock) -> Rows:
     """Rows of a block of whole jsonlog lines."""
+    if RECORDS is not None:
+        return _compiled_rows(buf, clock, jsonlog=True)
     lines = _newlines(buf)
-    schema = pa.schema(
-        [(name, pa.string()) for name in _JSON_FIELDS if name != "pid"] + [("pid", pa.int64())]
-    )
+    schema = pa.schema([(name, pa.string()) for name in _FIELDS if name != "pid"] + [("pid", pa.int64())])
     try:
         table = pajson.read_json(
             io.BytesIO(buf),
             read_options=pajson.ReadOptions(use_threads=False, block_size=len(buf) + 1),
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
         )
-        columns = {name: table.column(name).combine_chunks() for name in _JSON_FIELDS}
+        columns = {name: table.column(name).combine_chunks() for name in _FIELDS}
         columns["pid"] = pc.cast(columns["pid"], pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
         columns = _json_by_line(buf)
     n = len(columns["timestamp"])
     return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf))
+
+
+def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
+    """parse_csv_block and parse_json_block through _records.c: only the records that can
+    matter come back, their fields as binary arrays over the buffers C filled."""
+    assert RECORDS is not None
+    wanted: tuple[int, ...] | tuple[bytes, ...] = (
+        tuple(name.encode() for name in _FIELDS) if jsonlog else _CSV_AT
+    )
+    lines, entries, pairs = RECORDS.records(
+        buf, jsonlog, wanted, _INTERESTING_BYTES, _HARMLESS_LOG, _HARMLESS_EXCEPT
+    )
+    columns = {
+        name: pa.Array.from_buffers(
+            pa.binary(), len(offsets) // 4 - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+        for name, (offsets, data) in zip(_FIELDS, pairs, strict=True)
+    }
+    n = len(columns["timestamp"])
+    return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf), csv=not jsonlog,
+                 entries=entries)  # fmt: skip
+
+
+def _csv_by_record(buf: bytes) -> tuple[dict[str, pa.Array], int]:
+    """The fields used of every csvlog record (23 fields or more) of `buf`, with Python's csv
+    module (the reference _records.c is tested against), and how many records there were."""
+    out: dict[str, list[bytes]] = {name: [] for name in _FIELDS}
+    entries = 0
+    for record in csv.reader(io.StringIO(buf.decode("utf-8", "surrogateescape"), newline="")):
+        if len(record) < _CSV_MIN_FIELDS:
+            continue
+        entries += 1
+        for name, at in zip(_FIELDS, _CSV_AT, strict=True):
+            out[name].append(record[at].encode("utf-8", "surrogateescape"))
+    return {name: pa.array(values, pa.binary()) for name, values in out.items()}, entries
 
 
 def _newlines(buf: bytes) -> int:
@@ -104,7 +139,7 @@ def _newlines(buf: bytes) -> int:
 
 
 def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
-    out: dict[str, list[Any]] = {name: [] for name in _JSON_FIELDS}
+    out: dict[str, list[Any]] = {name: [] for name in _FIELDS}
     for line in buf.decode("utf-8", "replace").splitlines():
         if not line.startswith("{"):
             continue
@@ -114,7 +149,7 @@ def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
             continue
         if not isinstance(record, dict):
             continue
-        for name in _JSON_FIELDS:
+        for name in _FIELDS:
             value = record.get(name)
             out[name].append(None if value is None else str(value))
     return {name: pa.array(values, pa.string()) for name, values in out.items()}
@@ -200,12 +235,18 @@ def _fill(
 
 
 def _rows(
-    columns: dict[str, pa.Array], valid: np.ndarray, clock: Clock, lines: int, size: int, csv: bool = False
+    columns: dict[str, pa.Array],
+    valid: np.ndarray,
+    clock: Clock,
+    lines: int,
+    size: int,
+    csv: bool = False,
+    entries: int | None = None,
 ) -> Rows:
     """The kept rows: session lines (LOG) and entries the catalog explains, classified once per
     distinct (first line, level, SQLSTATE); LOG wordings known to be harmless (the stderr
     reader's list) are not classified."""
-    entries = int(valid.sum())
+    entries = int(valid.sum()) if entries is None else entries
     columns = {name: _binary(col) for name, col in columns.items()}
     level_all = columns["error_severity"]
     interesting = _arr(pc.is_in(level_all, _binaries([x.encode() for x in _INTERESTING]))) & valid
