@@ -28,19 +28,15 @@ from playbook.collect.serverlog import stderr
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.stderr import (
     _AUTH_LENIENT,
-    _DISC_LENIENT,
     _HARMLESS_EXCEPT,
     _HARMLESS_LOG,
-    _RECV_LENIENT,
     _arr,
     _binaries,
     _bools,
     _fast_head,
-    _floats,
     _Head,
     _indices,
     _scalar,
-    _split_fields,
 )
 from playbook.collect.serverlog.times import Clock
 
@@ -193,6 +189,24 @@ def _distinct_texts(values: pa.Array, host: bool = False) -> tuple[np.ndarray, l
     return _arr(encoded.indices).astype(np.int32), [host_of(t) for t in texts] if host else texts
 
 
+def _messages(texts: pa.Array) -> stderr._Messages:
+    """The stderr reader's view of messages (compiled, or over one binary column), here over the
+    buffer of a binary column."""
+    texts = texts.fill_null(_scalar(b"")) if texts.null_count else texts
+    _, offsets_buffer, data = texts.buffers()
+    if data is None or not len(texts):
+        return stderr._Messages(b"", np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    bounds = np.frombuffer(offsets_buffer, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    bounds = bounds.astype(np.int64)
+    return stderr._Messages(data.to_pybytes(), bounds[:-1], bounds[1:])
+
+
+def _at(values: pa.Array, rows: np.ndarray) -> pa.Array:
+    """values[rows] for sorted, distinct `rows`: the array itself, uncopied, when they are all of
+    its rows (the usual case once _records.c has left out what is never kept)."""
+    return values if len(rows) == len(values) else values.take(_indices(rows))
+
+
 def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) -> Coded:
     """`first`, except on `rows` where its raw value was empty: `second` (codes per row of `rows`)."""
     codes = first.codes.copy()
@@ -200,38 +214,6 @@ def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) ->
     at = np.searchsorted(rows, use)
     codes[use] = second.codes[at] + len(first.values)
     return Coded(codes, first.values + second.values)
-
-
-def _fill(
-    first: Coded,
-    empty: np.ndarray,
-    rows: np.ndarray,
-    values: pa.Array,
-    patched: dict[int, tuple[bytes, ...]],
-    field: int,
-    host: bool = False,
-) -> Coded:
-    """`first`, except on `rows` where its raw value was empty: the name from the message
-    (`values` per row of `rows`, `patched` by the lenient regex), cleaned (and through host_of)."""
-    wanted = np.flatnonzero(empty[first.codes[rows]])
-    if not len(wanted):
-        return first
-    # once per distinct raw value (as Coded.of of the cleaned names would give, row for row)
-    encoded = pc.dictionary_encode(values.take(_indices(wanted)).fill_null(_scalar(b"")))
-    second = _arr(encoded.indices).astype(np.int32)
-    raw: list[bytes] = encoded.dictionary.to_pylist()
-    index = {v: i for i, v in enumerate(raw)}
-    for i, j in enumerate(wanted.tolist()):
-        if j in patched:
-            value = patched[j][field]
-            code = second[i] = index.setdefault(value, len(raw))
-            if code == len(raw):
-                raw.append(value)
-    names = [clean_name(t) for t in raw]
-    names = [clean_name(host_of(n)) for n in names] if host else names
-    codes = first.codes.copy()
-    codes[rows[wanted]] = second + len(first.values)
-    return Coded(codes, first.values + names)
 
 
 def _rows(
@@ -251,9 +233,8 @@ def _rows(
     level_all = columns["error_severity"]
     interesting = _arr(pc.is_in(level_all, _binaries([x.encode() for x in _INTERESTING]))) & valid
     cand = np.flatnonzero(interesting)
-    take = _indices(cand)
-    level = level_all.take(take)
-    message = columns["message"].take(take)
+    level = _at(level_all, cand)
+    message = _at(columns["message"], cand)
     is_log = _arr(pc.equal(level, _scalar(b"LOG")))
 
     def starts(text: bytes) -> np.ndarray:
@@ -277,11 +258,11 @@ def _rows(
     event_of = np.zeros(len(cand), dtype=np.int32)  # code into event_names; 0: none
     event_names = [""]
     if len(maybe):
-        sub = message.take(_indices(maybe))
+        sub = _at(message, maybe)
         first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), _indices(np.zeros(1))[0])
         f_codes, f_texts, _ = _decoded(first_line)
-        l_codes, l_texts, _ = _decoded(level.take(_indices(maybe)))
-        s_codes, s_texts, _ = _decoded(columns["state_code"].take(_indices(cand[maybe])))
+        l_codes, l_texts, _ = _decoded(_at(level, maybe))
+        s_codes, s_texts, _ = _decoded(_at(columns["state_code"], cand[maybe]))
         key = (f_codes.astype(np.int64) * len(l_texts) + l_codes) * len(s_texts) + s_codes
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         found = []
@@ -301,7 +282,6 @@ def _rows(
     kept = np.flatnonzero(session | (event_of > 0))
     rows_at = cand[kept]
     k = len(kept)
-    pick = _indices(rows_at)
     kinds = np.full(k, EVENT, dtype=np.int8)
     kinds[disc[kept]] = DISC
     kinds[recv[kept]] = RECV
@@ -314,10 +294,10 @@ def _rows(
         (AUTH, "connection_authorized"),
     ):
         ev_codes[kinds == kind_code] = names.index(event_id)
-    texts = message.take(_indices(kept))
+    texts = _at(message, kept)
 
     def coded(name: str, clean: bool = True, host: bool = False) -> tuple[Coded, np.ndarray]:
-        values = columns[name].take(pick)
+        values = _at(columns[name], rows_at)
         if host and csv:  # csvlog's connection_from is host:port
             values = pc.replace_substring_regex(values, r":\d*$", "")
         codes, values_, empty = _decoded(values, clean, host)
@@ -328,30 +308,19 @@ def _rows(
     application, app_empty = coded("application_name")
     host, host_empty = coded("remote_host", host=True)
     session_s = np.full(k, np.nan)
+    # Names and session times from the session lines' messages, where the record's own field is
+    # empty (csvlog and jsonlog leave user and database out of some): stderr's readers of them.
+    lines_read = _messages(texts)
     d_rows = np.flatnonzero(kinds == DISC)
     if len(d_rows):
-        got, ok = _split_fields(texts.take(_indices(d_rows)), True)
-        h, m, sec = (_floats(c) for c in got[:3])
-        seconds = np.round(h * 3600 + m * 60 + sec, 3)
-        patched: dict[int, tuple[bytes, ...]] = {}
-        for j in np.flatnonzero(~ok).tolist():
-            text = texts[int(d_rows[j])].as_py()
-            found_s = log_events.session_seconds(text.decode("utf-8", "replace"))
-            seconds[j] = np.nan if found_s is None else found_s
-            match = _DISC_LENIENT.match(text)
-            patched[j] = (match.group(4), match.group(5), match.group(6)) if match else (b"", b"", b"")
-        session_s[d_rows] = seconds
-        user = _fill(user, user_empty, d_rows, got[3], patched, 0)
-        database = _fill(database, db_empty, d_rows, got[4], patched, 1)
-        host = _fill(host, host_empty, d_rows, got[5], patched, 2, host=True)
+        (h, m, sec), (d_user, d_db, d_host) = lines_read.disconnected(d_rows)
+        session_s[d_rows] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
+        user = _either(user, user_empty, d_rows, d_user)
+        database = _either(database, db_empty, d_rows, d_db)
+        host = _either(host, host_empty, d_rows, d_host)
     r_rows = np.flatnonzero(kinds == RECV)
     if len(r_rows):
-        got, ok = _split_fields(texts.take(_indices(r_rows)), False)
-        patched = {}
-        for j in np.flatnonzero(~ok).tolist():
-            match = _RECV_LENIENT.match(texts[int(r_rows[j])].as_py())
-            patched[j] = (match.group(1) if match else b"",)
-        host = _fill(host, host_empty, r_rows, got[0], patched, 0, host=True)
+        host = _either(host, host_empty, r_rows, lines_read.received(r_rows))
     a_rows = np.flatnonzero(kinds == AUTH)
     if len(a_rows):
         # the record's application_name is not set yet when this line is written
@@ -369,17 +338,17 @@ def _rows(
         codes = application.codes.copy()
         codes[has_app] = a_codes[~app_empty_msg[a_codes]] + len(application.values)
         application = Coded(codes, application.values + [p[2] for p in parsed])
-    stamps = columns["timestamp"].take(pick)
+    stamps = _at(columns["timestamp"], rows_at)
     ts = clock.to_utc(*_wall_and_zone(stamps))
-    pid_text = columns["pid"].take(pick)
+    pid_text = _at(columns["pid"], rows_at)
     digits = _arr(pc.match_substring_regex(pid_text, r"^[0-9]+$").fill_null(_bools(np.zeros(1, bool))[0]))
     pid = np.zeros(k, dtype=np.int64)
     if digits.any():
         pid[digits] = _arr(pc.cast(pid_text.filter(_bools(digits)).cast(pa.string()), pa.int64()))
-    level_c, level_v, _ = _decoded(level.take(_indices(kept)))
-    state_c, state_v, _ = _decoded(columns["state_code"].take(pick), clean=True)
+    level_c, level_v, _ = _decoded(_at(level, kept))
+    state_c, state_v, _ = _decoded(_at(columns["state_code"], rows_at), clean=True)
     msg_c, msg_v, _ = _decoded(texts)
-    det_c, det_v, _ = _decoded(columns["detail"].take(pick))
+    det_c, det_v, _ = _decoded(_at(columns["detail"], rows_at))
     rows = Rows(
         kind=kinds,
         ts=ts,
