@@ -26,10 +26,43 @@
 #include <string.h>
 
 #define MAX_WANTED 16
+#define MAX_LIST 32
 #define CSV_MIN_FIELDS 23
 #define AT_LEVEL 5
 #define AT_MESSAGE 7
 #define HEAD_CHECKED 64 /* longer than any harmless head or exception */
+
+/* Bytes that end an unquoted csvlog field, and bytes a JSON string's scan stops at. */
+static unsigned char CSV_STOP[256], JSON_STOP[256];
+
+/* The first of up to three bytes in [q, end), or end: eight bytes a step where words are read
+ * little-endian (the classic "has a zero byte" test on the word XOR each byte: exact for the
+ * lowest match, which is the one taken), then byte by byte through `stop`. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static inline uint64_t zero_bytes(uint64_t x) { return (x - ONES) & ~x & HIGHS; }
+
+static inline const unsigned char *scan_to(const unsigned char *q, const unsigned char *end, const unsigned char *stop,
+                                           unsigned char b1, unsigned char b2, unsigned char b3) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+    while (end - q >= 8) {
+        uint64_t v;
+        memcpy(&v, q, 8);
+        uint64_t hit = zero_bytes(v ^ (ONES * b1)) | zero_bytes(v ^ (ONES * b2)) | zero_bytes(v ^ (ONES * b3));
+        if (hit) return q + (__builtin_ctzll(hit) >> 3);
+        q += 8;
+    }
+#else
+    (void)b1, (void)b2, (void)b3;
+#endif
+    while (q < end && !stop[*q]) q++;
+    return q;
+}
+
+typedef struct {
+    const char *name;
+    Py_ssize_t len;
+} Key;
 
 typedef struct {
     char *data;
@@ -167,6 +200,15 @@ static int append(Column *c, const Slice *s) {
     return 0;
 }
 
+/* The next '"' in [q, end) or NULL: most csvlog values are a few bytes, shorter than what
+ * makes a call to memchr pay. */
+static inline const unsigned char *find_quote(const unsigned char *q, const unsigned char *end) {
+    const unsigned char *inline_end = end - q > 24 ? q + 24 : end;
+    for (; q < inline_end; q++)
+        if (*q == '"') return q;
+    return q < end ? memchr(q, '"', (size_t)(end - q)) : NULL;
+}
+
 /* One csvlog record from p (not past end): the wanted fields' slices; *next is after the
  * record's newline. Returns the number of fields. */
 static Py_ssize_t csv_record(const unsigned char *p, const unsigned char *end, const int *field_slot, int n_slots,
@@ -178,7 +220,7 @@ static Py_ssize_t csv_record(const unsigned char *p, const unsigned char *end, c
             const unsigned char *q = p + 1;
             int doubled = 0;
             for (;;) {
-                q = memchr(q, '"', (size_t)(end - q));
+                q = find_quote(q, end);
                 if (q == NULL) { /* unterminated: the rest is the value */
                     q = end;
                     break;
@@ -197,8 +239,7 @@ static Py_ssize_t csv_record(const unsigned char *p, const unsigned char *end, c
             /* bytes between the closing quote and the separator are kept out (PostgreSQL writes none) */
             while (p < end && *p != ',' && *p != '\n') p++;
         } else {
-            const unsigned char *q = p;
-            while (q < end && *q != ',' && *q != '\n') q++;
+            const unsigned char *q = scan_to(p, end, CSV_STOP, ',', '\n', '\n');
             s.len = q - p;
             if (s.len && q < end && *q == '\n' && p[s.len - 1] == '\r') s.len--;
             p = q;
@@ -228,8 +269,7 @@ static const unsigned char *json_string(const unsigned char *p, const unsigned c
     *escaped = 0;
     p++;
     for (;;) {
-        const unsigned char *q = p;
-        while (q < end && *q != '"' && *q != '\\' && *q != '\n') q++;
+        const unsigned char *q = scan_to(p, end, JSON_STOP, '"', '\\', '\n');
         if (q >= end || *q == '\n') return NULL;
         if (*q == '"') return q + 1;
         *escaped = 1;
@@ -279,12 +319,12 @@ static const unsigned char *json_value(const unsigned char *p, const unsigned ch
 
 /* One jsonlog line from p (its start) to eol: 1 with the wanted keys' slices when the line is
  * one JSON object, else 0. A key given twice counts its last value, as json.loads does. */
-static int json_record(const unsigned char *p, const unsigned char *eol, PyObject *keys, Slice *slices) {
+static int json_record(const unsigned char *p, const unsigned char *eol, const Key *keys, Py_ssize_t n_keys,
+                       Slice *slices) {
     p = skip_ws(p, eol);
     if (p >= eol || *p != '{') return 0;
     p = skip_ws(p + 1, eol);
     if (p < eol && *p == '}') return skip_ws(p + 1, eol) == eol;
-    Py_ssize_t n_keys = PyTuple_GET_SIZE(keys);
     for (;;) {
         int escaped;
         if (p >= eol || *p != '"') return 0;
@@ -301,8 +341,8 @@ static int json_record(const unsigned char *p, const unsigned char *eol, PyObjec
         if (value_end == NULL) return 0;
         if (!escaped) {
             for (Py_ssize_t k = 0; k < n_keys; k++) {
-                PyObject *name = PyTuple_GET_ITEM(keys, k);
-                if (PyBytes_GET_SIZE(name) == key_len && memcmp(PyBytes_AS_STRING(name), key, (size_t)key_len) == 0) {
+                if (keys[k].len == key_len && keys[k].name[0] == key[0] &&
+                    memcmp(keys[k].name, key, (size_t)key_len) == 0) {
                     Slice s = {value, value_end - value, 1};
                     if (is_string) {
                         s.p = value + 1;
@@ -327,17 +367,33 @@ static int json_record(const unsigned char *p, const unsigned char *eol, PyObjec
     }
 }
 
-static int in_list(const Slice *s, PyObject *list, Py_ssize_t exact_len) {
-    /* exact_len < 0: the value equals an item; else: the value's first exact_len bytes do
-     * (0: its first len(item) bytes, a prefix) */
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(list); i++) {
-        PyObject *item = PyTuple_GET_ITEM(list, i);
-        Py_ssize_t n = PyBytes_GET_SIZE(item);
-        if (exact_len < 0 && s->len != n) continue;
-        if (exact_len >= 0 && s->len < n) continue;
-        if (memcmp(s->p, PyBytes_AS_STRING(item), (size_t)n) == 0) return 1;
+/* Whether the value equals one of the items (prefix: starts with one). */
+static int matches(const Slice *s, const Key *items, Py_ssize_t n, int prefix) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len = items[i].len;
+        if ((prefix ? s->len >= len : s->len == len) && memcmp(s->p, items[i].name, (size_t)len) == 0) return 1;
     }
     return 0;
+}
+
+/* A tuple of bytes as Keys (borrowed: the tuple outlives the call); the count, or -1 with an
+ * error when it is not a tuple of at most MAX_LIST non-empty bytes. */
+static Py_ssize_t keys_of(PyObject *tuple, Key *out, const char *what) {
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+    if (n > MAX_LIST) {
+        PyErr_Format(PyExc_ValueError, "%s: at most %d items", what, MAX_LIST);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) == 0) {
+            PyErr_Format(PyExc_TypeError, "%s: non-empty bytes only", what);
+            return -1;
+        }
+        out[i].name = PyBytes_AS_STRING(item);
+        out[i].len = PyBytes_GET_SIZE(item);
+    }
+    return n;
 }
 
 /* Whether the value's first `n` raw bytes read the same unescaped: no quote ("" in csvlog) or
@@ -382,6 +438,13 @@ static PyObject *records(PyObject *self, PyObject *args) {
             if (at + 1 > n_slots) n_slots = (int)at + 1;
         }
     }
+    Key keys[MAX_LIST], level_keys[MAX_LIST], harmless_keys[MAX_LIST], except_keys[MAX_LIST];
+    Py_ssize_t n_levels = keys_of(levels, level_keys, "levels"), n_harmless = keys_of(harmless, harmless_keys, "harmless");
+    Py_ssize_t n_except = keys_of(except_, except_keys, "except_");
+    if (n_levels < 0 || n_harmless < 0 || n_except < 0 || (json && keys_of(wanted, keys, "wanted") < 0)) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     Column columns[MAX_WANTED];
     memset(columns, 0, sizeof columns);
     const unsigned char *a = view.buf, *end = a + view.len;
@@ -398,7 +461,7 @@ static PyObject *records(PyObject *self, PyObject *args) {
         if (json) {
             const unsigned char *eol = memchr(p, '\n', (size_t)(end - p));
             next = eol ? eol + 1 : end;
-            is_record = json_record(p, eol ? eol : end, wanted, slices);
+            is_record = json_record(p, eol ? eol : end, keys, n_wanted, slices);
         } else {
             if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n')) { /* an empty line */
                 p += *p == '\n' ? 1 : 2;
@@ -410,9 +473,9 @@ static PyObject *records(PyObject *self, PyObject *args) {
         if (!is_record) continue;
         entries++;
         const Slice *level = &slices[AT_LEVEL], *message = &slices[AT_MESSAGE];
-        if (!in_list(level, levels, -1)) continue;
+        if (!matches(level, level_keys, n_levels, 0)) continue;
         if (level->len == 3 && memcmp(level->p, "LOG", 3) == 0 && plain_head(message, HEAD_CHECKED) &&
-            in_list(message, harmless, 8) && !in_list(message, except_, 0))
+            matches(message, harmless_keys, n_harmless, 1) && !matches(message, except_keys, n_except, 1))
             continue;
         for (Py_ssize_t k = 0; k < n_wanted && !failed; k++)
             if (append(&columns[k], &slices[k]) < 0) failed = 1;
@@ -451,4 +514,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_records", "csvlog and jsonlog records (see _records.c).",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__records(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__records(void) {
+    CSV_STOP[','] = CSV_STOP['\n'] = 1;
+    JSON_STOP['"'] = JSON_STOP['\\'] = JSON_STOP['\n'] = 1;
+    return PyModule_Create(&module);
+}
