@@ -549,7 +549,9 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         fast_ok, fast_ms, tz_codes, tz_names, fast_pid = _fast_head(arr, starts[keep], at[keep], spec.head)
     need = ~fast_ok
     if not spec.names_on_session_lines:
-        need |= (kinds == EVENT) | (kinds == RECV)
+        # a connection received is logged before the startup packet names anyone ("[unknown]"
+        # for %u and %d): its host comes from the message, and only events need the names
+        need |= kinds == EVENT
     else:
         need[:] = True
     ok = fast_ok.copy()
