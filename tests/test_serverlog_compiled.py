@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from playbook.collect.serverlog import stderr, structured
@@ -210,3 +212,66 @@ def test_the_compiled_remap_gives_the_reference_codes() -> None:
         assert got.tolist() == want.tolist()
         assert compiled.values == reference.values
         assert compiled.index == reference.index
+
+
+def _prefix_line(prefix: str, rng: np.random.Generator) -> bytes:
+    """One entry of `prefix` with odd names: separators of other fields, '@', spaces, brackets,
+    non-ASCII, empty, missing levels and torn heads now and then."""
+    odd = ["app", "", "a@b", "a b", "x,y", "[unknown]", "café", "r]o", "d:b", "-", "1.2", "ünï code"]
+    values = {
+        "%m": "2025-03-01 10:00:00.123 CET",
+        "%t": "2025-03-01 10:00:00 UTC",
+        "%p": str(rng.integers(1, 99999)),
+        "%l": str(rng.integers(0, 99)),
+    }
+    line = prefix
+    for esc in ("%u", "%d", "%a", "%h", "%r"):
+        line = line.replace(esc, str(rng.choice(odd)))
+    line = line.replace("%q", "")
+    for esc, value in values.items():
+        line = line.replace(esc, value)
+    level = str(rng.choice(["LOG:  ", "FATAL:  ", "ERROR:  ", "LOG: ", "DEBUG1:  ", "log:  "]))
+    text = line + level + "terminating connection due to administrator command"
+    if rng.random() < 0.05:
+        text = text[: int(rng.integers(0, len(text)))]  # a torn entry
+    return text.encode()
+
+
+def test_field_programs_read_what_the_regexes_read() -> None:
+    """prefix_fields (_scan.c) against the RE2 passes it stands in for, entry by entry, on
+    every common prefix a program can read: the same entries matched, the same fields."""
+    from playbook.collect.serverlog.prefix import COMMON_PREFIXES, fast_prefix, field_program
+    from playbook.collect.serverlog.stderr import _named
+
+    assert stderr.COMPILED is not None
+    rng = np.random.default_rng(11)
+    tried = 0
+    for prefix in COMMON_PREFIXES:
+        program = field_program(prefix, frozenset({"ts", "pid"}))
+        if program is None:
+            continue
+        passes = fast_prefix(prefix, frozenset({"ts", "pid"})).passes
+        lines = [_prefix_line(prefix, rng) for _ in range(400)]
+        buf = b"\n".join(lines) + b"\n"
+        ends = np.cumsum([len(line) + 1 for line in lines]) - 1
+        starts = ends - np.array([len(line) for line in lines])
+        raw_ok, pairs = stderr.COMPILED.prefix_fields(buf, starts, ends, program.ops, len(program.names))
+        ok = np.frombuffer(raw_ok, dtype=np.uint8).astype(bool)
+        entries = pa.array(lines, pa.binary())
+        want_ok = np.ones(len(lines), dtype=bool)
+        want: dict[str, list[object]] = {}
+        for pattern, group in passes:
+            found = pc.extract_regex(entries, _named(pattern))
+            want_ok &= np.asarray(found.is_valid())
+            for j, name in enumerate(group):
+                want[name] = found.field(j).to_pylist()
+        assert ok.tolist() == want_ok.tolist(), prefix
+        for name, (offsets, data) in zip(program.names, pairs, strict=True):
+            bounds = np.frombuffer(offsets, dtype=np.int32)
+            got = [bytes(data[bounds[i] : bounds[i + 1]]) for i in range(len(lines))]
+            assert [g for g, o in zip(got, ok, strict=True) if o] == [
+                w for w, o in zip(want[name], want_ok, strict=True) if o
+            ], (prefix, name)
+        assert 0 < ok.sum() < len(lines)  # both kinds of entry were tried
+        tried += 1
+    assert tried >= 8

@@ -685,6 +685,186 @@ fail:
     return NULL;
 }
 
+/* prefix_fields(buf, starts, ends, ops, captures) -> (ok, columns)
+ *
+ * A log_line_prefix read by a program instead of a regex (prefix.py's FieldProgram, which
+ * builds `ops` only for prefixes where reading left to right never has to go back: every
+ * field of variable length is followed by a literal that cannot be part of it). ops: a tuple
+ * of (code, literal, capture), code one of OP_* below; capture the column a field goes to, or
+ * -1. Each entry buf[starts[i]:ends[i]] must match the ops from its first byte, then a level
+ * ([A-Z]+[0-9]?:  ): ok (uint8) says which did. columns: `captures` (offsets, data) pairs of
+ * bytearrays, int32 offsets (one per entry + 1) into the captured values (empty where not ok).
+ * The RE2 passes of prefix.fast_prefix are the reference (tests/test_serverlog_compiled.py). */
+enum { OP_LIT, OP_STOP, OP_DIGITS, OP_DIGITS0, OP_SIGNED, OP_SQLSTATE, OP_SESSION, OP_TS, N_OPS };
+#define MAX_OPS 48
+#define MAX_CAPTURES 8
+
+typedef struct {
+    int code, capture;
+    const unsigned char *lit;
+    Py_ssize_t lit_len;
+} Op;
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static int is_hex(unsigned char c) { return is_digit(c) || (c >= 'a' && c <= 'f'); }
+static int is_zone(unsigned char c) {
+    return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '+' || c == ':' || c == '-';
+}
+
+/* One op at p (not past end): the position after it, or NULL when it does not match. */
+static const unsigned char *run_op(const Op *op, const unsigned char *p, const unsigned char *end) {
+    const unsigned char *q = p;
+    switch (op->code) {
+        case OP_LIT:
+            if (end - p < op->lit_len || memcmp(p, op->lit, (size_t)op->lit_len) != 0) return NULL;
+            return p + op->lit_len;
+        case OP_STOP:
+            while (q < end && *q != op->lit[0] && *q != '\n') q++;
+            return q;
+        case OP_DIGITS:
+        case OP_DIGITS0:
+            while (q < end && is_digit(*q)) q++;
+            return op->code == OP_DIGITS && q == p ? NULL : q;
+        case OP_SIGNED:
+            if (q < end && *q == '-') q++;
+            while (q < end && is_digit(*q)) q++;
+            return q;
+        case OP_SQLSTATE:
+            for (int j = 0; j < 5; j++, q++)
+                if (q >= end || !(is_digit(*q) || (*q >= 'A' && *q <= 'Z'))) return NULL;
+            return q;
+        case OP_SESSION:
+            while (q < end && is_hex(*q)) q++;
+            if (q == p || q >= end || *q != '.') return NULL;
+            p = ++q;
+            while (q < end && is_hex(*q)) q++;
+            return q == p ? NULL : q;
+        case OP_TS: { /* \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? [A-Za-z0-9+:\-]+ */
+            static const char shape[] = "dddd-dd-dd dd:dd:dd";
+            for (int j = 0; shape[j]; j++, q++) {
+                if (q >= end) return NULL;
+                if (shape[j] == 'd' ? !is_digit(*q) : *q != (unsigned char)shape[j]) return NULL;
+            }
+            if (q + 1 < end && *q == '.' && is_digit(q[1])) {
+                q++;
+                while (q < end && is_digit(*q)) q++;
+            }
+            if (q >= end || *q != ' ') return NULL;
+            p = ++q;
+            while (q < end && is_zone(*q)) q++;
+            return q == p ? NULL : q;
+        }
+    }
+    return NULL;
+}
+
+static PyObject *prefix_fields(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer v[3];
+    PyObject *o[3], *ops_obj;
+    int captures;
+    if (!PyArg_ParseTuple(args, "OOOO!i", &o[0], &o[1], &o[2], &PyTuple_Type, &ops_obj, &captures)) return NULL;
+    Py_ssize_t n_ops = PyTuple_GET_SIZE(ops_obj);
+    if (n_ops > MAX_OPS || captures < 0 || captures > MAX_CAPTURES) {
+        PyErr_SetString(PyExc_ValueError, "prefix_fields: too many ops or captures");
+        return NULL;
+    }
+    Op ops[MAX_OPS];
+    for (Py_ssize_t j = 0; j < n_ops; j++) {
+        PyObject *item = PyTuple_GET_ITEM(ops_obj, j), *lit;
+        if (!PyArg_ParseTuple(item, "iSi", &ops[j].code, &lit, &ops[j].capture)) return NULL;
+        ops[j].lit = (const unsigned char *)PyBytes_AS_STRING(lit);
+        ops[j].lit_len = PyBytes_GET_SIZE(lit);
+        if (ops[j].code < 0 || ops[j].code >= N_OPS || ops[j].capture >= captures ||
+            ((ops[j].code == OP_LIT || ops[j].code == OP_STOP) && ops[j].lit_len == 0)) {
+            PyErr_SetString(PyExc_ValueError, "prefix_fields: a malformed op");
+            return NULL;
+        }
+    }
+    int got = 0;
+    Py_ssize_t k = 0;
+    if (get_slices(o, v, &got, &k, "prefix_fields") < 0) goto fail;
+    const unsigned char *a = v[0].buf;
+    const int64_t *starts = v[1].buf, *ends = v[2].buf;
+    PyObject *ok_b = PyByteArray_FromStringAndSize(NULL, k), *out = PyTuple_New(captures);
+    PyObject *offsets[MAX_CAPTURES] = {NULL}, *data[MAX_CAPTURES] = {NULL};
+    int failed = ok_b == NULL || out == NULL;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < k; i++) total += ends[i] - starts[i];
+    for (int c = 0; c < captures && !failed; c++) {
+        offsets[c] = PyByteArray_FromStringAndSize(NULL, (k + 1) * 4);
+        data[c] = PyByteArray_FromStringAndSize(NULL, total); /* every value lies inside its entry */
+        failed = offsets[c] == NULL || data[c] == NULL;
+    }
+    if (failed) {
+        Py_XDECREF(ok_b);
+        Py_XDECREF(out);
+        for (int c = 0; c < captures; c++) {
+            Py_XDECREF(offsets[c]);
+            Py_XDECREF(data[c]);
+        }
+        goto fail;
+    }
+    uint8_t *ok = (uint8_t *)PyByteArray_AS_STRING(ok_b);
+    int32_t *off[MAX_CAPTURES];
+    char *dat[MAX_CAPTURES];
+    Py_ssize_t used[MAX_CAPTURES] = {0};
+    for (int c = 0; c < captures; c++) {
+        off[c] = (int32_t *)PyByteArray_AS_STRING(offsets[c]);
+        dat[c] = PyByteArray_AS_STRING(data[c]);
+        off[c][0] = 0;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++) {
+        const unsigned char *p = a + starts[i], *end = a + ends[i];
+        const unsigned char *from[MAX_CAPTURES], *to[MAX_CAPTURES];
+        for (int c = 0; c < captures; c++) from[c] = to[c] = p;
+        int matched = 1;
+        for (Py_ssize_t j = 0; j < n_ops && matched; j++) {
+            const unsigned char *q = run_op(&ops[j], p, end);
+            if (q == NULL) {
+                matched = 0;
+                break;
+            }
+            if (ops[j].capture >= 0) {
+                from[ops[j].capture] = p;
+                to[ops[j].capture] = q;
+            }
+            p = q;
+        }
+        if (matched) { /* the level: [A-Z]+[0-9]?:  */
+            const unsigned char *q = p;
+            while (q < end && *q >= 'A' && *q <= 'Z') q++;
+            if (q > p && q < end && is_digit(*q)) q++;
+            matched = q > p && end - q >= 3 && q[0] == ':' && q[1] == ' ' && q[2] == ' ';
+        }
+        ok[i] = (uint8_t)matched;
+        for (int c = 0; c < captures; c++) {
+            Py_ssize_t len = matched ? to[c] - from[c] : 0;
+            memcpy(dat[c] + used[c], from[c], (size_t)len);
+            used[c] += len;
+            off[c][i + 1] = (int32_t)used[c];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    for (int c = 0; c < captures; c++) {
+        if (PyByteArray_Resize(data[c], used[c]) < 0) failed = 1;
+        PyObject *pair = Py_BuildValue("NN", offsets[c], data[c]);
+        if (pair == NULL) failed = 1;
+        PyTuple_SET_ITEM(out, c, pair);
+    }
+    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
+    if (failed) {
+        Py_DECREF(ok_b);
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("NN", ok_b, out);
+fail:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
+    return NULL;
+}
+
 /* RULES: the constants above, for stderr.py to compare with its own at import (a rule changed
  * on one side only turns the compiled path off rather than giving other rows). */
 static PyObject *rules(void) {
@@ -712,6 +892,7 @@ static PyMethodDef methods[] = {
     {"remap", remap, METH_VARARGS, "A block's codes into a growing global dictionary (see _scan.c)."},
     {"count_lines", count_lines, METH_VARARGS, "Newlines in a buffer (see _scan.c)."},
     {"session_fields", session_fields, METH_VARARGS, "Fields of session lines' messages (see _scan.c)."},
+    {"prefix_fields", prefix_fields, METH_VARARGS, "Prefix fields read by a program (see _scan.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -222,6 +222,75 @@ def _passes(
     return out
 
 
+# FieldProgram's op codes (the OP_* of _scan.c, in the same order)
+OP_LIT, OP_STOP, OP_DIGITS, OP_DIGITS0, OP_SIGNED, OP_SQLSTATE, OP_SESSION, OP_TS = range(8)
+# escape -> op, for the escapes a program reads (the others keep a prefix on the regexes)
+_PROGRAM_OPS = {
+    "p": OP_DIGITS, "l": OP_DIGITS, "P": OP_DIGITS0, "x": OP_DIGITS0, "Q": OP_SIGNED, "e": OP_SQLSTATE,
+    "c": OP_SESSION, "t": OP_TS, "m": OP_TS,
+    **{esc: OP_STOP for esc, fast in _FAST.items() if fast is None and esc not in "tm"},
+}  # fmt: skip
+# what each op may read: a literal that starts with one of these could be read into the field
+_OP_READS = {
+    OP_DIGITS: "0123456789", OP_DIGITS0: "0123456789", OP_SIGNED: "-0123456789",
+    OP_SQLSTATE: "", OP_SESSION: "0123456789abcdef.",
+    OP_TS: "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+:-",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FieldProgram:
+    """A prefix read left to right without going back (the compiled prefix_fields of _scan.c):
+    the same fields as fast_prefix's RE2 passes wherever it applies, several times faster."""
+
+    ops: tuple[tuple[int, bytes, int], ...]  # (op, literal, capture or -1)
+    names: tuple[str, ...]  # the field of each capture
+
+
+def field_program(prefix: str, skip: frozenset[str] = frozenset()) -> FieldProgram | None:
+    """The program of `prefix` (%q's part required, fields in `skip` read but not captured), or
+    None where reading could have to go back, which the regexes handle: a padded escape, one
+    the program does not read, or a field followed by anything but a literal it cannot read."""
+    tokens = [t for t in _tokens(prefix) if t[0] != "q"]
+    merged: list[tuple[str, str, bool]] = []
+    for token in tokens:  # consecutive literals as one
+        if token[0] == "lit" and merged and merged[-1][0] == "lit":
+            merged[-1] = ("lit", merged[-1][1] + token[1], False)
+        else:
+            merged.append(token)
+    ops: list[tuple[int, bytes, int]] = []
+    names: list[str] = []
+    seen: set[str] = set()
+    for i, (kind, text, padded) in enumerate(merged):
+        if kind == "lit":
+            ops.append((OP_LIT, text.encode(), -1))
+            continue
+        op = _PROGRAM_OPS.get(text)
+        following = merged[i + 1] if i + 1 < len(merged) else None
+        if op is None or padded or following is None or following[0] != "lit":
+            return None
+        first = following[1][0]
+        if op == OP_STOP:
+            if first == "\n":
+                return None
+            literal = first.encode()
+        else:
+            if first in _OP_READS[op]:
+                return None
+            literal = b""
+        name = _ESCAPES[text][0]
+        capture = -1
+        if name is not None and name not in seen and name not in skip and op != OP_TS:
+            capture = len(names)
+            names.append(name)
+        if name is not None:
+            seen.add(name)
+        ops.append((op, literal, capture))
+    if not ops or len(ops) > 48 or len(names) > 8:
+        return None
+    return FieldProgram(tuple(ops), tuple(names))
+
+
 def detect_prefix(sample: bytes) -> str | None:
     """The common log_line_prefix that matches most lines of the sample, or None."""
     best, best_count = None, 0

@@ -28,7 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from playbook.collect import log_events
-from playbook.collect.serverlog.prefix import FastPrefix, PrefixRegex, compile_prefix, fast_prefix
+from playbook.collect.serverlog.prefix import (
+    FastPrefix,
+    FieldProgram,
+    PrefixRegex,
+    compile_prefix,
+    fast_prefix,
+    field_program,
+)
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.times import Clock, epoch_to_utc
 
@@ -90,6 +97,7 @@ class StderrSpec:
     fast: FastPrefix = field(init=False)
     head: _Head | None = field(init=False)
     names: FastPrefix | None = field(init=False)
+    names_program: FieldProgram | None = field(init=False)
     names_on_session_lines: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +106,8 @@ class StderrSpec:
         self.head = _head_of(self.prefix)
         # where the head is read with numpy, the regexes capture the names alone
         self.names = fast_prefix(self.prefix, frozenset({"ts", "pid"})) if self.head else None
+        # the same names read without a regex where the prefix allows it (compiled loops only)
+        self.names_program = field_program(self.prefix, frozenset({"ts", "pid"})) if self.head else None
         names = {name for _, group in self.fast.passes for name in group}
         # session lines carry user, database (and host) in their message; only these prefix
         # fields are theirs alone
@@ -566,7 +576,13 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
             continue
         at_entries = keep[rows_at]
         got, got_ok = _prefix_fields(
-            entries.take(_indices(at_entries)), buf, starts[at_entries], ends[at_entries], spec, passes
+            entries.take(_indices(at_entries)),
+            buf,
+            starts[at_entries],
+            ends[at_entries],
+            spec,
+            passes,
+            spec.names_program if spec.names is not None and passes is spec.names.passes else None,
         )
         ok[rows_at] = got_ok
         scatter[rows_at] = done + np.arange(len(rows_at))
@@ -737,14 +753,35 @@ def _prefix_fields(
     ends: np.ndarray,
     spec: StderrSpec,
     passes: list[tuple[str, list[str]]],
+    program: FieldProgram | None = None,
 ) -> tuple[dict[str, pa.Array | None], np.ndarray]:
     """Prefix fields of `sub` (binary entries) by `passes`, and which entries the prefix
-    matched (the lenient regex for those the passes miss)."""
+    matched (the lenient regex for those the passes miss). With a `program` for the same
+    fields and the compiled loops, the program reads the entries and the passes only those it
+    cannot."""
     k = len(sub)
     names = [name for _, group in passes for name in group]
     columns: dict[str, pa.Array | None] = {name: None for name in names}
     if not k:
         return columns, np.zeros(0, dtype=bool)
+    if program is not None and COMPILED is not None and list(program.names) == names:
+        raw_ok, pairs = COMPILED.prefix_fields(buf, starts, ends, program.ops, len(program.names))
+        ok = np.frombuffer(raw_ok, dtype=np.uint8).astype(bool)
+        for name, (offsets, data) in zip(program.names, pairs, strict=True):
+            buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+            columns[name] = pa.Array.from_buffers(pa.binary(), k, buffers)
+        missed = np.flatnonzero(~ok)
+        if len(missed):
+            got, got_ok = _prefix_fields(
+                sub.take(_indices(missed)), buf, starts[missed], ends[missed], spec, passes
+            )
+            mask = _bools(~ok)
+            for name in names:
+                column, read = columns[name], got[name]
+                assert column is not None and read is not None
+                columns[name] = pc.replace_with_mask(column, mask, read.cast(pa.binary()))
+            ok[missed] = got_ok
+        return columns, ok
     ok = np.ones(k, dtype=bool)
     for pattern, group in passes:
         found = pc.extract_regex(sub, _named(pattern))
