@@ -29,6 +29,9 @@ $(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c p
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,jupyter]'
+	@# Bytecode now, once: with PYTHONDONTWRITEBYTECODE set (as in CI) every process would
+	@# otherwise compile the package from source, a tenth of `playbook logs`'s start-up.
+	$(BIN)/python -m compileall -q playbook >/dev/null
 	# A kernelspec in the venv that papermill and JupyterLab (started from the venv) both find.
 	$(BIN)/python -m ipykernel install --sys-prefix --name pg-session-playbook \
 		--display-name "Python (pg-session-playbook)" >/dev/null

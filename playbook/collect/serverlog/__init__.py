@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +37,8 @@ from playbook.errors import PlaybookError
 from playbook.evidence.zones import Zone
 
 if TYPE_CHECKING:  # pandas loads where the frames are built: `playbook logs` builds none
+    from concurrent.futures import Future
+
     import pandas as pd
 
 __all__ = [
@@ -209,7 +210,11 @@ def read_server_logs(
         )
     else:
         bar = nullcontext()
-    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    pool = None
+    if jobs > 1:  # imported here: multiprocessing costs every other run a few tens of ms
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=jobs)
     # Millions of short-lived objects would make the cyclic GC scan again and again; nothing
     # here builds cycles, so it stays off while reading.
     gc_was_enabled = gc.isenabled()
