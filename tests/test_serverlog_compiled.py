@@ -275,3 +275,22 @@ def test_field_programs_read_what_the_regexes_read() -> None:
         assert 0 < ok.sum() < len(lines)  # both kinds of entry were tried
         tried += 1
     assert tried >= 8
+
+
+def test_csvlog_blocks_end_at_the_same_place_compiled_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_records.c's csv_cut and the quote counting of serverlog._cut: after the last newline
+    outside a quoted field, on pieces of recorded csvlogs cut anywhere (inside quoted newlines
+    too) and on the edge cases (no newline, only quoted ones, an empty block)."""
+    from playbook.collect.serverlog import _cut
+
+    data = b"".join((LOGS / name).read_bytes() for name in ("pg18_incident.csv", "pg13_incident.csv"))
+    rng = np.random.default_rng(5)
+    starts, sizes = rng.integers(0, len(data), 300), rng.integers(0, 3000, 300)
+    pieces = [data[a : a + int(n)] for a, n in zip(starts, sizes, strict=True)]
+    pieces += [b"", b"no newline", b'"a\nb"', b'x,"a\nb"\n', b'"\n"\n"\n', b"\n", *_pieces(data)]
+    compiled = [_cut("csvlog", piece) for piece in pieces]
+    with monkeypatch.context() as patch:
+        patch.setattr(structured, "RECORDS", None)
+        reference = [_cut("csvlog", piece) for piece in pieces]
+    assert compiled == reference
+    assert len(set(compiled)) > 50
