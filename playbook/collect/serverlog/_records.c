@@ -1,6 +1,6 @@
 /* csvlog and jsonlog records, split in one pass over a block's bytes.
  *
- * records(buf, json, wanted, levels, harmless, except_) -> (lines, entries, columns)
+ * records(buf, json, wanted, levels, harmless, except_, port_at) -> (lines, entries, columns)
  *
  * `buf` holds whole records. csvlog (json false): a record is a line of comma-separated fields
  * (a quoted field may hold commas, newlines and "" for a quote); it counts when it has at least
@@ -13,6 +13,8 @@
  * 5 in `wanted`, message at 7) is in `levels` and that are not a LOG whose message starts with
  * one of the 8-byte `harmless` heads (unless it starts with one of `except_`) are returned:
  * what the caller would drop anyway is never copied. The rules are the caller's, passed in.
+ * The wanted field at position `port_at` (-1: none) loses a trailing ':' and digits (csvlog's
+ * connection_from is host:port; jsonlog's remote_host is the host alone).
  *
  * columns: one (offsets, data) pair per wanted field, as bytearrays: int32 offsets (returned
  * records + 1) into data, the field's value unescaped ("" -> " in csvlog; JSON escapes, \uXXXX
@@ -207,6 +209,17 @@ static inline const unsigned char *find_quote(const unsigned char *q, const unsi
     for (; q < inline_end; q++)
         if (*q == '"') return q;
     return q < end ? memchr(q, '"', (size_t)(end - q)) : NULL;
+}
+
+/* The column's last value without a trailing ':' and digits (csvlog's connection_from is
+ * host:port): what replacing the regex :\d*$ with nothing gives. */
+static void cut_port(Column *c) {
+    const char *value = c->data + c->offsets[c->n - 1], *q = c->data + c->len;
+    while (q > value && q[-1] >= '0' && q[-1] <= '9') q--;
+    if (q > value && q[-1] == ':') {
+        c->len = (q - 1) - c->data;
+        c->offsets[c->n] = (int32_t)c->len;
+    }
 }
 
 /* One csvlog record from p (not past end): the wanted fields' slices; *next is after the
@@ -408,8 +421,9 @@ static PyObject *records(PyObject *self, PyObject *args) {
     Py_buffer view;
     int json;
     PyObject *wanted, *levels, *harmless, *except_;
-    if (!PyArg_ParseTuple(args, "y*pO!O!O!O!", &view, &json, &PyTuple_Type, &wanted, &PyTuple_Type, &levels,
-                          &PyTuple_Type, &harmless, &PyTuple_Type, &except_))
+    int port_at;
+    if (!PyArg_ParseTuple(args, "y*pO!O!O!O!i", &view, &json, &PyTuple_Type, &wanted, &PyTuple_Type, &levels,
+                          &PyTuple_Type, &harmless, &PyTuple_Type, &except_, &port_at))
         return NULL;
     Py_ssize_t n_wanted = PyTuple_GET_SIZE(wanted);
     int field_slot[64];
@@ -479,6 +493,7 @@ static PyObject *records(PyObject *self, PyObject *args) {
             continue;
         for (Py_ssize_t k = 0; k < n_wanted && !failed; k++)
             if (append(&columns[k], &slices[k]) < 0) failed = 1;
+        if (port_at >= 0 && port_at < n_wanted && !failed) cut_port(&columns[port_at]);
         kept++;
     }
     PyBuffer_Release(&view);

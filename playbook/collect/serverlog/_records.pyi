@@ -7,6 +7,7 @@ def records(
     levels: tuple[bytes, ...],
     harmless: tuple[bytes, ...],
     except_: tuple[bytes, ...],
+    port_at: int,
     /,
 ) -> tuple[int, int, tuple[tuple[bytearray, bytearray], ...]]: ...
 def csv_cut(buf: bytes, /) -> int: ...

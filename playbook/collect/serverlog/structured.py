@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,7 @@ _FIELDS = ("timestamp", "user", "dbname", "pid", "remote_host", "error_severity"
            "detail", "application_name")  # fmt: skip
 _CSV_AT = (0, 1, 2, 3, 4, 11, 12, 13, 14, 22)
 _CSV_MIN_FIELDS = 23
+_PORT = re.compile(rb":\d*\Z")
 _INTERESTING = ("LOG", "WARNING", "ERROR", "FATAL", "PANIC")
 _INTERESTING_BYTES = tuple(level.encode() for level in _INTERESTING)
 _classified: dict[tuple[str, str, str], str | None] = {}
@@ -69,7 +71,7 @@ def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
         return _compiled_rows(buf, clock, jsonlog=False)
     columns, entries = _csv_by_record(buf)
     n = len(columns["timestamp"])
-    return _rows(columns, np.ones(n, dtype=bool), clock, lines=_newlines(buf), size=len(buf), csv=True,
+    return _rows(columns, np.ones(n, dtype=bool), clock, lines=_newlines(buf), size=len(buf),
                  entries=entries)  # fmt: skip
 
 
@@ -100,8 +102,9 @@ def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
     wanted: tuple[int, ...] | tuple[bytes, ...] = (
         tuple(name.encode() for name in _FIELDS) if jsonlog else _CSV_AT
     )
+    port_at = -1 if jsonlog else _FIELDS.index("remote_host")  # csvlog's is host:port
     lines, entries, pairs = RECORDS.records(
-        buf, jsonlog, wanted, _INTERESTING_BYTES, _HARMLESS_LOG, _HARMLESS_EXCEPT
+        buf, jsonlog, wanted, _INTERESTING_BYTES, _HARMLESS_LOG, _HARMLESS_EXCEPT, port_at
     )
     columns = {
         name: pa.Array.from_buffers(
@@ -110,7 +113,7 @@ def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
         for name, (offsets, data) in zip(_FIELDS, pairs, strict=True)
     }
     n = len(columns["timestamp"])
-    return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf), csv=not jsonlog,
+    return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf),
                  entries=entries)  # fmt: skip
 
 
@@ -125,6 +128,7 @@ def _csv_by_record(buf: bytes) -> tuple[dict[str, pa.Array], int]:
         entries += 1
         for name, at in zip(_FIELDS, _CSV_AT, strict=True):
             out[name].append(record[at].encode("utf-8", "surrogateescape"))
+        out["remote_host"][-1] = _PORT.sub(b"", out["remote_host"][-1])  # connection_from: host:port
     return {name: pa.array(values, pa.binary()) for name, values in out.items()}, entries
 
 
@@ -222,7 +226,6 @@ def _rows(
     clock: Clock,
     lines: int,
     size: int,
-    csv: bool = False,
     entries: int | None = None,
 ) -> Rows:
     """The kept rows: session lines (LOG) and entries the catalog explains, classified once per
@@ -298,8 +301,6 @@ def _rows(
 
     def coded(name: str, clean: bool = True, host: bool = False) -> tuple[Coded, np.ndarray]:
         values = _at(columns[name], rows_at)
-        if host and csv:  # csvlog's connection_from is host:port
-            values = pc.replace_substring_regex(values, r":\d*$", "")
         codes, values_, empty = _decoded(values, clean, host)
         return Coded(codes, values_), empty
 
