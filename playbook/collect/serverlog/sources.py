@@ -38,13 +38,18 @@ def open_log(path: Path) -> LogFile:
     return LogFile(path, WHAT)
 
 
+# control bytes a text log does not hold (tab, newline, vertical tab, form feed and CR it may)
+_CONTROL = bytes((*range(1, 9), *range(14, 32), 127))
+_NOT_CONTROL = bytes(c for c in range(256) if c not in _CONTROL)
+
+
 def check_text(path: Path, sample: bytes) -> None:
     """Refuse binary data in one sentence (a PostgreSQL log is text, whatever its encoding)."""
     if not sample:
         return
     if b"\x00" in sample:
         raise PlaybookError(f"{WHAT} {path} is binary data, not a PostgreSQL log")
-    controls = sum(sample.count(bytes([c])) for c in (*range(1, 9), *range(14, 32), 127))
+    controls = len(sample.translate(None, _NOT_CONTROL))  # one pass, not one per control byte
     if controls > len(sample) * 0.05:
         raise PlaybookError(f"{WHAT} {path} is binary data, not a PostgreSQL log")
 
