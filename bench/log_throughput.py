@@ -227,9 +227,9 @@ def to_jsonlog(stderr_log: Path, out: Path) -> None:
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
-def ensure_logs(folder: Path, sizes: list[int], genlog: Path) -> dict[str, Path]:
+def ensure_logs(folder: Path, sizes: list[int], genlog: Path, every_size: bool = False) -> dict[str, Path]:
     """The benchmark's files, generated when missing: stderr of each size, and csvlog and jsonlog
-    copies of the smallest."""
+    copies of the smallest (of every size with `every_size`)."""
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     for mb in sizes:
@@ -239,15 +239,15 @@ def ensure_logs(folder: Path, sizes: list[int], genlog: Path) -> dict[str, Path]
             subprocess.run([sys.executable, str(genlog), str(path), str(mb)], check=True)
             print(f"generated {path} in {time.perf_counter() - t0:.0f} s", flush=True)
         out[f"stderr {mb} MB"] = path
-    smallest = min(sizes)
-    source = out[f"stderr {smallest} MB"]
-    for fmt, convert, ext in (("csvlog", to_csvlog, "csv"), ("jsonlog", to_jsonlog, "json")):
-        path = folder / f"genlog-{smallest}mb.{ext}"
-        if not path.exists():
-            t0 = time.perf_counter()
-            convert(source, path)
-            print(f"converted {path} in {time.perf_counter() - t0:.0f} s", flush=True)
-        out[f"{fmt} {smallest} MB*"] = path
+    for mb in sizes if every_size else [min(sizes)]:
+        source = out[f"stderr {mb} MB"]
+        for fmt, convert, ext in (("csvlog", to_csvlog, "csv"), ("jsonlog", to_jsonlog, "json")):
+            path = folder / f"genlog-{mb}mb.{ext}"
+            if not path.exists():
+                t0 = time.perf_counter()
+                convert(source, path)
+                print(f"converted {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+            out[f"{fmt} {mb} MB*"] = path
     return out
 
 
@@ -317,10 +317,15 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="--jobs for playbook logs (default 1)")
     parser.add_argument("--no-pgbadger", action="store_true", help="time ours only")
     parser.add_argument("--repeat", type=int, default=3, help="runs of ours per log; the best is shown (3)")
+    parser.add_argument(
+        "--every-size",
+        action="store_true",
+        help="csvlog and jsonlog copies of every size, not the smallest only",
+    )
     args = parser.parse_args()
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    logs = ensure_logs(args.dir, sizes, args.genlog)
+    logs = ensure_logs(args.dir, sizes, args.genlog, args.every_size)
     print(f"cpu cores visible: {os.cpu_count()} (shared machine: figures move with the load)")
     print("* converted from the stderr one: same entries; pgBadger is timed on it in its format")
     # `logs --help` loads what the command loads (numpy, pyarrow, the compiled loops), through

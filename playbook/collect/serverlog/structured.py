@@ -70,9 +70,7 @@ def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
     if RECORDS is not None:
         return _compiled_rows(buf, clock, jsonlog=False)
     columns, entries = _csv_by_record(buf)
-    n = len(columns["timestamp"])
-    return _rows(columns, np.ones(n, dtype=bool), clock, lines=_newlines(buf), size=len(buf),
-                 entries=entries)  # fmt: skip
+    return _rows(columns, clock, lines=_newlines(buf), size=len(buf), entries=entries)
 
 
 def parse_json_block(buf: bytes, clock: Clock) -> Rows:
@@ -91,8 +89,7 @@ def parse_json_block(buf: bytes, clock: Clock) -> Rows:
         columns["pid"] = pc.cast(columns["pid"], pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
         columns = _json_by_line(buf)
-    n = len(columns["timestamp"])
-    return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf))
+    return _rows(columns, clock, lines=lines, size=len(buf), entries=len(columns["timestamp"]))
 
 
 def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
@@ -112,9 +109,7 @@ def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
         )
         for name, (offsets, data) in zip(_FIELDS, pairs, strict=True)
     }
-    n = len(columns["timestamp"])
-    return _rows(columns, np.ones(n, dtype=bool), clock, lines=lines, size=len(buf),
-                 entries=entries)  # fmt: skip
+    return _rows(columns, clock, lines=lines, size=len(buf), entries=entries)
 
 
 def _csv_by_record(buf: bytes) -> tuple[dict[str, pa.Array], int]:
@@ -220,21 +215,13 @@ def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) ->
     return Coded(codes, first.values + second.values)
 
 
-def _rows(
-    columns: dict[str, pa.Array],
-    valid: np.ndarray,
-    clock: Clock,
-    lines: int,
-    size: int,
-    entries: int | None = None,
-) -> Rows:
+def _rows(columns: dict[str, pa.Array], clock: Clock, lines: int, size: int, entries: int) -> Rows:
     """The kept rows: session lines (LOG) and entries the catalog explains, classified once per
     distinct (first line, level, SQLSTATE); LOG wordings known to be harmless (the stderr
     reader's list) are not classified."""
-    entries = int(valid.sum()) if entries is None else entries
     columns = {name: _binary(col) for name, col in columns.items()}
     level_all = columns["error_severity"]
-    interesting = _arr(pc.is_in(level_all, _binaries([x.encode() for x in _INTERESTING]))) & valid
+    interesting = _arr(pc.is_in(level_all, _binaries(list(_INTERESTING_BYTES))))
     cand = np.flatnonzero(interesting)
     level = _at(level_all, cand)
     message = _at(columns["message"], cand)
