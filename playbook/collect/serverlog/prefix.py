@@ -158,21 +158,16 @@ class FastPrefix:
     RE2 extracts in one pass only for up to four groups; more make it several times slower, so
     the fields are taken in passes of up to four over the same anchored pattern. Every pattern ends
     with the level and its two spaces: an entry that matches the last pass matched the prefix.
-    `optional` is the pattern of the prefix without its %q part (lines of processes that are not
-    sessions), tried on the entries the full one misses.
+    The %q part is required: lines of processes that are not sessions, which print nothing
+    after it, are left to the lenient regex.
     """
 
     passes: list[tuple[str, list[str]]]  # (pattern, field names of its groups)
-    optional: list[tuple[str, list[str]]]
 
 
 def fast_prefix(prefix: str, skip: frozenset[str] = frozenset()) -> FastPrefix:
     """The RE2 passes of `prefix`; fields named in `skip` are matched but not captured."""
-    tokens = _tokens(prefix)
-    q_at = next((i for i, t in enumerate(tokens) if t[0] == "q"), None)
-    full = [t for t in tokens if t[0] != "q"]
-    short = tokens[:q_at] if q_at is not None else None
-    return FastPrefix(_passes(full, skip), _passes(short, skip) if short is not None else [])
+    return FastPrefix(_passes([t for t in _tokens(prefix) if t[0] != "q"], skip))
 
 
 def _passes(
