@@ -821,3 +821,18 @@ def test_a_log_copied_through_windows_reads_as_the_original(tmp_path: Path) -> N
             assert not copied.events[column].astype(str).str.contains("\r").any(), column
     for key in ("events", "by_user", "by_database", "by_application", "by_host", "sessions", "lines"):
         assert copied.summary[key] == plain.summary[key], key
+
+
+def test_a_pid_too_long_to_be_one_does_not_end_the_read(tmp_path: Path) -> None:
+    """A run of digits where %p goes that no process id can be (it would overflow int64) is read
+    as no pid: before, casting it aborted the whole read with "could not be read"."""
+    path = tmp_path / "postgresql.log"
+    path.write_text(
+        "2025-03-01 10:00:00.000 UTC [11] app@shop FATAL:  terminating connection due to "
+        "administrator command\n"
+        "2025-03-01 10:00:01.000 UTC [99999999999999999999] app@shop FATAL:  terminating connection due to "
+        "administrator command\n"
+    )
+    evidence = read_server_logs([path], prefix="%m [%p] %q%u@%d ")
+    assert evidence.events["pid"].tolist() == [11, 0]
+    assert evidence.events["event"].astype(str).tolist() == ["admin_terminate", "admin_terminate"]

@@ -189,6 +189,55 @@ def test_jsonlog_edge_cases_read_the_same_compiled_or_not(monkeypatch: pytest.Mo
     assert compiled["message"][1] == 'canceling statement "x"\nline two \U0001f600 café'
 
 
+def test_jsonlog_lines_json_refuses_are_refused_compiled_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What json.loads and pyarrow refuse is no record for _records.c either (a raw tab in a
+    string, a bare word, a number with a leading zero), and what they read unescaped it reads
+    unescaped (a key, a level); a lone surrogate escape reads as U+FFFD on both paths."""
+    head = '{"timestamp": "2025-03-01 10:00:00.000 UTC", "error_severity": "FATAL", "message": '
+    lines = [
+        head + '"terminating connection due to administrator command", "pid": 11}',
+        head + '"terminating\tconnection", "pid": 12}',  # a raw tab in a string: refused
+        head + '"terminating connection due to administrator command", "pid": abc}',
+        head + '"terminating connection due to administrator command", "pid": 011}',
+        head + '"terminating connection due to administrator command", "us\\u0065r": "app", "pid": 13}',
+        '{"timestamp": "2025-03-01 10:00:00.000 UTC", "error_severity": "F\\u0041TAL", '
+        '"message": "terminating connection due to administrator command", "pid": 14}',
+        head + '"terminating connection due to administrator command", "user": "x\\ud800y", "pid": 15}',
+    ]
+    buf = ("\n".join(lines) + "\n").encode()
+    assert b"\t" in buf and b"\\u0065" in buf  # the raw tab and the escapes are really there
+    compiled, reference = _both(lambda b: parse_json_block(b, Clock(None, "test")), buf, monkeypatch)
+    assert compiled == reference
+    assert compiled["pid"] == [11, 13, 14, 15]
+    assert compiled["user"] == ["", "app", "", "x\ufffdy"]
+
+
+def test_csvlog_values_read_as_pythons_csv_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes after a closing quote belong to the value, a lone CR ends a record as CRLF and LF
+    do, a field longer than the csv module's default limit (128 KB) is read, and a pid too long
+    to be one is 0 instead of ending the read."""
+    detail = "x" * 140_000
+    records = [
+        _csv_record(0, 11, "FATAL", "57P01", "terminating connection due to administrator command"),
+        _csv_record(1, 12, "FATAL", "57P01", "terminating connection due to administrator command").replace(
+            '"app"', '"app"x', 1
+        ),
+        _csv_record(
+            2, 99999999999999999999, "FATAL", "57P01", "terminating connection due to administrator command"
+        ),
+        _csv_record(3, 14, "ERROR", "57014", "canceling statement due to statement timeout").replace(
+            ",,,,,,,,,", f',"{detail}",,,,,,,,', 1
+        ),
+    ]
+    buf = ("\n".join(records[:2]) + "\r" + "\r\n".join(records[2:]) + "\r").encode()
+    compiled, reference = _both(lambda b: parse_csv_block(b, Clock(None, "test")), buf, monkeypatch)
+    assert compiled == reference
+    assert compiled["counts"][1] == 4
+    assert compiled["user"][:2] == ["app", "appx"]
+    assert compiled["pid"] == [11, 12, 0, 14]
+    assert compiled["detail"][3] == detail
+
+
 def test_the_compiled_remap_gives_the_reference_codes() -> None:
     """Vocab.remap (compiled) and Vocab.remap_reference grow the same dictionary and give the
     same codes, block after block: values new, known, repeated within a block (two raw names
@@ -275,6 +324,8 @@ def test_field_programs_read_what_the_regexes_read() -> None:
         assert 0 < ok.sum() < len(lines)  # both kinds of entry were tried
         tried += 1
     assert tried >= 8
+    # RE2 reads bytes: after a multibyte literal the regexes, not a program, read the names
+    assert field_program("%m [%p] %u\u2192%d ", frozenset({"ts", "pid"})) is None
 
 
 def test_csvlog_blocks_end_at_the_same_place_compiled_or_not(monkeypatch: pytest.MonkeyPatch) -> None:

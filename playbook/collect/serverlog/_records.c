@@ -19,6 +19,14 @@
  * columns: one (offsets, data) pair per wanted field, as bytearrays: int32 offsets (returned
  * records + 1) into data, the field's value unescaped ("" -> " in csvlog; JSON escapes, \uXXXX
  * into UTF-8, in jsonlog; a JSON number, true or false as its text; null or absent as empty).
+ *
+ * What counts is what the references read (tests/test_serverlog_compiled.py compares them):
+ * csvlog as Python's csv module (bytes after a closing quote belong to the value; \n, \r\n or
+ * a lone \r ends a record), jsonlog as json.loads and pyarrow (no raw control byte in a
+ * string, numbers without leading zeros, keys and levels read unescaped). Two differences are
+ * left, for input PostgreSQL never writes: a wanted value that is an object, an array, true or
+ * false comes back as its JSON text (json.loads's reference shows Python's str of it), and
+ * json.loads's NaN and Infinity are refused, as pyarrow refuses them.
  * lines counts the newlines (bytes.count(b"\n")), entries the records.
  * The caller makes pyarrow binary arrays of the pairs without copying them again.
  */
@@ -29,6 +37,7 @@
 
 #define MAX_WANTED 16
 #define MAX_LIST 32
+#define KEY_ROOM 64 /* a key or level longer than this, written with escapes, is not one read */
 #define CSV_MIN_FIELDS 23
 #define AT_LEVEL 5
 #define AT_MESSAGE 7
@@ -76,7 +85,9 @@ typedef struct {
 typedef struct {
     const unsigned char *p; /* raw bytes of the value (inside quotes for strings) */
     Py_ssize_t len;
-    int kind; /* 0 absent, 1 plain, 2 CSV quoted, 3 JSON string with escapes */
+    int kind;            /* 0 absent, 1 plain, 2 CSV quoted with "", 3 JSON string with escapes,
+                          * 4 CSV quoted then more bytes before the separator */
+    Py_ssize_t quote_at; /* kind 4: where the closing quote is, from p */
 } Slice;
 
 static int reserve(Column *c, Py_ssize_t more) {
@@ -170,26 +181,37 @@ static char *json_unescape(const unsigned char *s, Py_ssize_t n, char *o) {
     return o;
 }
 
+/* A quoted csvlog value's bytes with "" read as " (a lone quote is kept). */
+static char *unquote(const Slice *s, char *o) {
+    const unsigned char *p = s->p, *end = s->p + s->len;
+    while (p < end) {
+        const unsigned char *q = memchr(p, '"', (size_t)(end - p));
+        if (q == NULL) q = end;
+        memcpy(o, p, (size_t)(q - p));
+        o += q - p;
+        if (q < end) {
+            *o++ = '"';
+            q += (q + 1 < end && q[1] == '"') ? 2 : 1;
+        }
+        p = q;
+    }
+    return o;
+}
+
 static int append(Column *c, const Slice *s) {
     if (reserve(c, s->len) < 0) return -1;
     if (c->n == 0) c->offsets[0] = 0;
     char *o = c->data + c->len;
-    if (s->kind == 2) { /* "" -> " */
-        const unsigned char *p = s->p, *end = s->p + s->len;
-        while (p < end) {
-            const unsigned char *q = memchr(p, '"', (size_t)(end - p));
-            if (q == NULL) q = end;
-            memcpy(o, p, (size_t)(q - p));
-            o += q - p;
-            if (q < end) {
-                *o++ = '"';
-                q += (q + 1 < end && q[1] == '"') ? 2 : 1;
-            }
-            p = q;
-        }
+    if (s->kind == 2) {
+        o = unquote(s, o);
     } else if (s->kind == 3) {
         o = json_unescape(s->p, s->len, o);
-    } else if (s->kind == 1) {
+    } else if (s->kind == 4) { /* what Python's csv module reads: the quoted part, then the rest */
+        Slice quoted = {s->p, s->quote_at, 2, 0};
+        o = unquote(&quoted, o);
+        memcpy(o, s->p + s->quote_at + 1, (size_t)(s->len - s->quote_at - 1));
+        o += s->len - s->quote_at - 1;
+    } else if (s->kind == 1 && s->len) {
         memcpy(o, s->p, (size_t)s->len);
         o += s->len;
     }
@@ -228,7 +250,7 @@ static Py_ssize_t csv_record(const unsigned char *p, const unsigned char *end, c
                              Slice *slices, const unsigned char **next) {
     Py_ssize_t field = 0;
     for (;;) {
-        Slice s = {p, 0, 1};
+        Slice s = {p, 0, 1, 0};
         if (p < end && *p == '"') {
             const unsigned char *q = p + 1;
             int doubled = 0;
@@ -249,12 +271,18 @@ static Py_ssize_t csv_record(const unsigned char *p, const unsigned char *end, c
             s.len = q - s.p;
             s.kind = doubled ? 2 : 1;
             p = q < end ? q + 1 : end;
-            /* bytes between the closing quote and the separator are kept out (PostgreSQL writes none) */
-            while (p < end && *p != ',' && *p != '\n') p++;
+            /* bytes between the closing quote and the separator belong to the value, as Python's
+             * csv module reads them (PostgreSQL writes none) */
+            const unsigned char *tail = scan_to(p, end, CSV_STOP, ',', '\n', '\r');
+            if (tail > p) {
+                s.quote_at = s.len;
+                s.len = tail - s.p;
+                s.kind = 4;
+                p = tail;
+            }
         } else {
-            const unsigned char *q = scan_to(p, end, CSV_STOP, ',', '\n', '\n');
+            const unsigned char *q = scan_to(p, end, CSV_STOP, ',', '\n', '\r');
             s.len = q - p;
-            if (s.len && q < end && *q == '\n' && p[s.len - 1] == '\r') s.len--;
             p = q;
         }
         if (field < n_slots && field_slot[field] >= 0) slices[field_slot[field]] = s;
@@ -263,8 +291,8 @@ static Py_ssize_t csv_record(const unsigned char *p, const unsigned char *end, c
             *next = end;
             return field;
         }
-        if (*p == '\n') {
-            *next = p + 1;
+        if (*p == '\n' || *p == '\r') { /* \n, \r\n or a lone \r ends a record, as in Python's csv */
+            *next = p + 1 + (*p == '\r' && p + 1 < end && p[1] == '\n');
             return field;
         }
         p++; /* the comma */
@@ -276,14 +304,56 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
     return p;
 }
 
+/* The first '"', backslash or control byte in [q, end), or end: a word at a time as scan_to
+ * (the "has a byte below 0x20" test is exact for the lowest match too). */
+static inline const unsigned char *json_scan(const unsigned char *q, const unsigned char *end) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+    while (end - q >= 8) {
+        uint64_t v;
+        memcpy(&v, q, 8);
+        uint64_t hit = zero_bytes(v ^ (ONES * '"')) | zero_bytes(v ^ (ONES * '\\')) | ((v - ONES * 0x20) & ~v & HIGHS);
+        if (hit) return q + (__builtin_ctzll(hit) >> 3);
+        q += 8;
+    }
+#endif
+    while (q < end && !JSON_STOP[*q]) q++;
+    return q;
+}
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* Whether [p, q) is a JSON literal: true, false, null or a number (no leading zero, no sign
+ * but a minus), what json.loads and pyarrow accept there. */
+static int json_bare(const unsigned char *p, const unsigned char *q) {
+    Py_ssize_t n = q - p;
+    if ((n == 4 && memcmp(p, "true", 4) == 0) || (n == 5 && memcmp(p, "false", 5) == 0) ||
+        (n == 4 && memcmp(p, "null", 4) == 0))
+        return 1;
+    if (p < q && *p == '-') p++;
+    if (p >= q || !is_digit(*p)) return 0;
+    if (*p == '0') p++;
+    else
+        while (p < q && is_digit(*p)) p++;
+    if (p < q && *p == '.') {
+        if (++p >= q || !is_digit(*p)) return 0;
+        while (p < q && is_digit(*p)) p++;
+    }
+    if (p < q && (*p == 'e' || *p == 'E')) {
+        if (++p < q && (*p == '+' || *p == '-')) p++;
+        if (p >= q || !is_digit(*p)) return 0;
+        while (p < q && is_digit(*p)) p++;
+    }
+    return p == q;
+}
+
 /* A JSON string at p (the opening quote): its end (after the closing quote) or NULL; *escaped
  * says whether it holds backslashes. Escapes are checked. */
 static const unsigned char *json_string(const unsigned char *p, const unsigned char *end, int *escaped) {
     *escaped = 0;
     p++;
     for (;;) {
-        const unsigned char *q = scan_to(p, end, JSON_STOP, '"', '\\', '\n');
-        if (q >= end || *q == '\n') return NULL;
+        const unsigned char *q = json_scan(p, end);
+        if (q >= end || *q < 0x20) return NULL; /* a raw control byte (a newline among them) */
         if (*q == '"') return q + 1;
         *escaped = 1;
         if (q + 1 >= end) return NULL;
@@ -323,7 +393,7 @@ static const unsigned char *json_value(const unsigned char *p, const unsigned ch
         } else {
             const unsigned char *q = p;
             while (q < end && strchr(",}] \t\r\n:", *q) == NULL) q++;
-            if (q == p) return NULL;
+            if (q == p || !json_bare(p, q)) return NULL;
             p = q;
         }
     } while (depth > 0);
@@ -352,22 +422,26 @@ static int json_record(const unsigned char *p, const unsigned char *eol, const K
         if (is_string) value_end = json_string(p, eol, &value_escaped);
         else value_end = json_value(p, eol);
         if (value_end == NULL) return 0;
-        if (!escaped) {
-            for (Py_ssize_t k = 0; k < n_keys; k++) {
-                if (keys[k].len == key_len && keys[k].name[0] == key[0] &&
-                    memcmp(keys[k].name, key, (size_t)key_len) == 0) {
-                    Slice s = {value, value_end - value, 1};
-                    if (is_string) {
-                        s.p = value + 1;
-                        s.len = value_end - value - 2;
-                        s.kind = value_escaped ? 3 : 1;
-                    } else if (s.len == 4 && memcmp(value, "null", 4) == 0) {
-                        s.kind = 0;
-                        s.len = 0;
-                    }
-                    slices[k] = s;
-                    break;
+        /* a key written with escapes ("us\u0065r") is read unescaped, as json.loads reads it */
+        char unescaped[KEY_ROOM];
+        if (escaped && key_len <= KEY_ROOM) {
+            key_len = (const unsigned char *)json_unescape(key, key_len, unescaped) - (const unsigned char *)unescaped;
+            key = (const unsigned char *)unescaped;
+        }
+        for (Py_ssize_t k = 0; k < n_keys && (!escaped || key == (const unsigned char *)unescaped); k++) {
+            if (keys[k].len == key_len && key_len > 0 && keys[k].name[0] == key[0] &&
+                memcmp(keys[k].name, key, (size_t)key_len) == 0) {
+                Slice s = {value, value_end - value, 1, 0};
+                if (is_string) {
+                    s.p = value + 1;
+                    s.len = value_end - value - 2;
+                    s.kind = value_escaped ? 3 : 1;
+                } else if (s.len == 4 && memcmp(value, "null", 4) == 0) {
+                    s.kind = 0;
+                    s.len = 0;
                 }
+                slices[k] = s;
+                break;
             }
         }
         p = skip_ws(value_end, eol);
@@ -477,8 +551,8 @@ static PyObject *records(PyObject *self, PyObject *args) {
             next = eol ? eol + 1 : end;
             is_record = json_record(p, eol ? eol : end, keys, n_wanted, slices);
         } else {
-            if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n')) { /* an empty line */
-                p += *p == '\n' ? 1 : 2;
+            if (*p == '\n' || *p == '\r') { /* an empty line */
+                p += 1 + (*p == '\r' && p + 1 < end && p[1] == '\n');
                 continue;
             }
             is_record = csv_record(p, end, field_slot, n_slots, slices, &next) >= CSV_MIN_FIELDS;
@@ -487,6 +561,14 @@ static PyObject *records(PyObject *self, PyObject *args) {
         if (!is_record) continue;
         entries++;
         const Slice *level = &slices[AT_LEVEL], *message = &slices[AT_MESSAGE];
+        Slice level_read = *level; /* a level written with escapes is compared unescaped */
+        char level_room[KEY_ROOM];
+        if (level->kind == 3) {
+            if (level->len > KEY_ROOM) continue;
+            level_read.len = json_unescape(level->p, level->len, level_room) - level_room;
+            level_read.p = (const unsigned char *)level_room;
+            level = &level_read;
+        }
         if (!matches(level, level_keys, n_levels, 0)) continue;
         if (level->len == 3 && memcmp(level->p, "LOG", 3) == 0 && plain_head(message, HEAD_CHECKED) &&
             matches(message, harmless_keys, n_harmless, 1) && !matches(message, except_keys, n_except, 1))
@@ -552,8 +634,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_records", "csvlog a
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__records(void) {
-    CSV_STOP[','] = CSV_STOP['\n'] = 1;
+    CSV_STOP[','] = CSV_STOP['\n'] = CSV_STOP['\r'] = 1;
     CUT_STOP['"'] = CUT_STOP['\n'] = 1;
-    JSON_STOP['"'] = JSON_STOP['\\'] = JSON_STOP['\n'] = 1;
+    JSON_STOP['"'] = JSON_STOP['\\'] = 1;
+    for (int c = 0; c < 0x20; c++) JSON_STOP[c] = 1;
     return PyModule_Create(&module);
 }

@@ -786,11 +786,15 @@ static PyObject *prefix_fields(PyObject *self, PyObject *args) {
     if (get_slices(o, v, &got, &k, "prefix_fields") < 0) goto fail;
     const unsigned char *a = v[0].buf;
     const int64_t *starts = v[1].buf, *ends = v[2].buf;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < k; i++) total += ends[i] - starts[i];
+    if (total > INT32_MAX) { /* the captured values could not be addressed by int32 offsets */
+        PyErr_SetString(PyExc_ValueError, "prefix_fields: entries over 2 GB in one call");
+        goto fail;
+    }
     PyObject *ok_b = PyByteArray_FromStringAndSize(NULL, k), *out = PyTuple_New(captures);
     PyObject *offsets[MAX_CAPTURES] = {NULL}, *data[MAX_CAPTURES] = {NULL};
     int failed = ok_b == NULL || out == NULL;
-    Py_ssize_t total = 0;
-    for (Py_ssize_t i = 0; i < k; i++) total += ends[i] - starts[i];
     for (int c = 0; c < captures && !failed; c++) {
         offsets[c] = PyByteArray_FromStringAndSize(NULL, (k + 1) * 4);
         data[c] = PyByteArray_FromStringAndSize(NULL, total); /* every value lies inside its entry */

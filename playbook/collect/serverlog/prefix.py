@@ -265,6 +265,8 @@ def field_program(prefix: str, skip: frozenset[str] = frozenset()) -> FieldProgr
         if op is None or padded or following is None or following[0] != "lit":
             return None
         first = following[1][0]
+        if not first.isascii():
+            return None  # RE2 reads bytes: a multibyte literal's class would stop at each of its bytes
         if op == OP_STOP:
             if first == "\n":
                 return None

@@ -404,6 +404,18 @@ def _indices(values: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(data), [validity, pa.py_buffer(data)])
 
 
+def _pids(values: pa.Array | None, n: int) -> np.ndarray:
+    """Process ids of a binary column (int64): 1 to 18 digits, else 0. A longer run of digits
+    is no pid, and casting it would overflow and abort the whole read."""
+    pid = np.zeros(n, dtype=np.int64)
+    if values is None or not n:
+        return pid
+    digits = _arr(pc.match_substring_regex(values, r"^[0-9]{1,18}$").fill_null(_bools(np.zeros(1, bool))[0]))
+    if digits.any():
+        pid[digits] = _arr(pc.cast(values.filter(_bools(digits)).cast(pa.string()), pa.int64()))
+    return pid
+
+
 def _coded(values: pa.Array | None, n: int, host: bool = False) -> Coded:
     """A binary column (nulls as "") as codes into its distinct values."""
     if values is None:
@@ -625,12 +637,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
         ts = epoch_to_utc(_arr(pc.cast(fields["epoch"].cast(pa.string()), pa.float64())))
     else:
         ts = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
-    pid_col = fields.get("pid")
-    pid = (
-        _arr(pc.cast(pid_col.cast(pa.string()), pa.int64()).fill_null(0)).copy()
-        if pid_col is not None
-        else np.zeros(k, dtype=np.int64)
-    )
+    pid = _pids(fields.get("pid"), k)
     if spec.head is not None and fast.any():
         pid[fast] = fast_pid[sel][fast]
     sqlstate_col = fields.get("sqlstate")

@@ -33,10 +33,10 @@ from playbook.collect.serverlog.stderr import (
     _HARMLESS_LOG,
     _arr,
     _binaries,
-    _bools,
     _fast_head,
     _Head,
     _indices,
+    _pids,
     _scalar,
 )
 from playbook.collect.serverlog.times import Clock
@@ -55,6 +55,7 @@ _FIELDS = ("timestamp", "user", "dbname", "pid", "remote_host", "error_severity"
            "detail", "application_name")  # fmt: skip
 _CSV_AT = (0, 1, 2, 3, 4, 11, 12, 13, 14, 22)
 _CSV_MIN_FIELDS = 23
+_CSV_FIELD_LIMIT = 1 << 30  # a field as long as a block may be
 _PORT = re.compile(rb":\d*\Z")
 _INTERESTING = ("LOG", "WARNING", "ERROR", "FATAL", "PANIC")
 _INTERESTING_BYTES = tuple(level.encode() for level in _INTERESTING)
@@ -117,6 +118,8 @@ def _csv_by_record(buf: bytes) -> tuple[dict[str, pa.Array], int]:
     module (the reference _records.c is tested against), and how many records there were."""
     out: dict[str, list[bytes]] = {name: [] for name in _FIELDS}
     entries = 0
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # 128 KB by default: a long query would end the read
     for record in csv.reader(io.StringIO(buf.decode("utf-8", "surrogateescape"), newline="")):
         if len(record) < _CSV_MIN_FIELDS:
             continue
@@ -134,8 +137,12 @@ def _newlines(buf: bytes) -> int:
 
 
 def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
+    """The fields of every line of `buf` that is one JSON object, with the standard library (for
+    a block pyarrow refuses). Lines are split at newlines alone (splitlines would also cut at
+    U+2028, which JSON strings may hold), and a lone surrogate escape reads as U+FFFD."""
     out: dict[str, list[Any]] = {name: [] for name in _FIELDS}
-    for line in buf.decode("utf-8", "replace").splitlines():
+    for raw in buf.split(b"\n"):
+        line = raw.decode("utf-8", "replace").strip()
         if not line.startswith("{"):
             continue
         try:
@@ -146,7 +153,10 @@ def _json_by_line(buf: bytes) -> dict[str, pa.Array]:
             continue
         for name in _FIELDS:
             value = record.get(name)
-            out[name].append(None if value is None else str(value))
+            text = None if value is None else str(value)
+            out[name].append(
+                text.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if text else text
+            )
     return {name: pa.array(values, pa.string()) for name, values in out.items()}
 
 
@@ -328,11 +338,7 @@ def _rows(columns: dict[str, pa.Array], clock: Clock, lines: int, size: int, ent
         application = Coded(codes, application.values + [p[2] for p in parsed])
     stamps = _at(columns["timestamp"], rows_at)
     ts = clock.to_utc(*_wall_and_zone(stamps))
-    pid_text = _at(columns["pid"], rows_at)
-    digits = _arr(pc.match_substring_regex(pid_text, r"^[0-9]+$").fill_null(_bools(np.zeros(1, bool))[0]))
-    pid = np.zeros(k, dtype=np.int64)
-    if digits.any():
-        pid[digits] = _arr(pc.cast(pid_text.filter(_bools(digits)).cast(pa.string()), pa.int64()))
+    pid = _pids(_at(columns["pid"], rows_at), k)
     level_c, level_v, _ = _decoded(_at(level, kept))
     state_c, state_v, _ = _decoded(_at(columns["state_code"], rows_at), clean=True)
     msg_c, msg_v, _ = _decoded(texts)
