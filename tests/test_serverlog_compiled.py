@@ -345,3 +345,18 @@ def test_csvlog_blocks_end_at_the_same_place_compiled_or_not(monkeypatch: pytest
         reference = [_cut("csvlog", piece) for piece in pieces]
     assert compiled == reference
     assert len(set(compiled)) > 50
+
+
+def test_a_prefix_with_a_backslash_is_read_by_the_regexes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A literal backslash before a field ('\\%u', escaped as two for RE2) used to leave the
+    field's group unnamed, and pyarrow refused the whole read."""
+    spec = StderrSpec("%m [%p] \\%u@%d ")
+    buf = (
+        b"2025-03-01 10:00:00.000 UTC [11] \\app@shop FATAL:  terminating connection due to "
+        b"administrator command\n"
+        b"2025-03-01 10:00:01.000 UTC [12345678901] \\app@shop FATAL:  terminating connection due to "
+        b"administrator command\n"  # a pid too long for the compiled head: the regexes read it
+    )
+    compiled, reference = _both(lambda b: parse_block(b, spec, Clock(None, "test")), buf, monkeypatch)
+    assert compiled == reference
+    assert compiled["user"] == ["app", "app"] and compiled["pid"] == [11, 12345678901]

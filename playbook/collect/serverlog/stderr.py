@@ -348,13 +348,15 @@ def _auth(message: bytes) -> tuple[str, str, str]:
     return found
 
 
-_GROUP = re.compile(r"(?<!\\)\((?!\?)")
+# a "(" that opens a group: after an even number of backslashes (re.escape writes a prefix's
+# literal backslash as two), not followed by "?"
+_GROUP = re.compile(r"(?<!\\)((?:\\\\)*)\((?!\?)")
 
 
 def _named(pattern: str) -> str:
     """pyarrow's extract_regex wants named groups: (x) -> (?P<g0>x)."""
     count = iter(range(100))
-    return _GROUP.sub(lambda _m: f"(?P<g{next(count)}>", pattern)
+    return _GROUP.sub(lambda m: f"{m.group(1)}(?P<g{next(count)}>", pattern)
 
 
 def _arr(values: pa.Array) -> np.ndarray:
