@@ -582,22 +582,17 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
     scatter = np.full(k, -1, dtype=np.int64)
     pieces: list[tuple[dict[str, pa.Array | None], int]] = []  # (regex columns, rows)
     done = 0
-    for rows_at, passes in (
-        (np.flatnonzero(need & fast_ok), spec.names.passes if spec.names is not None else []),
-        (np.flatnonzero(need & ~fast_ok), spec.fast.passes),
+    for rows_at, passes, program in (
+        (
+            np.flatnonzero(need & fast_ok),
+            spec.names.passes if spec.names is not None else [],
+            spec.names_program,
+        ),
+        (np.flatnonzero(need & ~fast_ok), spec.fast.passes, None),
     ):
         if not len(rows_at):
             continue
-        at_entries = keep[rows_at]
-        got, got_ok = _prefix_fields(
-            entries.take(_indices(at_entries)),
-            buf,
-            starts[at_entries],
-            ends[at_entries],
-            spec,
-            passes,
-            spec.names_program if spec.names is not None and passes is spec.names.passes else None,
-        )
+        got, got_ok = _prefix_fields(entries, keep[rows_at], buf, starts, ends, spec, passes, program)
         ok[rows_at] = got_ok
         scatter[rows_at] = done + np.arange(len(rows_at))
         done += len(rows_at)
@@ -756,7 +751,8 @@ def _details(detail: dict[int, str], k: int) -> Coded:
 
 
 def _prefix_fields(
-    sub: pa.Array,
+    entries: pa.Array,
+    at: np.ndarray,
     buf: bytes,
     starts: np.ndarray,
     ends: np.ndarray,
@@ -764,26 +760,26 @@ def _prefix_fields(
     passes: list[tuple[str, list[str]]],
     program: FieldProgram | None = None,
 ) -> tuple[dict[str, pa.Array | None], np.ndarray]:
-    """Prefix fields of `sub` (binary entries) by `passes`, and which entries the prefix
-    matched (the lenient regex for those the passes miss). With a `program` for the same
-    fields and the compiled loops, the program reads the entries and the passes only those it
-    cannot."""
-    k = len(sub)
+    """Prefix fields of the entries at `at` (the block's binary entries, which span
+    buf[starts[i]:ends[i]]) by `passes`, and which of them the prefix matched (the lenient regex
+    for those the passes miss). With a `program` for the same fields and the compiled loops, the
+    program reads the entries from `buf` and the passes only those it cannot: their copy as a
+    binary column is made only then."""
+    k = len(at)
+    first, last = starts[at], ends[at]
     names = [name for _, group in passes for name in group]
     columns: dict[str, pa.Array | None] = {name: None for name in names}
     if not k:
         return columns, np.zeros(0, dtype=bool)
     if program is not None and COMPILED is not None and list(program.names) == names:
-        raw_ok, pairs = COMPILED.prefix_fields(buf, starts, ends, program.ops, len(program.names))
+        raw_ok, pairs = COMPILED.prefix_fields(buf, first, last, program.ops, len(program.names))
         ok = np.frombuffer(raw_ok, dtype=np.uint8).astype(bool)
         for name, (offsets, data) in zip(program.names, pairs, strict=True):
             buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
             columns[name] = pa.Array.from_buffers(pa.binary(), k, buffers)
         missed = np.flatnonzero(~ok)
         if len(missed):
-            got, got_ok = _prefix_fields(
-                sub.take(_indices(missed)), buf, starts[missed], ends[missed], spec, passes
-            )
+            got, got_ok = _prefix_fields(entries, at[missed], buf, starts, ends, spec, passes)
             mask = _bools(~ok)
             for name in names:
                 column, read = columns[name], got[name]
@@ -791,6 +787,7 @@ def _prefix_fields(
                 columns[name] = pc.replace_with_mask(column, mask, read.cast(pa.binary()))
             ok[missed] = got_ok
         return columns, ok
+    sub = entries.take(_indices(at))
     ok = np.ones(k, dtype=bool)
     for pattern, group in passes:
         found = pc.extract_regex(sub, _named(pattern))
@@ -804,7 +801,7 @@ def _prefix_fields(
         fixed = np.zeros(len(missed), dtype=bool)
         lenient_names = spec.lenient.fields
         for j, e in enumerate(missed.tolist()):
-            match = spec.lenient.regex.match(b"\n" + buf[int(starts[e]) : int(ends[e])])
+            match = spec.lenient.regex.match(b"\n" + buf[int(first[e]) : int(last[e])])
             if match is None:
                 continue
             fixed[j] = True

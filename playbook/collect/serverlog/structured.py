@@ -54,6 +54,8 @@ _STAMP = _Head(millis=True, between=b"")  # csvlog and jsonlog print %m's form
 _FIELDS = ("timestamp", "user", "dbname", "pid", "remote_host", "error_severity", "state_code", "message",
            "detail", "application_name")  # fmt: skip
 _CSV_AT = (0, 1, 2, 3, 4, 11, 12, 13, 14, 22)
+_JSON_KEYS = tuple(name.encode() for name in _FIELDS)
+_CSV_PORT_AT = _FIELDS.index("remote_host")  # csvlog's connection_from is host:port
 _CSV_MIN_FIELDS = 23
 _CSV_FIELD_LIMIT = 1 << 30  # a field as long as a block may be
 _PORT = re.compile(rb":\d*\Z")
@@ -97,10 +99,8 @@ def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
     """parse_csv_block and parse_json_block through _records.c: only the records that can
     matter come back, their fields as binary arrays over the buffers C filled."""
     assert RECORDS is not None
-    wanted: tuple[int, ...] | tuple[bytes, ...] = (
-        tuple(name.encode() for name in _FIELDS) if jsonlog else _CSV_AT
-    )
-    port_at = -1 if jsonlog else _FIELDS.index("remote_host")  # csvlog's is host:port
+    wanted: tuple[int, ...] | tuple[bytes, ...] = _JSON_KEYS if jsonlog else _CSV_AT
+    port_at = -1 if jsonlog else _CSV_PORT_AT
     lines, entries, pairs = RECORDS.records(
         buf, jsonlog, wanted, _INTERESTING_BYTES, _HARMLESS_LOG, _HARMLESS_EXCEPT, port_at
     )
