@@ -33,8 +33,7 @@ from playbook.lab.pgbouncer import PgBouncer
 from playbook.lab.proxy import ChaosProxy
 from playbook.lab.server import APP_ROLE, MONITOR_ROLE, LabServer
 from playbook.lab.workloads import Service, app_logger, stats_log_for
-
-CATEGORIES = ("leak", "timeout", "network", "pool_config", "server")
+from playbook.vocabulary.categories import Category
 
 # Server log wordings the signatures look for (English lc_messages, which the lab sets).
 IDLE_SESSION_FATAL = "terminating connection due to idle-session timeout"
@@ -50,7 +49,7 @@ TERMINATING_FATAL = re.compile(r"FATAL:\s+terminating connection")
 @dataclass(frozen=True)
 class ScenarioSpec:
     name: str
-    expected_category: str | None  # None: no incident expected (healthy, keepalives that survive)
+    expected_category: Category | None  # None: no incident expected (healthy, keepalives that survive)
     summary: str
 
 
