@@ -28,10 +28,11 @@ import pandas as pd
 
 from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
-from playbook.evidence.pgbouncer import SCHEMAS, classify_event, classify_reason
+from playbook.evidence.pgbouncer import SCHEMAS
 from playbook.evidence.zones import Zone, to_utc
+from playbook.vocabulary.pgbouncer import LEVELS, classify_event, classify_reason
 
-_LEVELS = r"LOG|WARNING|ERROR|FATAL|DEBUG|NOISE|NOTICE"
+_LEVELS = "|".join(LEVELS)
 # PgBouncer's own log file and stderr (libusual's log_generic): the level has no colon, unlike PostgreSQL's.
 LINE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?)"

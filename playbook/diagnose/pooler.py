@@ -53,7 +53,20 @@ from playbook.evidence.views import (
     server_events,
     top_values,
 )
-from playbook.evidence.vocab import Category
+from playbook.vocabulary.categories import Category
+from playbook.vocabulary.pgbouncer import (
+    CLIENT_LIMITS,
+    CLIENT_VANISHED,
+    OPERATOR_CLOSES,
+    OPERATOR_EVENTS,
+    POOLER_SHUTDOWN_TEXT,
+    POOLING_MODE_BREAKAGE,
+    SERVER_LOGIN_FAILURES,
+    SERVER_TROUBLE,
+    EventKey,
+    LogKind,
+    ReasonKey,
+)
 
 CONSOLE_DB = "pgbouncer"
 # The application's log kinds that say a pooled connection was closed or refused under it.
@@ -112,7 +125,7 @@ def _log(evidence: Evidence) -> pd.DataFrame:
 
 
 def _events(
-    evidence: Evidence, *keys: str, kinds: tuple[str, ...] = ("close", "pooler_error")
+    evidence: Evidence, *keys: ReasonKey | EventKey, kinds: tuple[LogKind, ...] = ("close", "pooler_error")
 ) -> pd.DataFrame:
     log = _log(evidence)
     if log.empty or "reason_key" not in log:
@@ -255,7 +268,7 @@ def _client_idle_fix(evidence: Evidence, limit: float | None, idle: str) -> str:
 def _timeout_finding(
     evidence: Evidence,
     fid: str,
-    key: str,
+    key: ReasonKey,
     setting_name: str,
     title: str,
     fix: str,
@@ -448,8 +461,7 @@ def find_saturation(evidence: Evidence) -> list[Finding]:
 
 
 def find_max_client_conn(evidence: Evidence) -> list[Finding]:
-    events = _client_side(_events(evidence, "max_client_conn", "max_db_client_connections",
-                                  "max_user_client_connections"))  # fmt: skip
+    events = _client_side(_events(evidence, *CLIENT_LIMITS))
     limit, source = setting(evidence, "max_client_conn")
     clients = evidence.frame("pgbouncer_clients")
     peak = int(clients.groupby("tick_ts").size().max()) if not clients.empty and "tick_ts" in clients else 0
@@ -585,12 +597,7 @@ def find_pools_exceed_server(evidence: Evidence) -> list[Finding]:
 # -- transaction-mode incompatibilities --------------------------------------------------------------
 def find_transaction_mode_breakage(evidence: Evidence) -> list[Finding]:
     mode = pool_mode(evidence)
-    pooled = _events(
-        evidence,
-        "prepared_statement_in_use",
-        "prepared_statement_missing",
-        "statement_mode_transaction",
-    )
+    pooled = _events(evidence, *POOLING_MODE_BREAKAGE)
     app = app_events(evidence)
     app_prepared = app[app["text"].astype(str).str.contains(PREPARED)] if not app.empty else app
     server = server_events(evidence)
@@ -643,26 +650,9 @@ def find_transaction_mode_breakage(evidence: Evidence) -> list[Finding]:
 
 
 # -- the server side ----------------------------------------------------------------------------------
-SERVER_TROUBLE = (
-    "server_conn_crashed",
-    "server_connection_closed",
-    "server_shutting_down",
-    "server_connect_failed",
-    "server_connect_timeout",
-    "server_dns_failed",
-    "server_login_retry",
-    "client_login_timeout_server_down",
-    "server_check_failed",
-    "server_reset_failed",
-    "server_protocol_error",
-)
-
-
-# PgBouncer's own shutdown (1.23+: SIGINT or SHUTDOWN WAIT_FOR_SERVERS, janitor.c and objects.c
-# pause_client) closes clients with exactly this text; "server" is PgBouncer, the server to its
-# clients. The vocabulary files it under server_shutting_down with PostgreSQL's own shutdown
-# messages, so it is told apart here by its text: it is an operator action (BNC-032), not the server.
-POOLER_SHUTDOWN = "server shutting down"
+# PgBouncer's own shutdown closes clients with exactly this text (vocabulary.pgbouncer says when and
+# why): told apart from PostgreSQL's shutdown by it, it is an operator action (BNC-032), not the server.
+POOLER_SHUTDOWN = POOLER_SHUTDOWN_TEXT
 
 
 def _pooler_shutdown(events: pd.DataFrame) -> pd.Series:
@@ -723,13 +713,7 @@ def find_server_trouble(evidence: Evidence) -> list[Finding]:
 
 
 def find_server_login_failures(evidence: Evidence) -> list[Finding]:
-    events = _events(
-        evidence,
-        "server_login_failed",
-        "auth_query_failed",
-        "exec_on_connect_failed",
-        kinds=("close", "pooler_error", "server_login_failed"),
-    )
+    events = _events(evidence, *SERVER_LOGIN_FAILURES, kinds=("close", "pooler_error", "server_login_failed"))
     if not events.empty:
         # Through 1.23 the server connection of every failed login closes with a bare "login failed"
         # right after the WARNING that names the cause; when that cause is another finding's (a
@@ -762,10 +746,10 @@ def find_server_login_failures(evidence: Evidence) -> list[Finding]:
 
 
 def find_operator_actions(evidence: Evidence) -> list[Finding]:
-    closes = _events(evidence, "admin_action", "suspend_timeout", "server_shutting_down")
+    closes = _events(evidence, *OPERATOR_CLOSES)
     if not closes.empty:
         closes = closes[(closes["reason_key"] != "server_shutting_down") | _pooler_shutdown(closes)]
-    events = _events(evidence, "pooler_restart", "pause", kinds=("event",))
+    events = _events(evidence, *OPERATOR_EVENTS, kinds=("event",))
     if closes.empty and events.empty:
         return []
     client = _client_side(closes)
@@ -787,7 +771,7 @@ def find_operator_actions(evidence: Evidence) -> list[Finding]:
 
 
 def find_clients_vanishing(evidence: Evidence) -> list[Finding]:
-    gone = _events(evidence, "client_unexpected_eof", "client_gone_mid_query", kinds=("close",))
+    gone = _events(evidence, *CLIENT_VANISHED, kinds=("close",))
     closes = _events(evidence, kinds=("close",))
     client_closes = closes[closes["side"] == "client"] if not closes.empty else closes
     if len(gone) < 5 or len(gone) < 0.1 * max(1, len(client_closes)):

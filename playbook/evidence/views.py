@@ -15,7 +15,9 @@ from playbook.evidence.frames import ACTIVITY_SAMPLES, APP_LOG_EVENTS, SERVER_LO
 from playbook.evidence.pgbouncer import LOG_EVENTS_FRAME
 from playbook.evidence.settings import duration_text_seconds, usable_connections
 from playbook.evidence.store import Evidence
-from playbook.evidence.vocab import UNKNOWN_STACK
+from playbook.vocabulary.categories import UNKNOWN_STACK
+from playbook.vocabulary.findings import SESSION_LOST
+from playbook.vocabulary.pgbouncer import FELT_KINDS
 
 __all__ = [
     "APP_SESSION_LOST",
@@ -63,21 +65,9 @@ SERVER_SIDE_ENDINGS = frozenset(
         "recovery_conflict",
     }
 )
-# What the application logs when a session it held is gone, whatever ended it.
-APP_SESSION_LOST = frozenset(
-    {
-        "server_closed_unexpectedly",
-        "connection_lost",
-        "connection_closed",
-        "ssl_eof",
-        "connection_reset",
-        "broken_pipe",
-        "network_timeout",
-        "client_query_timeout",
-        "validation_failed",
-        "pool_discarded_broken",
-    }
-)
+# What the application logs when a session it held is gone, whatever ended it (defined with the
+# findings that explain it, in playbook.vocabulary.findings).
+APP_SESSION_LOST = SESSION_LOST
 
 
 # Session states of a transaction held open with nothing running in it.
@@ -196,7 +186,7 @@ def pooler_client_closes(evidence: Evidence) -> pd.DataFrame:
     events = evidence.frame(LOG_EVENTS_FRAME)
     if events.empty:
         return events
-    felt = events["kind"].isin(["close", "pooler_error"]) & (events["side"] == "client")
+    felt = events["kind"].isin(FELT_KINDS) & (events["side"] == "client")
     return events[felt & ~events["recycling"].fillna(False).astype(bool)]
 
 
