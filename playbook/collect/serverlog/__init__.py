@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from playbook.collect.serverlog import structured
+from playbook.collect.serverlog.language import LogLanguage
 from playbook.collect.serverlog.prefix import COMMON_PREFIXES, compile_prefix, detect_prefix
 from playbook.collect.serverlog.rows import Rows
 from playbook.collect.serverlog.sources import FORMATS, WHAT, PlannedFile, detect_format, open_log, plan_files
@@ -97,22 +98,27 @@ class ServerLogEvidence:
         return self.frames.get()[1]
 
 
-def _parse(fmt: str, spec: StderrSpec | None, zone: Zone | None, what: str, buf: bytes) -> Rows:
-    """One block in any process: its rows, with how its zone names were read."""
+def _parse(
+    fmt: str, spec: StderrSpec | None, zone: Zone | None, what: str, buf: bytes, written: LogLanguage
+) -> Rows:
+    """One block in any process: its rows, with how its zone names were read. A block written
+    in another language or encoding is rewritten into English UTF-8 first (serverlog.language)."""
     clock = Clock(zone, what)
+    size = len(buf)
+    if not written.plain:
+        buf = written.to_english(buf, fmt)
     if fmt == "stderr":
         assert spec is not None
-        size = len(buf)
         # a log copied through Windows: "\r" would end every name and message. A lone byte is
         # looked for first (memchr, ~0.1 ms per 4 MB block; b"\r\n" alone costs ~4 ms)
         if b"\r" in buf and b"\r\n" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        rows = parse_block(buf, spec, clock)
-        rows.bytes_read = size
+        rows = parse_block(buf, spec, clock, written.language)
     elif fmt == "csvlog":
-        rows = parse_csv_block(buf, clock)
+        rows = parse_csv_block(buf, clock, written.language)
     else:
-        rows = parse_json_block(buf, clock)
+        rows = parse_json_block(buf, clock, written.language)
+    rows.bytes_read = size
     rows.readings, rows.names_seen = clock.readings, clock.names_seen
     return rows
 
@@ -166,6 +172,7 @@ def read_server_logs(
     log_tz: Zone | None = None,
     jobs: int = 1,
     frames: bool = True,
+    language: str | None = None,
 ) -> ServerLogEvidence:
     """Read PostgreSQL server logs and classify what ended sessions.
 
@@ -175,7 +182,10 @@ def read_server_logs(
     log_timezone): printed abbreviations are read through it; without it only numeric offsets
     and UTC/GMT are exact, and anything else is read with an assumption the summary's
     "warnings" and "zones_assumed" state. `since`/`until` (naive: UTC) bound the events and
-    sessions kept. `jobs` > 1 parses blocks in that many processes; the result is the same.
+    sessions kept. `language` is the server's lc_messages language when known ('ru', from
+    vocabulary.translations.language_of_locale); else each file's is recognised from its text,
+    and the summary's "languages" says what was read how. `jobs` > 1 parses blocks in that
+    many processes; the result is the same.
     The summary counts everything. The events frame holds every event that can explain a lost
     session; of the session lines (connection received / authorized, disconnection) it keeps
     the latest state.SESSION_LINE_ROWS per event, and the sessions frame the latest
@@ -184,11 +194,10 @@ def read_server_logs(
     summary is the same; "frame_rows_left_out" is null). Bad input raises PlaybookError with
     one sentence.
     """
-    planned, detected, prefix = plan_files([Path(p) for p in paths], fmt, prefix)
+    planned, detected, prefix, warnings = plan_files([Path(p) for p in paths], fmt, prefix, language)
     spec = StderrSpec(prefix or "") if detected == "stderr" else None
     state = SessionState(as_utc(since), as_utc(until), frames)
     zones_assumed: dict[str, Any] = {}
-    warnings: list[str] = []
     total = sum(p.size for p in planned)
 
     bar: AbstractContextManager[Any]
@@ -248,9 +257,13 @@ def read_server_logs(
 
                 for buf in _blocks(planned_file, tick):
                     if pool is None:
-                        take(_parse(planned_file.fmt, spec, log_tz, what, buf))
+                        take(_parse(planned_file.fmt, spec, log_tz, what, buf, planned_file.language))
                     else:
-                        pending.append(pool.submit(_parse, planned_file.fmt, spec, log_tz, what, buf))
+                        pending.append(
+                            pool.submit(
+                                _parse, planned_file.fmt, spec, log_tz, what, buf, planned_file.language
+                            )
+                        )
                         while len(pending) > 2 * jobs:
                             take(pending.popleft().result())
                     if state.past_until:
@@ -302,6 +315,7 @@ def read_server_logs(
         zones_assumed,
         warnings,
     )
+    summary["languages"] = {str(p.path): p.language.describe() for p in planned}
     return ServerLogEvidence(
         frames=frames_built,
         summary=summary,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from playbook.collect.serverlog.language import LogLanguage, detect_language, unknown_level_words
 from playbook.collect.serverlog.prefix import compile_prefix, detect_prefix
 from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
@@ -32,6 +33,7 @@ class PlannedFile:
     first_ts: str  # the first wall-clock time printed, for ordering a rotated set
     size: int
     compression: str
+    language: LogLanguage = LogLanguage()
 
 
 def open_log(path: Path) -> LogFile:
@@ -89,8 +91,14 @@ def first_timestamp(sample: bytes) -> str:
     return ""
 
 
-def plan_files(paths: list[Path], fmt: str, prefix: str | None) -> tuple[list[PlannedFile], str, str | None]:
-    """The files in time order, their one format, and the stderr prefix (given or guessed).
+def plan_files(
+    paths: list[Path], fmt: str, prefix: str | None, language: str | None = None
+) -> tuple[list[PlannedFile], str, str | None, list[str]]:
+    """The files in time order, their one format, the stderr prefix (given or guessed) and
+    warnings about their words. Each file's language and encoding are recognised from its sample
+    (`language`, the server's lc_messages when known, is taken as given), and the sample is read
+    as English UTF-8 (serverlog.language) before the prefix is guessed and checked. A file whose
+    level words no catalog knows is read all the same, with a warning that says so.
 
     Raises PlaybookError for a missing, unreadable or binary file, mixed formats, or a stderr
     log whose prefix cannot be recognised or matches none of its lines.
@@ -102,12 +110,23 @@ def plan_files(paths: list[Path], fmt: str, prefix: str | None) -> tuple[list[Pl
     planned: list[tuple[str, int, PlannedFile]] = []
     formats: set[str] = set()
     stderr_samples: list[tuple[Path, bytes]] = []
+    warnings: list[str] = []
     for n, path in enumerate(paths):
         with open_log(path) as source:
             sample = source.read(SAMPLE_SIZE)
             size, compression = source.size, source.compression
         check_text(path, sample)
         file_fmt = detect_format(path, sample) if fmt == "auto" else fmt
+        written = detect_language(sample, file_fmt, language)
+        if not written.plain:
+            sample = written.to_english(sample, file_fmt)
+        unknown = unknown_level_words(sample, file_fmt)
+        if unknown:
+            warnings.append(
+                f"{WHAT} {path}: level words in a language the playbook has no catalog for "
+                f"({', '.join(unknown[:6])}): its events and sessions cannot be read; set the "
+                "server's lc_messages to 'C' (or a language PostgreSQL ships) for the next incident"
+            )
         if fmt in ("csvlog", "jsonlog") and sample.strip():
             # A forced structured format that the file is not would read every line as nothing:
             # "no line explains a lost session", exit 0, on a log never parsed.
@@ -118,8 +137,10 @@ def plan_files(paths: list[Path], fmt: str, prefix: str | None) -> tuple[list[Pl
                 )
         formats.add(file_fmt)
         stamp = first_timestamp(sample)
-        planned.append((stamp, n, PlannedFile(path, file_fmt, stamp, size, compression)))
+        planned.append((stamp, n, PlannedFile(path, file_fmt, stamp, size, compression, written)))
         if file_fmt == "stderr" and sample.strip():
+            for word in unknown:  # so that the prefix is still recognised, and the read goes on
+                sample = sample.replace(f"{word}:  ".encode(), b"LOG:  ")
             stderr_samples.append((path, sample))
             if prefix is None:
                 prefix = detect_prefix(sample)
@@ -144,4 +165,4 @@ def plan_files(paths: list[Path], fmt: str, prefix: str | None) -> tuple[list[Pl
                     "pass the server's log_line_prefix with --prefix"
                 )
     planned.sort(key=lambda p: (p[0] == "", p[0], p[1]))
-    return [p[2] for p in planned], detected, prefix if detected == "stderr" else None
+    return [p[2] for p in planned], detected, prefix if detected == "stderr" else None, warnings

@@ -38,6 +38,7 @@ from playbook.collect.serverlog.prefix import (
 )
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.times import Clock, epoch_to_utc
+from playbook.vocabulary.translations import ENGLISH
 
 try:  # the compiled loops (setup.py builds them); the numpy code below is their reference
     from playbook.collect.serverlog import _scan
@@ -314,20 +315,23 @@ def _entries(buf: bytes, arr: np.ndarray) -> _Scanned:
     return lines, starts, ends, at, level, kind, entry_count
 
 
-_classified: dict[tuple[bytes, int, bytes], tuple[str | None, str]] = {}
+_classified: dict[tuple[bytes, int, bytes, str], tuple[str | None, str]] = {}
 _auth_cache: dict[bytes, tuple[str, str, str]] = {}
 
 
-def _classify(message: bytes, level: int, sqlstate: bytes) -> tuple[str | None, str]:
-    """(event id or None, text) for one entry, cached by its first line, level and SQLSTATE."""
+def _classify(message: bytes, level: int, sqlstate: bytes, language: str) -> tuple[str | None, str]:
+    """(event id or None, text) for one entry, cached by its first line, level, SQLSTATE and
+    the language it is written in."""
     head = message.split(b"\n\t", 1)[0]
-    key = (message if len(message) < 300 else head, level, sqlstate)
+    key = (message if len(message) < 300 else head, level, sqlstate, language)
     found = _classified.get(key)
     if found is None:
         if len(_classified) > 50_000:  # messages with ids in them: stay bounded
             _classified.clear()
         level_text = _ALL_LEVELS[level - 1].decode()
-        kind = log_events.classify(head.decode("utf-8", "replace"), level_text, sqlstate.decode() or None)
+        kind = log_events.classify(
+            head.decode("utf-8", "replace"), level_text, sqlstate.decode() or None, language
+        )
         text = message.replace(b"\n\t", b"\n").decode("utf-8", "replace") if kind else ""
         found = _classified[key] = (kind.id if kind else None, text)
     if found[0] is not None and len(message) >= 300:
@@ -543,9 +547,11 @@ _NAMES: dict[bytes, str] = {}
 _HOSTS: dict[bytes, str] = {}
 
 
-def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
+def parse_block(buf: bytes, spec: StderrSpec, clock: Clock, language: str = ENGLISH) -> Rows:
     """The rows worth keeping from `buf`, which holds whole entries (the file's last piece may
-    lack its final newline). Counts every line and every entry for the summary."""
+    lack its final newline). Counts every line and every entry for the summary. `language`:
+    what the messages are written in (the level words and session lines are English already:
+    serverlog.language rewrote them)."""
     size = len(buf)
     if not size:
         return Rows.empty()
@@ -674,6 +680,7 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock) -> Rows:
                 text_values[text_codes[f]],
                 int(levels[ev[f]]),
                 sqlstate.values[state_codes[f]].encode() if sqlstate_col is not None else b"",
+                language,
             )
             for f in first.tolist()
         ]

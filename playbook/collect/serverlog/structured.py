@@ -40,6 +40,7 @@ from playbook.collect.serverlog.stderr import (
     _scalar,
 )
 from playbook.collect.serverlog.times import Clock
+from playbook.vocabulary.translations import ENGLISH
 
 try:  # the compiled splitter (setup.py builds it); Python's csv and pyarrow's JSON are its reference
     from playbook.collect.serverlog import _records
@@ -61,25 +62,25 @@ _CSV_FIELD_LIMIT = 1 << 30  # a field as long as a block may be
 _PORT = re.compile(rb":\d*\Z")
 _INTERESTING = ("LOG", "WARNING", "ERROR", "FATAL", "PANIC")
 _INTERESTING_BYTES = tuple(level.encode() for level in _INTERESTING)
-_classified: dict[tuple[str, str, str], str | None] = {}
+_classified: dict[tuple[str, str, str, str], str | None] = {}
 
 
-def parse_csv_block(buf: bytes, clock: Clock) -> Rows:
-    """Rows of a block of whole csvlog records."""
+def parse_csv_block(buf: bytes, clock: Clock, language: str = ENGLISH) -> Rows:
+    """Rows of a block of whole csvlog records (messages in `language`)."""
     if not buf or buf.isspace():  # what `not buf.strip()` says, without copying the block
         rows = Rows.empty()
         rows.lines, rows.bytes_read = _newlines(buf), len(buf)
         return rows
     if RECORDS is not None:
-        return _compiled_rows(buf, clock, jsonlog=False)
+        return _compiled_rows(buf, clock, jsonlog=False, language=language)
     columns, entries = _csv_by_record(buf)
-    return _rows(columns, clock, lines=_newlines(buf), size=len(buf), entries=entries)
+    return _rows(columns, clock, lines=_newlines(buf), size=len(buf), entries=entries, language=language)
 
 
-def parse_json_block(buf: bytes, clock: Clock) -> Rows:
-    """Rows of a block of whole jsonlog lines."""
+def parse_json_block(buf: bytes, clock: Clock, language: str = ENGLISH) -> Rows:
+    """Rows of a block of whole jsonlog lines (messages in `language`)."""
     if RECORDS is not None:
-        return _compiled_rows(buf, clock, jsonlog=True)
+        return _compiled_rows(buf, clock, jsonlog=True, language=language)
     lines = _newlines(buf)
     schema = pa.schema([(name, pa.string()) for name in _FIELDS if name != "pid"] + [("pid", pa.int64())])
     try:
@@ -92,10 +93,12 @@ def parse_json_block(buf: bytes, clock: Clock) -> Rows:
         columns["pid"] = pc.cast(columns["pid"], pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
         columns = _json_by_line(buf)
-    return _rows(columns, clock, lines=lines, size=len(buf), entries=len(columns["timestamp"]))
+    return _rows(
+        columns, clock, lines=lines, size=len(buf), entries=len(columns["timestamp"]), language=language
+    )
 
 
-def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
+def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool, language: str) -> Rows:
     """parse_csv_block and parse_json_block through _records.c: only the records that can
     matter come back, their fields as binary arrays over the buffers C filled."""
     assert RECORDS is not None
@@ -110,7 +113,7 @@ def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool) -> Rows:
         )
         for name, (offsets, data) in zip(_FIELDS, pairs, strict=True)
     }
-    return _rows(columns, clock, lines=lines, size=len(buf), entries=entries)
+    return _rows(columns, clock, lines=lines, size=len(buf), entries=entries, language=language)
 
 
 def _csv_by_record(buf: bytes) -> tuple[dict[str, pa.Array], int]:
@@ -225,7 +228,9 @@ def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) ->
     return Coded(codes, first.values + second.values)
 
 
-def _rows(columns: dict[str, pa.Array], clock: Clock, lines: int, size: int, entries: int) -> Rows:
+def _rows(
+    columns: dict[str, pa.Array], clock: Clock, lines: int, size: int, entries: int, language: str = ENGLISH
+) -> Rows:
     """The kept rows: session lines (LOG) and entries the catalog explains, classified once per
     distinct (first line, level, SQLSTATE); LOG wordings known to be harmless (the stderr
     reader's list) are not classified."""
@@ -267,12 +272,12 @@ def _rows(columns: dict[str, pa.Array], clock: Clock, lines: int, size: int, ent
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         found = []
         for f in first.tolist():
-            k3 = (f_texts[f_codes[f]], l_texts[l_codes[f]], s_texts[s_codes[f]])
+            k3 = (f_texts[f_codes[f]], l_texts[l_codes[f]], s_texts[s_codes[f]], language)
             hit = _classified.get(k3, "?")
             if hit == "?":
                 if len(_classified) > 50_000:
                     _classified.clear()
-                kind_found = log_events.classify(k3[0], k3[1], k3[2] or None)
+                kind_found = log_events.classify(k3[0], k3[1], k3[2] or None, language)
                 hit = _classified[k3] = kind_found.id if kind_found else None
             found.append(hit)
         names_index = {n: i + 1 for i, n in enumerate(sorted({h for h in found if h}))}
