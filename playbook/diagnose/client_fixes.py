@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from playbook.diagnose.fixes import BlockKind, block, dsn, ini, joined
+from playbook.diagnose.quoting import dsn_pair
 from playbook.errors import PlaybookError
 from playbook.evidence.vocab import STACKS as DETECTED_STACKS
 from playbook.evidence.vocab import UNKNOWN_STACK as UNKNOWN
@@ -98,7 +99,7 @@ def _keepalive_params(idle_s: int) -> dict[str, int]:
 def _dsn_params(idle_s: int | None) -> str:
     if idle_s is None:
         return ""
-    return " ".join(f"{k}={v}" for k, v in _keepalive_params(idle_s).items())
+    return " ".join(dsn_pair(k, v) for k, v in _keepalive_params(idle_s).items())
 
 
 def stack_fix(

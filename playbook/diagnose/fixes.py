@@ -15,7 +15,19 @@ info string naming its destination, so a report can label them ("SQL to run", "D
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Literal
+
+from playbook.diagnose.quoting import (
+    QUOTED_INI_KEYS_SINCE,
+    UnwritableName,
+    pgbouncer_ini_key,
+    pgbouncer_ini_key_needs_quotes,
+    sql_identifier,
+)
+
+# How the evidence says it has no name for a role, database or application.
+NO_NAME = frozenset({"", "(none)", "[unknown]"})
 
 BlockKind = Literal["sql", "dsn", "python", "javascript", "java", "properties", "ini", "shell"]
 
@@ -30,9 +42,46 @@ def sql(*statements: str) -> str:
     return block("sql", "\n".join(s.strip().rstrip(";") + ";" for s in statements))
 
 
+def sql_name(name: str | None, placeholder: str) -> str:
+    """A role or database name for a SQL fix: as quote_ident writes it (so `MyApp` names MyApp, not
+    myapp), or `placeholder` (`<app_role>`) for the reader to fill in when the evidence names none.
+    The evidence's own stand-ins for "no name" (empty, `(none)`, `[unknown]`) count as none."""
+    if name is None or str(name) in NO_NAME:
+        return placeholder
+    return sql_identifier(str(name))
+
+
 def ini(*lines: str) -> str:
     """pgbouncer.ini lines under their section."""
     return block("ini", "[pgbouncer]\n" + "\n".join(lines))
+
+
+def ini_users(users: Iterable[str], settings: str) -> str:
+    """A [users] section of pgbouncer.ini giving each named user `settings` (e.g.
+    `max_user_connections=<n>`), each name written as PgBouncer's ini parser reads it. A name that
+    must be quoted is preceded by a comment saying so (PgBouncer reads quoted keys from 1.25.0 on;
+    an older one refuses the whole file); a name it cannot read as a key at all (one holding a `'`)
+    is said in prose instead."""
+    lines, unwritable = [], []
+    for user in users:
+        if str(user) in NO_NAME:
+            continue
+        try:
+            key = pgbouncer_ini_key(str(user))
+        except UnwritableName:
+            unwritable.append(str(user))
+            continue
+        if pgbouncer_ini_key_needs_quotes(str(user)):
+            lines.append(f"; a quoted name needs PgBouncer {QUOTED_INI_KEYS_SINCE} or later")
+        lines.append(f"{key} = {settings}")
+    text = block("ini", "[users]\n" + "\n".join(lines)) if lines else ""
+    if unwritable:
+        names = ", ".join(repr(u) for u in unwritable)
+        text += (
+            f"PgBouncer cannot name {names} in a [users] line (its ini keys cannot hold a quote): "
+            "set the cap in [pgbouncer] for every user instead."
+        )
+    return text
 
 
 def dsn(params: str) -> str:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import transaction_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import joined, sql
+from playbook.diagnose.fixes import joined, sql, sql_name
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     IDLE_IN_TRANSACTION_STATES,
@@ -65,7 +65,7 @@ def find_idle_in_transaction(
     severity = Severity.CRITICAL if oldest >= IDLE_IN_TRANSACTION_CRITICAL_S else Severity.WARNING
     timeout_s = max(GUARD_RAIL_MIN_S, int(min(oldest, GUARD_RAIL_MAX_S) // 2))
     roles = [str(r) for r in stuck["usename"].dropna().unique() if str(r)]
-    role = roles[0] if len(roles) == 1 else "<app_role>"
+    role = sql_name(roles[0] if len(roles) == 1 else None, "<app_role>")
     return [
         Finding(
             id="LEAK-001",

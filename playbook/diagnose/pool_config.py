@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import ini, joined, sql
+from playbook.diagnose.fixes import NO_NAME, ini, joined, sql, sql_name
 from playbook.diagnose.leak import held_and_busy_before
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
@@ -143,14 +143,15 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
 
 
 def _limit_statements(evidence: Evidence, limits: pd.DataFrame) -> list[str]:
-    """ALTER … CONNECTION LIMIT for the roles and databases the refusals name, with the real names."""
+    """ALTER … CONNECTION LIMIT for the roles and databases the refusals name, with the real names
+    quoted as quote_ident writes them."""
     statements = []
     for role in top_values(limits[limits["event"] == "role_conn_limit"], "user"):
-        if role != "(none)":
-            statements.append(f"ALTER ROLE {role} CONNECTION LIMIT <n>")
+        if role not in NO_NAME:
+            statements.append(f"ALTER ROLE {sql_name(role, '<role>')} CONNECTION LIMIT <n>")
     for database in top_values(limits[limits["event"] == "database_conn_limit"], "database"):
-        if database != "(none)":
-            statements.append(f"ALTER DATABASE {database} CONNECTION LIMIT <n>")
+        if database not in NO_NAME:
+            statements.append(f"ALTER DATABASE {sql_name(database, '<db>')} CONNECTION LIMIT <n>")
     return statements or [
         "ALTER ROLE <role> CONNECTION LIMIT <n>",
         "ALTER DATABASE <db> CONNECTION LIMIT <n>",

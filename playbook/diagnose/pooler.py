@@ -37,7 +37,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import ini, joined, sql
+from playbook.diagnose.fixes import ini, ini_users, joined, sql, sql_name
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer import (
     CONFIG_SNAPSHOT,
@@ -50,6 +50,7 @@ from playbook.evidence.views import (
     app_events,
     app_stack,
     first_last,
+    role_of,
     server_events,
     top_values,
 )
@@ -321,6 +322,9 @@ def find_idle_transaction_timeout(evidence: Evidence) -> list[Finding]:
 
 
 def find_query_timeout(evidence: Evidence) -> list[Finding]:
+    # The role PgBouncer's closes name, quoted for SQL; braces doubled, the fix being a format string.
+    role = sql_name(role_of(_events(evidence, "query_timeout"), ""), "<app_role>")
+    role = role.replace("{", "{{").replace("}", "}}")
     return _timeout_finding(
         evidence,
         "BNC-003",
@@ -330,7 +334,7 @@ def find_query_timeout(evidence: Evidence) -> list[Finding]:
         "connections",
         "query_timeout ends the whole client connection. Keep it above the longest legitimate query, and "
         "bound queries on the server instead, which keeps the connection:"
-        + sql("ALTER ROLE <app_role> SET statement_timeout = '30s'")
+        + sql(f"ALTER ROLE {role} SET statement_timeout = '30s'")
         + "then, in place of {limit} now:"
         + ini("query_timeout = 0"),
     )
@@ -545,7 +549,12 @@ def find_server_limits(evidence: Evidence) -> list[Finding]:
             "The per-database or per-user cap on server connections is reached while clients wait. Raise "
             "`max_db_connections` / `max_user_connections` in pgbouncer.ini (or `max_db_connections=` on the "
             "database line) as far as the server allows, or lower the pool sizes of the other pools that "
-            "share the cap (PgBouncer evicts their idle connections only when it can).",
+            "share the cap (PgBouncer evicts their idle connections only when it can)."
+            + (
+                " Per user:" + ini_users(capped["max_user_connections"]["users"], "max_user_connections=<n>")
+                if "max_user_connections" in capped
+                else ""
+            ),
             0.7,
         )
     ]

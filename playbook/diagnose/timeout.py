@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import joined, sql
+from playbook.diagnose.fixes import joined, sql, sql_name
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     IDLE_IN_TRANSACTION_STATES,
@@ -66,7 +66,8 @@ def _safe_pool_limits(timeout_s: float) -> tuple[float, float]:
 
 
 def _unknown_limit(setting: str, role: str) -> str:
-    """What to do when the evidence holds no value for the limit that ended the sessions."""
+    """What to do when the evidence holds no value for the limit that ended the sessions; `role` is
+    the role as SQL writes it (fixes.sql_name)."""
     return joined(
         f"The evidence holds no value of {setting} for these sessions: not server-wide, not ALTER ROLE "
         "or ALTER DATABASE (a SET in the session, the connection string's options, or a catalog the "
@@ -79,7 +80,8 @@ def _unknown_limit(setting: str, role: str) -> str:
 
 def _kill_fix(evidence: Evidence, setting: str, limit: LimitInForce | None, role: str) -> str:
     """The fix for sessions a server timeout ended, computed from the limit that applied to them;
-    without one, how to find it (never a number made up in its place)."""
+    without one, how to find it (never a number made up in its place). `role` is the role as SQL
+    writes it (fixes.sql_name)."""
     stack = app_stack(evidence)
     if setting == "idle_session_timeout":
         if limit is None:
@@ -162,7 +164,9 @@ def find_kills(evidence: Evidence) -> list[Finding]:
                     "applications": top_values(server, "application"),
                     **first_last(server if not server.empty else app),
                 },
-                recommendation=_kill_fix(evidence, setting, limit, role_of(server)),
+                recommendation=_kill_fix(
+                    evidence, setting, limit, sql_name(role_of(server, ""), "<app_role>")
+                ),
             )
         )
     return findings
@@ -195,7 +199,7 @@ def find_statement_cancels(evidence: Evidence) -> list[Finding]:
                 "These cancel a statement, not the session: they explain failed requests, not closed "
                 "connections. Find the slow statements (pg_stat_statements) or the lock holders, or raise "
                 "the limit for the role that needs it:",
-                sql(f"ALTER ROLE {role_of(cancels, '<role>')} SET statement_timeout = '30s'"),
+                sql(f"ALTER ROLE {sql_name(role_of(cancels, ''), '<role>')} SET statement_timeout = '30s'"),
             ),
         )
     ]
