@@ -37,6 +37,7 @@ from playbook.evidence.zones import Zone, machine_zone, zone_named
 from playbook.probes.keepalive import client_keepalive_settings
 from playbook.probes.latency import latency_summary, measure_connects, measure_round_trips
 from playbook.target import Target
+from playbook.vocabulary.translations import language_of_locale
 
 CONNECT_PROBES = 5
 ROUND_TRIP_PROBES = 20
@@ -188,6 +189,8 @@ def collect_evidence(
                 until=until,
                 log_tz=server_zone,
                 progress=progress,
+                # the server's own language: its log is read through that catalog, not guessed
+                language=language_of_locale(setting_text(settings, "lc_messages")),
             )
             frames["server_log_events"] = server_log.events
             frames["server_log_sessions"] = server_log.sessions

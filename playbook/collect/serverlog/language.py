@@ -105,9 +105,6 @@ def _replacements(code: str, fmt: str) -> tuple[tuple[bytes, bytes], ...]:
 def _needles(code: str, fmt: str) -> tuple[str, ...]:
     """Texts only a log in this language holds: its level words (in the format's form) where
     they differ from English, and the heads of its translated templates."""
-    if code == ENGLISH:  # its heads alone: German, French, Japanese... keep English level words
-        heads = [m.split("%", 1)[0] for ids in server_events.TEMPLATES.values() for m in ids]
-        return tuple(dict.fromkeys(h for h in heads if len(h) >= 6))
     lang = translations.language(code)
     if fmt == "stderr":
         words = [f"{w}:  " for w in lang.levels]
@@ -130,25 +127,34 @@ def _is_utf8(sample: bytes) -> bool:
     return True
 
 
+# Hits below this are coincidence (a user's statement quoting a translated word), not a language.
+MIN_HITS = 2
+
+
 def detect_language(sample: bytes, fmt: str, language: str | None = None) -> LogLanguage:
     """The language and encoding a sample is written in. `language` (from the server's
     lc_messages) is taken as given when PostgreSQL ships it; the encoding is always read from
-    the bytes. English UTF-8 when nothing else scores higher."""
+    the bytes. Otherwise the language whose own words the sample holds most often, English when
+    none holds MIN_HITS. A log that switched lc_messages part-way is read in the other language:
+    its English lines read as they are (reading a language only adds to English)."""
     utf8 = _is_utf8(sample)
     known = translations.languages()
-    candidates = [language] if language in known or language == ENGLISH else [ENGLISH, *known]
-    best, best_score = LogLanguage(candidates[0]), -1
+    candidates = [language] if language == ENGLISH or language in known else list(known)
+    best, best_score = LogLanguage(), 0
     for code in candidates:
         encodings = ["utf-8"] if utf8 else list(translations.LEGACY_ENCODINGS.get(code, ())) or ["utf-8"]
         for encoding in encodings:
-            text = sample.decode(encoding, "replace")
-            score = _score(text, code, fmt)
-            if score > best_score:
+            if code == ENGLISH:
+                if encoding != "utf-8":
+                    return LogLanguage(ENGLISH, encoding)
+                return LogLanguage()
+            score = _score(sample.decode(encoding, "replace"), code, fmt)
+            if score > best_score or (len(candidates) == 1 and best_score == 0):
                 best, best_score = LogLanguage(code, encoding), score
-    if not utf8 and best.encoding == "utf-8" and best.language == ENGLISH:
-        # Neither UTF-8 nor any language's legacy text: read it as Latin-1 rather than drop bytes
-        return LogLanguage(ENGLISH, "latin-1") if best_score <= 0 else best
-    return best
+    if best_score >= MIN_HITS or len(candidates) == 1:
+        return best
+    # English, or a language with no catalog: its bytes are still text to read
+    return LogLanguage() if utf8 else LogLanguage(ENGLISH, "latin-1")
 
 
 @cache
