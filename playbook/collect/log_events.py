@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 
-from playbook.evidence.vocab import CATEGORIES
 from playbook.vocabulary import translations
+from playbook.vocabulary.categories import CATEGORIES
 from playbook.vocabulary.levels import INTERESTING_LEVELS
 from playbook.vocabulary.server_events import (
     CATALOG,
