@@ -30,7 +30,7 @@ from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
 from playbook.evidence.pgbouncer import SCHEMAS
 from playbook.evidence.zones import Zone, to_utc
-from playbook.vocabulary.pgbouncer import LEVELS, classify_event, classify_reason
+from playbook.vocabulary.pgbouncer import LEVELS, REASON_BY_KEY, classify_event, classify_reason
 
 _LEVELS = "|".join(LEVELS)
 # PgBouncer's own log file and stderr (libusual's log_generic): the level has no colon, unlike PostgreSQL's.
@@ -143,11 +143,12 @@ def _event(msg: str) -> dict[str, Any] | None:
         if rest.startswith("new connection to server"):
             return row | {"kind": "server_login", "reason_key": "server_login", "reason": rest}
         if rest.startswith("login failed"):
+            refused = REASON_BY_KEY["client_auth_failed"]
             return row | {
                 "kind": "login_failed",
-                "reason_key": "client_auth_failed",
+                "reason_key": refused.key,
                 "reason": rest,
-                "category": "pool_config",
+                "category": refused.category,
                 "recycling": False,
             }
         msg = rest

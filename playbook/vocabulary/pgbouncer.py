@@ -24,6 +24,10 @@ Corrections against the source (pgbouncer/pgbouncer, commit 13a344f, 2026-07-10,
   down" from 1.25.0.
 - client_idle_timeout skips clients linked to a server connection (janitor.c pool_client_maint:
   `if (client->link) continue;`), so it never fires in session mode.
+- A client that disconnects while logging in before sending anything (a probe) is closed with no
+  reason and so no log line at all (client.c, SBUF_EV_RECV_FAILED).
+- "pgbouncer cannot connect to server" is printed up to 1.16.1 only (objects.c); later releases
+  say "server login has been failing, …" (server_login_retry) or pass the server's error on.
 - A client closed with notify gets an ErrorResponse with SQLSTATE 08P01 and the reason as its
   message (proto.c), except the server's own login error, passed on with the server's SQLSTATE
   from 1.20.0 (kill_pool_logins with a sqlstate; 08P01 before).
