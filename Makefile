@@ -7,10 +7,16 @@ BIN    := $(VENV)/bin
 
 # Debian packages beside the Python ones: pgbouncer for the lab, chromium for the report's browser
 # tests (playwright never downloads a browser here), pgbadger for bench/log_throughput.py.
+# postgresql carries PostgreSQL's message catalogs and locales the localedef sources: the tests run
+# servers that speak Russian, Chinese, German and Japanese (tests/test_server_languages.py).
 # Installed as root where apt exists; named otherwise, and the tests that need one say so.
-DEBIAN_PACKAGES := pgbouncer:/usr/sbin/pgbouncer chromium:/usr/bin/chromium pgbadger:/usr/bin/pgbadger
+DEBIAN_PACKAGES := pgbouncer:/usr/sbin/pgbouncer chromium:/usr/bin/chromium pgbadger:/usr/bin/pgbadger \
+	postgresql:/usr/share/postgresql-common/pg_wrapper locales:/usr/sbin/locale-gen
 
-install: $(VENV)/.installed
+# The lab's Prisma 7 workload: npm packages only (scripts off, so nothing downloads a binary).
+PRISMA_APP := playbook/lab/prisma_app
+
+install: $(VENV)/.installed $(PRISMA_APP)/node_modules/.installed
 	@missing=""; for entry in $(DEBIAN_PACKAGES); do \
 		if ! command -v $${entry%%:*} >/dev/null 2>&1 && [ ! -x $${entry#*:} ]; then missing="$$missing $${entry%%:*}"; fi; \
 	done; \
@@ -36,6 +42,19 @@ $(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c p
 	$(BIN)/python -m ipykernel install --sys-prefix --name pg-session-playbook \
 		--display-name "Python (pg-session-playbook)" >/dev/null
 	touch $@
+
+# `prisma generate` would download a schema-engine binary it never runs: any existing file stops it.
+$(PRISMA_APP)/node_modules/.installed: $(PRISMA_APP)/package.json $(PRISMA_APP)/package-lock.json $(PRISMA_APP)/prisma/schema.prisma
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: the lab's Prisma 7 workload and its scenarios are skipped (install Node.js 20.19+ and npm, then make install)"; \
+	else \
+		cd $(PRISMA_APP) && { npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null || \
+			{ echo "make install: npm ci failed in $(PRISMA_APP) (is the npm registry reachable?)"; exit 1; }; } && \
+		{ PRISMA_SCHEMA_ENGINE_BINARY="$$PWD/prisma/schema.prisma" PRISMA_HIDE_UPDATE_MESSAGE=1 \
+			node_modules/.bin/prisma generate >/dev/null 2>&1 || \
+			{ echo "make install: prisma generate failed in $(PRISMA_APP)"; exit 1; }; } && \
+		touch node_modules/.installed; \
+	fi
 
 demo: install
 	$(BIN)/playbook demo --out demo

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from playbook.errors import PlaybookError
 from playbook.lab.scenarios import SCENARIOS, start_scenario
+from playbook.lab.scenarios import unavailable as scenario_unavailable
 from playbook.lab.server import LabServer
 from playbook.lab.wait import DeadlineExceeded, wait_until
 
@@ -179,6 +180,14 @@ def run_demo(
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise PlaybookError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
+    # Scenarios that need more than Python (the Prisma 7 ones need node and the lab's npm packages):
+    # skipped out loud by default, refused when asked for by name.
+    cannot = {name: reason for name in names if (reason := scenario_unavailable(name))}
+    if cannot and scenarios:
+        raise PlaybookError(next(iter(cannot.values())))
+    for reason in cannot.values():
+        console.print(f"skipped: {reason}")
+    names = [n for n in names if n not in cannot]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -81,7 +81,7 @@ def test_every_scenario_has_a_spec_with_a_known_category() -> None:
     assert set(SCENARIOS) == {
         "healthy", "leak", "idle_session_timeout", "idle_in_transaction_timeout", "too_many_connections",
         "reset_path", "nat_drop", "nat_drop_keepalive", "admin_terminate", "server_restart", "backend_crash",
-        "pgbouncer_idle_timeout", "pgbouncer_saturation",
+        "pgbouncer_idle_timeout", "pgbouncer_saturation", "prisma_forgotten_flow", "prisma_pool_exhausted",
     }  # fmt: skip
     for spec in SCENARIOS.values():
         assert spec.expected_category in {None, "leak", "timeout", "network", "pool_config", "server"}

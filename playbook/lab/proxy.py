@@ -130,6 +130,7 @@ class _Flow:
     bytes_to_client: int = 0
     dropped: bool = False
     rst: bool = False  # close with RST instead of FIN
+    forgotten: bool = False  # a dropped flow the client wrote to: RST to it, nothing to the server
     closing: bool = False
 
 
@@ -182,6 +183,7 @@ class ChaosProxy:
         self._refusing = False
         self._reset_idle: float | None = None
         self._drop_idle: float | None = None
+        self._reset_dropped_on_data = False
         self._links = {False: _Link(), True: _Link()}  # keyed by "to_client"
         # counters
         self._flows_total = 0
@@ -189,6 +191,7 @@ class ChaosProxy:
         self._resets = 0
         self._idle_resets = 0
         self._drops = 0
+        self._dropped_resets = 0
         self._upstream_failures = 0
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -358,14 +361,17 @@ class ChaosProxy:
 
         self._call(apply)
 
-    def drop_idle_after(self, seconds: float | None) -> None:
+    def drop_idle_after(self, seconds: float | None, *, reset_on_data: bool = False) -> None:
         """Silently drop each flow once it has been idle this long; None switches it off.
 
-        Flows already dropped stay dropped: a NAT that forgot a flow does not remember it later."""
+        Flows already dropped stay dropped: a NAT that forgot a flow does not remember it later.
+        With `reset_on_data` the hop answers the client's next bytes on a forgotten flow with RST, as
+        AWS's NLB and NAT gateway document: the client learns at its next query, the server nothing."""
         _check_idle_limit(seconds)
 
         async def apply() -> None:
             self._drop_idle = seconds
+            self._reset_dropped_on_data = reset_on_data
 
         self._call(apply)
 
@@ -426,6 +432,7 @@ class ChaosProxy:
             "resets": self._resets,
             "idle_resets": self._idle_resets,
             "drops": self._drops,
+            "dropped_resets": self._dropped_resets,
             "upstream_failures": self._upstream_failures,
             "flows": flows,
         }
@@ -551,6 +558,9 @@ class ChaosProxy:
                 if any(t.result() == "error" for t in done) and not flow.dropped:
                     flow.rst = True  # a reset on one side is passed on as a reset to the other
                     return
+                if any(t.result() == "forgotten" for t in done):
+                    flow.forgotten = True
+                    return
         finally:
             await self._teardown(flow)
 
@@ -569,6 +579,9 @@ class ChaosProxy:
                     break
                 flow.last_active = loop.time()
                 if flow.dropped:
+                    if self._reset_dropped_on_data and not lane.to_client:
+                        self._dropped_resets += 1
+                        return "forgotten"  # the hop answers the client with RST
                     continue  # the NAT forgot this flow: whatever arrives vanishes
                 self._bytes[lane.to_client] += n
                 if lane.to_client:
@@ -657,7 +670,9 @@ class ChaosProxy:
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            self._close(flow.client, flow.rst)
+            self._close(flow.client, flow.rst or flow.forgotten)
+            # A forgotten flow ends quietly towards the server (a FIN it logs nothing about): the real
+            # hop tells it nothing, and keeping its socket open until stop() would only hold a slot.
             self._close(flow.upstream, flow.rst)
             self._flows.pop(flow.id, None)
 

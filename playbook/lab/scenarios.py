@@ -30,6 +30,8 @@ import psycopg
 
 from playbook.errors import PlaybookError
 from playbook.lab.pgbouncer import PgBouncer
+from playbook.lab.prisma import PrismaService, prepare_database
+from playbook.lab.prisma import unavailable as prisma_unavailable
 from playbook.lab.proxy import ChaosProxy
 from playbook.lab.server import APP_ROLE, MONITOR_ROLE, LabServer
 from playbook.lab.workloads import Service, app_logger, stats_log_for
@@ -51,6 +53,16 @@ class ScenarioSpec:
     name: str
     expected_category: Category | None  # None: no incident expected (healthy, keepalives that survive)
     summary: str
+    needs: str | None = None  # what else it runs on: "prisma" (node and the lab's npm packages)
+
+
+def unavailable(name: str) -> str | None:
+    """Why scenario `name` cannot run on this machine, in one sentence; None when it can."""
+    spec = SCENARIOS.get(name)
+    if spec is not None and spec.needs == "prisma":
+        reason = prisma_unavailable()
+        return f"{name} needs the Prisma 7 workload, which cannot run here: {reason}" if reason else None
+    return None
 
 
 SCENARIOS: dict[str, ScenarioSpec] = {
@@ -130,6 +142,25 @@ SCENARIOS: dict[str, ScenarioSpec] = {
             "connections and search logs the errors; the playbook should blame the pooler's timeout",
         ),
         ScenarioSpec(
+            "prisma_forgotten_flow",
+            "network",
+            "shop, a Prisma 7 service (@prisma/adapter-pg over pg.Pool), goes through a hop that forgets "
+            "flows idle 2 s and answers the next packet with RST, as AWS's NLB and NAT gateway do; "
+            'pg.Pool keeps idle clients 10 s and shop idles 3 s between bursts: P1017 "Server has '
+            'closed the connection." (DriverAdapterError: ConnectionClosed); the playbook should blame '
+            "the network",
+            needs="prisma",
+        ),
+        ScenarioSpec(
+            "prisma_pool_exhausted",
+            "pool_config",
+            "shop, a Prisma 7 service, sends 6 concurrent 0.5 s requests through a pg.Pool of max 2 with "
+            "connectionTimeoutMillis=1000, every other one an interactive transaction with maxWait 800 ms: "
+            'P2028 "Unable to start a transaction in the given time" and node-postgres\' "timeout '
+            'exceeded when trying to connect"; the playbook should blame the pool sizing',
+            needs="prisma",
+        ),
+        ScenarioSpec(
             "pgbouncer_saturation",
             "pool_config",
             "orders sends 8 concurrent 0.5 s queries through PgBouncer in transaction mode with "
@@ -182,7 +213,7 @@ class RunningScenario:
         self.pool_stats_log = stats_log_for(self.app_log)
         self.dsn = server.dsn(MONITOR_ROLE)
         self.started_at = _now()
-        self.services: list[Service] = []
+        self.services: list[Service | PrismaService] = []
         self.proxy: ChaosProxy | None = None
         self.extra_logs: list[Path] = []  # e.g. the ops job's own log
         self.pgbouncer: PgBouncer | None = None  # scenarios with PgBouncer between the app and the server
@@ -292,6 +323,15 @@ class RunningScenario:
         service = Service(dsn or self.server.dsn(APP_ROLE), name, app_log=self.app_log, **options)
         self.services.append(service)
         service.start(wait=wait)
+        return service
+
+    def add_prisma_service(self, name: str, dsn: str | None = None, **options: Any) -> PrismaService:
+        """The Prisma 7 workload (playbook/lab/prisma.py), its table created first on the lab server."""
+        prepare_database(self.server.dsn(APP_ROLE))
+        service = PrismaService(dsn or self.server.dsn(APP_ROLE), name, self.app_log, **options)
+        self.services.append(service)
+        service.start()
+        self.record("prisma", service=name, options={k: str(v) for k, v in options.items()})
         return service
 
     def add_services(self, names: Sequence[str], **options: Any) -> list[Service]:
@@ -660,6 +700,38 @@ def _pgbouncer_saturation(run: RunningScenario) -> None:
     )
 
 
+def _prisma_forgotten_flow(run: RunningScenario) -> None:
+    # pg.Pool checks nothing when it hands out an idle client, and Prisma does not retry: the first
+    # query after each idle gap meets the RST. The pool's idleTimeoutMillis (10 s, its default) is
+    # what outlives the hop's limit, as 10 min of pooling outlives AWS's 350 s.
+    proxy = run.start_proxy()
+    proxy.drop_idle_after(2.0, reset_on_data=True)
+    run.record("proxy", drop_idle_after_s=2.0, reset_on_data=True)
+    run.add_prisma_service("shop", proxy.dsn_for(run.server.dsn(APP_ROLE)), workers=2, pool_max=4, **BURST)
+    run.set_signature(lambda: proxy.stats()["dropped_resets"] > 0 and "P1017" in run.app_log_text())
+
+
+def _prisma_pool_exhausted(run: RunningScenario) -> None:
+    # 6 workers each holding a connection 0.5 s want 6; 2 serve them, so a request waits ~1.5 s,
+    # longer than maxWait (transactions) and connectionTimeoutMillis (other queries).
+    run.add_prisma_service(
+        "shop",
+        workers=6,
+        pool_max=2,
+        pool_timeout_ms=1000,
+        hold_seconds=0.5,
+        transaction_every=2,
+        transaction_max_wait_ms=800,
+        request_interval=0.02,
+    )
+
+    def seen() -> bool:
+        text = run.app_log_text()
+        return "P2028" in text and "timeout exceeded when trying to connect" in text
+
+    run.set_signature(seen)
+
+
 _BUILDERS: dict[str, Callable[[RunningScenario], None]] = {
     "healthy": _healthy,
     "leak": _leak,
@@ -674,6 +746,8 @@ _BUILDERS: dict[str, Callable[[RunningScenario], None]] = {
     "backend_crash": _backend_crash,
     "pgbouncer_idle_timeout": _pgbouncer_idle_timeout,
     "pgbouncer_saturation": _pgbouncer_saturation,
+    "prisma_forgotten_flow": _prisma_forgotten_flow,
+    "prisma_pool_exhausted": _prisma_pool_exhausted,
 }
 assert set(_BUILDERS) == set(SCENARIOS)
 
@@ -683,6 +757,9 @@ def start_scenario(name: str, server: LabServer, workdir: Path) -> RunningScenar
     spec = SCENARIOS.get(name)
     if spec is None:
         raise PlaybookError(f"there is no scenario {name!r}; the scenarios are: {', '.join(SCENARIOS)}")
+    reason = unavailable(name)
+    if reason:
+        raise PlaybookError(reason)
     require_lab_server(server)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
