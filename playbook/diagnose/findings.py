@@ -6,13 +6,18 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from playbook.evidence.vocab import CATEGORIES, ID_PREFIX, NOTEBOOK_OF_CATEGORY, Category, NotebookName
+from playbook.vocabulary.categories import (
+    CATEGORIES,
+    ID_PREFIX,
+    NOTEBOOK_OF_CATEGORY,
+    POOLER_ID_PREFIX,
+    Category,
+    NotebookName,
+)
+from playbook.vocabulary.findings import FINDINGS
 
 __all__ = ["CATEGORIES", "POOLER_ID_PREFIX", "Finding", "Severity", "worst_severity"]
 
-# Findings about the pooler between application and server (PgBouncer) carry their own prefix,
-# whatever category the close reason belongs to: alerts route on the layer as well as the cause.
-POOLER_ID_PREFIX = "BNC"
 LAYER_OF_CATEGORY: dict[Category, str] = {
     "leak": "the application (it holds its connections)",
     "timeout": "the server (one of its timeouts)",
@@ -39,10 +44,11 @@ class Finding:
     """One conclusion of the diagnosis: stable id, category, severity, its evidence and the fix.
 
     `id` is `<prefix>-NNN`, the prefix being the category's (LEAK, TMO, NET, POOL, SRV) or BNC for
-    the pooler; ids are stable so alerts can route on them. `confidence` (0..1) ranks findings of
-    the same severity. `consequence_of` names the finding id of the cause this one follows from
-    (orphaned sessions after a network cut, pool waits behind a leak): it is then ranked below
-    that cause and never counted as a root cause of its own.
+    the pooler; ids are stable so alerts can route on them, and each is defined, with its category,
+    in playbook.vocabulary.findings (an id or category it does not define is a ValueError).
+    `confidence` (0..1) ranks findings of the same severity. `consequence_of` names the finding id
+    of the cause this one follows from (orphaned sessions after a network cut, pool waits behind a
+    leak): it is then ranked below that cause and never counted as a root cause of its own.
     """
 
     id: str
@@ -60,6 +66,11 @@ class Finding:
         prefix = self.id.split("-", 1)[0]
         if prefix not in (ID_PREFIX[self.category], POOLER_ID_PREFIX) or "-" not in self.id:
             raise ValueError(f"finding id {self.id!r} does not match category {self.category!r}")
+        spec = FINDINGS.get(self.id)
+        if spec is None:
+            raise ValueError(f"finding id {self.id!r} is not defined in playbook.vocabulary.findings")
+        if spec.category != self.category:
+            raise ValueError(f"finding {self.id} is a {spec.category} finding, not {self.category!r}")
 
     @property
     def notebook(self) -> NotebookName:
