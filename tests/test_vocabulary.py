@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "playbook"
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 TEXT_SUFFIXES = {".py", ".ipynb", ".json", ".html", ".j2", ".md", ".txt", ".css", ".js"}
+# Folders that are not the playbook's own text (a lab app's installed npm packages).
+SKIPPED = {"__pycache__", "node_modules"}
 # "TMO-001/003" in README's table names two ids.
 ID_WITH_SIBLINGS = re.compile(ID_PATTERN.removesuffix(r"\b") + r"(?:/\d{3})*\b")
 
@@ -31,7 +33,7 @@ def _package_texts() -> dict[Path, str]:
     return {
         path: path.read_text(encoding="utf-8")
         for path in sorted(PACKAGE.rglob("*"))
-        if path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts and path.is_file()
+        if path.suffix in TEXT_SUFFIXES and not SKIPPED & set(path.parts) and path.is_file()
     }
 
 

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from playbook.diagnose.findings import Finding, Severity
+from playbook.vocabulary.findings import FINDINGS, LEAKS, NETWORK_LOSSES, SERVER_ENDINGS
 
-NETWORK_LOSSES = ("NET-002", "NET-001")
-LEAKS = ("LEAK-005", "LEAK-004", "LEAK-002", "LEAK-001")
-SERVER_ENDINGS = ("SRV-001", "SRV-002", "SRV-003")
+__all__ = ["DROPPED_WHILE", "LEAKS", "LINKS", "NETWORK_LOSSES", "SERVER_ENDINGS", "Link", "link_consequences"]
 
 
 def _not_growing_in_a_transaction(finding: Finding) -> bool:
@@ -58,7 +57,8 @@ LINKS = (
     Link("NET-005", SERVER_ENDINGS, "the server ended the playbook's own session too"),
     Link("NET-002", SERVER_ENDINGS, "the server ended those sessions itself"),
 )
-DROPPED_WHILE = {"POOL-004": LEAKS + ("POOL-005", "POOL-002")}
+# Which findings withdraw which (sizing advice while the pool leaks): the specs say.
+DROPPED_WHILE = {spec.id: spec.dropped_while for spec in FINDINGS.values() if spec.dropped_while}
 
 
 def link_consequences(findings: list[Finding]) -> list[Finding]:
