@@ -194,6 +194,13 @@ EVENT_COLORS = {
 }
 
 
+def placed(stamps: pd.Series) -> pd.Series:
+    """The times of `stamps` that can go on a time axis: UTC, without NaT (matplotlib cannot
+    convert NaT; evidence saved before the app-log reader counted untimed failures apart, or any
+    other source, may still carry one)."""
+    return pd.Series(pd.to_datetime(stamps, utc=True)).dropna()
+
+
 def _format_time_axis(ax: Axes) -> None:
     ax.set_xlabel("time (UTC)")
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
@@ -225,18 +232,20 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
     by_label: dict[str, tuple[str, list[pd.Series]]] = {}
 
     def add(label: str, category: str, stamps: pd.Series) -> None:
-        by_label.setdefault(label, (category, []))[1].append(stamps)
+        stamps = placed(stamps)
+        if not stamps.empty:
+            by_label.setdefault(label, (category, []))[1].append(stamps)
 
     server = evidence.server_log_events
     if not server.empty:
         server = server[server["category"].astype(str) != ""]
         for (category, event), group in server.groupby(["category", "event"], observed=True):
             if categories is None or category in categories:
-                add(f"server: {event}", str(category), pd.to_datetime(group["ts"], utc=True))
+                add(f"server: {event}", str(category), group["ts"])
     app = evidence.app_log_events
     if not app.empty:
-        for kind, group in app.dropna(subset=["ts"]).groupby("kind"):
-            add(f"app: {kind}", "app", pd.to_datetime(group["ts"], utc=True))
+        for kind, group in app.groupby("kind"):
+            add(f"app: {kind}", "app", group["ts"])
     starts = [pd.Timestamp(gap["start"]) for gap in evidence.gaps if gap.get("start")]
     if starts:
         add("playbook session lost", "gap", pd.Series(starts))

@@ -15,6 +15,7 @@ from playbook.diagnose.chain import chain_links, timeout_chain
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer import LOG_EVENTS_FRAME
 from playbook.evidence.views import app_events
+from playbook.plots import placed
 
 SOURCE_COLORS = {"measured": "#2b8cbe", "configured": "#31a354", "default": "#bdbdbd", "assumed": "#fdae6b"}
 NEVER_S = 86400.0  # where a layer that never cuts is drawn (a day), labelled "never"
@@ -106,16 +107,17 @@ def pooler_closes(evidence: Evidence) -> Figure:
     rows: list[tuple[str, pd.Series]] = []
     for key, group in closes.groupby("reason_key"):
         side = str(group["side"].dropna().iloc[0]) if group["side"].notna().any() else ""
-        rows.append((f"PgBouncer {side}: {key}", group["ts"]))
+        rows.append((f"PgBouncer {side}: {key}", placed(group["ts"])))
     for kind, group in app.groupby("kind"):
-        rows.append((f"application: {kind}", group["ts"]))
+        rows.append((f"application: {kind}", placed(group["ts"])))
+    rows = [(label, stamps) for label, stamps in rows if not stamps.empty]  # nothing to place: no row
     ax = fig.subplots()
     if not rows:
         return _say(
             Figure(figsize=(10, 2)), "none: PgBouncer closed nothing but unused server connections", ""
         )
     for row, (_, stamps) in enumerate(rows):
-        ax.scatter(pd.to_datetime(stamps, utc=True), [row] * len(stamps), marker="|", s=200)
+        ax.scatter(stamps, [row] * len(stamps), marker="|", s=200)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     ax.set_ylim(-0.5, len(rows) - 0.5)
     ax.set_xlabel("time (UTC)")

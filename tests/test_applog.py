@@ -44,7 +44,8 @@ def utc(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 
 
-# (file, stack, [(kind, ts or None), ...]) in file order: the exact reading of each sample
+# (file, stack, [(kind, ts or None), ...]) in file order: the exact reading of each sample; None is
+# a failure whose record carries no time: unplaced, never an event
 SAMPLES = [
     (
         "psycopg_pool.log",
@@ -141,8 +142,11 @@ def test_each_stacks_sample_reads_as_recorded(
 ) -> None:
     ev = read_app_logs([DATA / name], UTC)
     assert list(ev.events.columns) == COLUMNS
-    got = list(zip(ev.events["kind"], [None if pd.isna(t) else t for t in ev.events["ts"]], strict=True))
-    assert got == [(kind, None if ts is None else utc(ts)) for kind, ts in expected]
+    assert ev.events["ts"].notna().all()
+    got = list(zip(ev.events["kind"], ev.events["ts"], strict=True))
+    assert got == [(kind, utc(ts)) for kind, ts in expected if ts is not None]
+    assert [u["kind"] for u in ev.unplaced] == [kind for kind, ts in expected if ts is None]
+    assert ev.summary["unplaced"]["count"] == len(ev.unplaced) == ev.summary["undated_events"]
     assert set(ev.events["stack"]) == {stack}
     assert ev.primary_stack == stack
     assert set(ev.stacks) == {stack}
@@ -233,10 +237,10 @@ def test_timestamp_formats_naive_ones_in_the_application_zone(tmp_path: Path) ->
     log = tmp_path / "formats.log"
     log.write_text("\n".join(line for line, _ in cases) + "\n")
     ev = read_app_logs([log], zone_named("Asia/Kolkata"))
-    got = [None if pd.isna(t) else t for t in ev.events["ts"]]
-    assert got == [None if ts is None else utc(ts) for _, ts in cases]
+    assert list(ev.events["ts"]) == [utc(ts) for _, ts in cases if ts is not None]
     assert str(ev.events["ts"].dt.tz) == "UTC"
-    assert ev.warnings == []
+    assert [u["line_no"] for u in ev.unplaced] == [i for i, (_, ts) in enumerate(cases, 1) if ts is None]
+    assert len(ev.warnings) == 1 and "(unplaced)" in ev.warnings[0]
     assert ev.summary["zone"]["name"] == "Asia/Kolkata"
     assert ev.summary["zone"]["times_read_in_zone"] == 7
 
@@ -582,6 +586,46 @@ WORDINGS: list[tuple[str, str | None, str]] = [
     ),
     ("client_query_timeout", "node-postgres", "Error: Query read timeout"),
     ("client_query_timeout", "prisma", "Operations timed out after `10s`. Context: the query"),
+    # Prisma 7's runtime (client-engine-runtime user-facing-error.ts) and driver-adapter kinds
+    (
+        "too_many_clients",
+        "prisma",
+        "Too many database connections opened: sorry, too many clients already",
+    ),
+    ("too_many_clients", "prisma", "    driverAdapterError: DriverAdapterError: TooManyConnections"),
+    (
+        "auth_failed",
+        "prisma",
+        "Authentication failed against the database server, the provided database credentials for `app`"
+        " are not valid",
+    ),
+    ("auth_failed", "prisma", "User `app` was denied access on the database `app.public`"),
+    ("unknown_database", None, 'FATAL:  database "billing" does not exist'),
+    ("unknown_database", "prisma", "Database `billing` does not exist on the database server at `db:5432`."),
+    ("pool_timeout", "prisma", "Transaction API error: Unable to start a transaction in the given time."),
+    ("network_timeout", "prisma", "Operation has timed out"),
+    ("server_closed_unexpectedly", "prisma", "    driverAdapterError: DriverAdapterError: ConnectionClosed"),
+    (
+        "server_closed_unexpectedly",
+        "prisma",
+        "prisma:error Error in PostgreSQL connection: Error { kind: Closed, cause: None }",
+    ),
+    (
+        "connect_failed",
+        "prisma",
+        "Error opening a TLS connection: self-signed certificate in certificate chain",
+    ),
+    # Prisma's codes where a logger kept the code and not the message
+    ("auth_failed", "prisma", '{"code":"P1000","clientVersion":"6.16.2"}'),
+    ("connect_failed", "prisma", "  errorCode: 'P1001'"),
+    ("connect_timeout", "prisma", "  code: 'P1002',"),
+    ("unknown_database", "prisma", "  code: 'P1003',"),
+    ("client_query_timeout", "prisma", "  code: 'P1008',"),
+    ("auth_failed", "prisma", "  code: 'P1010',"),
+    ("connect_failed", "prisma", "  code: 'P1011',"),
+    ("server_closed_unexpectedly", "prisma", '{"error_code":"P1017","is_panic":false}'),
+    ("pool_timeout", "prisma", "  code: 'P2024',"),
+    ("too_many_clients", "prisma", "  code: 'P2037',"),
 ]
 
 
@@ -1004,3 +1048,243 @@ def test_a_burst_of_failures_in_one_millisecond_counts_each(tmp_path: Path) -> N
         )
     )
     assert list(read_app_logs([path]).events["kind"]) == ["pool_timeout"] * 3
+
+
+# -- records of any shape ------------------------------------------------------------------
+# Recorded for real (see tests/data/applogs/README.md for how): Prisma 7.9.1's adapter-pg losing
+# its socket and the client's errors printed by Node 20, the Rust engine's (6.x) messages and
+# log lines as Node prints them, node-postgres 8.23 against a server that hangs up and a port
+# nobody listens on, pgJDBC 42.7.13 and psycopg 3.3 on a lab server that terminated them.
+# (file, stack, [(line of the event's text, kind, time or None for unplaced), ...])
+SHAPES = [
+    (
+        "prisma7.log",
+        "prisma",
+        [
+            (5, "server_closed_unexpectedly", "2026-12-07 10:42:58.712"),  # P1017, ConnectionClosed below
+            (26, "server_closed_unexpectedly", None),  # Prisma's own `prisma:error`, no time
+            (35, "pool_timeout", "2026-12-07 10:42:58.714"),  # P2028 after the caller's source lines
+        ],
+    ),
+    (
+        "prisma6.log",
+        "prisma",
+        [
+            (5, "pool_timeout", "2026-12-07 10:42:58.577"),  # P2024
+            (17, "server_closed_unexpectedly", "2026-12-07 10:42:58.583"),  # the engine's kind: Closed
+            (26, "server_closed_unexpectedly", "2026-12-07 10:42:58.583"),  # P1017 after `→ 412 …`
+            (38, "connect_failed", "2026-12-07 10:42:58.585"),  # P1001 over three lines
+            (51, "server_closed_unexpectedly", None),
+        ],
+    ),
+    (
+        "node_errors.log",
+        "node-postgres",
+        [
+            (1, "server_closed_unexpectedly", "2026-12-07 10:42:58.716"),
+            (8, "connect_refused", "2026-12-07 10:42:58.717"),  # with its { errno, code, … } dump
+        ],
+    ),
+    (
+        "java_trace.log",
+        "hikaricp",  # pgJDBC without HikariCP counts as the JDBC stack
+        [
+            (5, "admin_shutdown", "2026-12-07 10:42:44.270"),  # under "Caused by:", then "... 1 more"
+            (21, "connection_closed", "2026-12-07 10:42:44.295"),
+        ],
+    ),
+    (
+        "python_chained.log",
+        "psycopg",
+        [
+            (8, "admin_shutdown", "2026-12-07 10:42:44.321"),  # "The above exception was the direct cause"
+            (25, "connection_closed", "2026-12-07 10:42:44.326"),  # … and "During handling of the above"
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "stack", "expected"), SHAPES, ids=[s[0] for s in SHAPES])
+def test_a_record_of_any_shape_is_one_event_at_its_first_lines_time(
+    name: str, stack: str, expected: list[tuple[int, str, str | None]]
+) -> None:
+    ev = read_app_logs([DATA / name], UTC)
+    assert list(ev.events.columns) == COLUMNS
+    assert ev.events["ts"].notna().all()
+    got = list(zip(ev.events["line_no"], ev.events["kind"], ev.events["ts"], strict=True))
+    assert got == [(line, kind, utc(ts)) for line, kind, ts in expected if ts is not None]
+    assert [(u["line_no"], u["kind"]) for u in ev.unplaced] == [
+        (line, kind) for line, kind, ts in expected if ts is None
+    ]
+    assert set(ev.events["stack"]) | {u["stack"] for u in ev.unplaced} == {stack}
+    assert ev.primary_stack == stack
+
+
+def test_the_first_lines_time_carries_the_record_whatever_its_length(tmp_path: Path) -> None:
+    """The P1017 record of prisma6.log spans 20 lines (18 to 37), its message on the 9th; followed
+    by a line dated hours later, it keeps its first line's time."""
+    lines = (DATA / "prisma6.log").read_text().splitlines()
+    record = lines[17:37]  # from its dated first line to the closing brace of its properties
+    assert record[0].startswith("2026-12-07T10:42:58.583Z prisma error PrismaClientKnownRequestError")
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(record) + "\n2026-12-07T18:00:00.000Z info: GET /health 200\n")
+    ev = read_app_logs([log], UTC)
+    assert list(ev.events["ts"]) == [utc("2026-12-07 10:42:58.583")]
+    assert list(ev.events["kind"]) == ["server_closed_unexpectedly"]
+    assert ev.unplaced == [] and ev.warnings == []
+
+
+def test_prismas_pool_timeout_keeps_the_pools_limit_and_timeout_in_its_text(tmp_path: Path) -> None:
+    """P2024 prints the pool it timed out on; the event's text keeps both figures, even when the
+    message sits too deep in a JSON line for the text's first TEXT_MAX characters."""
+    ev = read_app_logs([DATA / "prisma6.log"], UTC)
+    text = ev.events.iloc[0]["text"]
+    assert "Current connection pool timeout: 10, connection limit: 5" in text
+    message = (
+        "\nInvalid `prisma.message.findMany()` invocation:\n\n\nTimed out fetching a new connection"
+        " from the connection pool. More info: http://pris.ly/d/connection-pool"
+        " (Current connection pool timeout: 20, connection limit: 17)"
+    )
+    line = json.dumps(
+        {
+            "level": 50,
+            "time": 1764931200000,
+            "pid": 1,
+            "hostname": "evolution-api-6c9d7",
+            "req": {"id": 812, "method": "POST", "url": "/message/sendText/instance-42", "remotePort": 40112},
+            "err": {"type": "PrismaClientKnownRequestError", "message": message, "code": "P2024"},
+        }
+    )
+    log = tmp_path / "pino.log"
+    log.write_text(line + "\n")
+    assert line.index("connection limit") > 300
+    event = read_app_logs([log], UTC).events.iloc[0]
+    assert (event["kind"], event["stack"]) == ("pool_timeout", "prisma")
+    assert event["text"].endswith("(connection pool timeout: 20 s, connection limit: 17)")
+    assert len(event["text"]) <= 300
+
+
+def test_a_failure_with_no_time_is_counted_and_listed_as_unplaced_never_nat(tmp_path: Path) -> None:
+    """Prisma's own `prisma:error` on a bare stdout has no time: it is no row of the frame, but
+    the summary counts and lists it and a warning names its file and line."""
+    log = tmp_path / "stdout.log"
+    shutil.copy(DATA / "prisma7.log", log)
+    ev = read_app_logs([log], UTC)
+    assert len(ev.events) == 2 and ev.events["ts"].notna().all()
+    assert str(ev.events["ts"].dt.tz) == "UTC"
+    unplaced = ev.summary["unplaced"]
+    assert unplaced["count"] == 1 and unplaced["kinds"] == {"server_closed_unexpectedly": 1}
+    assert unplaced["records"] == [
+        {
+            "file": str(log),
+            "line_no": 26,
+            "kind": "server_closed_unexpectedly",
+            "stack": "prisma",
+            "text": "Server has closed the connection.",
+        }
+    ]
+    assert ev.summary["events"] == 2 and ev.summary["undated_events"] == 1
+    assert ev.warnings == [
+        f"app log {log}: 1 failure record(s) carry no time and are left off the timeline (unplaced): "
+        "server_closed_unexpectedly at line 26; log with a timestamp on each record's first line to "
+        "place them"
+    ]
+    assert ev.summary["warnings"] == ev.warnings
+    json.dumps(ev.summary)  # the summary is stored as JSON
+    # a log whose every failure is untimed gives an empty frame that is still one of times
+    bare = tmp_path / "bare.log"
+    bare.write_text("".join(log.read_text().splitlines(keepends=True)[20:26]))
+    alone = read_app_logs([bare], UTC)
+    assert alone.events.empty and str(alone.events["ts"].dt.tz) == "UTC"
+    assert [u["line_no"] for u in alone.unplaced] == [6]
+
+
+def test_no_figure_fails_on_an_event_without_a_time() -> None:
+    """Evidence saved before the reader set untimed failures apart can still hold NaT: the
+    timeline and the pooler figure of the timeouts page draw what can be placed."""
+    import io
+
+    from playbook import plots, plots_layers
+    from playbook.evidence import Evidence
+
+    events = pd.DataFrame(
+        {
+            "ts": pd.to_datetime([None, "2026-12-07T10:42:58.712Z"], utc=True),
+            "kind": ["pool_timeout", "server_closed_unexpectedly"],
+            "stack": ["prisma", "prisma"],
+            "line_no": [1, 5],
+            "file": ["app.log", "app.log"],
+            "text": ["Timed out fetching a new connection", "Server has closed the connection."],
+        }
+    )
+    evidence = Evidence(frames={"app_log_events": events})
+    for figure in (
+        plots.incident_timeline(evidence),
+        plots.incident_timeline(evidence, categories=("timeout",)),
+        plots_layers.pooler_closes(evidence),
+    ):
+        figure.savefig(io.BytesIO(), format="png")  # drawing converts the times: NaT would raise here
+    labels = [t.get_text() for t in plots_layers.pooler_closes(evidence).axes[0].get_yticklabels()]
+    assert labels == ["application: server_closed_unexpectedly"]  # the untimed kind has no row
+
+
+def test_the_timeouts_page_runs_on_a_prisma_log_with_an_unplaced_failure(tmp_path: Path) -> None:
+    """The run that used to fail its timeouts page (ConversionError: … NaT) on such a log."""
+    from conftest import run_cli
+
+    out = tmp_path / "report"
+    result = run_cli(
+        "run", "--offline", "--app-log", str(DATA / "prisma7.log"), "--app-tz", "UTC",
+        "--notebooks", "timeouts", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode in (0, 1, 2), result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(nb["name"], nb["status"], nb["error"]) for nb in summary["notebooks"]] == [
+        ("timeouts", "ok", None)
+    ]
+    assert any("(unplaced): server_closed_unexpectedly at line 26" in w for w in summary["evidence_warnings"])
+    assert "notebooks failed" not in result.stdout
+    events = pd.read_parquet(out / "evidence" / "app_log_events.parquet")
+    assert len(events) == 2 and events["ts"].notna().all()
+
+
+# -- what a run says when one of its notebooks failed --------------------------------------
+def test_a_failed_notebook_qualifies_the_verdict_line_and_the_exit_code() -> None:
+    from playbook.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARNING
+    from playbook.report.summary import exit_code
+    from playbook.report.verdict import verdict_line
+
+    def notebook(name: str, error: str | None = None) -> dict[str, object]:
+        return {"name": name, "status": "failed" if error else "ok", "error": error}
+
+    conversion = (
+        "ConversionError: Failed to convert value(s) to axis units: 0   NaT\n"
+        "Name: ts, dtype: datetime64[us, UTC]"
+    )
+    names = ("triage", "leaks", "timeouts", "network", "pool_config")
+    ran = [notebook(n, conversion if n == "timeouts" else None) for n in names]
+    ok = {"status": "ok", "root_causes": [], "evidence_warnings": [], "notebooks": ran}
+    assert verdict_line(ok) == (
+        "OK: no cause of closed sessions found in this window — 1 of 5 notebooks failed: timeouts "
+        "(ConversionError: Failed to convert value(s) to axis units: 0   NaT)"
+    )
+    cause = {"category": "timeout", "summary": "idle_session_timeout ended 3 pooled sessions"}
+    critical = {**ok, "status": "critical", "root_causes": [cause]}
+    assert verdict_line(critical).startswith("CRITICAL: most likely timeout — idle_session_timeout")
+    assert verdict_line(critical).endswith("— 1 of 5 notebooks failed: timeouts (ConversionError: Failed to"
+                                           " convert value(s) to axis units: 0   NaT)")  # fmt: skip
+    long = {**ok, "notebooks": [notebook("triage"), notebook("network", "RuntimeError: " + "x" * 200)]}
+    assert verdict_line(long).endswith("network (RuntimeError: " + "x" * 65 + "…)")  # 80 characters
+    # nothing failed: the line is unqualified; everything failed: the run could not diagnose
+    assert verdict_line({**ok, "notebooks": [notebook(n) for n in names]}) == (
+        "OK: no cause of closed sessions found in this window"
+    )
+    every = {"status": "error", "root_causes": [], "notebooks": [notebook(n, conversion) for n in names]}
+    assert verdict_line(every) == "ERROR: no notebook could run, so nothing was diagnosed"
+    # the exit code: a partial failure is at least a warning, moved by --fail-on like one
+    assert exit_code("ok", "warning", failed_notebooks=1) == EXIT_WARNING
+    assert exit_code("ok", "critical", failed_notebooks=1) == EXIT_OK
+    assert exit_code("ok", "never", failed_notebooks=1) == EXIT_OK
+    assert exit_code("critical", "warning", failed_notebooks=1) == EXIT_CRITICAL
+    assert exit_code("ok", "warning", failed_notebooks=0) == EXIT_OK
+    assert exit_code("error", "warning", failed_notebooks=5) == EXIT_ERROR

@@ -3,16 +3,23 @@
 The reader streams each file line by line (plain, gzip, bzip2 or xz, told by its magic bytes; any
 encoding damage replaced) and recognises the wordings of the common client stacks: psycopg 3 /
 psycopg_pool, psycopg2, SQLAlchemy, asyncpg, node-postgres, Prisma, HikariCP / pgJDBC and
-PgBouncer. The texts were checked against each project's source; tests/test_applog.py holds one
-real line per wording.
+PgBouncer. The words (wordings, Prisma's error codes, class names, stack marks) live in
+playbook.vocabulary.drivers, each with its source; tests/test_applog.py holds one real line per
+wording.
 
-One failure usually spans several lines (a log message, a traceback, chained exceptions, a
-libpq message continued on the next line), so lines are grouped into records: a line with its
-own timestamp, or one that does not look like a continuation, starts a record. A record gives
-at most one event, of its most specific kind, so a traceback that repeats the driver's text
-under SQLAlchemy's wrapper is counted once. The exception line that ends a traceback continues
-its record whatever the class is called: the drivers' own hierarchies name many classes that do
-not end in Error (psycopg's AdminShutdown, QueryCanceled, ProtocolViolation, ...).
+One failure usually spans several lines (a log message, a Python traceback with its chained
+exceptions, a Java stack trace with its "Caused by:" and "... n more", Node's printed error with
+its "    at" frames and `{ code: ... }` properties, Prisma's "Invalid `prisma.x()` invocation"
+with the caller's source lines before its message, a libpq message continued on the next line),
+so lines are grouped into records: a line with its own timestamp, or one that does not look like
+a continuation, starts a record. The record carries its first line's time, and its kind is
+matched on every line of it: a record gives at most one event, of its most specific kind, so a
+traceback that repeats the driver's text under SQLAlchemy's wrapper is counted once. The
+exception line that ends a traceback continues its record whatever the class is called: the
+drivers' own hierarchies name many classes that do not end in Error (psycopg's AdminShutdown,
+QueryCanceled, ProtocolViolation, ...). A failure whose record has no time (Prisma's own
+`prisma:error` lines on a bare stdout, a traceback printed without a log line) is never an
+event without a time: it is counted and listed as unplaced, with its file and line.
 
 Time: a numeric offset or UTC/GMT/Z printed beside a time is exact. A naive time (Python
 logging's default asctime, most Java and Node loggers) is read in the application's zone
@@ -42,28 +49,20 @@ from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
 from playbook.evidence.vocab import STACKS, UNKNOWN_STACK
 from playbook.evidence.zones import Zone, fixed_offset, machine_zone, to_utc
+from playbook.vocabulary import drivers
 
 __all__ = ["COLUMNS", "KINDS", "KIND_IDS", "STACKS", "UNKNOWN", "AppLogEvidence", "read_app_logs"]
 
 UNKNOWN = UNKNOWN_STACK
 
-# When a record carries several stacks' marks, the layer the application configures wins:
-# SQLAlchemy wraps psycopg/psycopg2/asyncpg, Prisma's driver adapter wraps node-postgres.
-_STACK_PRECEDENCE = (
-    "pgbouncer",
-    "sqlalchemy",
-    "prisma",
-    "hikaricp",
-    "psycopg",
-    "psycopg2",
-    "asyncpg",
-    "node-postgres",
-)
+_STACK_PRECEDENCE = drivers.STACK_PRECEDENCE
 
 COLUMNS = ["ts", "kind", "stack", "line_no", "file", "text"]
 TEXT_MAX = 300
 LINE_MAX = 1 << 20  # bytes kept of one line; the rest of a giant line is dropped
 RECORD_MAX_LINES = 400
+UNPLACED_LISTED = 50  # unplaced records listed in the summary (all are counted)
+UNPLACED_NAMED = 5  # ... and named in the file's warning
 STACK_LOOKBACK_LINES = 20
 
 _F = re.IGNORECASE
@@ -76,188 +75,34 @@ class _Kind:
     stack: str | None = None  # a wording only this stack produces is stack evidence too
 
 
-def _k(kind: str, pattern: str, stack: str | None = None) -> _Kind:
-    return _Kind(kind, re.compile(pattern, _F), stack)
-
-
-# Most specific first: a record's event takes the best-ranked kind matching any of its lines
-# (a kind's rank is where it first appears). Causes (a server-side FATAL, a refused connect)
-# rank above the symptoms they produce (a pool wait that timed out, a connection found
-# closed). A wording only one stack produces names that stack: it is stack evidence too.
-# Wordings PgBouncer relays to clients name no stack: the client's own stack logged them.
+# The drivers' wordings (vocabulary.drivers.WORDINGS, most specific first), then Prisma's codes:
+# a record's event takes the best-ranked kind matching any of its lines.
 KINDS: tuple[_Kind, ...] = (
-    # server-side FATAL/ERROR texts, whichever driver relays them
-    _k("idle_session_timeout", r"terminating connection due to idle-session timeout|IdleSessionTimeout"),
-    _k(
-        "idle_in_transaction_timeout",
-        r"terminating connection due to idle-in-transaction timeout|IdleInTransactionSessionTimeout",
+    *(_Kind(w.kind, re.compile(w.pattern, _F), w.stack) for w in drivers.WORDINGS),
+    *(
+        _Kind(c.kind, re.compile(drivers.PRISMA_CODE_FIELD.replace(r"(P[12]\d{3})", c.code), _F), "prisma")
+        for c in drivers.PRISMA_CODES
+        if c.kind is not None
     ),
-    _k("transaction_timeout", r"terminating connection due to transaction timeout|\bTransactionTimeout"),
-    _k("admin_shutdown", r"terminating connection due to administrator command|\bAdminShutdown"),
-    _k("crash_shutdown", r"terminating connection because of crash of another server process|CrashShutdown"),
-    _k(
-        "cannot_connect_now",
-        r"the database system is (?:shutting down|starting up|in recovery mode|not yet accepting)"
-        r"|CannotConnectNow",
-    ),
-    _k("statement_timeout", r"canceling statement due to statement timeout"),
-    _k("lock_timeout", r"canceling statement due to lock timeout"),
-    _k(
-        "too_many_clients",
-        r"sorry, too many clients already|remaining connection slots are reserved"
-        r"|too many connections for (?:role|database)|TooManyConnectionsError",
-    ),
-    _k("too_many_clients", r"Too many database connections opened", "prisma"),
-    _k(
-        "auth_failed",
-        r"password authentication failed for user|no pg_hba\.conf entry for|InvalidPasswordError",
-    ),
-    _k("auth_failed", r"Authentication failed against database server", "prisma"),
-    # PgBouncer: its own log, or its pooler errors relayed to the application
-    _k("pgbouncer_server_crashed", r"server conn crashed\?", "pgbouncer"),
-    _k("pgbouncer_query_wait_timeout", r"\bquery_wait_timeout\b"),
-    _k("pgbouncer_query_timeout", r"\bquery_timeout\b"),
-    _k("pgbouncer_query_timeout", r"closing because: query timeout", "pgbouncer"),
-    _k("pgbouncer_client_idle_timeout", r"\bclient_idle_timeout\b"),
-    _k("pgbouncer_idle_transaction_timeout", r"closing because: idle transaction timeout", "pgbouncer"),
-    # relayed to the client as 08P01 with the reason as its message (psycopg: ProtocolViolation);
-    # PostgreSQL's own wording is "idle-in-transaction", hyphenated
-    _k("pgbouncer_idle_transaction_timeout", r"\bidle transaction timeout\b"),
-    _k("pgbouncer_query_timeout", r"(?:ProtocolViolation\w*|OperationalError|error):\s+query timeout\b"),
-    _k("pgbouncer_client_login_timeout", r"\bclient_login_timeout\b"),
-    _k("pgbouncer_max_client_conn", r"no more connections allowed \(max_client_conn\)"),
-    _k("pgbouncer_server_login_failed", r"server login failed"),
-    _k("pgbouncer_cannot_connect", r"pgbouncer cannot connect to server"),
-    _k("pgbouncer_client_unexpected_eof", r"closing because: client unexpected eof", "pgbouncer"),
-    # a session-level prepared statement met a pooled server that does not have it (transaction
-    # pooling: PgBouncer before 1.21 or with max_prepared_statements = 0, other poolers alike):
-    # 26000 / 42P05, in the server's wording or the drivers' class names
-    _k(
-        "prepared_statement_error",
-        r"prepared statement \"?[^\"\s]*\"? (?:does not exist|already exists)"
-        r"|\bInvalidSqlStatementName\b|\bDuplicatePreparedStatement\b|\bInvalidSQLStatementNameError\b",
-    ),
-    # connecting
-    _k("connect_refused", r"failed: Connection refused|ConnectionRefusedError|Connect call failed"),
-    _k("connect_refused", r"\bECONNREFUSED\b"),
-    _k("connect_refused", r"Connection to \S+ refused\. Check that the hostname", "hikaricp"),
-    _k("connect_timeout", r"(?<!cancellation )(?<!connection )\btimeout expired\b"),
-    _k("connect_timeout", r"connection timeout expired|\bpsycopg\.errors\.ConnectionTimeout\b", "psycopg"),
-    _k("connect_timeout", r"Connection terminated due to connection timeout", "node-postgres"),
-    _k("connect_timeout", r"was reached but timed out", "prisma"),
-    _k("connect_timeout", r"Connection attempt timed out", "hikaricp"),  # pgJDBC's loginTimeout
-    # pools
-    _k("leak_detected", r"Connection leak detection triggered", "hikaricp"),
-    _k("validation_failed", r"Failed to validate connection", "hikaricp"),
-    _k("validation_failed", r"connection failed check", "psycopg"),
-    _k("validation_failed", r"Pool pre-ping on connection .* failed", "sqlalchemy"),
-    # what pool_pre_ping logs (logger sqlalchemy.pool, INFO) when the ping raised a disconnect
-    _k("validation_failed", r"Disconnection detected on checkout", "sqlalchemy"),
-    _k("pool_timeout", r"couldn't get a connection after|\bPoolTimeout\b", "psycopg"),
-    _k("pool_timeout", r"QueuePool limit of size \d+ overflow -?\d+ reached", "sqlalchemy"),
-    _k("pool_timeout", r"timeout exceeded when trying to connect", "node-postgres"),
-    _k("pool_timeout", r"Timed out fetching a new connection from the connection pool", "prisma"),
-    _k("pool_timeout", r"Connection is not available, request timed out after", "hikaricp"),
-    _k("pool_queue_full", r"requests waiting|\bTooManyRequests\b", "psycopg"),
-    # the network path
-    _k(
-        "ssl_eof",
-        r"SSL SYSCALL error: (?:EOF detected|Success)|SSL connection has been closed unexpectedly"
-        r"|SSL error: unexpected eof",
-    ),
-    _k("connection_reset", r"Connection reset\b|\bECONNRESET\b"),
-    _k("broken_pipe", r"Broken pipe|\bEPIPE\b"),
-    _k(
-        "network_timeout",
-        r"(?:receive|send) data (?:from|to) server: Connection timed out|\bETIMEDOUT\b"
-        r"|SocketTimeoutException|Read timed out|SSL SYSCALL error: (?:Operation|Connection) timed out",
-    ),
-    # the session is gone; who closed it is not said
-    _k("server_closed_unexpectedly", r"server closed the connection unexpectedly"),
-    _k("server_closed_unexpectedly", r"Connection terminated unexpectedly", "node-postgres"),
-    _k("server_closed_unexpectedly", r"Server has closed the connection", "prisma"),
-    _k("server_closed_unexpectedly", r"connection was closed in the middle of operation", "asyncpg"),
-    _k("connection_lost", r"no connection to the server"),
-    _k("connection_lost", r"\bthe connection is lost\b", "psycopg"),
-    _k("connection_lost", r"An I/O error occurred while sending to the backend", "hikaricp"),
-    _k("connection_lost", r"Database connection failed when \w+ (?:\w+ )?copy", "hikaricp"),
-    _k(
-        "connection_lost",
-        r"Can't reconnect until invalid (?:savepoint )?transaction is rolled back",
-        "sqlalchemy",
-    ),
-    _k("connect_failed", r"Can't reach database server", "prisma"),
-    _k("connect_failed", r"The connection attempt failed", "hikaricp"),
-    _k("connect_failed", r"Failed to initialize pool: ", "hikaricp"),
-    _k("connect_failed", r"error connecting in '|reconnection attempt in pool .* failed", "psycopg"),
-    _k("connection_closed", r"\bthe connection is closed\b|\bconnection is closed\b"),
-    _k("connection_closed", r"connection already closed", "psycopg2"),
-    _k("connection_closed", r"cannot perform operation: connection is closed", "asyncpg"),
-    _k("connection_closed", r"is not queryable", "node-postgres"),
-    # pgJDBC: a closed PgConnection, and a closed PGPooledConnection (case kept: not "SSL connection")
-    _k(
-        "connection_closed",
-        r"This connection has been closed|(?-i:\bConnection has been closed[. ])",
-        "hikaricp",
-    ),
-    _k("pool_discarded_broken", r"discarding (?:closed|broken) connection", "psycopg"),
-    _k("pool_discarded_broken", r"marked as broken because of", "hikaricp"),
-    # a hard invalidation with its reason; "Soft Invalidate" is pool_recycle's normal work
-    _k("pool_discarded_broken", r"(?<!Soft )\bInvalidate connection .* \(reason: ", "sqlalchemy"),
-    _k("returned_in_transaction", r"rolling back returned connection", "psycopg"),
-    _k("client_query_timeout", r"Query read timeout", "node-postgres"),
-    _k("client_query_timeout", r"Operations timed out after", "prisma"),
 )
-KIND_IDS = tuple(dict.fromkeys(k.kind for k in KINDS))
+KIND_IDS = drivers.KIND_IDS
 _KIND_RANK = {kind: i for i, kind in enumerate(KIND_IDS)}
-# Most lines of an application log are about something else. One of these lower-case words is in
-# every wording above, so a plain-literal search on the lower-cased line decides cheaply which
-# lines deserve the full patterns (test_applog checks each kind's wordings pass it).
-_TRIGGERS = re.compile(
-    "|".join(
-        re.escape(word)
-        for word in (
-            "connect", "timeout", "timed out", "closed", "terminat", "refused", "ssl", "reset", "pipe",
-            "too many", "authentication", "pg_hba", "crash", "econn", "etimedout", "database system",
-            "canceling", "requests waiting", "login", "max_client_conn", "queryable", "validate",
-            "discarding", "rolling back", "i/o error", "can't reach", "shutdown", "pooltimeout",
-            "toomanyrequests", "invalidpassword", "timeout expired", "leak detection", "unexpected eof",
-            "initialize pool", "prepared statement", "invalidsqlstatementname", "duplicatepreparedstatement",
-        )
-    )
-)  # fmt: skip
+# Most lines of an application log are about something else: a plain-literal search for the
+# vocabulary's trigger words on the lower-cased line decides cheaply which deserve the patterns.
+_TRIGGERS = re.compile("|".join(re.escape(word) for word in drivers.TRIGGER_WORDS))
+_PGBOUNCER_LINE = re.compile(drivers.PGBOUNCER_LINE)
+_STACK_TRIGGERS = re.compile(drivers.STACK_TRIGGERS)
+_STACK_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (m.stack, re.compile(m.pattern)) for m in drivers.STACK_MARKS
+)
+_POOL_FIGURES = re.compile(drivers.PRISMA_POOL_FIGURES, _F)
+_PRISMA_CONTEXT = re.compile(drivers.PRISMA_CONTEXT_LINE)
+_PRISMA_INVOCATION = re.compile(drivers.PRISMA_INVOCATION_LINE)
+_NODE_ERROR_HEAD = re.compile(drivers.NODE_ERROR_HEAD)
+NODE_MESSAGE_MAX_LINES = 40  # a Node error's message lines before its first frame, at most
+# Colours a TTY-attached logger left in the file (Prisma's kleur, Node's inspect, Spring's banner).
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
-_PGBOUNCER_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ \[\d+\] (?:LOG|WARNING|ERROR|FATAL|DEBUG|NOISE) "
-)
-# likewise for stack marks; PgBouncer's line format is anchored, so it is cheap on its own
-_STACK_TRIGGERS = re.compile(
-    r"pgbouncer|-0x|sqlalche|psycopg|asyncpg|node_modules|prisma|hikari|org\.postgresql|code"
-)
-_STACK_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("pgbouncer", _PGBOUNCER_LINE),
-    ("pgbouncer", re.compile(r"\bpgbouncer\[\d+\]: |\b[CS]-0x[0-9a-f]+: \S+/\S+@")),
-    (
-        "sqlalchemy",
-        re.compile(r"\bsqlalchemy\.(?:exc|pool|engine|orm|dialects)\b|sqlalche\.me/e/|/sqlalchemy/"),
-    ),
-    ("psycopg", re.compile(r"\bpsycopg(?:_pool)?\.\w|\bpsycopg_pool\b|/site-packages/psycopg(?:_pool)?/")),
-    ("psycopg2", re.compile(r"\bpsycopg2\b")),
-    ("asyncpg", re.compile(r"\basyncpg\.\w|/site-packages/asyncpg/")),
-    ("node-postgres", re.compile(r"node_modules[/\\]pg(?:-pool|-protocol)?[/\\]")),
-    (
-        "prisma",
-        re.compile(
-            r"\bPrismaClient\w*Error\b|\bprisma:(?:error|warn|info|query)\b|@prisma/|node_modules/\.prisma/"
-            r"|\bcode\W{1,4}P[12]\d{3}\b"
-        ),
-    ),
-    # pgJDBC without HikariCP is counted here too: HikariCP is the JDBC pool the fixes address
-    (
-        "hikaricp",
-        re.compile(r"\bHikariPool-\d+\b|com\.zaxxer\.hikari|\borg\.postgresql\.(?:util|core|jdbc)\."),
-    ),
-)
 
 # -- timestamps ----------------------------------------------------------------------------
 # A time is read as its wall-clock reading and the zone printed beside it, if any (`_Stamp`);
@@ -440,115 +285,17 @@ def _resolve(stamps: Sequence[_Stamp | None], zone: Zone, warnings: list[str], w
 
 
 # -- records -------------------------------------------------------------------------------
-_TRACEBACK_MARKS = (
-    "Traceback (most recent call last)",
-    "The above exception was the direct cause",
-    "During handling of the above exception",
-    "Caused by:",
-)
-_ALWAYS_CONTINUES = (
-    *_TRACEBACK_MARKS,
-    "[SQL:",
-    "[parameters:",
-    "(Background on this error",
-    "Invalid `prisma.",
-    "HINT:",
-    "DETAIL:",
-)
-# libpq puts a second message on its own line ("...administrator command\nserver closed ...")
-_LIBPQ_SECOND_LINES = (
-    "server closed the connection unexpectedly",
-    "SSL connection has been closed unexpectedly",
-    "SSL SYSCALL error",
-    "could not receive data from server",
-    "could not send data to server",
-    "no connection to the server",
-    "This probably means",
-)
+_TRACEBACK_MARKS = drivers.TRACEBACK_MARKS
+_ALWAYS_CONTINUES = drivers.ALWAYS_CONTINUES
+_LIBPQ_SECOND_LINES = drivers.LIBPQ_SECOND_LINES
 _PY_FRAME = re.compile(r'^\s+File "[^"]*", line \d+')
-# The line that names an exception continues its record (it is the end of a traceback, or the
-# driver's error relayed under a log line). Most classes end in Error/Exception/Warning; these do
-# not, and they are the ones a dropped session raises (AdminShutdown, IdleSessionTimeout,
-# QueryCanceled, ProtocolViolation, PoolTimeout, ...). Listed from the hierarchies themselves:
-# psycopg/errors.py and psycopg_pool/errors.py, psycopg2's sqlstate_errors.h and errors.py,
-# asyncpg/exceptions/__init__.py and _base.py, sqlalchemy/exc.py; pgJDBC (PSQLException,
-# PSQLWarning), HikariCP and node-postgres (Error, DatabaseError) need none. test_applog checks
-# the installed psycopg, psycopg_pool and asyncpg against it.
-_DRIVER_CLASS_NAMES_TEXT = (
-    "ActiveSqlTransaction AdminShutdown AmbiguousAlias AmbiguousColumn AmbiguousFunction "
-    "AmbiguousParameter AssertFailure AwaitRequired BadCopyFileFormat BranchTransactionAlreadyActive "
-    "CancellationTimeout CannotCoerce CannotConnectNow CantChangeRuntimeParam CardinalityViolation "
-    "CaseNotFound CharacterNotInRepertoire CheckViolation CollationMismatch "
-    "ConfigurationLimitExceeded ConnectionDoesNotExist ConnectionFailure ConnectionTimeout "
-    "ContainingSqlNotPermitted CrashShutdown DataCorrupted DatabaseDropped DatatypeMismatch "
-    "DatetimeFieldOverflow DeadlockDetected DependentObjectsStillExist "
-    "DependentPrivilegeDescriptorsStillExist DeprecatedFeature DiskFull DivisionByZero DuplicateAlias "
-    "DuplicateColumn DuplicateCursor DuplicateDatabase DuplicateFile DuplicateFunction "
-    "DuplicateJsonObjectKeyValue DuplicateObject DuplicatePreparedStatement DuplicateSchema "
-    "DuplicateTable DynamicResultSetsReturned ErrorInAssignment EscapeCharacterConflict "
-    "EventTriggerProtocolViolated ExclusionViolation FdwColumnNameNotFound "
-    "FdwDynamicParameterValueNeeded FdwInconsistentDescriptorInformation FdwInvalidAttributeValue "
-    "FdwInvalidColumnName FdwInvalidColumnNumber FdwInvalidDataType FdwInvalidDataTypeDescriptors "
-    "FdwInvalidDescriptorFieldIdentifier FdwInvalidHandle FdwInvalidOptionIndex FdwInvalidOptionName "
-    "FdwInvalidStringFormat FdwInvalidStringLengthOrBufferLength FdwInvalidUseOfNullPointer "
-    "FdwNoSchemas FdwOptionNameNotFound FdwOutOfMemory FdwReplyHandle FdwSchemaNotFound "
-    "FdwTableNotFound FdwTooManyHandles FdwUnableToCreateExecution FdwUnableToCreateReply "
-    "FdwUnableToEstablishConnection FeatureNotSupported FileNameTooLong ForeignKeyViolation "
-    "FunctionExecutedNoReturnStatement GeneratedAlways HeldCursorRequiresSameIsolationLevel "
-    "IdleInTransactionSessionTimeout IdleSessionTimeout ImplicitZeroBitPadding InFailedSqlTransaction "
-    "InappropriateAccessModeForBranchTransaction InappropriateIsolationLevelForBranchTransaction "
-    "IndeterminateCollation IndeterminateDatatype IndexCorrupted IndicatorOverflow "
-    "InsufficientPrivilege InsufficientResources IntegrityConstraintViolation InternalError_ "
-    "IntervalFieldOverflow InvalidArgumentForLogarithm InvalidArgumentForNthValueFunction "
-    "InvalidArgumentForNtileFunction InvalidArgumentForPowerFunction "
-    "InvalidArgumentForSqlJsonDatetimeFunction InvalidArgumentForWidthBucketFunction "
-    "InvalidArgumentForXquery InvalidAuthorizationSpecification InvalidBinaryRepresentation "
-    "InvalidCatalogName InvalidCharacterValueForCast InvalidColumnDefinition InvalidColumnReference "
-    "InvalidCursorDefinition InvalidCursorName InvalidCursorState InvalidDatabaseDefinition "
-    "InvalidDatetimeFormat InvalidEscapeCharacter InvalidEscapeOctet InvalidEscapeSequence "
-    "InvalidForeignKey InvalidFunctionDefinition InvalidGrantOperation InvalidGrantor "
-    "InvalidIndicatorParameterValue InvalidJsonText InvalidLocatorSpecification InvalidName "
-    "InvalidObjectDefinition InvalidParameterValue InvalidPassword InvalidPrecedingOrFollowingSize "
-    "InvalidPreparedStatementDefinition InvalidRecursion InvalidRegularExpression "
-    "InvalidRoleSpecification InvalidRowCountInLimitClause InvalidRowCountInResultOffsetClause "
-    "InvalidSavepointSpecification InvalidSchemaDefinition InvalidSchemaName InvalidSqlJsonSubscript "
-    "InvalidSqlStatementName InvalidSqlstateReturned InvalidTableDefinition "
-    "InvalidTablesampleArgument InvalidTablesampleRepeat InvalidTextRepresentation "
-    "InvalidTimeZoneDisplacementValue InvalidTransactionInitiation InvalidTransactionState "
-    "InvalidTransactionTermination InvalidUseOfEscapeCharacter InvalidXmlComment InvalidXmlContent "
-    "InvalidXmlDocument InvalidXmlProcessingInstruction LockFileExists LockNotAvailable "
-    "MissingGreenlet ModifyingSqlDataNotPermitted ModifyingSqlDataNotPermittedExt "
-    "MoreThanOneSqlJsonItem MostSpecificTypeMismatch MultipleResultsFound NameTooLong "
-    "NoActiveSqlTransaction NoActiveSqlTransactionForBranchTransaction "
-    "NoAdditionalDynamicResultSetsReturned NoDBAPILoaded NoData NoDataFound NoInspectionAvailable "
-    "NoResultFound NoSqlJsonItem NonNumericSqlJsonItem NonUniqueKeysInAJsonObject "
-    "NonstandardUseOfEscapeCharacter NotAnXmlDocument NotNullViolation "
-    "NullValueEliminatedInSetFunction NullValueNoIndicatorParameter NullValueNotAllowed "
-    "NullValueNotAllowedExt NumericValueOutOfRange ObjectInUse ObjectNotInPrerequisiteState "
-    "OperatorIntervention OutOfMemory PipelineAborted PoolClosed PoolTimeout PrivilegeNotGranted "
-    "PrivilegeNotRevoked ProgramLimitExceeded ProhibitedSqlStatementAttempted "
-    "ProhibitedSqlStatementAttemptedExt ProtocolViolation QueryCanceled ReadOnlySqlTransaction "
-    "ReadingSqlDataNotPermitted ReadingSqlDataNotPermittedExt ReservedName RestrictViolation "
-    "SchemaAndDataStatementMixingNotSupported SequenceGeneratorLimitExceeded SerializationFailure "
-    "SingletonSqlJsonItemRequired SnapshotTooOld SqlJsonArrayNotFound "
-    "SqlJsonItemCannotBeCastToTargetType SqlJsonMemberNotFound SqlJsonNumberNotFound "
-    "SqlJsonObjectNotFound SqlJsonScalarRequired SqlStatementNotYetComplete "
-    "SqlclientUnableToEstablishSqlconnection SqlserverRejectedEstablishmentOfSqlconnection "
-    "SrfProtocolViolated StackedDiagnosticsAccessedWithoutActiveHandler StatementCompletionUnknown "
-    "StatementTooComplex StringDataLengthMismatch StringDataRightTruncation "
-    "SyntaxErrorOrAccessRuleViolation TargetServerAttributeNotMatched TooManyArguments TooManyColumns "
-    "TooManyConnections TooManyJsonArrayElements TooManyJsonObjectMembers TooManyRequests TooManyRows "
-    "TransactionIntegrityConstraintViolation TransactionResolutionUnknown TransactionRollback "
-    "TransactionTimeout TriggerProtocolViolated TriggeredDataChangeViolation UndefinedColumn "
-    "UndefinedFile UndefinedFunction UndefinedObject UndefinedParameter UndefinedTable "
-    "UniqueViolation UnsafeNewEnumValueUsage UnterminatedCString UntranslatableCharacter "
-    "WithCheckOptionViolation WrongObjectType ZeroLengthCharacterString "
-)
-_DRIVER_CLASS_NAMES = frozenset(_DRIVER_CLASS_NAMES_TEXT.split())
+# The line that names an exception continues its record (the end of a traceback, or the driver's
+# error relayed under a log line): a class name ending in Error/Exception/Warning, or one of the
+# drivers' own classes named otherwise (vocabulary.drivers.DRIVER_CLASS_NAMES).
+_DRIVER_CLASS_NAMES = drivers.DRIVER_CLASS_NAMES
 _EXCEPTION_HEAD = re.compile(r"^(?:[A-Za-z_$][\w$]*\.)*(?P<name>[A-Za-z_$][\w$]*)(?::\s|:?$)")
 _EXCEPTION_SUFFIX = re.compile(r"(?:Error|Exception|Warning)_?$")
-# node-postgres' DatabaseError is named after the protocol message: its stack starts "error: ".
-_NODE_DATABASE_ERROR = "error: "
+_NODE_DATABASE_ERROR = drivers.NODE_DATABASE_ERROR
 # asyncpg lets asyncio's TimeoutError through from pool.acquire(timeout=...), from connect() and
 # from a query's timeout: which one it was shows only in the traceback's last asyncpg frame.
 _TIMEOUT_ERROR = re.compile(
@@ -594,8 +341,10 @@ class _Record:
     last_matched: bool = False
     last_libpq_second: bool = False
     awaits_message: bool = False  # Prisma puts its message after "Invalid `prisma.x()` invocation:"
+    message_lines: int = -1  # lines since a Node error's head, until its first frame (-1: none open)
     after_frame: bool = False  # the line after a Python frame header is source code, not a message
     asyncpg_site: str | None = None  # what the latest asyncpg frame of this traceback was doing
+    pool_figures: str | None = None  # what Prisma's P2024 says of its pool, wherever in the record
     stacks: set[str] = field(default_factory=set)
     best: tuple[int, str, int, str] | None = None  # (rank, kind, line_no, text)
 
@@ -604,7 +353,9 @@ class _Record:
             return False
         if not text.strip() or text[0] in " \t" or self.awaits_message:
             return True
-        if text.startswith(_ALWAYS_CONTINUES):
+        if 0 <= self.message_lines < NODE_MESSAGE_MAX_LINES and self.ts is not None:
+            return True  # a dated Node error's message runs on until its "    at" frames
+        if text.startswith(_ALWAYS_CONTINUES) or ("invocation" in text and _PRISMA_INVOCATION.search(text)):
             return True
         if self.awaits_exception:
             return True  # whatever the class is called (TimeoutError alone, a library's own name)
@@ -648,10 +399,20 @@ class _Record:
                 self.best = (rank, k.kind, line_no, text.strip()[:TEXT_MAX])
         self.last_matched = bool(kinds)
         self.last_libpq_second = text.startswith(_LIBPQ_SECOND_LINES)
-        if text.startswith("Invalid `prisma."):
+        if "invocation" in text and _PRISMA_INVOCATION.search(text):
             self.awaits_message = True
+        elif self.awaits_message and _PRISMA_CONTEXT.match(text):
+            pass  # the caller's file:line and numbered source lines come before Prisma's message
         elif text.strip():
             self.awaits_message = False
+        if indented and text.lstrip().startswith("at ") or text.rstrip() == "}":
+            self.message_lines = -1  # its frames (or the end of its properties) have come
+        elif self.message_lines >= 0:
+            self.message_lines += 1
+        elif not indented and not self.traceback and "Error" in text and _NODE_ERROR_HEAD.search(text):
+            self.message_lines = 0
+        if self.pool_figures is None and (m := _POOL_FIGURES.search(text)):
+            self.pool_figures = f"connection pool timeout: {m.group(1)} s, connection limit: {m.group(2)}"
         return bool(kinds)
 
     def stack(self) -> str | None:
@@ -697,10 +458,13 @@ def _lines(path: Path, warnings: list[str]) -> Iterator[tuple[int, str]]:
 class AppLogEvidence:
     """What the application logs say: one row per failure, and the client stack behind them.
 
-    `events` has COLUMNS: ts (UTC, NaT when the record had no time), kind (KIND_IDS), stack
-    (STACKS or "unknown"), line_no and file of the line that named the kind, text (that line,
-    at most TEXT_MAX characters). `zone` is the zone naive times were read in; `warnings` holds
-    what the reader could not place or read (a foreign zone abbreviation, a truncated file).
+    `events` has COLUMNS: ts (UTC, never NaT), kind (KIND_IDS), stack (STACKS or "unknown"),
+    line_no and file of the line that named the kind, text (that line, at most TEXT_MAX
+    characters; a Prisma P2024 record's pool timeout and connection limit are in it). A failure
+    whose record has no time of its own is not an event: it is in `unplaced` (file, line_no,
+    kind, stack, text), counted and listed in the summary's "unplaced" and named in `warnings`.
+    `zone` is the zone naive times were read in; `warnings` holds what the reader could not
+    place or read (an unplaced failure, a foreign zone abbreviation, a truncated file).
     """
 
     events: pd.DataFrame
@@ -712,6 +476,7 @@ class AppLogEvidence:
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     zone: Zone | None = None
+    unplaced: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_app_logs(paths: Sequence[str | Path] | str | Path, app_tz: Zone | None = None) -> AppLogEvidence:
@@ -732,10 +497,14 @@ def read_app_logs(paths: Sequence[str | Path] | str | Path, app_tz: Zone | None 
     warnings: list[str] = []
     rows: list[dict[str, Any]] = []
     stack_counts: Counter[str] = Counter()
+    unplaced: list[dict[str, Any]] = []
     for reader in readers:
         reader.read(warnings)
         rows.extend(reader.rows)
+        unplaced.extend(reader.unplaced)
         stack_counts.update(reader.stack_counts)
+        if reader.unplaced:
+            warnings.append(_unplaced_warning(reader.path, reader.unplaced))
     lines_read = sum(r.lines_read for r in readers)
     lines_matched = sum(r.lines_matched for r in readers)
     files = [str(r.path) for r in readers]
@@ -744,6 +513,21 @@ def read_app_logs(paths: Sequence[str | Path] | str | Path, app_tz: Zone | None 
     stacks = dict(sorted(stack_counts.items(), key=lambda kv: (-kv[1], _STACK_PRECEDENCE.index(kv[0]))))
     primary = _primary_stack(stacks)
     summary = _summary(events, stacks, primary, files, lines_read, lines_matched, warnings)
+    summary["undated_events"] = len(unplaced)
+    summary["unplaced"] = {
+        "count": len(unplaced),
+        "kinds": dict(Counter(str(u["kind"]) for u in unplaced).most_common()),
+        "records": [
+            {
+                "file": u["file"],
+                "line_no": int(u["line_no"]),
+                "kind": u["kind"],
+                "stack": u["stack"],
+                "text": u["text"],
+            }
+            for u in unplaced[:UNPLACED_LISTED]
+        ],
+    }
     summary["zone"] = {
         "name": zone.name,
         "source": zone.source,
@@ -760,6 +544,17 @@ def read_app_logs(paths: Sequence[str | Path] | str | Path, app_tz: Zone | None 
         files=files,
         warnings=warnings,
         zone=zone,
+        unplaced=unplaced,
+    )
+
+
+def _unplaced_warning(path: Path, unplaced: list[dict[str, Any]]) -> str:
+    """One sentence for a file's failures that carry no time: how many, where, and the remedy."""
+    where = ", ".join(f"{u['kind']} at line {u['line_no']}" for u in unplaced[:UNPLACED_NAMED])
+    more = f" and {len(unplaced) - UNPLACED_NAMED} more" if len(unplaced) > UNPLACED_NAMED else ""
+    return (
+        f"app log {path}: {len(unplaced)} failure record(s) carry no time and are left off the timeline "
+        f"(unplaced): {where}{more}; log with a timestamp on each record's first line to place them"
     )
 
 
@@ -773,6 +568,7 @@ class _FileReader:
         self.stack_counts: Counter[str] = Counter()
         self.lines_read = 0
         self.lines_matched = 0
+        self.unplaced: list[dict[str, Any]] = []  # failures with no time of their own
         self.zone_times = 0  # event times read through the application zone (naive or abbreviated)
         self._recent_stack: tuple[int, str] | None = None  # (line_no, stack) of the latest evidence
         self._syslog: tuple[int, datetime] | None = (
@@ -783,6 +579,8 @@ class _FileReader:
         record: _Record | None = None
         for line_no, text in _lines(self.path, warnings):
             self.lines_read += 1
+            if "\x1b" in text:
+                text = _ANSI.sub("", text)
             ts = self._ts(text)
             kinds = [k for k in KINDS if k.pattern.search(text)] if _TRIGGERS.search(text.lower()) else []
             if record is None or ts is not None or not record.continues_with(text):
@@ -795,10 +593,17 @@ class _FileReader:
         self._flush(record)
         stamps = [row.pop("stamp") for row in self.rows]
         self.zone_times = sum(1 for st in stamps if st is not None and fixed_offset(st[1] or "") is None)
+        placed: list[dict[str, Any]] = []
         for row, ts in zip(
             self.rows, _resolve(stamps, self.clock.zone, warnings, f"app log {self.path}"), strict=True
         ):
-            row["ts"] = ts
+            if ts is None or pd.isna(ts):
+                self.unplaced.append(row)  # a wall-clock time no zone can place
+            else:
+                row["ts"] = ts
+                placed.append(row)
+        self.rows = placed
+        self.unplaced.sort(key=lambda row: int(row["line_no"]))
 
     def _ts(self, text: str) -> _Stamp | None:
         if self._syslog is None and _SYSLOG.match(text):
@@ -832,7 +637,14 @@ class _FileReader:
             stack = recent[1]  # e.g. a bare FATAL text logged between the stack's own lines
         if stack:
             self._recent_stack = (line_no, stack)
+        if rec.pool_figures and "connection limit" not in text.lower():
+            text = f"{text[: TEXT_MAX - len(rec.pool_figures) - 3]} ({rec.pool_figures})"
         row = {"stamp": rec.ts, "kind": kind, "stack": stack or UNKNOWN, "line_no": line_no, "file": rec.file}
+        if rec.ts is None:
+            # Never a row without a time (NaT breaks every time axis and window): counted and
+            # listed instead, with its file and line, in the summary and the warnings.
+            self.unplaced.append({k: v for k, v in row.items() if k != "stamp"} | {"text": text})
+            return
         if self.rows and rec.ts is not None and row["stack"] == "pgbouncer":
             # one failure logged twice in a row with the same timestamp (PgBouncer's
             # "closing because: X" then "pooler error: X") is one event; an application's burst of
@@ -883,7 +695,6 @@ def _summary(
         g_dated = group.dropna(subset=["ts"])
         by_kind[str(kind)] = {
             "count": int(len(group)),
-            "undated": int(len(group) - len(g_dated)),
             "first_seen": _iso(g_dated["ts"].min()) if len(g_dated) else None,
             "last_seen": _iso(g_dated["ts"].max()) if len(g_dated) else None,
             "stacks": {str(s): int(n) for s, n in group["stack"].value_counts().items()},

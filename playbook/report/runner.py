@@ -36,6 +36,7 @@ from playbook.progress import console
 from playbook.report.index import report_header, verdict_line, write_index
 from playbook.report.render import combined_report, notebook_to_html
 from playbook.report.summary import build_summary, error_summary, exit_code, validate
+from playbook.report.verdict import failed_notebooks
 from playbook.target import Target
 
 NOTEBOOKS: dict[str, str] = {str(name): file for name, file in NOTEBOOK_FILES.items()}
@@ -383,6 +384,9 @@ def run(options: RunOptions) -> int:
     print(f"verdict: {verdict_line(summary)}")
     for warning in summary.get("evidence_warnings") or []:
         print(f"playbook: warning: {warning}", file=sys.stderr)
+    failed = failed_notebooks(summary)
+    for nb in failed:
+        print(f"playbook: warning: notebook {nb['name']} failed: {nb.get('error')}", file=sys.stderr)
     finished_at = datetime.now(timezone.utc)
     after_publish(
         options,
@@ -393,7 +397,7 @@ def run(options: RunOptions) -> int:
         duration_s=time.monotonic() - started,
         logs_until=_logs_until(evidence),
     )
-    return exit_code(summary["status"], options.fail_on)
+    return exit_code(summary["status"], options.fail_on, failed_notebooks=len(failed))
 
 
 def _aggregates(evidence: Any) -> dict[str, Any]:

@@ -93,10 +93,16 @@ def evidence_warnings(evidence: Evidence) -> list[str]:
     return list(dict.fromkeys(said))
 
 
-def exit_code(status: str, fail_on: str = "warning") -> int:
-    """0 ok, 1 worst finding a warning, 2 critical, 3 could not diagnose; --fail-on moves the bar."""
+def exit_code(status: str, fail_on: str = "warning", failed_notebooks: int = 0) -> int:
+    """0 ok, 1 worst finding a warning, 2 critical, 3 could not diagnose; --fail-on moves the bar.
+
+    A run where some notebooks failed (`failed_notebooks`, and not all of them: that is status
+    "error") is at least a warning: its verdict stands on the evidence, but pages are missing.
+    """
     if status == "error":
         return EXIT_ERROR
+    if status == "ok" and failed_notebooks:
+        status = "warning"
     if fail_on == "never" or status == "ok":
         return EXIT_OK
     if status == "warning":

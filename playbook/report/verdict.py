@@ -20,8 +20,44 @@ NOT_READ = " not read: "
 HIDDEN_FROM_ROLE = " hidden from this role: "
 
 
+NOTEBOOK_ERROR_SHOWN = 80  # characters of a failed notebook's error on the verdict line
+
+
+def failed_notebooks(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The notebooks of the run that failed (summary.json's notebooks with status "failed")."""
+    return [nb for nb in summary.get("notebooks") or [] if nb.get("status") != "ok"]
+
+
+def failed_notebooks_note(summary: Mapping[str, Any]) -> str | None:
+    """What the verdict line adds when some notebooks failed and others ran, e.g. "1 of 5
+    notebooks failed: timeouts (ConversionError: …)"; None when none failed, or all did (then
+    the run could not diagnose at all and says that instead)."""
+    notebooks = summary.get("notebooks") or []
+    failed = failed_notebooks(summary)
+    if not failed or len(failed) == len(notebooks):
+        return None
+    named = []
+    for nb in failed:
+        error = str(nb.get("error") or "no error recorded").splitlines()[0]
+        if len(error) > NOTEBOOK_ERROR_SHOWN:
+            error = error[: NOTEBOOK_ERROR_SHOWN - 1].rstrip() + "…"
+        named.append(f"{nb.get('name')} ({error})")
+    return f"{len(failed)} of {len(notebooks)} notebooks failed: {', '.join(named)}"
+
+
 def verdict_line(summary: Mapping[str, Any]) -> str:
-    """One line for a terminal, a chat message or a page title."""
+    """One line for a terminal, a chat message or a page title.
+
+    A run some of whose notebooks failed says so after the verdict ("… — 1 of 5 notebooks
+    failed: timeouts (ConversionError: …)"): the verdict stands on the evidence, which every
+    notebook read, but the pages it points to are not all there.
+    """
+    line = _verdict(summary)
+    note = failed_notebooks_note(summary) if summary["status"] != "error" else None
+    return f"{line} — {note}" if note else line
+
+
+def _verdict(summary: Mapping[str, Any]) -> str:
     status = summary["status"]
     causes = summary.get("root_causes") or []
     if status == "error":
