@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import psycopg
@@ -228,7 +229,20 @@ def _with_user_cap(evidence: Evidence) -> Evidence:
     return Evidence(evidence.manifest, evidence.frames, snapshots)
 
 
+def _on_stack(stack: str) -> Any:
+    """The application's log read as written by `stack`: its pool snippet, with URLs, is offered."""
+
+    def change(evidence: Evidence) -> Evidence:
+        snapshots = {**evidence.snapshots, "app_log_summary": {**evidence.snapshot("app_log_summary")}}
+        snapshots["app_log_summary"]["primary_stack"] = stack
+        return Evidence(evidence.manifest, evidence.frames, snapshots)
+
+    return change
+
+
 VARIANTS = {
+    "idle_session_timeout+prisma": ("idle_session_timeout", _on_stack("prisma")),
+    "nat_drop+hikaricp": ("nat_drop", _on_stack("hikaricp")),
     "role_connection_limit+database_limit": ("role_connection_limit", _with_database_limit),
     "pgbouncer_idle_timeout+query_timeout": ("pgbouncer_idle_timeout", _with_query_timeout),
     "pgbouncer_saturation+max_user_connections": ("pgbouncer_saturation", _with_user_cap),
@@ -370,6 +384,32 @@ def test_dsn_blocks_parse(named_server: LabServer) -> None:
     for text in blocks:
         parsed = conninfo_to_dict(text)
         assert parsed.get("keepalives") == "1", text
+
+
+def test_connection_urls_carry_the_names_percent_encoded() -> None:
+    """Prisma's DATABASE_URL (a shell / .env line) and pgJDBC's URL name the role and database."""
+    for name in NAMES:
+        shell = [text for text in blocks_named(name, "shell") if "DATABASE_URL=" in text]
+        assert shell, f"no DATABASE_URL offered for {name!r}"
+        for text in shell:
+            # as pasted in a shell: the assignment is whole (a bare `&` would cut it)
+            done = subprocess.run(
+                ["bash", "-c", text + '\nprintf %s "$DATABASE_URL"'],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            # Prisma's own query parameters are not libpq's: read it as the URL it is
+            url = urlsplit(done.stdout)
+            assert (unquote(url.username or ""), unquote(url.path[1:])) == (name, name), done.stdout
+        jdbc = [
+            url
+            for text in blocks_named(name, "properties")
+            for url in re.findall(r"jdbc:postgresql://HOST:5432/([^?\s]*)", text)
+        ]
+        assert jdbc, f"no JDBC URL offered for {name!r}"
+        assert {unquote(db) for db in jdbc} == {name}
 
 
 # -- pgbouncer.ini blocks, loaded by a real PgBouncer --------------------------------------------------

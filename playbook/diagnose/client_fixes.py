@@ -9,9 +9,10 @@ each stack's units and floors, plus one sentence on retrying. Pure functions: no
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from playbook.diagnose.fixes import BlockKind, block, dsn, ini, joined
-from playbook.diagnose.quoting import dsn_pair
+from playbook.diagnose.quoting import dsn_pair, uri_component
 from playbook.errors import PlaybookError
 from playbook.evidence.vocab import STACKS as DETECTED_STACKS
 from playbook.evidence.vocab import UNKNOWN_STACK as UNKNOWN
@@ -68,6 +69,20 @@ RETRY_ADVICE = {
 }
 
 
+class Login(NamedTuple):
+    """The role and database the application logs in with, when the evidence names them: the
+    URLs of the snippets then carry them (percent-encoded), else USER and DB placeholders."""
+
+    role: str | None = None
+    database: str | None = None
+
+    def uri_user(self) -> str:
+        return uri_component(self.role) if self.role else "USER"
+
+    def uri_database(self) -> str:
+        return uri_component(self.database) if self.database else "DB"
+
+
 def _check(name: str, value: float | None) -> None:
     if value is None:
         return
@@ -108,13 +123,17 @@ def stack_fix(
     max_idle_s: float | None,
     max_lifetime_s: float | None,
     keepalives_idle_s: int | None,
+    role: str | None = None,
+    database: str | None = None,
 ) -> str:
     """A snippet for `stack` that keeps pooled connections inside the computed limits.
 
     max_idle_s: how long a connection may sit unused in the pool; max_lifetime_s: how long it
     may live at all; keepalives_idle_s: TCP keepalive idle time below the path's cut-off. Any of
     them may be None (nothing to enforce), not all. A value the stack clamps or ignores is never
-    offered (see can_enforce). The result ends with one sentence on retrying.
+    offered (see can_enforce). `role` and `database`, when the evidence names them, go into the
+    connection URLs a snippet shows (Prisma's, pgJDBC's), percent-encoded. The result ends with one
+    sentence on retrying.
     """
     if stack not in STACKS:
         raise PlaybookError(f"unknown client stack {stack!r}; expected one of {', '.join(STACKS)}")
@@ -124,7 +143,7 @@ def stack_fix(
     _check("max_lifetime_s", max_lifetime_s)
     _check("keepalives_idle_s", keepalives_idle_s)
     keepidle = _secs(keepalives_idle_s) if keepalives_idle_s is not None else None
-    snippet = _SNIPPETS[stack](max_idle_s, max_lifetime_s, keepidle)
+    snippet = _SNIPPETS[stack](max_idle_s, max_lifetime_s, keepidle, Login(role or None, database or None))
     return joined(snippet, "\n\n", RETRY_ADVICE[stack]) + "\n"
 
 
@@ -225,7 +244,7 @@ def transaction_fix(stack: str) -> str:
     return block(kind, TRANSACTION_SCOPE[stack]).strip() + "\n"
 
 
-def _psycopg(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _psycopg(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     args = ["    conninfo,"]
     if keepidle is not None:
         kw = ", ".join(f'"{k}": {v}' for k, v in _keepalive_params(keepidle).items())
@@ -240,7 +259,7 @@ def _psycopg(idle: float | None, life: float | None, keepidle: int | None) -> st
     return block("python", f"from psycopg_pool import ConnectionPool\n\npool = ConnectionPool(\n{body}\n)")
 
 
-def _psycopg2(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _psycopg2(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     lines = []
     if keepidle is not None:
         lines.append(f'conn = psycopg2.connect(dsn + " {_dsn_params(keepidle)}")')
@@ -255,7 +274,7 @@ def _psycopg2(idle: float | None, life: float | None, keepidle: int | None) -> s
     return block("python", "import psycopg2\n\n" + "\n".join(lines))
 
 
-def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     args = ["    url,", "    pool_pre_ping=True,  # test each connection at checkout"]
     limits = [v for v in (idle, life) if v is not None]
     if limits:
@@ -268,7 +287,7 @@ def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None) ->
     return block("python", f"from sqlalchemy import create_engine\n\nengine = create_engine(\n{body}\n)")
 
 
-def _asyncpg(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _asyncpg(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     args = ["    dsn,"]
     if idle is not None:
         args.append(f"    max_inactive_connection_lifetime={_secs(idle)},")
@@ -286,7 +305,7 @@ def _asyncpg(idle: float | None, life: float | None, keepidle: int | None) -> st
     return block("python", text)
 
 
-def _node_postgres(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _node_postgres(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     opts = ["  connectionString: process.env.DATABASE_URL,"]
     if idle is not None:
         opts.append(
@@ -309,17 +328,18 @@ def _node_postgres(idle: float | None, life: float | None, keepidle: int | None)
     )
 
 
-def _prisma(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _prisma(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     params = []
     if idle is not None:
         params.append(f"max_idle_connection_lifetime={_secs(idle)}")
     if life is not None:
         params.append(f"max_connection_lifetime={_secs(life)}")
     query = "&".join(params) if params else "connect_timeout=10"
+    # Double quotes: pasted in a shell, a bare `&` would end the assignment; .env files read them too.
     url = block(
         "shell",
         "# Prisma's own engine pool (Prisma 6 and earlier, no driver adapter): URL parameters\n"
-        f"DATABASE_URL=postgresql://USER@HOST:5432/DB?{query}",
+        f'DATABASE_URL="postgresql://{login.uri_user()}@HOST:5432/{login.uri_database()}?{query}"',
     )
     text = (
         "// With a driver adapter (the default from Prisma 7), the pg Pool's options apply:\n"
@@ -336,7 +356,7 @@ def _prisma(idle: float | None, life: float | None, keepidle: int | None) -> str
     return url + block("javascript", text)
 
 
-def _hikaricp(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _hikaricp(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     lines = ["# application.properties (HikariConfig maxLifetime, idleTimeout, keepaliveTime, in ms)"]
     notes: list[str] = []
     life_ms: int | None = None
@@ -368,14 +388,17 @@ def _hikaricp(idle: float | None, life: float | None, keepidle: int | None) -> s
         else:
             lines.append(f"spring.datasource.hikari.keepalive-time={ping_ms}")
     if keepidle is not None:
-        lines.append("spring.datasource.url=jdbc:postgresql://HOST:5432/DB?tcpKeepAlive=true")
+        # pgJDBC percent-decodes the database of its URL (Driver.parseURL)
+        lines.append(
+            f"spring.datasource.url=jdbc:postgresql://HOST:5432/{login.uri_database()}?tcpKeepAlive=true"
+        )
         notes.append(
             f"# pgJDBC's tcpKeepAlive uses the OS timers: sysctl net.ipv4.tcp_keepalive_time={keepidle}"
         )
     return block("properties", "\n".join(lines + notes))
 
 
-def _pgbouncer(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _pgbouncer(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     lines: list[str] = []
     if idle is not None:
         lines.append(f"server_idle_timeout = {_secs(idle)}")
@@ -392,7 +415,7 @@ def _pgbouncer(idle: float | None, life: float | None, keepidle: int | None) -> 
     return ini(*lines)
 
 
-def _unknown(idle: float | None, life: float | None, keepidle: int | None) -> str:
+def _unknown(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     lines = []
     if idle is not None:
         lines.append(f"close pooled connections unused for {_secs(idle)} s")

@@ -25,6 +25,8 @@ from playbook.diagnose.quoting import (
     pgbouncer_ini_key_needs_quotes,
     sql_identifier,
 )
+from playbook.evidence import Evidence
+from playbook.evidence.views import app_samples
 
 # How the evidence says it has no name for a role, database or application.
 NO_NAME = frozenset({"", "(none)", "[unknown]"})
@@ -49,6 +51,18 @@ def sql_name(name: str | None, placeholder: str) -> str:
     if name is None or str(name) in NO_NAME:
         return placeholder
     return sql_identifier(str(name))
+
+
+def app_login(evidence: Evidence) -> dict[str, str | None]:
+    """The role and database the application's sampled sessions used, as keyword arguments of
+    client_fixes.stack_fix: each None unless the samples name exactly one."""
+    samples = app_samples(evidence)
+    found: dict[str, str | None] = {}
+    for key, column in (("role", "usename"), ("database", "datname")):
+        names = set() if samples.empty or column not in samples else set(samples[column].dropna().astype(str))
+        names -= NO_NAME
+        found[key] = names.pop() if len(names) == 1 else None
+    return found
 
 
 def ini(*lines: str) -> str:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import dsn, joined, sql
+from playbook.diagnose.fixes import app_login, dsn, joined, sql
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     APP_SESSION_LOST,
@@ -68,7 +68,11 @@ def _keepalive_fix(evidence: Evidence) -> str:
         ),
         "And in the pool:\n\n",
         stack_fix(
-            app_stack(evidence), max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=SAFE_KEEPALIVE_IDLE_S
+            app_stack(evidence),
+            max_idle_s=None,
+            max_lifetime_s=None,
+            keepalives_idle_s=SAFE_KEEPALIVE_IDLE_S,
+            **app_login(evidence),
         ),
     )
 

@@ -37,7 +37,7 @@ import pandas as pd
 
 from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import ini, ini_users, joined, sql, sql_name
+from playbook.diagnose.fixes import app_login, ini, ini_users, joined, sql, sql_name
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer import (
     CONFIG_SNAPSHOT,
@@ -247,7 +247,9 @@ def _client_idle_fix(evidence: Evidence, limit: float | None, idle: str) -> str:
         "let PgBouncer keep idle clients (it costs one socket each, no server connection):",
         ini("client_idle_timeout = 0"),
     )
-    pool_side = stack_fix(stack, max_idle_s=idle_s, max_lifetime_s=life_s, keepalives_idle_s=None)
+    pool_side = stack_fix(
+        stack, max_idle_s=idle_s, max_lifetime_s=life_s, keepalives_idle_s=None, **app_login(evidence)
+    )
     if not can_enforce(stack, max_idle_s=idle_s, max_lifetime_s=life_s):
         return joined(
             f"The application's pool holds connections idle longer than PgBouncer's client_idle_timeout "

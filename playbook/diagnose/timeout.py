@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import joined, sql, sql_name
+from playbook.diagnose.fixes import app_login, joined, sql, sql_name
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     IDLE_IN_TRANSACTION_STATES,
@@ -92,7 +92,9 @@ def _kill_fix(evidence: Evidence, setting: str, limit: LimitInForce | None, role
             "above the pool's own limits):",
             sql(f"ALTER ROLE {role} SET idle_session_timeout = 0"),
         )
-        pool_side = stack_fix(stack, max_idle_s=idle, max_lifetime_s=life, keepalives_idle_s=None)
+        pool_side = stack_fix(
+            stack, max_idle_s=idle, max_lifetime_s=life, keepalives_idle_s=None, **app_login(evidence)
+        )
         if not can_enforce(stack, max_idle_s=idle, max_lifetime_s=life):
             # The pool cannot retire connections that fast: the server's limit is what must change.
             return joined(
@@ -266,7 +268,13 @@ def find_limits_shorter_than_pool_idle(evidence: Evidence, kills: list[Finding])
                     "stack_default_idle_s": pool_idle_s,
                 },
                 recommendation=confirm
-                + stack_fix(stack, max_idle_s=idle_limit, max_lifetime_s=life, keepalives_idle_s=None),
+                + stack_fix(
+                    stack,
+                    max_idle_s=idle_limit,
+                    max_lifetime_s=life,
+                    keepalives_idle_s=None,
+                    **app_login(evidence),
+                ),
             )
         )
     return sorted(findings, key=lambda f: -f.severity.rank)[:1]
