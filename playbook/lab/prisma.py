@@ -212,11 +212,9 @@ class PrismaService:
 
     def wait_started(self, timeout: float = START_TIMEOUT_S) -> None:
         def ready() -> bool:
-            if self.status_file.exists():
-                return True
             if self._process is not None and self._process.poll() is not None:
                 raise PlaybookError(f"the Prisma service {self.name} exited at start: {self._last_line()}")
-            return False
+            return self.status_file.exists()  # written once its first query succeeded
 
         try:
             wait_until(ready, timeout=timeout, what=f"the Prisma service {self.name} to start", poll=0.1)
@@ -292,4 +290,6 @@ class PrismaService:
             lines = self.app_log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         except OSError:
             return "no output"
-        return lines[-1] if lines else "no output"
+        # the error's own sentence, not the closing brace or a stack frame of Node's printout
+        said = [line for line in lines if line[:1].strip() and line[:1] not in "{}→" and line.strip() != "}"]
+        return said[-1] if said else "no output"

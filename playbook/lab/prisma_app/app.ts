@@ -179,6 +179,5 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   console.error(`${ts()} ERROR ${service}: could not start`, err);
-  writeStatus();
   process.exit(1);
 });
