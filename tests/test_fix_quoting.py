@@ -14,6 +14,7 @@ PgBouncer, which then admits each awkward user to its awkward database.
 from __future__ import annotations
 
 import ast
+import html
 import json
 import os
 import re
@@ -51,6 +52,7 @@ from playbook.evidence import Evidence
 from playbook.lab.pgbouncer import PgBouncer, find_pgbouncer
 from playbook.lab.server import APP_ROLE, LAB_DATABASE, SUPERUSER, LabServer
 from playbook.lab.wait import wait_until
+from playbook.report.fixes import FixRenderer
 
 RECORDED = Path(__file__).parent / "data" / "evidence"
 # Names that need quoting: punctuation, an embedded double quote, upper case (which would silently
@@ -376,6 +378,25 @@ def test_alter_system_blocks_run_as_pasted_in_psql(named_server: LabServer, tmp_
             assert {k: auto.get(k) for k in wanted} == wanted
             for setting in wanted:
                 conn.execute(f"ALTER SYSTEM RESET {sql_identifier(setting)}")
+
+
+def test_a_name_holding_backticks_stays_inside_its_block(lab: LabServer) -> None:
+    """A role named a```b: the fence around its SQL is longer, the block is whole in the report."""
+    name = "a```b"
+    (leak,) = [f for f in diagnose_all(renamed("leak", name, LAB_DATABASE)) if f.id == "LEAK-001"]
+    (text,) = [text for kind, text in fenced_blocks(leak.recommendation) if kind == "sql"]
+    assert sql_identifier(name) in text
+    assert html.escape(text) in FixRenderer().render(leak.recommendation)
+    with psycopg.connect(lab.dsn(SUPERUSER, "postgres")) as conn:
+        conn.execute(f"CREATE ROLE {sql_identifier(name)}")
+        conn.execute(text)
+        setting = conn.execute(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole"
+            " WHERE r.rolname = %s",
+            [name],
+        ).fetchone()
+        conn.rollback()
+    assert setting and any(c.startswith("idle_in_transaction_session_timeout=") for c in setting[0])
 
 
 def test_dsn_blocks_parse(named_server: LabServer) -> None:

@@ -35,8 +35,11 @@ BlockKind = Literal["sql", "dsn", "python", "javascript", "java", "properties", 
 
 
 def block(kind: BlockKind, text: str) -> str:
-    """One fenced block, separated from the prose around it."""
-    return f"\n\n```{kind}\n{text.strip()}\n```\n\n"
+    """One fenced block, separated from the prose around it. The fence is longer than any run of
+    backticks in the text (CommonMark's rule), so a name holding ``` cannot end the block early."""
+    runs = [len(run) for run in re.findall(r"`+", text)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return f"\n\n{fence}{kind}\n{text.strip()}\n{fence}\n\n"
 
 
 def sql(*statements: str) -> str:
@@ -110,9 +113,9 @@ def joined(*parts: str) -> str:
     return text
 
 
-_FENCE = re.compile(r"^```([a-z]+)\n(.*?)\n```$", re.MULTILINE | re.DOTALL)
+_FENCE = re.compile(r"^(`{3,})([a-z]+)\n(.*?)\n\1$", re.MULTILINE | re.DOTALL)
 
 
 def fenced_blocks(markdown: str) -> list[tuple[str, str]]:
     """(kind, text) of every fenced block of a recommendation, in order."""
-    return [(kind, text) for kind, text in _FENCE.findall(markdown)]
+    return [(kind, text) for _, kind, text in _FENCE.findall(markdown)]
