@@ -17,6 +17,8 @@ before they return. Faults:
 - drop a flow idle for N seconds: the NAT or load balancer that forgets. Forwarding stops both ways,
   whatever arrives is discarded, neither side is closed, so the server keeps an idle session and the
   client waits until its own timeout notices. A FIN or RST from either side is not passed on either.
+  With `reset_on_data` the hop answers the client's next bytes on a forgotten flow with RST (AWS's
+  NLB and NAT gateway document this) and ends the server's side with a quiet FIN.
 - bandwidth cap: bytes per second for each direction, shared by all flows like one link.
 
 Idle detection and TCP keepalives. A userspace proxy never sees keepalive probes: they carry no
