@@ -1288,3 +1288,17 @@ def test_a_failed_notebook_qualifies_the_verdict_line_and_the_exit_code() -> Non
     assert exit_code("critical", "warning", failed_notebooks=1) == EXIT_CRITICAL
     assert exit_code("ok", "warning", failed_notebooks=0) == EXIT_OK
     assert exit_code("error", "warning", failed_notebooks=5) == EXIT_ERROR
+
+
+def test_a_code_is_prismas_only_beside_its_field(tmp_path: Path) -> None:
+    """`code: 'P1017'` names a failure; an HTTP status code or an unknown P-code does not."""
+    log = tmp_path / "app.log"
+    log.write_text(
+        "2026-12-07T10:00:00.000Z info: GET /orders 200 code=200 12ms\n"
+        '2026-12-07T10:00:01.000Z warn: payment declined {"code":"P2002","field":"card"}\n'
+        '2026-12-07T10:00:02.000Z error: request failed {"code":"P1017","clientVersion":"6.16.2"}\n'
+    )
+    ev = read_app_logs([log], UTC)
+    assert list(zip(ev.events["line_no"], ev.events["kind"], ev.events["stack"], strict=True)) == [
+        (3, "server_closed_unexpectedly", "prisma")
+    ]

@@ -89,7 +89,9 @@ KIND_IDS = drivers.KIND_IDS
 _KIND_RANK = {kind: i for i, kind in enumerate(KIND_IDS)}
 # Most lines of an application log are about something else: a plain-literal search for the
 # vocabulary's trigger words on the lower-cased line decides cheaply which deserve the patterns.
-_TRIGGERS = re.compile("|".join(re.escape(word) for word in drivers.TRIGGER_WORDS))
+_TRIGGERS = re.compile(
+    "|".join([*(re.escape(word) for word in drivers.TRIGGER_WORDS), *drivers.TRIGGER_PATTERNS])
+)
 _PGBOUNCER_LINE = re.compile(drivers.PGBOUNCER_LINE)
 _STACK_TRIGGERS = re.compile(drivers.STACK_TRIGGERS)
 _STACK_MARKS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(

@@ -608,8 +608,11 @@ TRIGGER_WORDS: Final[tuple[str, ...]] = (
     "toomanyrequests", "invalidpassword", "timeout expired", "leak detection", "unexpected eof",
     "initialize pool", "prepared statement", "invalidsqlstatementname", "duplicatepreparedstatement",
     "does not exist", "doesnotexist", "invalidcatalogname", "denied access", "accessdenied",
-    "start a transaction", "code",
+    "start a transaction",
 )  # fmt: skip
+# ... and the one pattern no word covers: a Prisma code beside its field (`code: 'p1017'`), not
+# every line that says "code" (HTTP status codes are in most access logs).
+TRIGGER_PATTERNS: Final[tuple[str, ...]] = (r"code\W{1,4}p[12]\d{3}",)
 
 # When a record carries several stacks' marks, the layer the application configures wins:
 # SQLAlchemy wraps psycopg/psycopg2/asyncpg, Prisma's driver adapter wraps node-postgres.
