@@ -227,6 +227,90 @@ def to_jsonlog(stderr_log: Path, out: Path) -> None:
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
+def _forward(language: str) -> tuple[dict[str, str], Callable[[str], str]]:
+    """What turns an English log into the same log as a server speaking `language` writes it:
+    its level words, and each message rendered through PostgreSQL's msgstr of its msgid (the
+    'connection authorized' line is three msgids, as postinit.c writes it)."""
+    from playbook.vocabulary import server_events, translations
+
+    lang = translations.language(language)
+    levels = {english: mine for mine, english in lang.levels.items()}
+    wanted = [m for ids in server_events.TEMPLATES.values() for m in ids if not m.startswith(" ")]
+    wanted += [m for m in lang.messages if m.startswith(server_events.HARMLESS_LOG_HEADS)]
+    templates = []
+    for msgid in dict.fromkeys(wanted):
+        if msgid not in lang.messages:
+            continue
+        english = translations.split_template(msgid)
+        regex = re.compile(translations._regex(english) + r"\Z")
+        templates.append((regex, english, msgid))
+    templates.sort(key=lambda t: -sum(len(x) for x in t[1].literals))
+
+    errno_texts = {english: mine for mine, english in lang.strerror.items()}
+
+    def render(msgid: str, *args: str, errno_text: str = "") -> str:
+        mine = translations.split_template(lang.messages.get(msgid, (msgid,))[-1])
+        out = [mine.literals[0]]
+        for argument, literal in zip(mine.arguments, mine.literals[1:], strict=True):
+            if argument is None:
+                out.append(errno_texts.get(errno_text, errno_text))
+            else:
+                out.append(args[argument] if argument < len(args) else "")
+            out.append(literal)
+        return "".join(out)
+
+    authorized = re.compile(r"connection authorized: user=(\S*) database=(\S*)(?: application_name=(.*))?\Z")
+    cache: dict[str, str] = {}
+
+    def message(text: str) -> str:
+        found = cache.get(text)
+        if found is not None:
+            return found
+        found = text
+        auth = authorized.match(text)
+        if auth:
+            found = render("connection authorized: user=%s", auth[1]) + render(" database=%s", auth[2])
+            if auth[3] is not None:
+                found += render(" application_name=%s", auth[3])
+        else:
+            for regex, english, msgid in templates:
+                match = regex.match(text)
+                if match:
+                    args = [""] * (max((a for a in english.arguments if a is not None), default=-1) + 1)
+                    errno_text = ""
+                    for argument, value in zip(english.arguments, match.groups(), strict=True):
+                        if argument is None:
+                            errno_text = value
+                        else:
+                            args[argument] = value
+                    found = render(msgid, *args, errno_text=errno_text)
+                    break
+        found = found.replace("\n", "\n\t")  # a stderr entry continues on tab-led lines
+        if len(cache) < 200_000:
+            cache[text] = found
+        return found
+
+    return levels, message
+
+
+def to_language(stderr_log: Path, out: Path, language: str) -> None:
+    """The same stderr log as a server with lc_messages in `language` writes it (PostgreSQL's
+    own translations, from the shipped catalogs)."""
+    levels, message = _forward(language)
+    # bytes that are not UTF-8 (the mix has a few) go through as they are
+    with (
+        stderr_log.open(encoding="utf-8", errors="surrogateescape") as lines,
+        out.open("w", encoding="utf-8", errors="surrogateescape") as f,
+    ):
+        for line in lines:
+            head, sep, text = line.partition(":  ")
+            if sep:
+                prefix, _, level = head.rpartition(" ")
+                if level in ("LOG", "FATAL", "ERROR", "WARNING", "PANIC"):
+                    line = f"{prefix} {levels.get(level, level)}{sep}{message(text.rstrip(chr(10)))}\n"
+            f.write(line)
+
+
 def ensure_logs(folder: Path, sizes: list[int], genlog: Path, every_size: bool = False) -> dict[str, Path]:
     """The benchmark's files, generated when missing: stderr of each size, and csvlog and jsonlog
     copies of the smallest (of every size with `every_size`)."""
@@ -318,6 +402,11 @@ def main() -> int:
     parser.add_argument("--no-pgbadger", action="store_true", help="time ours only")
     parser.add_argument("--repeat", type=int, default=3, help="runs of ours per log; the best is shown (3)")
     parser.add_argument(
+        "--languages",
+        default="",
+        help="also time the smallest stderr log as servers in these languages write it (e.g. ru,zh_CN)",
+    )
+    parser.add_argument(
         "--every-size",
         action="store_true",
         help="csvlog and jsonlog copies of every size, not the smallest only",
@@ -326,6 +415,13 @@ def main() -> int:
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     logs = ensure_logs(args.dir, sizes, args.genlog, args.every_size)
+    for language in filter(None, args.languages.split(",")):
+        path = args.dir / f"genlog-{min(sizes)}mb-{language}.log"
+        if not path.exists():
+            t0 = time.perf_counter()
+            to_language(logs[f"stderr {min(sizes)} MB"], path, language)
+            print(f"translated {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+        logs[f"stderr {min(sizes)} MB {language}"] = path
     print(f"cpu cores visible: {os.cpu_count()} (shared machine: figures move with the load)")
     print("* converted from the stderr one: same entries; pgBadger is timed on it in its format")
     # `logs --help` loads what the command loads (numpy, pyarrow, the compiled loops), through

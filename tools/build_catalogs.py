@@ -64,6 +64,16 @@ def download(package: str, suite: str, work: Path) -> tuple[Path, str]:
     return target, version
 
 
+def named_msgids() -> list[str]:
+    """The msgids the vocabulary names (the harmless heads add every msgid that starts so)."""
+    ids = {m for msgids in server_events.TEMPLATES.values() for m in msgids}
+    ids.update(server_events.PROCESS_NAMES)
+    ids.update(levels.EVENT_LEVELS + levels.OTHER_LEVELS)
+    ids.add(levels.UNKNOWN_NAME)
+    ids.update(f"{label}:  " for label in levels.SECONDARY_LABELS)
+    return sorted(ids)
+
+
 def wanted_msgids(catalog: dict[object, str]) -> set[str]:
     ids = {m for msgids in server_events.TEMPLATES.values() for m in msgids}
     ids.update(server_events.PROCESS_NAMES)
@@ -113,6 +123,9 @@ def main() -> int:
             "about": "PostgreSQL's translations of the msgids the playbook reads; made by "
             "tools/build_catalogs.py, do not edit",
             "sources": sources,
+            "msgids": named_msgids(),
+            "harmless_heads": list(server_events.HARMLESS_LOG_HEADS),
+            "strerrors": list(server_events.STRERRORS),
             "languages": dict(sorted(languages.items())),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

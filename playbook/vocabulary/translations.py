@@ -149,6 +149,11 @@ class Language:
                 translated = split_template(msgstr)
                 if len(translated.conversions) == len(english.conversions):
                     templates.append(_Translated(msgid, english, translated))
+                first_line = msgstr.split("\n", 1)[0]
+                if first_line != msgstr and len(first_line) >= 12:
+                    # readers classify an entry by its first line: a translation that wraps
+                    # (fr: "... avec une\ntransaction ouverte") is known by that line alone
+                    templates.append(_Translated(msgid, english, split_template(first_line)))
         # the most literal text first: a template that is mostly placeholders matches anything
         templates.sort(key=lambda t: -sum(len(x) for x in t.translated.literals))
         self._templates = templates
@@ -169,7 +174,7 @@ class Language:
         values = groups[first : first + len(template.translated.conversions)]
         by_argument: dict[int, str] = {}
         errno_text = ""
-        for argument, value in zip(template.translated.arguments, values, strict=True):
+        for argument, value in zip(template.translated.arguments, values, strict=False):
             if argument is None:
                 errno_text = self.strerror.get(value, value)
             else:
@@ -180,13 +185,14 @@ class Language:
             out.append(literal)
         return "".join(out)
 
-    def segments(self, msgids: tuple[str, ...]) -> list[tuple[str, str, bool]]:
+    def segments(self, msgids: tuple[str, ...], heads_only: bool = False) -> list[tuple[str, str, bool]]:
         """(translated, English, is_head) pieces of these templates that can be replaced as they
         stand: every literal that differs from the English one, where both have the same
-        placeholders in the same order. The first piece (is_head) begins the message; a reader
-        adds its own context (what precedes a message in its format) before replacing it.
-        Pieces shorter than three characters, and pieces that would map to two different
-        English texts, are left out: replacing them could change other text."""
+        placeholders in the same order (only the first with `heads_only`). The first piece
+        (is_head) begins the message; a reader adds its own context (what precedes a message in
+        its format) before replacing it. Pieces shorter than three characters on either side,
+        and pieces that would map to two different English texts, are left out: replacing them
+        could change other text."""
         found: dict[tuple[str, bool], set[str]] = {}
         for msgid in msgids:
             english = split_template(msgid)
@@ -194,11 +200,11 @@ class Language:
                 translated = split_template(msgstr)
                 if translated.arguments != english.arguments:
                     continue
-                pairs = zip(translated.literals, english.literals, strict=True)
+                pairs = list(zip(translated.literals, english.literals, strict=True))
                 # a msgid that starts with a space is appended to another line (" database=%s")
                 begins = not msgid.startswith(" ")
-                for n, (mine, theirs) in enumerate(pairs):
-                    if mine != theirs and len(mine.strip()) >= 3:
+                for n, (mine, theirs) in enumerate(pairs[:1] if heads_only else pairs):
+                    if mine != theirs and len(mine.strip()) >= 3 and len(theirs.strip()) >= 3:
                         found.setdefault((mine, n == 0 and begins), set()).add(theirs)
         return sorted(
             ((mine, next(iter(theirs)), head) for (mine, head), theirs in found.items() if len(theirs) == 1),

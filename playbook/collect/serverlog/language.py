@@ -25,12 +25,20 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
 from playbook.vocabulary import levels as vocabulary_levels
 from playbook.vocabulary import server_events, translations
 from playbook.vocabulary.translations import ENGLISH
+
+try:  # one pass for every piece (_scan.c); without it, one bytes.replace pass per piece
+    from playbook.collect.serverlog._scan import replace_many as _compiled_replace_many
+except ImportError:  # a checkout used without building it
+    _compiled_replace_many = None  # type: ignore[assignment]
+# Tests set this to None to compare with the reference.
+REPLACE_MANY: Callable[[bytes, tuple[bytes, ...], tuple[bytes, ...]], bytes] | None = _compiled_replace_many
 
 # The templates whose pieces are replaced in bulk: the session lines and the harmless LOG heads.
 _SESSION_IDS = ("connection_received", "connection_authorized", "disconnection")
@@ -60,9 +68,23 @@ class LogLanguage:
             block = block.decode(self.encoding, "replace").encode("utf-8")
         if self.language == ENGLISH:
             return block
-        for mine, theirs in _replacements(self.language, fmt):
-            block = block.replace(mine, theirs)
-        return block
+        if REPLACE_MANY is not None:
+            needles, replacements = _replacement_lists(self.language, fmt)
+            return REPLACE_MANY(block, needles, replacements)
+        return replace_each(block, _replacements(self.language, fmt))
+
+
+def replace_each(block: bytes, pairs: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """The reference of the compiled one-pass replacement: one bytes.replace per pair."""
+    for mine, theirs in pairs:
+        block = block.replace(mine, theirs)
+    return block
+
+
+@cache
+def _replacement_lists(code: str, fmt: str) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    pairs = _replacements(code, fmt)
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
 
 
 def _escape(text: str, fmt: str) -> str:
@@ -93,7 +115,8 @@ def _replacements(code: str, fmt: str) -> tuple[tuple[bytes, bytes], ...]:
             pairs[f'"error_severity":"{mine}"'.encode()] = f'"error_severity":"{theirs}"'.encode()
     msgids = tuple(m for event in _SESSION_IDS for m in server_events.TEMPLATES[event])
     heads = tuple(m for m in lang.messages if m.startswith(server_events.HARMLESS_LOG_HEADS))
-    for mine, theirs, is_head in lang.segments(msgids + heads):
+    pieces = lang.segments(msgids) + lang.segments(heads, heads_only=True)
+    for mine, theirs, is_head in pieces:
         contexts = _CONTEXT[fmt] if is_head else ("",)
         for context in contexts:
             key = (context + _escape(mine, fmt)).encode()
@@ -103,8 +126,9 @@ def _replacements(code: str, fmt: str) -> tuple[tuple[bytes, bytes], ...]:
 
 @cache
 def _needles(code: str, fmt: str) -> tuple[str, ...]:
-    """Texts only a log in this language holds: its level words (in the format's form) where
-    they differ from English, and the heads of its translated templates."""
+    """Texts only a log in this language holds, and often: its level words (in the format's
+    form) where they differ from English, and the heads of its session lines and harmless LOG
+    wordings (the bulk of any log that has sessions)."""
     lang = translations.language(code)
     if fmt == "stderr":
         words = [f"{w}:  " for w in lang.levels]
@@ -112,23 +136,25 @@ def _needles(code: str, fmt: str) -> tuple[str, ...]:
         words = [f",{w}," for w in lang.levels]
     else:
         words = []
-    return tuple(dict.fromkeys([*words, *(_escape(h, fmt) for h in lang.heads())]))
+    msgids = tuple(m for event in _SESSION_IDS for m in server_events.TEMPLATES[event])
+    heads = tuple(m for m in lang.messages if m.startswith(server_events.HARMLESS_LOG_HEADS))
+    pieces = [mine for mine, _, head in lang.segments(msgids) + lang.segments(heads, True) if head]
+    return tuple(dict.fromkeys([*words, *(_escape(p, fmt) for p in pieces)]))
 
 
 def _score(text: str, code: str, fmt: str) -> int:
     return sum(text.count(needle) for needle in _needles(code, fmt))
 
 
-def _is_utf8(sample: bytes) -> bool:
-    try:
-        sample.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start >= len(sample) - 3  # a sample may end inside a character
-    return True
+def _mostly_utf8(sample: bytes) -> bool:
+    """UTF-8, but for a few stray bytes (a client's Latin-1 application name): read as UTF-8."""
+    text = sample.decode("utf-8", "replace")
+    return text.count("\ufffd") <= max(3, len(sample) // 1000)
 
 
 # Hits below this are coincidence (a user's statement quoting a translated word), not a language.
 MIN_HITS = 2
+DETECT_SIZE = 64 << 10  # of the sample: a few hundred entries say which language they are in
 
 
 def detect_language(sample: bytes, fmt: str, language: str | None = None) -> LogLanguage:
@@ -137,21 +163,25 @@ def detect_language(sample: bytes, fmt: str, language: str | None = None) -> Log
     the bytes. Otherwise the language whose own words the sample holds most often, English when
     none holds MIN_HITS. A log that switched lc_messages part-way is read in the other language:
     its English lines read as they are (reading a language only adds to English)."""
-    utf8 = _is_utf8(sample)
     known = translations.languages()
     candidates = [language] if language == ENGLISH or language in known else list(known)
+    head = sample[:DETECT_SIZE]
+    utf8 = _mostly_utf8(head)
+    texts = {"utf-8": head.decode("utf-8", "replace")}
+    if utf8 and texts["utf-8"].isascii():  # no translated word but the Latin ones can be in it
+        candidates = [c for c in candidates if c == ENGLISH or any(n.isascii() for n in _needles(c, fmt))]
     best, best_score = LogLanguage(), 0
     for code in candidates:
-        encodings = ["utf-8"] if utf8 else list(translations.LEGACY_ENCODINGS.get(code, ())) or ["utf-8"]
-        for encoding in encodings:
-            if code == ENGLISH:
-                if encoding != "utf-8":
-                    return LogLanguage(ENGLISH, encoding)
-                return LogLanguage()
-            score = _score(sample.decode(encoding, "replace"), code, fmt)
-            if score > best_score or (len(candidates) == 1 and best_score == 0):
+        if code == ENGLISH:
+            break
+        # UTF-8, or the language's legacy code pages: the wrong one decodes to nothing it knows
+        for encoding in ("utf-8",) if utf8 else ("utf-8", *translations.LEGACY_ENCODINGS.get(code, ())):
+            if encoding not in texts:
+                texts[encoding] = head.decode(encoding, "replace")
+            score = _score(texts[encoding], code, fmt)
+            if score > best_score or (len(candidates) == 1 and best_score == 0 and encoding == "utf-8"):
                 best, best_score = LogLanguage(code, encoding), score
-    if best_score >= MIN_HITS or len(candidates) == 1:
+    if best_score >= MIN_HITS or (len(candidates) == 1 and candidates[0] != ENGLISH):
         return best
     # English, or a language with no catalog: its bytes are still text to read
     return LogLanguage() if utf8 else LogLanguage(ENGLISH, "latin-1")
