@@ -1302,3 +1302,14 @@ def test_a_code_is_prismas_only_beside_its_field(tmp_path: Path) -> None:
     assert list(zip(ev.events["line_no"], ev.events["kind"], ev.events["stack"], strict=True)) == [
         (3, "server_closed_unexpectedly", "prisma")
     ]
+
+
+def test_every_word_of_the_drivers_vocabulary_names_its_source_and_a_known_kind() -> None:
+    from playbook.vocabulary import drivers
+
+    for entry in (*drivers.WORDINGS, *drivers.PRISMA_CODES, *drivers.STACK_MARKS):
+        assert entry.source.strip() and any(c.isdigit() for c in entry.source), entry  # a version
+    assert {c.kind for c in drivers.PRISMA_CODES} - {None} <= set(drivers.KIND_IDS)
+    assert {w.stack for w in drivers.WORDINGS} - {None} <= set(STACKS)
+    assert set(drivers.STACK_PRECEDENCE) == set(STACKS) - {"unknown"}
+    assert KIND_IDS == drivers.KIND_IDS

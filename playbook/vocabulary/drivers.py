@@ -191,52 +191,52 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         None,
         f"{PG} src/interfaces/libpq/fe-connect.c; Python asyncio/selector_events.py",
     ),
-    _w("connect_refused", r"\bECONNREFUSED\b", None, "Node.js net (errno name), node-postgres 8.x"),
+    _w("connect_refused", r"\bECONNREFUSED\b", None, "Node.js 20 net (errno name), node-postgres 8.23"),
     _w(
         "connect_refused",
         r"Connection to \S+ refused\. Check that the hostname",
         "hikaricp",
-        "pgJDBC 42.7 org/postgresql/core/v3/ConnectionFactoryImpl.java",
+        "pgJDBC 42.7.13 org/postgresql/core/v3/ConnectionFactoryImpl.java",
     ),
     _w(
         "connect_timeout",
         r"(?<!cancellation )(?<!connection )\btimeout expired\b",
         None,
-        f"{PG} src/interfaces/libpq/fe-connect.c (connect_timeout)",
+        f"{PG} src/interfaces/libpq/fe-connect.c (connect_timeout); node-postgres 8.23 pg/lib/client.js",
     ),
     _w(
         "connect_timeout",
         r"connection timeout expired|\bpsycopg\.errors\.ConnectionTimeout\b",
         "psycopg",
-        "psycopg 3.2 psycopg/connection.py",
+        "psycopg 3.3 psycopg/connection.py, connection_async.py",
     ),
     _w(
         "connect_timeout",
         r"Connection terminated due to connection timeout",
         "node-postgres",
-        "node-postgres 8.x packages/pg/lib/client.js",
+        "node-postgres 8.23 pg-pool 3.14 index.js (connectionTimeoutMillis of a new client)",
     ),
     _w("connect_timeout", r"was reached but timed out", "prisma", f"{PRISMA_RUST} common.rs P1002"),
     _w(
         "connect_timeout",
         r"Connection attempt timed out",
         "hikaricp",
-        "pgJDBC 42.7 org/postgresql/Driver.java (loginTimeout)",
+        "pgJDBC 42.7.13 org/postgresql/Driver.java (loginTimeout)",
     ),
     # -- pools -----------------------------------------------------------------------------------
     _w(
         "leak_detected",
         r"Connection leak detection triggered",
         "hikaricp",
-        "HikariCP 5.1 com/zaxxer/hikari/pool/ProxyLeakTask.java",
+        "HikariCP 5.1.0 com/zaxxer/hikari/pool/ProxyLeakTask.java",
     ),
     _w(
         "validation_failed",
         r"Failed to validate connection",
         "hikaricp",
-        "HikariCP 5.1 com/zaxxer/hikari/pool/PoolBase.java",
+        "HikariCP 5.1.0 com/zaxxer/hikari/pool/PoolBase.java",
     ),
-    _w("validation_failed", r"connection failed check", "psycopg", "psycopg_pool 3.2 psycopg_pool/pool.py"),
+    _w("validation_failed", r"connection failed check", "psycopg", "psycopg_pool 3.3 psycopg_pool/pool.py"),
     _w(
         "validation_failed",
         r"Pool pre-ping on connection .* failed",
@@ -254,7 +254,7 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "pool_timeout",
         r"couldn't get a connection after|\bPoolTimeout\b",
         "psycopg",
-        "psycopg_pool 3.2 psycopg_pool/pool.py",
+        "psycopg_pool 3.3 psycopg_pool/pool.py",
     ),
     _w(
         "pool_timeout",
@@ -266,7 +266,7 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "pool_timeout",
         r"timeout exceeded when trying to connect",
         "node-postgres",
-        "node-postgres 8.x packages/pg-pool/index.js",
+        "node-postgres 8.23 pg-pool 3.14 index.js",
     ),
     _w(
         "pool_timeout",
@@ -286,13 +286,13 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "pool_timeout",
         r"Connection is not available, request timed out after",
         "hikaricp",
-        "HikariCP 5.1 com/zaxxer/hikari/pool/HikariPool.java createTimeoutException",
+        "HikariCP 5.1.0 com/zaxxer/hikari/pool/HikariPool.java createTimeoutException",
     ),
     _w(
         "pool_queue_full",
         r"requests waiting|\bTooManyRequests\b",
         "psycopg",
-        "psycopg_pool 3.2 psycopg_pool/pool.py, errors.py",
+        "psycopg_pool 3.3 psycopg_pool/pool.py, errors.py",
     ),
     # -- the network path ------------------------------------------------------------------------
     _w(
@@ -306,9 +306,14 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "connection_reset",
         r"Connection reset\b|\bECONNRESET\b",
         None,
-        "glibc strerror(ECONNRESET); Node errno",
+        "glibc 2.36 strerror(ECONNRESET); Node.js 20 errno names (libuv)",
     ),
-    _w("broken_pipe", r"Broken pipe|\bEPIPE\b", None, "glibc strerror(EPIPE); Node errno"),
+    _w(
+        "broken_pipe",
+        r"Broken pipe|\bEPIPE\b",
+        None,
+        "glibc 2.36 strerror(EPIPE); Node.js 20 errno names (libuv)",
+    ),
     _w(
         "network_timeout",
         r"(?:receive|send) data (?:from|to) server: Connection timed out|\bETIMEDOUT\b"
@@ -334,7 +339,7 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "server_closed_unexpectedly",
         r"Connection terminated unexpectedly",
         "node-postgres",
-        "node-postgres 8.x packages/pg/lib/client.js",
+        "node-postgres 8.23 pg/lib/client.js",
     ),
     _w(
         "server_closed_unexpectedly",
@@ -362,23 +367,26 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "server_closed_unexpectedly",
         r"connection was closed in the middle of operation",
         "asyncpg",
-        "asyncpg 0.30 asyncpg/protocol/protocol.pyx",
+        "asyncpg 0.32 asyncpg/protocol/protocol.pyx",
     ),
     _w("connection_lost", r"no connection to the server", None, f"{PG} src/interfaces/libpq/fe-exec.c"),
     _w(
-        "connection_lost", r"\bthe connection is lost\b", "psycopg", "psycopg 3.2 psycopg/_connection_base.py"
+        "connection_lost",
+        r"\bthe connection is lost\b",
+        "psycopg",
+        "psycopg 3.3 psycopg/waiting.py, pq/pq_ctypes.py",
     ),
     _w(
         "connection_lost",
         r"An I/O error occurred while sending to the backend",
         "hikaricp",
-        "pgJDBC 42.7 org/postgresql/core/v3/QueryExecutorImpl.java",
+        "pgJDBC 42.7.13 org/postgresql/core/v3/QueryExecutorImpl.java",
     ),
     _w(
         "connection_lost",
         r"Database connection failed when \w+ (?:\w+ )?copy",
         "hikaricp",
-        "pgJDBC 42.7 org/postgresql/core/v3/QueryExecutorImpl.java",
+        "pgJDBC 42.7.13 org/postgresql/core/v3/QueryExecutorImpl.java",
     ),
     _w(
         "connection_lost",
@@ -403,19 +411,19 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "connect_failed",
         r"The connection attempt failed",
         "hikaricp",
-        "pgJDBC 42.7 org/postgresql/core/v3/ConnectionFactoryImpl.java",
+        "pgJDBC 42.7.13 org/postgresql/core/v3/ConnectionFactoryImpl.java",
     ),
     _w(
         "connect_failed",
         r"Failed to initialize pool: ",
         "hikaricp",
-        "HikariCP 5.1 com/zaxxer/hikari/pool/HikariPool.java",
+        "HikariCP 5.1.0 com/zaxxer/hikari/pool/HikariPool.java (PoolInitializationException)",
     ),
     _w(
         "connect_failed",
         r"error connecting in '|reconnection attempt in pool .* failed",
         "psycopg",
-        "psycopg_pool 3.2 psycopg_pool/pool.py",
+        "psycopg_pool 3.3 psycopg_pool/pool.py",
     ),
     # a login to a database that is not there: below connect_failed, so HikariCP's "Failed to
     # initialize pool: FATAL: database ... does not exist" stays the pool's failure to connect
@@ -436,7 +444,7 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "connection_closed",
         r"\bthe connection is closed\b|\bconnection is closed\b",
         None,
-        "psycopg 3.2 psycopg/_connection_base.py",
+        "psycopg 3.3 psycopg/_connection_base.py",
     ),
     _w(
         "connection_closed", r"connection already closed", "psycopg2", "psycopg2 2.9 psycopg/connection_int.c"
@@ -445,32 +453,32 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "connection_closed",
         r"cannot perform operation: connection is closed",
         "asyncpg",
-        "asyncpg 0.30 asyncpg/connection.py",
+        "asyncpg 0.32 asyncpg/protocol/protocol.pyx",
     ),
     _w(
         "connection_closed",
         r"is not queryable",
         "node-postgres",
-        "node-postgres 8.x packages/pg/lib/client.js",
+        "node-postgres 8.23 pg/lib/client.js",
     ),
     # pgJDBC: a closed PgConnection, and a closed PGPooledConnection (case kept: not "SSL connection")
     _w(
         "connection_closed",
         r"This connection has been closed|(?-i:\bConnection has been closed[. ])",
         "hikaricp",
-        "pgJDBC 42.7 org/postgresql/jdbc/PgConnection.java, ds/PGPooledConnection.java",
+        "pgJDBC 42.7.13 org/postgresql/jdbc/PgConnection.java, ds/PGPooledConnection.java",
     ),
     _w(
         "pool_discarded_broken",
         r"discarding (?:closed|broken) connection",
         "psycopg",
-        "psycopg_pool 3.2 psycopg_pool/pool.py",
+        "psycopg_pool 3.3 psycopg_pool/pool.py",
     ),
     _w(
         "pool_discarded_broken",
         r"marked as broken because of",
         "hikaricp",
-        "HikariCP 5.1 com/zaxxer/hikari/pool/ProxyConnection.java",
+        "HikariCP 5.1.0 com/zaxxer/hikari/pool/ProxyConnection.java",
     ),
     # a hard invalidation with its reason; "Soft Invalidate" is pool_recycle's normal work
     _w(
@@ -483,13 +491,13 @@ WORDINGS: Final[tuple[Wording, ...]] = (
         "returned_in_transaction",
         r"rolling back returned connection",
         "psycopg",
-        "psycopg_pool 3.2 psycopg_pool/pool.py",
+        "psycopg_pool 3.3 psycopg_pool/pool.py",
     ),
     _w(
         "client_query_timeout",
         r"Query read timeout",
         "node-postgres",
-        "node-postgres 8.x packages/pg/lib/client.js",
+        "node-postgres 8.23 pg/lib/client.js",
     ),
     _w("client_query_timeout", r"Operations timed out after", "prisma", f"{PRISMA_RUST} common.rs P1008"),
 )
@@ -661,12 +669,12 @@ STACK_MARKS: Final[tuple[StackMark, ...]] = (
     StackMark(
         "psycopg",
         r"\bpsycopg(?:_pool)?\.\w|\bpsycopg_pool\b|/site-packages/psycopg(?:_pool)?/",
-        "psycopg 3 module paths",
+        "psycopg 3.3 module paths",
     ),
-    StackMark("psycopg2", r"\bpsycopg2\b", "psycopg2 module path"),
-    StackMark("asyncpg", r"\basyncpg\.\w|/site-packages/asyncpg/", "asyncpg module paths"),
+    StackMark("psycopg2", r"\bpsycopg2\b", "psycopg2 2.9 module path"),
+    StackMark("asyncpg", r"\basyncpg\.\w|/site-packages/asyncpg/", "asyncpg 0.32 module paths"),
     StackMark(
-        "node-postgres", r"node_modules[/\\]pg(?:-pool|-protocol)?[/\\]", "node-postgres 8.x package paths"
+        "node-postgres", r"node_modules[/\\]pg(?:-pool|-protocol)?[/\\]", "node-postgres 8.23 package paths"
     ),
     StackMark(
         "prisma",
@@ -679,7 +687,7 @@ STACK_MARKS: Final[tuple[StackMark, ...]] = (
     StackMark(
         "hikaricp",
         r"\bHikariPool-\d+\b|com\.zaxxer\.hikari|\borg\.postgresql\.(?:util|core|jdbc)\.",
-        "HikariCP 5.1 pool names and packages; pgJDBC 42.7 packages",
+        "HikariCP 5.1.0 pool names and packages; pgJDBC 42.7.13 packages",
     ),
 )
 
