@@ -183,8 +183,9 @@ def detect_language(sample: bytes, fmt: str, language: str | None = None) -> Log
                 best, best_score = LogLanguage(code, encoding), score
     if best_score >= MIN_HITS or (len(candidates) == 1 and candidates[0] != ENGLISH):
         return best
-    # English, or a language with no catalog: its bytes are still text to read
-    return LogLanguage() if utf8 else LogLanguage(ENGLISH, "latin-1")
+    # English, or a language with no catalog: read as UTF-8, what is not UTF-8 replaced (a
+    # legacy code page is only assumed where a language's own words were found in it)
+    return LogLanguage()
 
 
 @cache
