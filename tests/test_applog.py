@@ -626,6 +626,16 @@ WORDINGS: list[tuple[str, str | None, str]] = [
     ("server_closed_unexpectedly", "prisma", '{"error_code":"P1017","is_panic":false}'),
     ("pool_timeout", "prisma", "  code: 'P2024',"),
     ("too_many_clients", "prisma", "  code: 'P2037',"),
+    # the SQLSTATE beside a translated server message says what the words cannot
+    ("admin_shutdown", None, "Raw query failed. Code: `57P01`. Message: `由于管理员命令中断联接`"),
+    ("crash_shutdown", None, '{"err":{"type":"DatabaseError","code":"57P02","severity":"ВАЖНО"}}'),
+    ("cannot_connect_now", None, "  code: '57P03',"),
+    ("idle_session_timeout", None, "  code: '57P05',"),
+    ("idle_in_transaction_timeout", None, "  code: '25P03',"),
+    ("transaction_timeout", None, "  code: '25P04',"),
+    ("too_many_clients", None, "o.h.engine.jdbc.spi.SqlExceptionHelper   : SQL Error: 0, SQLState: 53300"),
+    ("auth_failed", None, "  code: '28P01',"),
+    ("unknown_database", None, "  code: '3D000',"),
 ]
 
 

@@ -84,6 +84,10 @@ KINDS: tuple[_Kind, ...] = (
         for c in drivers.PRISMA_CODES
         if c.kind is not None
     ),
+    *(
+        _Kind(kind, re.compile(drivers.SQLSTATE_FIELD.replace("<SQLSTATE>", code), _F))
+        for code, kind in drivers.SQLSTATE_KINDS.items()
+    ),
 )
 KIND_IDS = drivers.KIND_IDS
 _KIND_RANK = {kind: i for i, kind in enumerate(KIND_IDS)}

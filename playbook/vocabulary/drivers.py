@@ -595,6 +595,26 @@ PRISMA_CODES: Final[tuple[PrismaCode, ...]] = (
 # "error_code":"P1017" (the Rust engine's own JSON), code=P1017.
 # PrismaClientInitializationError names it errorCode (client-runtime-utils errors).
 PRISMA_CODE_FIELD: Final = r"(?:\b|_|error)code\W{1,4}(P[12]\d{3})\b"
+# SQLSTATEs the drivers carry beside the server's message, which say what happened in any
+# lc_messages: node-postgres' DatabaseError `code: '57P01'` (and loggers' "code":"57P01"), Prisma
+# 7's unmapped database errors ("Raw query failed. Code: `57P01`. Message: ...", P2010/P2039),
+# pgJDBC/HikariCP's SQLSTATE(57P01) and SQLState: 57P01. Codes from PostgreSQL's
+# src/backend/utils/errcodes.txt (each comment is its condition name); only the codes whose
+# meaning is one kind of ours.
+SQLSTATE_KINDS: Final[dict[str, str]] = {
+    "57P01": "admin_shutdown",  # admin_shutdown
+    "57P02": "crash_shutdown",  # crash_shutdown
+    "57P03": "cannot_connect_now",  # cannot_connect_now
+    "57P05": "idle_session_timeout",  # idle_session_timeout (PostgreSQL 14+)
+    "25P03": "idle_in_transaction_timeout",  # idle_in_transaction_session_timeout
+    "25P04": "transaction_timeout",  # transaction_timeout (PostgreSQL 17+)
+    "53300": "too_many_clients",  # too_many_connections
+    "28P01": "auth_failed",  # invalid_password
+    "3D000": "unknown_database",  # invalid_catalog_name
+}
+SQLSTATE_FIELD: Final = r"(?:(?:\b|_|error)code\W{1,4}|\bSQLSTATE\W{0,3})(<SQLSTATE>)\b"
+SQLSTATE_SOURCE: Final = f"{PG} src/backend/utils/errcodes.txt"
+
 # The pool figures P2024 prints: the pool's timeout (s) and its connection limit.
 PRISMA_POOL_FIGURES: Final = r"connection pool timeout: (\d+), connection limit: (\d+)"
 # The line Prisma puts above its message ("... invocation:", or "... invocation in" followed by
@@ -620,7 +640,10 @@ TRIGGER_WORDS: Final[tuple[str, ...]] = (
 )  # fmt: skip
 # ... and the one pattern no word covers: a Prisma code beside its field (`code: 'p1017'`), not
 # every line that says "code" (HTTP status codes are in most access logs).
-TRIGGER_PATTERNS: Final[tuple[str, ...]] = (r"code\W{1,4}p[12]\d{3}",)
+TRIGGER_PATTERNS: Final[tuple[str, ...]] = (
+    r"code\W{1,4}p[12]\d{3}",
+    r"(?:code\W{1,4}|sqlstate\W{0,3})(?:57p0[1235]|25p0[34]|53300|28p01|3d000)",
+)
 
 # When a record carries several stacks' marks, the layer the application configures wins:
 # SQLAlchemy wraps psycopg/psycopg2/asyncpg, Prisma's driver adapter wraps node-postgres.
