@@ -23,16 +23,8 @@ from playbook.evidence.views import (
     top_values,
 )
 from playbook.evidence.vocab import OWN_APPLICATION_NAME
+from playbook.vocabulary.findings import RESET_EVENTS
 
-RESET_EVENTS = (
-    "connection_reset",
-    "broken_pipe",
-    "client_send_error",
-    "client_recv_error",
-    "connection_to_client_lost",
-    "client_recv_timeout",
-    "incomplete_message",
-)
 # The shortest common silent idle cut-offs on cloud paths (REFERENCE.md): AWS NLB/NAT 350 s,
 # Azure 4 min. Keepalives must fire well before them.
 SHORTEST_PATH_IDLE_S = 240

@@ -17,16 +17,8 @@ from playbook.evidence.views import (
     server_events,
     top_values,
 )
+from playbook.vocabulary.findings import CRASH_EVENTS
 
-CRASH_EVENTS = (
-    "backend_crash",
-    "crash_terminate_sibling",
-    "terminating_other_processes",
-    "crash_reinitializing",
-    "crash_recovery",
-    "panic",
-    "postmaster_death",
-)
 # A fast shutdown sends 57P01 to every session: those belong to the restart, not to a reaper.
 SHUTDOWN_ATTRIBUTION = timedelta(seconds=3)
 # A start this recent is worth saying (SRV-004); older ones are not this window's story.
