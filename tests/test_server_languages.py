@@ -247,3 +247,26 @@ def test_a_translated_log_gives_the_english_findings(
         # session (TMO-001), the statement timeout (TMO-004)
         assert {"LEAK-005", "POOL-003", "SRV-001", "TMO-001", "TMO-004"} <= {i for i, _ in english}, english
         assert findings(incidents[locale][fmt]) == english, (fmt, locale)
+
+
+def test_an_unreadable_language_is_said_on_the_verdict_line(
+    incidents: dict[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    """Offline, a log in words no catalog knows: evidence_warnings says so, and so does the
+    verdict line, instead of 'no cause found in this window'."""
+    from playbook.collect.run import collect_evidence
+    from playbook.report.summary import evidence_warnings
+    from playbook.report.verdict import verdict_line
+
+    text = incidents["ru_RU.UTF-8"]["stderr"].read_text("utf-8")
+    for mine, made_up in (("СООБЩЕНИЕ", "ZAPIS"), ("ВАЖНО", "SMRTELNO"), ("ОШИБКА", "GRESKA")):
+        text = text.replace(f"{mine}:  ", f"{made_up}:  ")
+    odd = tmp_path / "postgresql.log"
+    odd.write_text(text, "utf-8")
+    evidence = collect_evidence(None, duration=0, interval=1, server_logs=[odd], progress=False)
+    warnings = evidence_warnings(evidence)
+    assert any("no catalog" in w and "SMRTELNO" in w for w in warnings), warnings
+    line = verdict_line({"status": "ok", "root_causes": [], "evidence_warnings": warnings})
+    assert line.startswith("OK: no cause of closed sessions found, but 1 log(s) are written in a language"), (
+        line
+    )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from playbook.evidence.vocab import NOTEBOOK_OF_CATEGORY
+from playbook.vocabulary.translations import NO_CATALOG
 
 TIMES_NOTE = "Times are UTC, to the second."
 # How summary.json's evidence_warnings say that a source was not read or that sessions were hidden
@@ -67,6 +68,12 @@ def _verdict(summary: Mapping[str, Any]) -> str:
     if not causes:
         warnings = summary.get("evidence_warnings") or []
         unread = [w for w in warnings if NOT_READ in w]
+        foreign = [w for w in warnings if NO_CATALOG in w]
+        if foreign:
+            return (
+                f"OK: no cause of closed sessions found, but {len(foreign)} log(s) are written "
+                f"{NO_CATALOG}: their events could not be read"
+            )
         if unread:
             return f"OK: no cause of closed sessions found, but {len(unread)} source(s) could not be read"
         if any(HIDDEN_FROM_ROLE in w for w in warnings):

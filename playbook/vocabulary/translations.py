@@ -26,6 +26,9 @@ from playbook.vocabulary import levels as _levels
 from playbook.vocabulary import server_events
 
 ENGLISH = "en"
+# How a warning says that a log's words are in no language the catalogs cover (the server log's
+# reader writes it, the verdict line reads it back).
+NO_CATALOG = "in a language the playbook has no catalog for"
 
 # printf conversions as PostgreSQL's msgids use them (src/port/snprintf.c): %m is the errno text
 _PLACEHOLDER = re.compile(

@@ -18,6 +18,7 @@ from playbook.collect.serverlog.language import LogLanguage, detect_language, un
 from playbook.collect.serverlog.prefix import compile_prefix, detect_prefix
 from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
+from playbook.vocabulary.translations import NO_CATALOG
 
 SAMPLE_SIZE = 256 << 10  # what format and prefix detection look at
 FORMATS = ("auto", "stderr", "csvlog", "jsonlog")
@@ -123,7 +124,7 @@ def plan_files(
         unknown = unknown_level_words(sample, file_fmt)
         if unknown:
             warnings.append(
-                f"{WHAT} {path}: level words in a language the playbook has no catalog for "
+                f"{WHAT} {path}: level words {NO_CATALOG} "
                 f"({', '.join(unknown[:6])}): its events and sessions cannot be read; set the "
                 "server's lc_messages to 'C' (or a language PostgreSQL ships) for the next incident"
             )
