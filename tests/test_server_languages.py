@@ -86,8 +86,17 @@ def run_incidents(server: LabServer, locale: str, out: Path) -> dict[str, Path]:
     offsets = {name: (logs / name).stat().st_size for name in FORMATS.values()}
     limited = server.create_role("limited_role", "CONNECTION LIMIT 1")
 
+    said: list[str] = []  # what the clients were told, as node-postgres prints it: "error: <message>"
+
+    def told(conn: psycopg.Connection) -> None:
+        with pytest.raises(psycopg.OperationalError) as raised:
+            conn.execute("SELECT 1")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        said.append(f"{stamp} error: {str(raised.value).splitlines()[0]}")
+
     idle = psycopg.connect(server.dsn(), application_name="idle_app")
     wait_until(lambda: sessions_of(server, "idle_app") == 0, "idle_session_timeout")
+    told(idle)
     idle.close()
     in_transaction = psycopg.connect(server.dsn(), application_name="iit_app")
     in_transaction.execute("SELECT 1")
@@ -99,6 +108,7 @@ def run_incidents(server: LabServer, locale: str, out: Path) -> dict[str, Path]:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'killed_app'"
         )
     wait_until(lambda: sessions_of(server, "killed_app") == 0, "the terminated session to end")
+    told(killed)
     killed.close()
     with psycopg.connect(limited, application_name="first_app", autocommit=True) as first:
         first.execute("SET idle_session_timeout = 0")
@@ -109,7 +119,8 @@ def run_incidents(server: LabServer, locale: str, out: Path) -> dict[str, Path]:
         with pytest.raises(psycopg.errors.QueryCanceled):
             slow.execute("SELECT pg_sleep(2)")
     server.down()  # flushes the logs and adds the shutdown lines, in the same language
-    copies = {}
+    copies = {"app": out / "app.log"}
+    copies["app"].write_text("\n".join(said) + "\n", "utf-8")
     for fmt, name in FORMATS.items():
         data = (logs / name).read_bytes()[offsets[name] :]
         copies[fmt] = out / name
@@ -270,3 +281,21 @@ def test_an_unreadable_language_is_said_on_the_verdict_line(
     assert line.startswith("OK: no cause of closed sessions found, but 1 log(s) are written in a language"), (
         line
     )
+
+
+@pytest.mark.parametrize("locale", LOCALES[1:])
+def test_the_application_log_relays_the_translated_message(
+    incidents: dict[str, dict[str, Path]], locale: str
+) -> None:
+    """What the server told the clients, in its language, printed bare by the application (no
+    class name, no SQLSTATE): the same kinds as in English."""
+    from playbook.collect.applog import read_app_logs
+
+    def kinds(path: Path) -> list[str]:
+        return list(read_app_logs([path]).events["kind"])
+
+    english = kinds(incidents["C"]["app"])
+    assert english == ["idle_session_timeout", "admin_shutdown"], english
+    text = incidents[locale]["app"].read_text("utf-8")
+    assert "idle-session" not in text or locale.startswith("zh"), text  # zh_CN 15 leaves it English
+    assert kinds(incidents[locale]["app"]) == english, text

@@ -49,7 +49,7 @@ from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
 from playbook.evidence.vocab import STACKS, UNKNOWN_STACK
 from playbook.evidence.zones import Zone, fixed_offset, machine_zone, to_utc
-from playbook.vocabulary import drivers
+from playbook.vocabulary import drivers, translations
 
 __all__ = ["COLUMNS", "KINDS", "KIND_IDS", "STACKS", "UNKNOWN", "AppLogEvidence", "read_app_logs"]
 
@@ -563,6 +563,41 @@ def _unplaced_warning(path: Path, unplaced: list[dict[str, Any]]) -> str:
         f"(unplaced): {where}{more}; log with a timestamp on each record's first line to place them"
     )
 
+# A line in Latin letters may still relay a translated message (German, French, Spanish... are
+# ASCII often enough): searched only when it says it reports an error.
+_ERROR_WORDS = ("error", "fatal", "exception", "fehler", "erreur", "errore", "panic", "warn")
+
+
+class _TranslatedWordings:
+    """The server's messages in other languages, found inside an application's lines.
+
+    A line is searched in the languages already found in this file first; the others are tried
+    on a bounded number of lines (~0.1 ms each for all 16), so that a log that is simply written
+    in another language costs little once it has said which one."""
+
+    FULL_SEARCHES = 2000
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self.searches_left = self.FULL_SEARCHES
+
+    def find(self, text: str) -> str | None:
+        for code in self.found:
+            english = translations.language(code).find_english(text)
+            if english is not None:
+                return english
+        if self.searches_left <= 0:
+            return None
+        self.searches_left -= 1
+        for code in translations.languages():
+            if code in self.found:
+                continue
+            english = translations.language(code).find_english(text)
+            if english is not None:
+                self.found.append(code)
+                return english
+        return None
+
 
 class _FileReader:
     """One file's records turned into events."""
@@ -580,6 +615,7 @@ class _FileReader:
         self._syslog: tuple[int, datetime] | None = (
             None  # (year, mtime as wall clock) once a syslog line shows
         )
+        self._translated = _TranslatedWordings()
 
     def read(self, warnings: list[str]) -> None:
         record: _Record | None = None
@@ -588,7 +624,13 @@ class _FileReader:
             if "\x1b" in text:
                 text = _ANSI.sub("", text)
             ts = self._ts(text)
-            kinds = [k for k in KINDS if k.pattern.search(text)] if _TRIGGERS.search(text.lower()) else []
+            lower = text.lower()
+            kinds = [k for k in KINDS if k.pattern.search(text)] if _TRIGGERS.search(lower) else []
+            maybe_translated = not text.isascii() or any(word in lower for word in _ERROR_WORDS)
+            if not kinds and maybe_translated and (english := self._translated.find(text)):
+                # the server's message relayed in its lc_messages (psycopg2, pgJDBC, node-postgres
+                # print it as the server wrote it): read through PostgreSQL's own translation
+                kinds = [k for k in KINDS if k.pattern.search(english)]
             if record is None or ts is not None or not record.continues_with(text):
                 self._flush(record)
                 record = _Record(file=str(self.path), ts=ts)
