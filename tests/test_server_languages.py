@@ -299,3 +299,33 @@ def test_the_application_log_relays_the_translated_message(
     text = incidents[locale]["app"].read_text("utf-8")
     assert "idle-session" not in text or locale.startswith("zh"), text  # zh_CN 15 leaves it English
     assert kinds(incidents[locale]["app"]) == english, text
+
+
+def test_pgbouncer_s_log_relays_the_translated_refusal(tmp_path: Path) -> None:
+    """PgBouncer logs the server's refusal of its own login as the server wrote it (here in
+    Russian): the reason is read through PostgreSQL's translation, as in English."""
+    from playbook.collect.pgbouncer_log import read_pgbouncer_logs
+    from playbook.lab.pgbouncer import PgBouncer
+    from playbook.lab.server import APP_ROLE
+
+    ensure_locale("ru_RU.UTF-8")
+    server = LabServer(tmp_path / "lab", bin_dir=Path(DEBIAN_BINS[-1]).parent)
+    server.up()
+    try:
+        server.alter_system({"lc_messages": "ru_RU.UTF-8"})
+        with server.admin() as admin:
+            admin.execute(f"ALTER ROLE {APP_ROLE} CONNECTION LIMIT 0")
+        with PgBouncer(tmp_path / "bnc", server) as bouncer:
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(bouncer.dsn(), connect_timeout=10)
+
+            def logged() -> bool:
+                return "слишком много подключений" in bouncer.log_file.read_text("utf-8", "replace")
+
+            wait_until(logged, "PgBouncer to log the server's refusal")
+            events = read_pgbouncer_logs([bouncer.log_file]).events
+    finally:
+        server.destroy()
+    refused = events[events["kind"] == "server_login_failed"]
+    assert not refused.empty, events[["kind", "reason"]].to_string()
+    assert set(refused["reason_key"]) == {"server_too_many_clients"}, refused[["reason_key", "reason"]]

@@ -30,7 +30,15 @@ from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
 from playbook.evidence.pgbouncer import SCHEMAS
 from playbook.evidence.zones import Zone, to_utc
-from playbook.vocabulary.pgbouncer import LEVELS, REASON_BY_KEY, classify_event, classify_reason
+from playbook.vocabulary import translations
+from playbook.vocabulary.pgbouncer import (
+    LEVELS,
+    REASON_BY_KEY,
+    UNKNOWN_REASON,
+    Reason,
+    classify_event,
+    classify_reason,
+)
 
 _LEVELS = "|".join(LEVELS)
 # PgBouncer's own log file and stderr (libusual's log_generic): the level has no colon, unlike PostgreSQL's.
@@ -109,6 +117,19 @@ def _who(who: str) -> tuple[str | None, str | None, str | None]:
     )
 
 
+def _reason_of(text: str) -> Reason:
+    """The close reason of a text PgBouncer printed, or relayed from the server: the server's
+    own message arrives in its lc_messages, and is read through PostgreSQL's translation of it."""
+    reason = classify_reason(text)
+    if reason is not UNKNOWN_REASON:
+        return reason
+    for code in translations.languages():
+        english = translations.language(code).find_english(text)
+        if english is not None:
+            return classify_reason(english)
+    return reason
+
+
 def _event(msg: str) -> dict[str, Any] | None:
     """What one message means, as frame fields; None for lines that do not matter."""
     row: dict[str, Any] = {"side": None, "database": None, "user": None, "addr": None}
@@ -119,7 +140,7 @@ def _event(msg: str) -> dict[str, Any] | None:
         rest = socket["rest"]
         closing = CLOSING.match(rest)
         if closing:
-            reason = classify_reason(closing["reason"])
+            reason = _reason_of(closing["reason"])
             return row | {
                 "kind": "close",
                 "reason_key": reason.key,
@@ -130,7 +151,7 @@ def _event(msg: str) -> dict[str, Any] | None:
             }
         pooler = POOLER_ERROR.match(rest)
         if pooler:
-            reason = classify_reason(pooler["msg"])
+            reason = _reason_of(pooler["msg"])
             return row | {
                 "kind": "pooler_error",
                 "reason_key": reason.key,
@@ -154,7 +175,7 @@ def _event(msg: str) -> dict[str, Any] | None:
         msg = rest
     failed = SERVER_LOGIN_FAILED.match(msg)
     if failed:
-        reason = classify_reason(failed["msg"]) if failed["msg"] else classify_reason("login failed")
+        reason = _reason_of(failed["msg"]) if failed["msg"] else classify_reason("login failed")
         return row | {
             "kind": "server_login_failed",
             "reason_key": reason.key,
