@@ -182,3 +182,16 @@ def test_the_compiled_pass_rewrites_as_the_reference_does(
         expected = language.replace_each(data, pairs)
         assert language.LogLanguage(code).to_english(data, fmt) == expected, fmt
     assert language.LogLanguage(code).to_english(data, "stderr") != data
+
+
+def test_every_sqlstate_the_vocabulary_names_is_one_postgresql_defines() -> None:
+    """Against errcodes.txt (vocabulary/sqlstates.py, tools/gen_sqlstates.py): a typo'd code
+    would never match a line."""
+    from playbook.vocabulary import drivers
+    from playbook.vocabulary.sqlstates import SQLSTATES
+
+    named = {code for kind in log_events.CATALOG.values() for code in kind.sqlstates}
+    named |= set(log_events.SQLSTATE_FALLBACK) | set(drivers.SQLSTATE_KINDS)
+    assert named - set(SQLSTATES) == set()
+    assert SQLSTATES["57P05"][0] == "idle_session_timeout"
+    assert SQLSTATES["25P04"][0] == "transaction_timeout"
