@@ -38,6 +38,7 @@ from playbook.collect.serverlog.prefix import (
 )
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
 from playbook.collect.serverlog.times import Clock, epoch_to_utc
+from playbook.vocabulary.levels import EVENT_LEVELS, SECONDARY_LABELS
 from playbook.vocabulary.translations import ENGLISH
 
 try:  # the compiled loops (setup.py builds them); the numpy code below is their reference
@@ -45,8 +46,10 @@ try:  # the compiled loops (setup.py builds them); the numpy code below is their
 except ImportError:  # a checkout used without installing it: the numpy code alone
     _scan = None  # type: ignore[assignment]
 
-_LEVELS = (b"LOG", b"FATAL", b"ERROR", b"WARNING", b"PANIC")
-_SECONDARY = (b"DETAIL", b"HINT", b"CONTEXT", b"STATEMENT", b"QUERY", b"LOCATION")
+# The level words the reader codes (1..5) and the labels of secondary lines (6..11), from the
+# vocabulary; _scan.c spells the same list (RULES), compared at import below.
+_LEVELS = tuple(word.encode() for word in EVENT_LEVELS)
+_SECONDARY = tuple(word.encode() for word in SECONDARY_LABELS)
 _L_LOG, _L_DETAIL = 1, 6  # index+1 into _LEVELS + _SECONDARY
 _ALL_LEVELS = _LEVELS + _SECONDARY
 _WINDOW = 10  # bytes before ':  ' that hold the level word (STATEMENT is 9)

@@ -40,6 +40,7 @@ from playbook.collect.serverlog.stderr import (
     _scalar,
 )
 from playbook.collect.serverlog.times import Clock
+from playbook.vocabulary.levels import EVENT_LEVELS
 from playbook.vocabulary.translations import ENGLISH
 
 try:  # the compiled splitter (setup.py builds it); Python's csv and pyarrow's JSON are its reference
@@ -60,7 +61,7 @@ _CSV_PORT_AT = _FIELDS.index("remote_host")  # csvlog's connection_from is host:
 _CSV_MIN_FIELDS = 23
 _CSV_FIELD_LIMIT = 1 << 30  # a field as long as a block may be
 _PORT = re.compile(rb":\d*\Z")
-_INTERESTING = ("LOG", "WARNING", "ERROR", "FATAL", "PANIC")
+_INTERESTING = EVENT_LEVELS
 _INTERESTING_BYTES = tuple(level.encode() for level in _INTERESTING)
 _classified: dict[tuple[str, str, str, str], str | None] = {}
 
