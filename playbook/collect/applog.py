@@ -563,6 +563,7 @@ def _unplaced_warning(path: Path, unplaced: list[dict[str, Any]]) -> str:
         f"(unplaced): {where}{more}; log with a timestamp on each record's first line to place them"
     )
 
+
 # A line in Latin letters may still relay a translated message (German, French, Spanish... are
 # ASCII often enough): searched only when it says it reports an error.
 _ERROR_WORDS = ("error", "fatal", "exception", "fehler", "erreur", "errore", "panic", "warn")
