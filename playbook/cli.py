@@ -334,7 +334,7 @@ def command_run(args: argparse.Namespace) -> int:
         raise PlaybookError("--offline reads logs only: drop --dsn and --pgbouncer, or drop --offline")
     if args.offline and not (args.server_log or args.app_log or args.pgbouncer_log):
         raise PlaybookError("--offline diagnoses from logs: give --server-log, --app-log or --pgbouncer-log")
-    from playbook.report.runner import RunOptions, report_failure, run, select_notebooks
+    from playbook.report.run_command import RunOptions, report_failure, run, select_notebooks
     from playbook.target import parse_dsn, resolve_target
 
     since = args.since
@@ -412,7 +412,7 @@ def command_history(args: argparse.Namespace) -> int:
 
 
 def command_fleet(args: argparse.Namespace) -> int:
-    from playbook.fleet.run import FleetOptions, run_fleet
+    from playbook.fleet.dispatch import FleetOptions, run_fleet
     from playbook.fleet.targets import Overrides, load_targets
 
     targets = load_targets(args.targets, Overrides(duration=args.duration, interval=args.interval))

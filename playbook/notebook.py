@@ -99,7 +99,7 @@ def load_or_collect(
         return Evidence.load(evidence_dir)
     # Collectors and the driver load only when this notebook collects (opened by hand): under
     # `playbook run` every kernel reads saved evidence, and half a second each adds up.
-    from playbook.collect.run import collect_evidence
+    from playbook.collect.collection import collect_evidence
     from playbook.target import resolve_target
 
     target = resolve_target(dsn or None)
@@ -188,7 +188,7 @@ def verdict(evidence: Evidence, page: str = "triage") -> HTML:
     """What every page opens with: the status, the most likely cause and the layer that ended the
     sessions, where to read next (never this page itself), what the times are in, then this
     page's findings (every finding on triage) with their fixes as labelled blocks to paste."""
-    from playbook.report.fixes import COPY_SCRIPT, STYLE, findings_html
+    from playbook.report.findings_html import COPY_SCRIPT, STYLE, findings_html
     from playbook.report.verdict import verdict_html
 
     found = diagnose_all(evidence)

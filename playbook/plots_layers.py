@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from playbook.diagnose.chain import chain_links, timeout_chain
 from playbook.evidence import Evidence
-from playbook.evidence.pgbouncer import LOG_EVENTS_FRAME
+from playbook.evidence.pgbouncer_frames import LOG_EVENTS_FRAME
 from playbook.evidence.views import app_events
 from playbook.plots import placed
 

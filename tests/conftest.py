@@ -106,7 +106,7 @@ def run_main_as_nobody(argv: list[str]) -> tuple[int, str]:
 
     from playbook import cli
     from playbook.collect import applog, serverlog  # noqa: F401  (imported before dropping privileges:
-    from playbook.report import runner  # noqa: F401   nobody cannot read this Python's stdlib under /root)
+    from playbook.report import run_command  # noqa: F401   nobody cannot read this Python's stdlib under /root)
 
     cli.build_parser()  # imports every subcommand's modules
 

@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from playbook.collect.applog import COLUMNS, KIND_IDS, KINDS, _is_exception_head, read_app_logs
-from playbook.diagnose.client_fixes import STACKS, stack_fix
+from playbook.diagnose.pool_snippets import STACKS, stack_fix
 from playbook.errors import PlaybookError
 from playbook.evidence.zones import zone_named
 from playbook.lab.server import APP_ROLE, LAB_DATABASE, LabServer

@@ -72,12 +72,12 @@ def test_a_notebook_reading_saved_evidence_loads_no_collector_or_report() -> Non
         "    from playbook.evidence import Evidence\n"
         "    notebook.verdict(Evidence(), 'triage')"
     )
-    heavy = {"nbformat", "jsonschema", "psycopg", "playbook.collect", "playbook.report.runner"}
+    heavy = {"nbformat", "jsonschema", "psycopg", "playbook.collect", "playbook.report.run_command"}
     assert not heavy & loaded, heavy & loaded
 
 
 def test_running_loads_no_lab() -> None:
-    loaded = modules_loaded_by("import playbook.report.runner, playbook.notebook, playbook.plots")
+    loaded = modules_loaded_by("import playbook.report.run_command, playbook.notebook, playbook.plots")
     assert not {m for m in loaded if m.startswith("playbook.lab")}
 
 

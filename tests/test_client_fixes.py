@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from psycopg_pool import ConnectionPool
 
-from playbook.diagnose.client_fixes import RETRY_ADVICE, STACKS, can_enforce, stack_fix, transaction_fix
-from playbook.diagnose.fixes import fenced_blocks
+from playbook.diagnose.fix_text import fenced_blocks
+from playbook.diagnose.pool_snippets import RETRY_ADVICE, STACKS, can_enforce, stack_fix, transaction_fix
 from playbook.errors import PlaybookError
 from playbook.lab.server import APP_ROLE, LAB_DATABASE, LabServer
 from playbook.probes.keepalive import client_keepalive_settings

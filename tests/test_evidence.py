@@ -37,7 +37,7 @@ def test_every_recorded_frame_has_its_schemas_columns() -> None:
 
 
 def test_every_recorded_pooler_frame_has_its_schemas_columns() -> None:
-    from playbook.evidence.pgbouncer import SCHEMAS
+    from playbook.evidence.pgbouncer_frames import SCHEMAS
 
     folders = sorted((Path(__file__).parent / "data" / "pgbouncer").glob("*/"))
     assert folders

@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from playbook.diagnose import diagnose_all
 from playbook.diagnose.findings import Finding
-from playbook.diagnose.fixes import fenced_blocks
+from playbook.diagnose.fix_text import fenced_blocks
 from playbook.diagnose.quoting import (
     QUOTED_INI_KEYS_SINCE,
     UnwritableName,
@@ -49,10 +49,10 @@ from playbook.diagnose.quoting import (
     uri_component,
 )
 from playbook.evidence import Evidence
-from playbook.lab.pgbouncer import PgBouncer, find_pgbouncer
+from playbook.lab.pgbouncer_process import PgBouncer, find_pgbouncer
 from playbook.lab.server import APP_ROLE, LAB_DATABASE, SUPERUSER, LabServer
 from playbook.lab.wait import wait_until
-from playbook.report.fixes import FixRenderer
+from playbook.report.findings_html import FixRenderer
 
 RECORDED = Path(__file__).parent / "data" / "evidence"
 # Names that need quoting: punctuation, an embedded double quote, upper case (which would silently

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import refused_port, run_cli, xact_age
 from playbook import cli
-from playbook.fleet.run import fleet_exit_code, schema, validate
+from playbook.fleet.dispatch import fleet_exit_code, schema, validate
 from playbook.lab.scenarios import start_scenario
 from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until

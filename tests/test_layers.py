@@ -101,7 +101,7 @@ def test_layer_figures_draw_or_say_none(name: str) -> None:
 
 
 def test_pooler_frames_follow_their_schema() -> None:
-    from playbook.evidence.pgbouncer import SCHEMAS
+    from playbook.evidence.pgbouncer_frames import SCHEMAS
 
     evidence = recorded("pgbouncer_saturation")
     for name, frame in evidence.frames.items():

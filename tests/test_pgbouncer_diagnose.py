@@ -11,7 +11,7 @@ import pytest
 
 from playbook.collect.applog import read_app_logs
 from playbook.collect.pgbouncer_log import read_pgbouncer_logs
-from playbook.diagnose import pooler
+from playbook.diagnose import pgbouncer_findings
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
 from playbook.evidence.frames import FRAMES
@@ -43,7 +43,7 @@ def worst(findings: list[Finding]) -> Finding:
 
 @pytest.mark.parametrize(("scenario", "expected"), sorted(EXPECTED.items()))
 def test_each_recorded_incident_is_named_by_its_finding(scenario: str, expected: tuple[str, str]) -> None:
-    findings = pooler.diagnose(recorded(scenario))
+    findings = pgbouncer_findings.diagnose(recorded(scenario))
     fid, category = expected
     top = worst(findings)
     assert top.id == fid and top.category == category and top.severity is Severity.CRITICAL, findings
@@ -52,7 +52,9 @@ def test_each_recorded_incident_is_named_by_its_finding(scenario: str, expected:
 
 
 def test_the_timeout_finding_names_the_setting_and_the_client_fix() -> None:
-    (finding,) = [f for f in pooler.diagnose(recorded("pgbouncer_idle_timeout")) if f.id == "BNC-001"]
+    (finding,) = [
+        f for f in pgbouncer_findings.diagnose(recorded("pgbouncer_idle_timeout")) if f.id == "BNC-001"
+    ]
     assert finding.evidence["client_idle_timeout"] == 2
     assert finding.evidence["setting_source"] == "SHOW CONFIG"
     assert finding.evidence["app_errors"] > 0
@@ -60,7 +62,7 @@ def test_the_timeout_finding_names_the_setting_and_the_client_fix() -> None:
 
 
 def test_saturation_is_seen_in_the_console_too() -> None:
-    findings = {f.id: f for f in pooler.diagnose(recorded("pgbouncer_saturation"))}
+    findings = {f.id: f for f in pgbouncer_findings.diagnose(recorded("pgbouncer_saturation"))}
     assert findings["BNC-010"].evidence["peak_cl_waiting"] > 0
     assert "default_pool_size" in findings["BNC-004"].recommendation
 
@@ -78,13 +80,13 @@ def test_recycling_alone_is_never_an_incident(tmp_path: Path) -> None:
     path = tmp_path / "pgbouncer.log"
     path.write_text(RECYCLING_ONLY * 20)
     evidence = Evidence(frames={"pgbouncer_log_events": read_pgbouncer_logs([path]).events})
-    findings = pooler.diagnose(evidence)
+    findings = pgbouncer_findings.diagnose(evidence)
     assert [f.id for f in findings] == ["BNC-090"]
     assert findings[0].severity is Severity.INFO
 
 
 def test_no_pooler_evidence_no_finding() -> None:
-    assert pooler.diagnose(Evidence()) == []
+    assert pgbouncer_findings.diagnose(Evidence()) == []
 
 
 def test_server_trouble_absorbed_by_the_pooler_is_a_warning(tmp_path: Path) -> None:
@@ -97,7 +99,7 @@ def test_server_trouble_absorbed_by_the_pooler_is_a_warning(tmp_path: Path) -> N
         frames={"pgbouncer_log_events": read_pgbouncer_logs([path]).events},
         snapshots={"settings": {"settings": {"idle_session_timeout": {"setting": "60000", "unit": "ms"}}}},
     )
-    (finding,) = pooler.diagnose(evidence)
+    (finding,) = pgbouncer_findings.diagnose(evidence)
     assert finding.id == "BNC-030" and finding.severity is Severity.WARNING and finding.category == "server"
     assert "server_idle_timeout = 30" in finding.recommendation
 
@@ -181,7 +183,7 @@ def test_idle_transaction_timeout_is_a_leak_the_application_felt(tmp_path: Path)
     evidence = pooler_evidence(
         tmp_path, log, pgbouncer_config=pgbouncer_config(idle_transaction_timeout="30")
     )
-    finding = one(pooler.diagnose(evidence), "BNC-002")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-002")
     assert finding.category == "leak" and finding.severity is Severity.CRITICAL
     assert finding.evidence["closed"]["count"] == 3  # the client closes, not their pooler errors too
     assert finding.evidence["by_side"] == {"server": 3, "client": 3}
@@ -196,7 +198,7 @@ def test_no_idle_transaction_finding_without_its_reason(tmp_path: Path) -> None:
     evidence = pooler_evidence(
         tmp_path, log, pgbouncer_config=pgbouncer_config(idle_transaction_timeout="30")
     )
-    assert not ids(pooler.diagnose(evidence)) & {"BNC-002", "BNC-003", "BNC-005"}
+    assert not ids(pgbouncer_findings.diagnose(evidence)) & {"BNC-002", "BNC-003", "BNC-005"}
 
 
 def test_query_timeout_ends_the_client_connection_in_both_wordings(tmp_path: Path) -> None:
@@ -204,7 +206,7 @@ def test_query_timeout_ends_the_client_connection_in_both_wordings(tmp_path: Pat
     # client), "query_timeout" for a client still queued for one.
     log = linked(1, "query timeout", 70, 5) + closes(client(2), "query_timeout", 61, 9)
     evidence = pooler_evidence(tmp_path, log, pgbouncer_config=pgbouncer_config(query_timeout="60"))
-    finding = one(pooler.diagnose(evidence), "BNC-003")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-003")
     assert finding.category == "timeout" and finding.severity is Severity.CRITICAL
     assert finding.evidence["closed"]["count"] == 2
     assert finding.evidence["query_timeout"] == 60
@@ -219,12 +221,14 @@ def test_transaction_timeout_of_pgbouncer_1_25(tmp_path: Path) -> None:
     evidence = pooler_evidence(
         tmp_path, log, pgbouncer_config=pgbouncer_config("1.25.1", transaction_timeout="300")
     )
-    finding = one(pooler.diagnose(evidence), "BNC-005")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-005")
     assert finding.category == "timeout" and finding.severity is Severity.CRITICAL
     assert finding.evidence["closed"]["count"] == 2 and finding.evidence["transaction_timeout"] == 300
     assert "transaction_timeout = <seconds>" in finding.recommendation
     assert "300 s now" in finding.recommendation
-    assert "BNC-002" not in ids(pooler.diagnose(evidence))  # "transaction timeout" is not the idle one
+    assert "BNC-002" not in ids(
+        pgbouncer_findings.diagnose(evidence)
+    )  # "transaction timeout" is not the idle one
 
 
 def test_client_login_timeout_drops_clients_that_never_logged_in(tmp_path: Path) -> None:
@@ -235,7 +239,7 @@ def test_client_login_timeout_drops_clients_that_never_logged_in(tmp_path: Path)
         for n in range(4)
     )
     evidence = pooler_evidence(tmp_path, log)  # no console: the default applies
-    finding = one(pooler.diagnose(evidence), "BNC-006")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-006")
     assert finding.category == "network" and finding.severity is Severity.CRITICAL
     assert finding.evidence["closed"]["count"] == 4
     assert finding.evidence["client_login_timeout"] == 60
@@ -247,7 +251,7 @@ def test_client_login_timeout_while_the_server_is_down_is_server_trouble(tmp_pat
     # janitor.c: "client_login_timeout (server down)" (1.9+): the client waited for the pool's first
     # server login, which never succeeded. Not a slow client: BNC-030, not BNC-006.
     log = closes(client(1), "client_login_timeout (server down)", 60, 60)
-    findings = pooler.diagnose(pooler_evidence(tmp_path, log))
+    findings = pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log))
     assert "BNC-006" not in ids(findings)
     trouble = one(findings, "BNC-030")
     assert trouble.severity is Severity.CRITICAL
@@ -265,7 +269,7 @@ def test_max_client_conn_refusals(tmp_path: Path) -> None:
     log += closes("C-0x55d4b2a70001: (nodb)/app_user@10.0.3.9:40200",
                   "client connections exceeded (max_db_client_connections)", 0, 40)  # fmt: skip
     evidence = pooler_evidence(tmp_path, log, pgbouncer_config=pgbouncer_config(max_client_conn="100"))
-    finding = one(pooler.diagnose(evidence), "BNC-011")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-011")
     assert finding.category == "pool_config" and finding.severity is Severity.CRITICAL
     assert finding.evidence["refused"]["count"] == 6
     assert finding.evidence["reasons"] == {"max_client_conn": 5, "max_db_client_connections": 1}
@@ -290,12 +294,12 @@ def test_max_client_conn_reached_on_the_console_alone_is_a_risk() -> None:
         frames={"pgbouncer_clients": clients},
         snapshots={"pgbouncer_config": pgbouncer_config(max_client_conn="100")},
     )
-    finding = one(pooler.diagnose(evidence), "BNC-011")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-011")
     assert finding.category == "pool_config" and finding.severity is Severity.WARNING
     assert finding.evidence["peak_clients_seen"] == 100 and finding.evidence["refused"]["count"] == 0
     assert "refused 0" not in finding.title
     below = Evidence(frames={"pgbouncer_clients": clients.iloc[:60]}, snapshots=evidence.snapshots)
-    assert "BNC-011" not in ids(pooler.diagnose(below))
+    assert "BNC-011" not in ids(pgbouncer_findings.diagnose(below))
 
 
 def _pool(tick: str, database: str, user: str, **counts: object) -> dict[str, object]:
@@ -328,14 +332,14 @@ def test_max_db_connections_reached_while_clients_wait(tmp_path: Path) -> None:
         pgbouncer_config=pgbouncer_config(max_db_connections="10"),
     )
     evidence.frames.update(pgbouncer_databases=databases, pgbouncer_pools=pools)
-    finding = one(pooler.diagnose(evidence), "BNC-012")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-012")
     assert finding.category == "pool_config" and finding.severity is Severity.WARNING
     assert finding.evidence["max_db_connections"] == {"databases": {"app": 1}, "ticks": 1, "limit": 10}
     assert finding.evidence["evicted_server_connections"] == 1
     assert "max_db_connections" in finding.recommendation
     idle = pools.assign(cl_waiting=0)
     evidence.frames.update(pgbouncer_pools=idle)  # at the cap with nobody waiting: what a cap is for
-    assert "BNC-012" not in ids(pooler.diagnose(evidence))
+    assert "BNC-012" not in ids(pgbouncer_findings.diagnose(evidence))
 
 
 def test_max_user_connections_reached_across_databases() -> None:
@@ -348,7 +352,7 @@ def test_max_user_connections_reached_across_databases() -> None:
         frames={"pgbouncer_pools": pools},
         snapshots={"pgbouncer_config": pgbouncer_config(max_user_connections="15")},
     )
-    finding = one(pooler.diagnose(evidence), "BNC-012")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-012")
     assert finding.severity is Severity.WARNING
     assert finding.evidence["max_user_connections"] == {"users": {"app_user": 1}, "ticks": 1, "limit": 15}
     assert "max_user_connections" in finding.recommendation
@@ -367,7 +371,7 @@ def server_login_refused(second: int, message: str, waiting: list[int], version:
 def test_the_server_refusing_pgbouncer_for_lack_of_slots(tmp_path: Path, version: str) -> None:
     log = server_login_refused(5, "sorry, too many clients already", [1, 2, 3], version)
     log += server_login_refused(20, "sorry, too many clients already", [4], version)
-    findings = pooler.diagnose(pooler_evidence(tmp_path, log))
+    findings = pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log))
     finding = one(findings, "BNC-013")
     assert finding.category == "pool_config" and finding.severity is Severity.CRITICAL
     assert finding.title.startswith("PostgreSQL refused 2 PgBouncer login(s)"), finding.title
@@ -388,13 +392,13 @@ def test_pools_larger_than_the_server_allows_are_a_risk() -> None:
         frames={"pgbouncer_databases": databases, "pgbouncer_pools": pools},
         snapshots={"settings": {"usable_connections": 47}},  # max_connections 50, 3 reserved
     )
-    finding = one(pooler.diagnose(evidence), "BNC-013")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-013")
     assert finding.severity is Severity.WARNING and finding.category == "pool_config"
     assert finding.evidence["pool_connections_possible"] == 60  # (20 + 5) x 2 users + 10 x 1
     assert finding.evidence["server_usable_connections"] == 47
     assert "default_pool_size" in finding.recommendation
     evidence.snapshots["settings"] = {"usable_connections": 97}
-    assert "BNC-013" not in ids(pooler.diagnose(evidence))
+    assert "BNC-013" not in ids(pgbouncer_findings.diagnose(evidence))
 
 
 def test_prepared_statements_broken_by_transaction_pooling(tmp_path: Path) -> None:
@@ -404,7 +408,7 @@ def test_prepared_statements_broken_by_transaction_pooling(tmp_path: Path) -> No
     evidence = pooler_evidence(
         tmp_path, log, pgbouncer_config=pgbouncer_config("1.21.0", max_prepared_statements="100")
     )
-    finding = one(pooler.diagnose(evidence), "BNC-020")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-020")
     assert finding.category == "pool_config" and finding.severity is Severity.CRITICAL
     assert "(2 error(s)" in finding.title, finding.title
     errors = {"prepared_statement_missing": 1, "prepared_statement_in_use": 1}
@@ -420,7 +424,7 @@ def test_multi_statement_transactions_in_statement_pooling(tmp_path: Path) -> No
     # "long transactions not allowed"), a server close passed on to its client.
     log = linked(1, "transaction blocks not allowed in statement pooling mode", 3, 7)
     evidence = pooler_evidence(tmp_path, log, pgbouncer_config=pgbouncer_config(pool_mode="statement"))
-    finding = one(pooler.diagnose(evidence), "BNC-020")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-020")
     assert finding.severity is Severity.CRITICAL and finding.evidence["pool_mode"] == "statement"
     assert "(1 error(s)" in finding.title, finding.title
 
@@ -440,13 +444,13 @@ def test_prepared_statement_errors_in_the_application_log_need_transaction_pooli
     evidence = Evidence(
         frames={"app_log_events": app}, snapshots={"pgbouncer_config": pgbouncer_config("1.18.0")}
     )
-    finding = one(pooler.diagnose(evidence), "BNC-020")
+    finding = one(pgbouncer_findings.diagnose(evidence), "BNC-020")
     assert finding.severity is Severity.CRITICAL and finding.evidence["app_errors"] == 1
     session = Evidence(
         frames={"app_log_events": app},
         snapshots={"pgbouncer_config": pgbouncer_config("1.18.0", pool_mode="session")},
     )
-    assert "BNC-020" not in ids(pooler.diagnose(session))
+    assert "BNC-020" not in ids(pgbouncer_findings.diagnose(session))
 
 
 def test_prepared_statement_errors_reach_bnc_020_through_the_app_log_reader(tmp_path: Path) -> None:
@@ -459,13 +463,13 @@ def test_prepared_statement_errors_reach_bnc_020_through_the_app_log_reader(tmp_
         frames={"app_log_events": read_app_logs([path]).events},
         snapshots={"pgbouncer_config": pgbouncer_config("1.18.0")},
     )
-    assert "BNC-020" in ids(pooler.diagnose(evidence))
+    assert "BNC-020" in ids(pgbouncer_findings.diagnose(evidence))
 
 
 @pytest.mark.parametrize("version", ["1.18", "1.24"])
 def test_pgbouncer_cannot_log_in_to_postgresql(tmp_path: Path, version: str) -> None:
     log = server_login_refused(5, 'password authentication failed for user "app_user"', [1, 2], version)
-    finding = one(pooler.diagnose(pooler_evidence(tmp_path, log)), "BNC-031")
+    finding = one(pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log)), "BNC-031")
     assert finding.category == "pool_config" and finding.severity is Severity.CRITICAL
     assert "(1 failure(s))" in finding.title, finding.title
     assert 'password authentication failed for user "app_user"' in finding.evidence["reasons"]
@@ -475,7 +479,7 @@ def test_pgbouncer_cannot_log_in_to_postgresql(tmp_path: Path, version: str) -> 
 def test_an_auth_query_failure_is_a_login_failure(tmp_path: Path) -> None:
     # client.c / objects.c: the auth_query answer is checked; "error response from auth_query" (1.9+).
     log = closes(server(7), "error response from auth_query", 0, 3)
-    finding = one(pooler.diagnose(pooler_evidence(tmp_path, log)), "BNC-031")
+    finding = one(pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log)), "BNC-031")
     assert finding.evidence["failures"]["count"] == 1
 
 
@@ -486,7 +490,7 @@ def test_pgbouncer_shutting_down_is_the_operator_not_postgresql(tmp_path: Path) 
     log = at(0, "LOG", "got SIGINT, shutting down, waiting for all servers connections to be released")
     log += closes(client(1), "server shutting down", 40, 1) + closes(client(2), "server shutting down", 3, 2)
     log += at(5, "LOG", "server connections dropped, exiting")
-    findings = pooler.diagnose(pooler_evidence(tmp_path, log))
+    findings = pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log))
     finding = one(findings, "BNC-032")
     assert finding.category == "server" and finding.severity is Severity.CRITICAL
     assert finding.evidence["events"] == {"pooler_restart": 1}
@@ -500,14 +504,14 @@ def test_an_operator_kill_closes_clients_and_a_pause_alone_is_a_warning(tmp_path
     # database with "database removed" (1.9+).
     log = at(0, "LOG", "KILL 'app' command issued")
     log += closes(client(1), "database removed", 120, 0) + closes(server(1), "database removed", 300, 0)
-    finding = one(pooler.diagnose(pooler_evidence(tmp_path, log)), "BNC-032")
+    finding = one(pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log)), "BNC-032")
     assert finding.severity is Severity.CRITICAL and finding.evidence["closed"]["count"] == 1
     assert finding.evidence["events"] == {"pause": 1}
     (tmp_path / "pause").mkdir()
     paused = pooler_evidence(
         tmp_path / "pause", at(0, "LOG", "PAUSE command issued") + at(30, "LOG", "RESUME command issued")
     )
-    finding = one(pooler.diagnose(paused), "BNC-032")
+    finding = one(pgbouncer_findings.diagnose(paused), "BNC-032")
     assert finding.severity is Severity.WARNING and finding.evidence["closed"]["count"] == 0
 
 
@@ -519,7 +523,7 @@ def test_clients_vanishing_without_a_goodbye(tmp_path: Path) -> None:
     log += closes(server(1), "client disconnected with query in progress", 900, 9)
     log += closes(server(2), "client disconnect while server was not ready", 900, 9)
     log += "".join(closes(client(n), "client close request", 60, 10 + n, notify=False) for n in range(20, 40))
-    finding = one(pooler.diagnose(pooler_evidence(tmp_path, log)), "BNC-040")
+    finding = one(pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log)), "BNC-040")
     assert finding.category == "network" and finding.severity is Severity.WARNING
     assert finding.evidence["closed"]["count"] == 10
     assert finding.evidence["by_reason"] == {"client_unexpected_eof": 8, "client_gone_mid_query": 2}
@@ -529,4 +533,4 @@ def test_clients_vanishing_without_a_goodbye(tmp_path: Path) -> None:
 def test_a_few_vanished_clients_among_many_goodbyes_are_no_finding(tmp_path: Path) -> None:
     log = "".join(closes(client(n), "client unexpected eof", 350, n, notify=False) for n in range(6))
     log += "".join(closes(client(n), "client close request", 60, n, notify=False) for n in range(100, 200))
-    assert "BNC-040" not in ids(pooler.diagnose(pooler_evidence(tmp_path, log)))
+    assert "BNC-040" not in ids(pgbouncer_findings.diagnose(pooler_evidence(tmp_path, log)))

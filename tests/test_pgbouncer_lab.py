@@ -14,10 +14,10 @@ import psutil
 import psycopg
 import pytest
 
-from playbook.collect.pgbouncer import PgBouncerSampler
+from playbook.collect.pgbouncer_console import PgBouncerSampler
 from playbook.collect.pgbouncer_log import read_pgbouncer_logs
 from playbook.errors import PlaybookError
-from playbook.lab.pgbouncer import PgBouncer, find_pgbouncer
+from playbook.lab.pgbouncer_process import PgBouncer, find_pgbouncer
 from playbook.lab.scenarios import RunningScenario, start_scenario
 from playbook.lab.server import SERVER_USER, LabServer
 from playbook.lab.wait import wait_until

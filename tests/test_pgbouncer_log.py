@@ -11,7 +11,7 @@ import pytest
 
 from playbook.collect.pgbouncer_log import looks_like_pgbouncer_log, read_pgbouncer_logs
 from playbook.errors import PlaybookError
-from playbook.evidence.pgbouncer import (
+from playbook.evidence.pgbouncer_frames import (
     REASONS,
     SCHEMAS,
     UNKNOWN_REASON,

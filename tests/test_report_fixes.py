@@ -9,7 +9,7 @@ import pandas as pd
 
 from playbook import notebook
 from playbook.evidence import Evidence
-from playbook.report.fixes import FixRenderer, block_label, findings_html
+from playbook.report.findings_html import FixRenderer, block_label, findings_html
 from playbook.report.verdict import verdict_html
 
 RECORDED = Path(__file__).parent / "data" / "evidence"

@@ -245,7 +245,7 @@ def test_a_translated_log_gives_the_english_findings(
     incidents: dict[str, dict[str, Path]], locale: str
 ) -> None:
     """The diagnosis of the logs alone (offline): the same findings, in every format."""
-    from playbook.collect.run import collect_evidence
+    from playbook.collect.collection import collect_evidence
     from playbook.diagnose import diagnose_all
 
     def findings(path: Path) -> list[tuple[str, str]]:
@@ -265,7 +265,7 @@ def test_an_unreadable_language_is_said_on_the_verdict_line(
 ) -> None:
     """Offline, a log in words no catalog knows: evidence_warnings says so, and so does the
     verdict line, instead of 'no cause found in this window'."""
-    from playbook.collect.run import collect_evidence
+    from playbook.collect.collection import collect_evidence
     from playbook.report.summary import evidence_warnings
     from playbook.report.verdict import verdict_line
 
@@ -305,7 +305,7 @@ def test_pgbouncer_s_log_relays_the_translated_refusal(tmp_path: Path) -> None:
     """PgBouncer logs the server's refusal of its own login as the server wrote it (here in
     Russian): the reason is read through PostgreSQL's translation, as in English."""
     from playbook.collect.pgbouncer_log import read_pgbouncer_logs
-    from playbook.lab.pgbouncer import PgBouncer
+    from playbook.lab.pgbouncer_process import PgBouncer
     from playbook.lab.server import APP_ROLE
 
     ensure_locale("ru_RU.UTF-8")

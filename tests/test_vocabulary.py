@@ -16,7 +16,7 @@ import pytest
 from playbook.collect import applog, log_events
 from playbook.collect.pgbouncer_log import LINE
 from playbook.diagnose import consequences
-from playbook.vocabulary import categories, pgbouncer
+from playbook.vocabulary import categories, pgbouncer_reasons
 from playbook.vocabulary.findings import FINDINGS, ID_PATTERN, RETIRED, SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,13 +131,13 @@ def test_what_each_finding_explains_is_defined_by_the_readers() -> None:
     for spec in SPECS:
         assert spec.app_kinds <= app_kinds, (spec.id, spec.app_kinds - app_kinds)
         assert set(spec.server_events) <= server_kinds, (spec.id, set(spec.server_events) - server_kinds)
-        assert set(spec.reasons) <= set(pgbouncer.REASON_KEYS), spec.id
-        assert set(spec.pooler_events) <= {e.key for e in pgbouncer.EVENTS}, spec.id
+        assert set(spec.reasons) <= set(pgbouncer_reasons.REASON_KEYS), spec.id
+        assert set(spec.pooler_events) <= {e.key for e in pgbouncer_reasons.EVENTS}, spec.id
         assert not spec.reasons or spec.pooler, f"{spec.id} reads PgBouncer reasons but is not a BNC finding"
     # Reasons with a category that no pooler finding reads yet: they reach the report only through
     # the application's errors (NET-006). Listed so that a new one is a decision, not an accident.
     read = {key for spec in SPECS for key in spec.reasons}
-    incidents = {r.key for r in pgbouncer.REASONS if r.category is not None}
+    incidents = {r.key for r in pgbouncer_reasons.REASONS if r.category is not None}
     assert incidents - read == {
         "cancel_wait_timeout",
         "client_auth_failed",
@@ -171,12 +171,12 @@ def _column_compared(node: ast.Compare) -> str | None:
 
 
 # Modules whose `kind` and `reason_key` columns are the pooler log's (elsewhere `kind` is an app kind).
-POOLER_MODULES = ("diagnose/pooler.py", "collect/pgbouncer_log.py", "evidence/views.py")
+POOLER_MODULES = ("diagnose/pgbouncer_findings.py", "collect/pgbouncer_log.py", "evidence/views.py")
 
 
 def test_every_pgbouncer_reason_key_used_in_the_package_is_defined() -> None:
-    keys = set(pgbouncer.REASON_KEYS) | set(pgbouncer.EVENT_KEYS)
-    kinds = set(pgbouncer.LOG_KINDS)
+    keys = set(pgbouncer_reasons.REASON_KEYS) | set(pgbouncer_reasons.EVENT_KEYS)
+    kinds = set(pgbouncer_reasons.LOG_KINDS)
     checked = 0
     for path, tree in _python_modules().items():
         pooler_module = any(str(path).endswith(m) for m in POOLER_MODULES)
@@ -223,20 +223,20 @@ def test_every_reason_text_the_package_quotes_is_one_pgbouncer_prints() -> None:
         quoted += [(path, m) for m in re.findall(r"closing because: ([a-z_ ]+[a-z_?])", text)]
     assert quoted
     for path, text in quoted:
-        assert pgbouncer.classify_reason(text) is not pgbouncer.UNKNOWN_REASON, (path, text)
-    formats = {p.format for p in pgbouncer.printed_formats()}
-    assert pgbouncer.POOLER_SHUTDOWN_TEXT in formats
+        assert pgbouncer_reasons.classify_reason(text) is not pgbouncer_reasons.UNKNOWN_REASON, (path, text)
+    formats = {p.format for p in pgbouncer_reasons.printed_formats()}
+    assert pgbouncer_reasons.POOLER_SHUTDOWN_TEXT in formats
 
 
 def test_every_reason_in_the_source_maps_to_a_family_and_the_key_list_is_the_families() -> None:
-    printed = pgbouncer.printed_formats()
+    printed = pgbouncer_reasons.printed_formats()
     assert len(printed) >= 170
     for entry in printed:
-        reason = pgbouncer.classify_reason(pgbouncer.format_matches(entry.format))
-        assert reason is not pgbouncer.UNKNOWN_REASON, entry
-    assert set(pgbouncer.REASON_KEYS) == {r.key for r in pgbouncer.REASONS} | {"unknown"}
-    assert {e.key for e in pgbouncer.EVENTS} <= set(pgbouncer.EVENT_KEYS)
-    for reason in pgbouncer.REASONS:
+        reason = pgbouncer_reasons.classify_reason(pgbouncer_reasons.format_matches(entry.format))
+        assert reason is not pgbouncer_reasons.UNKNOWN_REASON, entry
+    assert set(pgbouncer_reasons.REASON_KEYS) == {r.key for r in pgbouncer_reasons.REASONS} | {"unknown"}
+    assert {e.key for e in pgbouncer_reasons.EVENTS} <= set(pgbouncer_reasons.EVENT_KEYS)
+    for reason in pgbouncer_reasons.REASONS:
         assert reason.category is None or reason.category in categories.CATEGORIES
 
 
@@ -245,9 +245,9 @@ def test_the_shipped_catalog_agrees_with_the_tests_own_extraction() -> None:
     # tools/pgbouncer_reasons.py) must name the same formats and the same releases.
     data = json.loads((ROOT / "tests" / "data" / "pgbouncer" / "reasons.json").read_text())
     theirs = {r["format"]: (r["first"], r["last"]) for r in data["reasons"]}
-    ours = {p.format: (p.first, p.last) for p in pgbouncer.printed_formats()}
+    ours = {p.format: (p.first, p.last) for p in pgbouncer_reasons.printed_formats()}
     assert ours == theirs
-    assert pgbouncer.catalog()["commit"] == data["commit"]
+    assert pgbouncer_reasons.catalog()["commit"] == data["commit"]
 
 
 @pytest.mark.parametrize(
@@ -267,12 +267,12 @@ def test_the_shipped_catalog_agrees_with_the_tests_own_extraction() -> None:
     ],
 )
 def test_the_releases_that_print_a_reason(text: str, first: str, last: str) -> None:
-    entry = next(p for p in pgbouncer.printed_formats() if p.format == text)
+    entry = next(p for p in pgbouncer_reasons.printed_formats() if p.format == text)
     assert (entry.first, entry.last) == (first, last)
 
 
 def test_each_family_says_from_which_release() -> None:
-    since = {r.key: r.since for r in pgbouncer.REASONS}
+    since = {r.key: r.since for r in pgbouncer_reasons.REASONS}
     assert since["transaction_timeout"] == "1.25.0"
     assert since["prepared_statement_in_use"] == "1.21.0"
     assert since["server_login_retry"] == "1.17.0"
@@ -281,7 +281,7 @@ def test_each_family_says_from_which_release() -> None:
 
 
 def test_pgbouncer_level_names_are_the_ones_its_log_lines_carry() -> None:
-    for level in pgbouncer.LEVELS:
+    for level in pgbouncer_reasons.LEVELS:
         line = f"2024-05-01 14:00:00.123 UTC [4321] {level} C-0x1: app/app@10.0.0.1:5000 closing because: x"
         match = LINE.match(line)
         assert match and match["level"] == level

@@ -11,7 +11,7 @@ kill_pool_logins, and `const char *reason = "…"` variables handed on to them. 
 `first`/`last` being the first and last release that prints the format ("HEAD" when master still
 does; "1.9.0" means 1.9.0 or earlier, the oldest release scanned). A bare "%s" (the server's own
 login error passed on, or a buffer) is left out: those texts are PostgreSQL's, not PgBouncer's.
-playbook/vocabulary/pgbouncer.py reads the result from playbook/vocabulary/catalogs/, and
+playbook/vocabulary/pgbouncer_reasons.py reads the result from playbook/vocabulary/catalogs/, and
 tests/test_vocabulary.py checks that every extracted format maps to a reason family.
 """
 

@@ -9,7 +9,7 @@ time zone, level or year. Both forms are read; times become UTC through evidence
 the zone the caller knows the host runs in (--log-tz), never a guess.
 
 `read_pgbouncer_logs(paths, zone=None)` returns the `pgbouncer_log_events` frame (schema in
-playbook.evidence.pgbouncer) and a summary; `looks_like_pgbouncer_log(sample)` tells, from a file's
+playbook.evidence.pgbouncer_frames) and a summary; `looks_like_pgbouncer_log(sample)` tells, from a file's
 first bytes, whether a log given under --app-log or --server-log is PgBouncer's.
 """
 
@@ -28,10 +28,10 @@ import pandas as pd
 
 from playbook.errors import PlaybookError
 from playbook.evidence.logfiles import LogFile
-from playbook.evidence.pgbouncer import SCHEMAS
+from playbook.evidence.pgbouncer_frames import SCHEMAS
 from playbook.evidence.zones import Zone, to_utc
 from playbook.vocabulary import translations
-from playbook.vocabulary.pgbouncer import (
+from playbook.vocabulary.pgbouncer_reasons import (
     LEVELS,
     REASON_BY_KEY,
     UNKNOWN_REASON,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from playbook.diagnose import leak, network, pool_config, pooler, server, timeout
+from playbook.diagnose import leak, network, pgbouncer_findings, pool_config, server, timeout
 from playbook.diagnose.consequences import link_consequences
 from playbook.diagnose.findings import CATEGORIES, Finding, Severity
 from playbook.diagnose.unexplained import find_unexplained_errors
@@ -14,7 +14,7 @@ DIAGNOSES = (
     network.diagnose,
     pool_config.diagnose,
     server.diagnose,
-    pooler.diagnose,
+    pgbouncer_findings.diagnose,
 )
 
 

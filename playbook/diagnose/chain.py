@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from playbook.diagnose import pooler
+from playbook.diagnose import pgbouncer_findings
 from playbook.diagnose.timeout import STACK_DEFAULT_IDLE_S
 from playbook.evidence import Evidence
-from playbook.evidence.pgbouncer import DEFAULTS
+from playbook.evidence.pgbouncer_frames import DEFAULTS
 from playbook.evidence.settings import duration_text_seconds
 from playbook.evidence.views import app_samples, app_stack, overrides_of
 
@@ -78,7 +78,7 @@ def has_pooler(evidence: Evidence) -> bool:
 
 def _pooler_setting(evidence: Evidence, name: str) -> tuple[float | None, Source]:
     """PgBouncer's setting as the pooler diagnosis reads it; its default when SHOW CONFIG lacks it."""
-    value, read_from = pooler.setting(evidence, name)
+    value, read_from = pgbouncer_findings.setting(evidence, name)
     if read_from == "SHOW CONFIG":
         return value, "configured"
     return (DEFAULTS.get(name) or None), "default"

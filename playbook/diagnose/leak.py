@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from playbook.diagnose.client_fixes import transaction_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import joined, sql, sql_name
+from playbook.diagnose.fix_text import joined, sql, sql_name
+from playbook.diagnose.pool_snippets import transaction_fix
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     IDLE_IN_TRANSACTION_STATES,

@@ -6,9 +6,9 @@ from typing import Any
 
 import pandas as pd
 
-from playbook.diagnose.client_fixes import stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import app_login, dsn, joined, sql
+from playbook.diagnose.fix_text import app_login, dsn, joined, sql
+from playbook.diagnose.pool_snippets import stack_fix
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     APP_SESSION_LOST,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import NO_NAME, ini, joined, sql, sql_name
+from playbook.diagnose.fix_text import NO_NAME, ini, joined, sql, sql_name
 from playbook.diagnose.leak import held_and_busy_before
 from playbook.evidence import Evidence
 from playbook.evidence.views import (

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import app_login, joined, sql, sql_name
+from playbook.diagnose.fix_text import app_login, joined, sql, sql_name
+from playbook.diagnose.pool_snippets import can_enforce, stack_fix
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
     IDLE_IN_TRANSACTION_STATES,

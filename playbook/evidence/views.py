@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 from playbook.evidence.frames import ACTIVITY_SAMPLES, APP_LOG_EVENTS, SERVER_LOG_EVENTS
-from playbook.evidence.pgbouncer import LOG_EVENTS_FRAME
+from playbook.evidence.pgbouncer_frames import LOG_EVENTS_FRAME
 from playbook.evidence.settings import duration_text_seconds, usable_connections
 from playbook.evidence.store import Evidence
 from playbook.vocabulary.categories import UNKNOWN_STACK
 from playbook.vocabulary.findings import SESSION_LOST
-from playbook.vocabulary.pgbouncer import FELT_KINDS
+from playbook.vocabulary.pgbouncer_reasons import FELT_KINDS
 
 __all__ = [
     "APP_SESSION_LOST",

@@ -40,8 +40,8 @@ def _preload() -> None:
     """Import, in the worker itself, everything a run needs, so that each forked child starts warm."""
     import jsonschema  # noqa: F401  (summary validation: seconds to import, once per worker)
 
-    import playbook.collect.run  # noqa: F401
-    import playbook.report.runner  # noqa: F401
+    import playbook.collect.collection  # noqa: F401
+    import playbook.report.run_command  # noqa: F401
 
 
 def run_target(job: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +211,7 @@ def _remove_unfinished(report: Path) -> None:
 def _attempt(job: dict[str, Any]) -> dict[str, Any]:
     """In the child: the summary-only run, then the pages when the status reaches --render."""
     from playbook.errors import PlaybookError, TargetRefused
-    from playbook.report.runner import RunOptions, run
+    from playbook.report.run_command import RunOptions, run
     from playbook.target import Target
 
     if job.get("password_env"):
@@ -252,7 +252,7 @@ def pages_for(summary: dict[str, Any], render: str) -> list[str]:
     runner's relevant pages at that threshold (triage and the notebook of every finding at or above
     it, at least a warning). With --render critical a critical timeout gets triage and timeouts,
     not its side warnings'."""
-    from playbook.report.runner import available_notebooks, relevant_notebooks
+    from playbook.report.run_command import available_notebooks, relevant_notebooks
 
     status = summary["status"]
     threshold = RENDER_RANK[render]
@@ -267,7 +267,7 @@ def render_from_evidence(options: Any, pages: list[str]) -> dict[str, Any]:
     """Execute `pages` on the evidence the run saved in options.out and publish the whole report
     again (pages, report.html, summary and index together), through the runner itself: the
     evidence is not collected again. Returns the new summary."""
-    from playbook.report.runner import run
+    from playbook.report.run_command import run
 
     out = Path(options.out).resolve()
     run(replace(options, notebooks=pages, evidence_from=out / "evidence"))

@@ -29,7 +29,7 @@ import psutil
 import psycopg
 
 from playbook.errors import PlaybookError
-from playbook.lab.pgbouncer import PgBouncer
+from playbook.lab.pgbouncer_process import PgBouncer
 from playbook.lab.prisma import PrismaService, prepare_database
 from playbook.lab.prisma import unavailable as prisma_unavailable
 from playbook.lab.proxy import ChaosProxy

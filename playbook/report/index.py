@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from playbook.report.fixes import COPY_SCRIPT, STYLE, findings_html
+from playbook.report.findings_html import COPY_SCRIPT, STYLE, findings_html
 from playbook.report.verdict import verdict_html, verdict_line
 
 __all__ = ["report_header", "verdict_line", "write_index"]

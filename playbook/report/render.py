@@ -19,7 +19,7 @@ import nbformat
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
 
-from playbook.report.fixes import COPY_SCRIPT, STYLE
+from playbook.report.findings_html import COPY_SCRIPT, STYLE
 
 TEMPLATES = Path(str(resources.files("playbook.report") / "templates"))
 

@@ -11,7 +11,7 @@ their source is this file. A spec says:
   warning or critical finding with this id exists, those errors are explained, and NET-006 leaves
   them out (diagnose/unexplained.py);
 - `reasons` / `pooler_events`: the PgBouncer close reasons and log events it reads
-  (vocabulary/pgbouncer.py);
+  (vocabulary/pgbouncer_reasons.py);
 - `consequence_of`: the findings it may follow from, most specific first (diagnose/consequences.py
   links it to the first one present: it is then ranked below that cause, never a root cause);
 - `dropped_while`: findings whose presence withdraws it (sizing advice while a pool leaks).
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from playbook.vocabulary.categories import ID_PREFIX, POOLER_ID_PREFIX, Category
-from playbook.vocabulary.pgbouncer import (
+from playbook.vocabulary.pgbouncer_reasons import (
     CLIENT_LIMITS,
     CLIENT_VANISHED,
     OPERATOR_CLOSES,
@@ -316,7 +316,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-001",
         "timeout",
         "client_idle_timeout closed pooled connections the application still held",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("client_idle_timeout",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -324,7 +324,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-002",
         "leak",
         "idle_transaction_timeout: the application held a transaction open with nothing running",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("idle_transaction_timeout",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -332,7 +332,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-003",
         "timeout",
         "query_timeout ended client connections with their query",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("query_timeout",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -340,7 +340,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-004",
         "pool_config",
         "query_wait_timeout: clients waited for a server connection and were disconnected",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("query_wait_timeout",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -348,7 +348,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-005",
         "timeout",
         "transaction_timeout (PgBouncer 1.25+)",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("transaction_timeout",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -356,7 +356,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-006",
         "network",
         "client_login_timeout: clients that never finished logging in",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("client_login_timeout",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -364,7 +364,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-010",
         "pool_config",
         "clients queued (cl_waiting, maxwait over time)",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("query_wait_timeout",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -372,7 +372,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-011",
         "pool_config",
         "max_client_conn or a per-database/user client limit reached",
-        "pooler",
+        "pgbouncer_findings",
         reasons=CLIENT_LIMITS,
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -380,7 +380,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-012",
         "pool_config",
         "max_db_connections / max_user_connections reached while clients wait",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("evicted",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -388,7 +388,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-013",
         "pool_config",
         "pools larger than the server allows, or the server refusing PgBouncer's logins (53300)",
-        "pooler",
+        "pgbouncer_findings",
         reasons=("server_too_many_clients",),
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -396,7 +396,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-020",
         "pool_config",
         "transaction/statement pooling broke prepared statements, session state or transactions",
-        "pooler",
+        "pgbouncer_findings",
         reasons=POOLING_MODE_BREAKAGE,
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -404,7 +404,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-030",
         "server",
         "server connections crashed, refused, or failed their check or reset query",
-        "pooler",
+        "pgbouncer_findings",
         reasons=SERVER_TROUBLE,
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -412,7 +412,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-031",
         "pool_config",
         "PgBouncer cannot log in to PostgreSQL",
-        "pooler",
+        "pgbouncer_findings",
         reasons=SERVER_LOGIN_FAILURES,
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -420,7 +420,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-032",
         "server",
         "PgBouncer restarted, paused, or an operator closed connections",
-        "pooler",
+        "pgbouncer_findings",
         reasons=OPERATOR_CLOSES,
         pooler_events=OPERATOR_EVENTS,
         app_kinds=POOLER_EXPLAINS,
@@ -429,7 +429,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-040",
         "network",
         "clients vanished without a goodbye",
-        "pooler",
+        "pgbouncer_findings",
         reasons=CLIENT_VANISHED,
         app_kinds=POOLER_EXPLAINS,
     ),
@@ -437,7 +437,7 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "BNC-090",
         "pool_config",
         "info: PgBouncer's normal recycling, and any close reason not yet mapped",
-        "pooler",
+        "pgbouncer_findings",
         reasons=(
             "server_lifetime",
             "server_idle_timeout",

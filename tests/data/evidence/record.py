@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from playbook.collect.run import collect_evidence
+from playbook.collect.collection import collect_evidence
 from playbook.diagnose import diagnose_all
 from playbook.evidence import Evidence
 from playbook.lab.proxy import ChaosProxy

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from playbook.collect.pgbouncer import PgBouncerSampler
+from playbook.collect.pgbouncer_console import PgBouncerSampler
 from playbook.lab.scenarios import start_scenario
 from playbook.lab.server import LabServer
 from playbook.lab.wait import wait_until

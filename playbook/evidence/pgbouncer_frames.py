@@ -3,7 +3,7 @@
 PgBouncer keeps no per-reason counters: every closed connection is one log line,
 `C-0x…: db/user@addr:port closing because: REASON (age=Ns)`. What each REASON means (side,
 recycling, what the application feels, category), the other log lines that matter and the level
-names live in playbook.vocabulary.pgbouncer, with the releases that print each text; they are
+names live in playbook.vocabulary.pgbouncer_reasons, with the releases that print each text; they are
 re-exported here for older importers.
 
 Names in the run's evidence (`Evidence.frame(name)`, `Evidence.snapshots[name]`):
@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Final
 
 from playbook.evidence import frames
-from playbook.vocabulary.pgbouncer import (
+from playbook.vocabulary.pgbouncer_reasons import (
     EVENTS,
     LEVELS,
     LOG_KINDS,

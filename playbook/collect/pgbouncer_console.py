@@ -3,7 +3,7 @@
 `PgBouncerSampler(dsn, interval=…).run(duration)` connects to the virtual database `pgbouncer` (as a
 stats_users or admin_users role), reads SHOW VERSION and SHOW CONFIG once, then every tick SHOW
 POOLS, CLIENTS, SERVERS, STATS, DATABASES and LISTS, and returns a PgBouncerEvidence whose frames and
-snapshots are named and typed in playbook.evidence.pgbouncer. `add_to(evidence)` puts them into a run's
+snapshots are named and typed in playbook.evidence.pgbouncer_frames. `add_to(evidence)` puts them into a run's
 Evidence.
 
 The console speaks only the simple query protocol and accepts no `options`: the session is
@@ -32,7 +32,7 @@ import psycopg
 from playbook import APPLICATION_NAME
 from playbook.evidence import Evidence
 from playbook.evidence.manifest import gap_opened
-from playbook.evidence.pgbouncer import (
+from playbook.evidence.pgbouncer_frames import (
     CONFIG_SNAPSHOT,
     CONSOLE_COMMANDS,
     CONSOLE_SNAPSHOT,

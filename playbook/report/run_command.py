@@ -26,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from playbook.collect.run import collect_evidence
+from playbook.collect.collection import collect_evidence
 from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError, TargetRefused
 from playbook.evidence import Evidence

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from playbook.diagnose.fixes import BlockKind, block, dsn, ini, joined
+from playbook.diagnose.fix_text import BlockKind, block, dsn, ini, joined
 from playbook.diagnose.quoting import dsn_pair, uri_component
 from playbook.errors import PlaybookError
 from playbook.evidence.vocab import STACKS as DETECTED_STACKS

@@ -24,7 +24,7 @@ import pandas as pd
 from playbook import __version__
 from playbook.collect.activity import ActivitySampler
 from playbook.collect.applog import read_app_logs
-from playbook.collect.pgbouncer import PgBouncerSampler
+from playbook.collect.pgbouncer_console import PgBouncerSampler
 from playbook.collect.pgbouncer_log import looks_like_pgbouncer_log, read_pgbouncer_logs
 from playbook.collect.serverlog import read_server_logs
 from playbook.collect.settings import snapshot_settings

@@ -1,7 +1,7 @@
 """The pooler layer: what PgBouncer did to the application's connections, from its console and log.
 
 `diagnose(evidence) -> list[Finding]` reads only the evidence (frames and snapshots named in
-playbook.evidence.pgbouncer). Finding ids (BNC-…) are stable; each carries one of the five categories:
+playbook.evidence.pgbouncer_frames). Finding ids (BNC-…) are stable; each carries one of the five categories:
 
 | id      | category    | what                                                                 |
 |---------|-------------|----------------------------------------------------------------------|
@@ -35,11 +35,11 @@ from typing import Any
 
 import pandas as pd
 
-from playbook.diagnose.client_fixes import can_enforce, stack_fix
 from playbook.diagnose.findings import Finding, Severity
-from playbook.diagnose.fixes import app_login, ini, ini_users, joined, sql, sql_name
+from playbook.diagnose.fix_text import app_login, ini, ini_users, joined, sql, sql_name
+from playbook.diagnose.pool_snippets import can_enforce, stack_fix
 from playbook.evidence import Evidence
-from playbook.evidence.pgbouncer import (
+from playbook.evidence.pgbouncer_frames import (
     CONFIG_SNAPSHOT,
     DEFAULTS,
     LOG_EVENTS_FRAME,
@@ -55,7 +55,7 @@ from playbook.evidence.views import (
     top_values,
 )
 from playbook.vocabulary.categories import Category
-from playbook.vocabulary.pgbouncer import (
+from playbook.vocabulary.pgbouncer_reasons import (
     CLIENT_LIMITS,
     CLIENT_VANISHED,
     OPERATOR_CLOSES,
