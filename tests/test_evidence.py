@@ -11,10 +11,10 @@ import pytest
 
 from playbook.errors import PlaybookError
 from playbook.evidence import MANIFEST_SCHEMA, Evidence
+from playbook.evidence.contract import FRAMES
 from playbook.evidence.frames import (
     ACTIVITY_SAMPLES,
     APP_LOG_EVENTS,
-    FRAMES,
     SERVER_LOG_EVENTS,
 )
 from playbook.evidence.settings import duration_text_seconds, setting_seconds, usable_connections

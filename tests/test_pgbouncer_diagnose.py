@@ -14,7 +14,7 @@ from playbook.collect.pgbouncer_log import read_pgbouncer_logs
 from playbook.diagnose import pgbouncer_findings
 from playbook.diagnose.findings import Finding, Severity
 from playbook.evidence import Evidence
-from playbook.evidence.frames import FRAMES
+from playbook.evidence.contract import FRAMES
 
 RECORDED = Path(__file__).parent / "data" / "pgbouncer"
 EXPECTED = {

@@ -161,7 +161,8 @@ ROUND_TRIP_PROBES = _schema(
     ("error", "text", "why it failed"),
 )
 
-FRAMES: dict[str, FrameSchema] = {
+# The frames this module defines; evidence.contract.FRAMES lists them with the pooler's.
+CORE_FRAMES: dict[str, FrameSchema] = {
     schema.name: schema
     for schema in (
         ACTIVITY_SAMPLES,
@@ -173,9 +174,3 @@ FRAMES: dict[str, FrameSchema] = {
         ROUND_TRIP_PROBES,
     )
 }
-
-
-def register(schema: FrameSchema) -> FrameSchema:
-    """Add a frame schema of another layer (e.g. the pooler's) to the contract; returns it."""
-    FRAMES[schema.name] = schema
-    return schema

@@ -77,15 +77,13 @@ __all__ = [
 def FrameSchema(  # noqa: N802 (reads as the schema it builds)
     name: str, meaning: str, row: str, columns: dict[str, tuple[str, str]]
 ) -> frames.FrameSchema:
-    """A pooler frame in the evidence contract (playbook.evidence.frames), registered there:
+    """A pooler frame of the evidence contract (listed with the others in evidence.contract):
     columns given as name -> (pandas dtype, meaning)."""
-    return frames.register(
-        frames.FrameSchema(
-            name,
-            row,
-            tuple(frames.Column(c, _kind(dtype), text, dtype) for c, (dtype, text) in columns.items()),
-            meaning,
-        )
+    return frames.FrameSchema(
+        name,
+        row,
+        tuple(frames.Column(c, _kind(dtype), text, dtype) for c, (dtype, text) in columns.items()),
+        meaning,
     )
 
 

@@ -16,11 +16,11 @@ from typing import Any, cast
 import pandas as pd
 
 from playbook.errors import PlaybookError
+from playbook.evidence.contract import FRAMES
 from playbook.evidence.frames import (
     ACTIVITY_SAMPLES,
     ACTIVITY_TICKS,
     APP_LOG_EVENTS,
-    FRAMES,
     SERVER_LOG_EVENTS,
     FrameSchema,
 )
