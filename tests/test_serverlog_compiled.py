@@ -1,4 +1,5 @@
-"""The compiled loops (playbook/collect/serverlog/_scan.c) against the numpy code they replace:
+"""The compiled engine (playbook/collect/serverlog/_scan.c, _records.c) against the reference,
+selected through the one switch (serverlog.engine.using):
 the same rows, row for row, on the recorded logs in tests/data/logs and the bench's pooled mix,
 whole and cut at arbitrary bytes (a torn block must be read the same way too)."""
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from playbook.collect.serverlog import stderr, structured
+from playbook.collect.serverlog import engine
 from playbook.collect.serverlog.rows import Rows
 from playbook.collect.serverlog.stderr import StderrSpec, parse_block
 from playbook.collect.serverlog.structured import parse_csv_block, parse_json_block
@@ -28,9 +29,10 @@ DEFAULT_PREFIX = "%m [%p] %q%u@%d "
 
 
 def test_the_compiled_loops_are_built_and_follow_the_rules() -> None:
-    """An install builds them (setup.py), and their rules are the ones stderr.py spells."""
-    assert stderr.COMPILED is not None
-    assert structured.RECORDS is not None
+    """An install builds them (setup.py), and the engine chose them: their rules are the ones
+    serverlog.rules spells (a difference would have failed the import)."""
+    assert engine.ENGINE.name == "compiled"
+    assert engine.ENGINE.scan is not None and engine.ENGINE.records is not None
 
 
 def _table(rows: Rows) -> dict[str, list[object]]:
@@ -50,9 +52,7 @@ def _table(rows: Rows) -> dict[str, list[object]]:
 def _both(parse: object, buf: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
     assert callable(parse)
     compiled = _table(parse(buf))
-    with monkeypatch.context() as patch:
-        patch.setattr(stderr, "COMPILED", None)
-        patch.setattr(structured, "RECORDS", None)
+    with engine.using("reference"):
         reference = _table(parse(buf))
     return compiled, reference
 
@@ -292,7 +292,8 @@ def test_field_programs_read_what_the_regexes_read() -> None:
     from playbook.collect.serverlog.prefix import COMMON_PREFIXES, fast_prefix, field_program
     from playbook.collect.serverlog.stderr import _named
 
-    assert stderr.COMPILED is not None
+    compiled = engine.ENGINE.scan
+    assert compiled is not None
     rng = np.random.default_rng(11)
     tried = 0
     for prefix in COMMON_PREFIXES:
@@ -304,7 +305,7 @@ def test_field_programs_read_what_the_regexes_read() -> None:
         buf = b"\n".join(lines) + b"\n"
         ends = np.cumsum([len(line) + 1 for line in lines]) - 1
         starts = ends - np.array([len(line) for line in lines])
-        raw_ok, pairs = stderr.COMPILED.prefix_fields(buf, starts, ends, program.ops, len(program.names))
+        raw_ok, pairs = compiled.prefix_fields(buf, starts, ends, program.ops, len(program.names))
         ok = np.frombuffer(raw_ok, dtype=np.uint8).astype(bool)
         entries = pa.array(lines, pa.binary())
         want_ok = np.ones(len(lines), dtype=bool)
@@ -340,8 +341,7 @@ def test_csvlog_blocks_end_at_the_same_place_compiled_or_not(monkeypatch: pytest
     pieces = [data[a : a + int(n)] for a, n in zip(starts, sizes, strict=True)]
     pieces += [b"", b"no newline", b'"a\nb"', b'x,"a\nb"\n', b'"\n"\n"\n', b"\n", *_pieces(data)]
     compiled = [_cut("csvlog", piece) for piece in pieces]
-    with monkeypatch.context() as patch:
-        patch.setattr(structured, "RECORDS", None)
+    with engine.using("reference"):
         reference = [_cut("csvlog", piece) for piece in pieces]
     assert compiled == reference
     assert len(set(compiled)) > 50

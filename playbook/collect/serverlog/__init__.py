@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from playbook.collect.serverlog import structured
+from playbook.collect.serverlog import engine
 from playbook.collect.serverlog.language import LogLanguage
 from playbook.collect.serverlog.prefix import COMMON_PREFIXES, compile_prefix, detect_prefix
 from playbook.collect.serverlog.rows import Rows
@@ -131,8 +131,9 @@ def _cut(fmt: str, buf: bytes) -> int:
         while cut >= 0 and cut + 1 < len(buf) and buf[cut + 1] == 9:
             cut = buf.rfind(b"\n", 0, cut)
     elif fmt == "csvlog":
-        if structured.RECORDS is not None:
-            return structured.RECORDS.csv_cut(buf)
+        records = engine.ENGINE.records
+        if records is not None:
+            return int(records.csv_cut(buf))
         quotes = buf.count(b'"', 0, cut) if cut >= 0 else 0  # counted once, then by difference
         while cut >= 0 and quotes % 2:
             before = buf.rfind(b"\n", 0, cut)

@@ -25,20 +25,23 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
+from playbook.collect.serverlog import engine
 from playbook.vocabulary import levels as vocabulary_levels
 from playbook.vocabulary import server_events, translations
 from playbook.vocabulary.translations import ENGLISH
 
-try:  # one pass for every piece (_scan.c); without it, one bytes.replace pass per piece
-    from playbook.collect.serverlog._scan import replace_many as _compiled_replace_many
-except ImportError:  # a checkout used without building it
-    _compiled_replace_many = None  # type: ignore[assignment]
-# Tests set this to None to compare with the reference.
-REPLACE_MANY: Callable[[bytes, tuple[bytes, ...], tuple[bytes, ...]], bytes] | None = _compiled_replace_many
+
+def __getattr__(name: str) -> object:
+    """REPLACE_MANY: the engine's one-pass replacement (_scan.replace_many), None for the
+    reference (read by tests; the readers ask the engine)."""
+    if name == "REPLACE_MANY":
+        scan = engine.ENGINE.scan
+        return None if scan is None else scan.replace_many
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # The templates whose pieces are replaced in bulk: the session lines and the harmless LOG heads.
 _SESSION_IDS = ("connection_received", "connection_authorized", "disconnection")
@@ -68,9 +71,10 @@ class LogLanguage:
             block = block.decode(self.encoding, "replace").encode("utf-8")
         if self.language == ENGLISH:
             return block
-        if REPLACE_MANY is not None:
+        compiled = engine.ENGINE.scan
+        if compiled is not None:  # one pass for every piece
             needles, replacements = _replacement_lists(self.language, fmt)
-            return REPLACE_MANY(block, needles, replacements)
+            return bytes(compiled.replace_many(block, needles, replacements))
         return replace_each(block, _replacements(self.language, fmt))
 
 

@@ -33,12 +33,8 @@ import numpy as np
 import pyarrow as pa
 
 from playbook.collect import log_events
+from playbook.collect.serverlog import engine
 from playbook.collect.serverlog.rows import AUTH, CODED, DISC, EVENT, RECV, TEXT, Coded, Rows
-
-try:  # built by setup.py (make install); the Python reference otherwise
-    from playbook.collect.serverlog import _scan
-except ImportError:  # pragma: no cover
-    _scan = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:  # pandas loads where frames are built: `playbook logs` builds none
     import pandas as pd
@@ -76,12 +72,13 @@ class Vocab:
         and for a machine without the extension."""
         if not len(coded.codes):
             return np.zeros(0, dtype=np.int32)
-        if _scan is None:
+        compiled = engine.ENGINE.scan
+        if compiled is None:
             return self.remap_reference(coded)
         codes = np.ascontiguousarray(coded.codes, dtype=np.int32)
         out = np.empty(len(codes), dtype=np.int32)
         block = coded.values if isinstance(coded.values, list) else list(coded.values)
-        _scan.remap(self.index, self.values, block, codes, out)
+        compiled.remap(self.index, self.values, block, codes, out)
         return out
 
     def remap_reference(self, coded: Coded) -> np.ndarray:

@@ -25,31 +25,17 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from playbook.collect import log_events
-from playbook.collect.serverlog import stderr
+from playbook.collect.serverlog import engine
+from playbook.collect.serverlog.arrow_buffers import as_numpy, binary_array, binary_scalar, index_array
+from playbook.collect.serverlog.messages import Messages, pids_of
 from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name, host_of
-from playbook.collect.serverlog.stderr import (
-    _AUTH_LENIENT,
-    _HARMLESS_EXCEPT,
-    _HARMLESS_LOG,
-    _arr,
-    _binaries,
-    _fast_head,
-    _Head,
-    _indices,
-    _pids,
-    _scalar,
-)
+from playbook.collect.serverlog.rules import HARMLESS_EXCEPT, HARMLESS_LOG, LOGIN_LINE
+from playbook.collect.serverlog.stamps import FixedHead, read_fixed_heads
 from playbook.collect.serverlog.times import Clock
 from playbook.vocabulary.levels import EVENT_LEVELS
 from playbook.vocabulary.translations import ENGLISH
 
-try:  # the compiled splitter (setup.py builds it); Python's csv and pyarrow's JSON are its reference
-    from playbook.collect.serverlog import _records
-except ImportError:  # a checkout used without installing it
-    _records = None  # type: ignore[assignment]
-RECORDS = _records  # tests set it to None to compare with the reference
-
-_STAMP = _Head(millis=True, between=b"")  # csvlog and jsonlog print %m's form
+_STAMP = FixedHead(millis=True, between=b"")  # csvlog and jsonlog print %m's form
 
 # The fields read, in the order _records.c expects (error_severity 6th, message 8th), with their
 # csvlog positions (the same in every version: 13 and 14 appended fields after the 23 of 9.0-12).
@@ -72,7 +58,7 @@ def parse_csv_block(buf: bytes, clock: Clock, language: str = ENGLISH) -> Rows:
         rows = Rows.empty()
         rows.lines, rows.bytes_read = _newlines(buf), len(buf)
         return rows
-    if RECORDS is not None:
+    if engine.ENGINE.records is not None:
         return _compiled_rows(buf, clock, jsonlog=False, language=language)
     columns, entries = _csv_by_record(buf)
     return _rows(columns, clock, lines=_newlines(buf), size=len(buf), entries=entries, language=language)
@@ -80,7 +66,7 @@ def parse_csv_block(buf: bytes, clock: Clock, language: str = ENGLISH) -> Rows:
 
 def parse_json_block(buf: bytes, clock: Clock, language: str = ENGLISH) -> Rows:
     """Rows of a block of whole jsonlog lines (messages in `language`)."""
-    if RECORDS is not None:
+    if engine.ENGINE.records is not None:
         return _compiled_rows(buf, clock, jsonlog=True, language=language)
     lines = _newlines(buf)
     schema = pa.schema([(name, pa.string()) for name in _FIELDS if name != "pid"] + [("pid", pa.int64())])
@@ -102,11 +88,12 @@ def parse_json_block(buf: bytes, clock: Clock, language: str = ENGLISH) -> Rows:
 def _compiled_rows(buf: bytes, clock: Clock, jsonlog: bool, language: str) -> Rows:
     """parse_csv_block and parse_json_block through _records.c: only the records that can
     matter come back, their fields as binary arrays over the buffers C filled."""
-    assert RECORDS is not None
+    records = engine.ENGINE.records
+    assert records is not None
     wanted: tuple[int, ...] | tuple[bytes, ...] = _JSON_KEYS if jsonlog else _CSV_AT
     port_at = -1 if jsonlog else _CSV_PORT_AT
-    lines, entries, pairs = RECORDS.records(
-        buf, jsonlog, wanted, _INTERESTING_BYTES, _HARMLESS_LOG, _HARMLESS_EXCEPT, port_at
+    lines, entries, pairs = records.records(
+        buf, jsonlog, wanted, _INTERESTING_BYTES, HARMLESS_LOG, HARMLESS_EXCEPT, port_at
     )
     columns = {
         name: pa.Array.from_buffers(
@@ -136,7 +123,7 @@ def _csv_by_record(buf: bytes) -> tuple[dict[str, pa.Array], int]:
 
 def _newlines(buf: bytes) -> int:
     """buf.count(b"\n"), with memchr where the compiled loops are (several times faster)."""
-    compiled = stderr.COMPILED
+    compiled = engine.ENGINE.scan
     return compiled.count_lines(buf) if compiled is not None else buf.count(b"\n")
 
 
@@ -175,7 +162,7 @@ def _decoded(
     """(codes, distinct texts, which distinct raw values were empty) of a binary column: the
     texts decoded with replacement once per distinct value (cleaned as names, through host_of
     for hosts)."""
-    codes, texts = _distinct_texts(values.fill_null(_scalar(b"")), host)
+    codes, texts = _distinct_texts(values.fill_null(binary_scalar(b"")), host)
     empty = np.array([not t for t in texts], dtype=bool)
     if clean:
         texts = [clean_name(t) for t in texts]
@@ -187,7 +174,7 @@ def _distinct_texts(values: pa.Array, host: bool = False) -> tuple[np.ndarray, l
     nulls: hashed and decoded in C straight from the column's buffers when the compiled loops
     are there, else pyarrow's dictionary_encode and a decode per distinct value. With `host`
     the texts go through host_of."""
-    compiled = stderr.COMPILED
+    compiled = engine.ENGINE.scan
     if compiled is not None and len(values):
         _, offsets_buffer, data = values.buffers()
         offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
@@ -199,25 +186,25 @@ def _distinct_texts(values: pa.Array, host: bool = False) -> tuple[np.ndarray, l
         return np.frombuffer(codes, dtype=np.int32), texts
     encoded = pc.dictionary_encode(values)
     texts = [v.decode("utf-8", "replace") for v in encoded.dictionary.to_pylist()]
-    return _arr(encoded.indices).astype(np.int32), [host_of(t) for t in texts] if host else texts
+    return as_numpy(encoded.indices).astype(np.int32), [host_of(t) for t in texts] if host else texts
 
 
-def _messages(texts: pa.Array) -> stderr._Messages:
+def _messages(texts: pa.Array) -> Messages:
     """The stderr reader's view of messages (compiled, or over one binary column), here over the
     buffer of a binary column."""
-    texts = texts.fill_null(_scalar(b"")) if texts.null_count else texts
+    texts = texts.fill_null(binary_scalar(b"")) if texts.null_count else texts
     _, offsets_buffer, data = texts.buffers()
     if data is None or not len(texts):
-        return stderr._Messages(b"", np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        return Messages(b"", np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     bounds = np.frombuffer(offsets_buffer, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
     bounds = bounds.astype(np.int64)
-    return stderr._Messages(data.to_pybytes(), bounds[:-1], bounds[1:])
+    return Messages(data.to_pybytes(), bounds[:-1], bounds[1:])
 
 
 def _at(values: pa.Array, rows: np.ndarray) -> pa.Array:
     """values[rows] for sorted, distinct `rows`: the array itself, uncopied, when they are all of
     its rows (the usual case once _records.c has left out what is never kept)."""
-    return values if len(rows) == len(values) else values.take(_indices(rows))
+    return values if len(rows) == len(values) else values.take(index_array(rows))
 
 
 def _either(first: Coded, empty: np.ndarray, rows: np.ndarray, second: Coded) -> Coded:
@@ -237,14 +224,14 @@ def _rows(
     reader's list) are not classified."""
     columns = {name: _binary(col) for name, col in columns.items()}
     level_all = columns["error_severity"]
-    interesting = _arr(pc.is_in(level_all, _binaries(list(_INTERESTING_BYTES))))
+    interesting = as_numpy(pc.is_in(level_all, binary_array(list(_INTERESTING_BYTES))))
     cand = np.flatnonzero(interesting)
     level = _at(level_all, cand)
     message = _at(columns["message"], cand)
-    is_log = _arr(pc.equal(level, _scalar(b"LOG")))
+    is_log = as_numpy(pc.equal(level, binary_scalar(b"LOG")))
 
     def starts(text: bytes) -> np.ndarray:
-        return _arr(pc.starts_with(message, text))
+        return as_numpy(pc.starts_with(message, text))
 
     disc = is_log & starts(b"disconnection: session time: ")
     recv = is_log & ~disc & starts(b"connection received: ")
@@ -256,8 +243,8 @@ def _rows(
     )
     session = disc | recv | auth
     head8 = pc.binary_slice(message, 0, 8)
-    harmless = is_log & _arr(pc.is_in(head8, _binaries(list(_HARMLESS_LOG))))
-    for text in _HARMLESS_EXCEPT:
+    harmless = is_log & as_numpy(pc.is_in(head8, binary_array(list(HARMLESS_LOG))))
+    for text in HARMLESS_EXCEPT:
         harmless &= ~starts(text)
     maybe = np.flatnonzero(~session & ~harmless)
     # classify once per distinct (first line, level, SQLSTATE)
@@ -265,7 +252,7 @@ def _rows(
     event_names = [""]
     if len(maybe):
         sub = _at(message, maybe)
-        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), _indices(np.zeros(1))[0])
+        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), index_array(np.zeros(1))[0])
         f_codes, f_texts, _ = _decoded(first_line)
         l_codes, l_texts, _ = _decoded(_at(level, maybe))
         s_codes, s_texts, _ = _decoded(_at(columns["state_code"], cand[maybe]))
@@ -328,10 +315,10 @@ def _rows(
     a_rows = np.flatnonzero(kinds == AUTH)
     if len(a_rows):
         # the record's application_name is not set yet when this line is written
-        a_codes, a_texts, _ = _decoded(texts.take(_indices(a_rows)))
+        a_codes, a_texts, _ = _decoded(texts.take(index_array(a_rows)))
         parsed = []
         for t in a_texts:
-            match = _AUTH_LENIENT.match(t.encode())
+            match = LOGIN_LINE.match(t.encode())
             parsed.append(tuple(clean_name(g) for g in match.groups()) if match else ("", "", ""))
         msg_user = Coded(a_codes, [p[0] for p in parsed])
         msg_db = Coded(a_codes, [p[1] for p in parsed])
@@ -344,7 +331,7 @@ def _rows(
         application = Coded(codes, application.values + [p[2] for p in parsed])
     stamps = _at(columns["timestamp"], rows_at)
     ts = clock.to_utc(*_wall_and_zone(stamps))
-    pid = _pids(_at(columns["pid"], rows_at), k)
+    pid = pids_of(_at(columns["pid"], rows_at), k)
     level_c, level_v, _ = _decoded(_at(level, kept))
     state_c, state_v, _ = _decoded(_at(columns["state_code"], rows_at), clean=True)
     msg_c, msg_v, _ = _decoded(texts)
@@ -377,7 +364,7 @@ def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
     """'2025-03-01 10:00:00.123 CET' -> (naive datetime64[ms], zone name): split at the last
     space (no space: no time, the whole text as the name). The usual shape (milliseconds, a
     zone name of 1 to 8 bytes) is read with numpy; the rest once per distinct text."""
-    stamps = stamps.fill_null(_scalar(b""))
+    stamps = stamps.fill_null(binary_scalar(b""))
     data = stamps.buffers()[2]
     if data is not None and len(stamps):
         arr = np.frombuffer(data, dtype=np.uint8)
@@ -385,7 +372,7 @@ def _wall_and_zone(stamps: pa.Array) -> tuple[np.ndarray, Coded]:
             stamps.offset : stamps.offset + len(stamps) + 1
         ]
         starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
-        ok, ms, zone_codes, zone_names, _ = _fast_head(arr, starts, ends, _STAMP, zone_ends=ends)
+        ok, ms, zone_codes, zone_names, _ = read_fixed_heads(arr, starts, ends, _STAMP, zone_ends=ends)
         # a zone name with a NUL byte or a space would not be one name: the slow way then
         ok &= np.array([b"\0" not in n and b" " not in n for n in zone_names], dtype=bool)[zone_codes]
         if ok.all():

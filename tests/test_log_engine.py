@@ -1,0 +1,170 @@
+"""One log engine, chosen once (playbook/collect/serverlog/engine.py): the compiled engine and
+the reference read every recorded server log and generated mixes (stderr, csvlog, jsonlog,
+translated) into the same events, sessions and summaries; the switch is one environment
+variable, and compiled loops that spell other rules fail the import with a sentence naming
+the rule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from playbook.collect.serverlog import engine, read_server_logs
+from playbook.collect.serverlog.rules import HARMLESS_LOG, RULES
+from playbook.errors import PlaybookError
+
+LOGS = Path(__file__).parent / "data" / "logs"
+BENCH = Path(__file__).parents[1] / "bench"
+REPO = Path(__file__).parents[1]
+
+
+def _read(paths: list[Path], **options: Any) -> dict[str, Any]:
+    """What a read gives, as plain values: the summary, both frames, or the one-sentence error."""
+    try:
+        evidence = read_server_logs(paths, **options)
+    except PlaybookError as exc:
+        return {"error": str(exc)}
+    return {
+        "summary": evidence.summary,
+        "events": evidence.events,
+        "sessions": evidence.sessions,
+        "counts": (evidence.bytes_read, evidence.lines, evidence.format, evidence.prefix),
+    }
+
+
+def _same_with_both_engines(paths: list[Path], **options: Any) -> dict[str, Any]:
+    """Read with the compiled engine and with the reference; fail on any difference."""
+    assert engine.ENGINE.name == "compiled", "the compiled engine is not built (make install)"
+    compiled = _read(paths, **options)
+    with engine.using("reference") as reference_engine:
+        assert reference_engine.scan is None and reference_engine.records is None
+        reference = _read(paths, **options)
+    assert engine.ENGINE.name == "compiled"  # the switch is back to the engine chosen at import
+    assert compiled.keys() == reference.keys(), (paths, compiled.get("error"), reference.get("error"))
+    if "error" in compiled:
+        assert compiled == reference
+        return compiled
+    assert compiled["summary"] == reference["summary"], paths
+    assert compiled["counts"] == reference["counts"], paths
+    for frame in ("events", "sessions"):
+        pd.testing.assert_frame_equal(compiled[frame], reference[frame], obj=f"{frame} of {paths}")
+    return compiled
+
+
+RECORDED = sorted(p.name for p in LOGS.iterdir() if p.suffix in {".log", ".csv", ".json", ".bin"})
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_every_recorded_log_reads_the_same_with_either_engine(name: str) -> None:
+    got = _same_with_both_engines([LOGS / name])
+    if name != "garbage.bin":
+        assert "error" not in got, got.get("error")
+        assert got["counts"][1] > 0  # lines read
+
+
+def test_a_rotated_set_and_a_window_read_the_same_with_either_engine() -> None:
+    paths = [LOGS / "pg18_incident.log", LOGS / "rotated.log"]
+    _same_with_both_engines(paths)
+    whole = _same_with_both_engines([LOGS / "pg18_incident.log"])
+    times = whole["events"]["ts"].dropna().sort_values()
+    middle = times.iloc[len(times) // 2].tz_convert(None).to_pydatetime()
+    _same_with_both_engines([LOGS / "pg18_incident.log"], since=middle)
+    _same_with_both_engines([LOGS / "pg18_incident.log"], until=middle)
+
+
+@pytest.fixture(scope="module")
+def log_throughput() -> types.ModuleType:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import log_throughput as module
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory: pytest.TempPathFactory, log_throughput: types.ModuleType) -> dict[str, Path]:
+    """The bench's pooled mix (1 MB) in stderr, csvlog and jsonlog, and as Russian, Chinese and
+    German servers write it."""
+    folder = tmp_path_factory.mktemp("engine-mix")
+    stderr_log = folder / "mix.log"
+    log_throughput.generate(stderr_log, 1.0)
+    out = {"stderr": stderr_log, "csvlog": folder / "mix.csv", "jsonlog": folder / "mix.json"}
+    log_throughput.to_csvlog(stderr_log, out["csvlog"])
+    log_throughput.to_jsonlog(stderr_log, out["jsonlog"])
+    for code in ("ru", "zh_CN", "de"):
+        out[code] = folder / f"mix-{code}.log"
+        log_throughput.to_language(stderr_log, out[code], code)
+    return out
+
+
+@pytest.mark.parametrize("form", ["stderr", "csvlog", "jsonlog", "ru", "zh_CN", "de"])
+def test_the_generated_mix_reads_the_same_with_either_engine(mix: dict[str, Path], form: str) -> None:
+    got = _same_with_both_engines([mix[form]])
+    assert got["summary"]["sessions"]["count"] > 1000
+    assert len(got["events"]) > 1000
+
+
+def test_parallel_blocks_read_the_same_with_either_engine(mix: dict[str, Path]) -> None:
+    """--jobs: worker processes read with the engine of the process that forked them."""
+    _same_with_both_engines([mix["stderr"]], jobs=2)
+
+
+# -- the switch ---------------------------------------------------------------------------------
+
+
+def _python(code: str, env_value: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != engine.ENV}
+    if env_value is not None:
+        env[engine.ENV] = env_value
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
+
+
+_WHICH = "from playbook.collect.serverlog import engine; print(engine.ENGINE.name)"
+# compiled loops that spell other rules: a stand-in _scan in place of the built one
+_OTHER_RULES = (
+    "import sys, types; fake = types.ModuleType('playbook.collect.serverlog._scan'); "
+    "fake.RULES = {'levels': (b'LOG',)}; sys.modules[fake.__name__] = fake; " + _WHICH
+)
+_NOT_BUILT = "import sys; sys.modules['playbook.collect.serverlog._scan'] = None; " + _WHICH
+
+
+def test_the_environment_variable_chooses_the_engine_once() -> None:
+    assert _python(_WHICH, None).stdout.split() == ["compiled"]
+    assert _python(_WHICH, "reference").stdout.split() == ["reference"]
+    assert _python(_WHICH, "compiled").stdout.split() == ["compiled"]
+    bad = _python(_WHICH, "fastest")
+    assert bad.returncode != 0 and "PLAYBOOK_LOG_ENGINE must be one of compiled, reference" in bad.stderr
+
+
+def test_compiled_loops_with_other_rules_fail_the_import_naming_the_rule() -> None:
+    other = _python(_OTHER_RULES, None)
+    assert other.returncode != 0
+    assert "spells the rule 'harmless_except' differently" in other.stderr
+    # forcing the reference is the way round it (no silent fall back, but a stated one)
+    assert _python(_OTHER_RULES, "reference").stdout.split() == ["reference"]
+
+
+def test_a_missing_build_reads_with_the_reference_unless_compiled_is_forced() -> None:
+    assert _python(_NOT_BUILT, None).stdout.split() == ["reference"]
+    forced = _python(_NOT_BUILT, "compiled")
+    assert forced.returncode != 0 and "the compiled log reader is not built" in forced.stderr
+
+
+def test_the_rule_that_differs_is_named() -> None:
+    assert engine.rule_mismatch(dict(RULES)) is None
+    changed = dict(RULES, harmless_log=HARMLESS_LOG[:-1])
+    assert engine.rule_mismatch(changed) == "harmless_log"
+    fake = types.ModuleType("_scan")
+    fake.RULES = changed  # type: ignore[attr-defined]
+    with pytest.raises(PlaybookError, match="'harmless_log'"):
+        engine.compiled_engine(fake, fake)
