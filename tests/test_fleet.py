@@ -487,3 +487,62 @@ def test_pages_follow_the_render_threshold(status: str, render: str, pages: list
         worst = "warning" if status == "warning" else "critical"
         findings += [finding("LEAK-001", "warning", "leaks"), finding("TMO-001", worst, "timeouts")]
     assert pages_for({"status": status, "findings": findings}, render) == pages
+
+
+def test_the_default_in_flight_follows_the_cores_the_window_and_the_memory() -> None:
+    """default_workers on this machine's real cores and memory: the least of its bounds, each
+    respected, a longer window allowing more, fewer cores or less memory fewer."""
+    import psutil
+
+    from playbook.fleet import dispatch
+
+    available = psutil.virtual_memory().available
+    fleet = [(10.0, 610.0)] * 50
+    here = dispatch.default_workers(fleet)
+    assert here.cores == len(os.sched_getaffinity(0))
+    assert abs(here.available_mb * 1024 * 1024 - available) < 0.2 * available  # psutil's, moments apart
+    assert here.workers == min(here.by_cpu, here.by_memory, here.by_deadline or 50, 50) >= 1
+    # Each bound holds: the targets' CPU fits the share of the cores, their memory the share of RAM.
+    assert here.workers * here.cores_per_target <= here.cores * dispatch.CPU_SHARE or here.workers == 1
+    assert here.workers * dispatch.TARGET_MEMORY_MB <= dispatch.MEMORY_SHARE * here.available_mb
+    assert here.workers > 2 * here.cores  # a target waits on the network: more than the old 2 per core
+    assert f"fleet: {here.workers} targets in flight by default" in here.line()
+
+    longer = dispatch.default_workers([(60.0, 660.0)] * 500, available_bytes=available)
+    assert longer.by_cpu > here.by_cpu  # the same fixed cost spread over a longer window
+    one_core = dispatch.default_workers(fleet, cores=1, available_bytes=available)
+    assert one_core.by_cpu < dispatch.default_workers(fleet, cores=2, available_bytes=available).by_cpu
+    pages = dispatch.default_workers(fleet, "all", available_bytes=available)
+    assert pages.by_cpu < here.by_cpu  # every target executes a notebook in a kernel
+    small = dispatch.default_workers([(60.0, 660.0)] * 500, available_bytes=1024**3)  # 1 GB free
+    assert small.workers == small.by_memory == int(512 / dispatch.TARGET_MEMORY_MB)
+    tight = dispatch.default_workers([(10.0, 11.0)] * 50, available_bytes=available)  # 1 s to spare
+    assert tight.workers == tight.by_deadline and tight.by_deadline < here.by_cpu
+    assert dispatch.default_workers([(10.0, 610.0)] * 3).workers == 3  # never more than the targets
+    asked = dispatch.default_workers(fleet, asked=7)
+    assert asked.in_flight == 7 and "7 targets in flight (--workers)" in asked.line()
+
+
+@pytest.mark.parametrize("workers", [None, "3"], ids=["default", "--workers 3"])
+def test_a_local_fleet_says_how_many_in_flight_and_workers_wins(workers: str | None, tmp_path: Path) -> None:
+    """A real LocalCluster fleet: one line on stderr derives the number, fleet.json records it."""
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "targets:\n"
+        + "".join(
+            f"  - {{name: t{n}, dsn: 'host=127.0.0.1 port={refused_port()} dbname=x user=y', retries: 0}}\n"
+            for n in range(2)
+        )
+    )
+    out = tmp_path / "out"
+    result = run_cli("fleet", str(targets), "--out", str(out), "--duration", "1",
+                     *(["--workers", workers] if workers else []), timeout=240)  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]  # nothing could be diagnosed
+    said = [line for line in result.stderr.splitlines() if line.startswith("fleet: ")]
+    assert len(said) == 1, result.stderr[-3000:]
+    fleet = json.loads((out / "fleet.json").read_text())
+    if workers:
+        assert fleet["workers"] == 3 and said[0].startswith("fleet: 3 targets in flight (--workers)")
+    else:  # two targets: never more in flight than that, whatever the cores and memory allow
+        assert fleet["workers"] == 2 and said[0].startswith("fleet: 2 targets in flight by default")
+    assert "memory" in said[0] and "cores" in said[0] and "Traceback" not in result.stderr

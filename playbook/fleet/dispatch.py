@@ -5,13 +5,20 @@ end); with one, the fleet runs on that existing cluster, whose workers must be a
 playbook, reach the databases and write --out (a shared filesystem). At most `workers` targets are
 in flight at once: the client submits the next one as one finishes, so a fleet of hundreds never
 floods the scheduler or the databases' hosts.
+
+How many in flight by default on a LocalCluster (`default_workers`): a target spends its window
+waiting on the network, not on the CPU, so the number follows from what one target costs
+(measured by bench/fleet.py on this project's 2-core machine) against this machine's cores and
+memory and the targets' windows and deadlines. The derivation is one line on stderr at start.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -35,10 +42,126 @@ WORKERS_WAIT_S = 60  # an existing cluster with no worker yet: how long to wait 
 STATUSES = ("ok", "warning", "critical", "error")
 
 
-def default_workers() -> int:
-    """Targets in flight by default on a LocalCluster: two per core, since a run mostly waits on
-    its sampling window rather than computing."""
-    return 2 * (os.cpu_count() or 1)
+# What one target costs, measured by bench/fleet.py (2 cores, 10 s and 30 s windows, interval 1 s;
+# README, Measured). CPU: the child forked per attempt and the kernels it starts, as the worker
+# reaps them. Memory: the peak of the child and its kernel's private pages (USS): the pages a fork
+# shares with the warm worker are paid once, by the worker, not once per target.
+TARGET_CPU_S = 0.58  # a run without pages: fork, connect, settings and probes, diagnose, publish
+TARGET_CPU_PER_WINDOW_S = 0.004  # each second of the window: the sampler's ticks
+TARGET_WALL_S = 2.5  # wall seconds beyond the window when a core is free
+PAGES_CPU_S = 3.1  # a target that renders its pages: a kernel started, triage executed, published
+PAGES_WALL_S = 5.0
+TARGET_MEMORY_MB = 190.0  # a target in flight with its kernel (the child alone: about 55 MB)
+CPU_SHARE = 0.8  # of the cores: the worker's threads, the scheduler and the client need some, and a
+# sampler that waits for a core ticks late
+MEMORY_SHARE = 0.5  # of the memory available at start: the rest is the margin (other processes,
+# a target heavier than measured); memory over-committed kills, CPU over-committed only slows
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How many targets a LocalCluster keeps in flight, and why: the least of three bounds and the
+    number of targets. `workers` is the default; `asked` is --workers when given (it wins)."""
+
+    workers: int
+    cores: int
+    available_mb: float
+    window_s: float  # the shortest window of the fleet: its targets use the most CPU per second
+    slack_s: float | None  # the shortest time a deadline leaves beyond its window (None: none left)
+    pages: bool  # every target renders pages (--render all): its CPU includes a kernel's
+    cpu_per_target_s: float
+    cores_per_target: float  # CPU seconds per second in flight
+    by_cpu: int
+    by_memory: int
+    by_deadline: int | None
+    targets: int
+    asked: int | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self.asked or self.workers
+
+    def line(self) -> str:
+        """The one line the fleet prints on stderr when it starts."""
+        deadline = (
+            f"deadline {self.by_deadline} ({self.cores} x {CPU_SHARE:g} x {self.slack_s:.0f} s a deadline "
+            f"leaves beyond the window / {self.cpu_per_target_s:.2f} s)"
+            if self.by_deadline is not None
+            else "deadline: none leaves time beyond its window"
+        )
+        default = (
+            f"min(cpu {self.by_cpu} ({self.cores} cores x {CPU_SHARE:g} / {self.cores_per_target:.3f} "
+            f"cores per target: {self.cpu_per_target_s:.2f} s CPU{' with pages' if self.pages else ''} "
+            f"over {self.window_s:g} s of window + {self.overhead_s:g} s), "
+            f"memory {self.by_memory} ({MEMORY_SHARE:g} x {self.available_mb:,.0f} MB available / "
+            f"{TARGET_MEMORY_MB:g} MB per target with its kernel), {deadline}, {self.targets} targets) "
+            f"= {self.workers}"
+        )
+        if self.asked:
+            return f"fleet: {self.asked} targets in flight (--workers); the default would be {default}"
+        return f"fleet: {self.workers} targets in flight by default = {default}; --workers N overrides"
+
+    @property
+    def overhead_s(self) -> float:
+        return TARGET_WALL_S + (PAGES_WALL_S if self.pages else 0.0)
+
+
+def default_workers(
+    targets: Sequence[tuple[float, float]],
+    render: str = "warning",
+    *,
+    asked: int | None = None,
+    cores: int | None = None,
+    available_bytes: int | None = None,
+) -> Sizing:
+    """Targets in flight by default on a LocalCluster, with its derivation; `targets` holds each
+    target's (window, deadline) in seconds.
+
+    - cpu: a target keeps (cpu s) / (window + wall beyond it) of a core busy, where its CPU is
+      TARGET_CPU_S + TARGET_CPU_PER_WINDOW_S per window second (+ PAGES_CPU_S with --render all,
+      when every target executes a notebook); as many as fill CPU_SHARE of the cores. The shortest
+      window counts: its targets are the busiest per second.
+    - memory: MEMORY_SHARE of the memory available now, over TARGET_MEMORY_MB, a target with its
+      notebook kernel (any target may deserve pages: memory over-committed is fatal, CPU only slow).
+    - deadline: the first wave is submitted at once and its CPU queues on the cores; the last of
+      it must still finish within the time its deadline leaves beyond its window (the tightest of
+      the fleet; a target whose deadline leaves none is not helped by fewer in flight).
+    - never more than there are targets, never fewer than one.
+    `cores` and `available_bytes` default to this machine's (the CPUs this process may run on;
+    psutil.virtual_memory().available); `asked` (--workers) wins over the default when given.
+    """
+    import psutil
+
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if available_bytes is None:
+        available_bytes = int(psutil.virtual_memory().available)
+    pages = render == "all"
+    window = min((float(duration) for duration, _ in targets), default=60.0)
+    slacks = [float(deadline) - float(duration) for duration, deadline in targets]
+    slack = min((s for s in slacks if s > 0), default=None)
+    cpu = TARGET_CPU_S + TARGET_CPU_PER_WINDOW_S * window + (PAGES_CPU_S if pages else 0.0)
+    busy = cpu / (window + TARGET_WALL_S + (PAGES_WALL_S if pages else 0.0))
+    by_cpu = max(1, math.floor(cores * CPU_SHARE / busy))
+    available_mb = available_bytes / (1024 * 1024)
+    by_memory = max(1, math.floor(MEMORY_SHARE * available_mb / TARGET_MEMORY_MB))
+    by_deadline = None if slack is None else max(1, math.floor(cores * CPU_SHARE * slack / cpu))
+    bounds = [by_cpu, by_memory, max(1, len(targets))] + ([by_deadline] if by_deadline else [])
+    return Sizing(
+        workers=min(bounds),
+        cores=cores,
+        available_mb=available_mb,
+        window_s=window,
+        slack_s=slack,
+        pages=pages,
+        cpu_per_target_s=cpu,
+        cores_per_target=busy,
+        by_cpu=by_cpu,
+        by_memory=by_memory,
+        by_deadline=by_deadline,
+        targets=len(targets),
+        asked=asked,
+    )
 
 
 @dataclass(frozen=True)
@@ -47,7 +170,7 @@ class FleetOptions:
 
     out: Path
     scheduler: str | None = None  # None: a LocalCluster
-    workers: int | None = None  # targets in flight; None: 2 per core locally, every thread of a cluster
+    workers: int | None = None  # in flight; None: default_workers() locally, every thread of a cluster
     render: str = "warning"  # pages for targets at or above: critical | warning | all
     fail_on: str = "warning"
     history: Path | None = None  # each target's runs recorded in history/<name>
@@ -80,7 +203,8 @@ def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
     # The validator takes seconds to import: do it while the targets run, not after.
     warm = threading.Thread(target=_import_validator, daemon=True)
     warm.start()
-    with cluster(options.scheduler, options.workers) as (client, slots):
+    spans = [(_window(t), float(t.deadline)) for t in targets]
+    with cluster(options.scheduler, options.workers, spans, options.render) as (client, slots):
         rows = run_jobs(client, jobs, slots)
     ordered = [rows[t.name] for t in targets]
     code = fleet_exit_code([row["status"] for row in ordered], options.fail_on)
@@ -111,8 +235,14 @@ def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
 
 
 @contextmanager
-def cluster(scheduler: str | None, workers: int | None) -> Iterator[tuple[Client, int]]:
-    """A client and how many targets to keep in flight; a LocalCluster when no address is given.
+def cluster(
+    scheduler: str | None,
+    workers: int | None,
+    spans: Sequence[tuple[float, float]] = (),
+    render: str = "warning",
+) -> Iterator[tuple[Client, int]]:
+    """A client and how many targets to keep in flight; a LocalCluster when no address is given,
+    sized by default_workers(spans, render) unless `workers` says (the line goes to stderr).
 
     Locally: one worker process with a thread per slot. Each target runs in a child forked from that
     worker (job.py), so the children use every core while the worker's threads only wait on them;
@@ -136,7 +266,9 @@ def cluster(scheduler: str | None, workers: int | None) -> Iterator[tuple[Client
         finally:
             client.close()
         return
-    slots = workers or default_workers()
+    sizing = default_workers(spans, render, asked=workers)
+    print(sizing.line(), file=sys.stderr, flush=True)
+    slots = sizing.in_flight
     with (
         tempfile.TemporaryDirectory(prefix="playbook-fleet-dask-") as scratch,
         LocalCluster(
@@ -233,6 +365,11 @@ def validate(fleet: dict[str, Any]) -> None:
     import jsonschema
 
     jsonschema.validate(fleet, schema(), format_checker=jsonschema.FormatChecker())
+
+
+def _window(target: Any) -> float:
+    """A target's window: its run request's duration (its own field before targets carried one)."""
+    return float(getattr(target, "request", target).duration)
 
 
 def _import_validator() -> None:
