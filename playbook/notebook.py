@@ -100,20 +100,21 @@ def load_or_collect(
     # Collectors and the driver load only when this notebook collects (opened by hand): under
     # `playbook run` every kernel reads saved evidence, and half a second each adds up.
     from playbook.collect.collection import collect_evidence
+    from playbook.request import RunRequest
     from playbook.target import resolve_target
 
     target = resolve_target(dsn or None)
-    return collect_evidence(
-        target,
+    request = RunRequest(
         duration=duration,
         interval=interval,
-        server_logs=_as_list(server_log),
-        app_logs=_as_list(app_log),
+        server_logs=tuple(Path(p) for p in _as_list(server_log)),
+        app_logs=tuple(Path(p) for p in _as_list(app_log)),
         pgbouncer_dsn=pgbouncer or None,
-        pgbouncer_logs=_as_list(pgbouncer_log),
+        pgbouncer_logs=tuple(Path(p) for p in _as_list(pgbouncer_log)),
         app=app or None,
         since=_since(since),
     )
+    return collect_evidence(target, request)
 
 
 def _since(value: str | datetime | None) -> datetime | None:

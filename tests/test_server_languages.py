@@ -247,9 +247,10 @@ def test_a_translated_log_gives_the_english_findings(
     """The diagnosis of the logs alone (offline): the same findings, in every format."""
     from playbook.collect.collection import collect_evidence
     from playbook.diagnose import diagnose_all
+    from playbook.request import RunRequest
 
     def findings(path: Path) -> list[tuple[str, str]]:
-        evidence = collect_evidence(None, duration=0, interval=1, server_logs=[path], progress=False)
+        evidence = collect_evidence(None, RunRequest(duration=0, server_logs=(path,), progress=False))
         return sorted((f.id, f.severity.value) for f in diagnose_all(evidence))
 
     for fmt in FORMATS:
@@ -268,13 +269,14 @@ def test_an_unreadable_language_is_said_on_the_verdict_line(
     from playbook.collect.collection import collect_evidence
     from playbook.report.summary import evidence_warnings
     from playbook.report.verdict import verdict_line
+    from playbook.request import RunRequest
 
     text = incidents["ru_RU.UTF-8"]["stderr"].read_text("utf-8")
     for mine, made_up in (("СООБЩЕНИЕ", "ZAPIS"), ("ВАЖНО", "SMRTELNO"), ("ОШИБКА", "GRESKA")):
         text = text.replace(f"{mine}:  ", f"{made_up}:  ")
     odd = tmp_path / "postgresql.log"
     odd.write_text(text, "utf-8")
-    evidence = collect_evidence(None, duration=0, interval=1, server_logs=[odd], progress=False)
+    evidence = collect_evidence(None, RunRequest(duration=0, server_logs=(odd,), progress=False))
     warnings = evidence_warnings(evidence)
     assert any("no catalog" in w and "SMRTELNO" in w for w in warnings), warnings
     line = verdict_line({"status": "ok", "root_causes": [], "evidence_warnings": warnings})

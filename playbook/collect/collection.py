@@ -1,10 +1,10 @@
 """Collect every piece of evidence once, for a whole run or for a notebook opened by hand.
 
-Order matters: the settings snapshot frames the window (and gives the server's log_line_prefix
-and log_timezone), the probes run before the window so they never overlap the sampler, the
-PgBouncer console is sampled beside the server for the same window, and the logs are read last
-so they cover the whole window. A collector that fails is recorded in the manifest, never fatal:
-a run with no log is still a run.
+The sources (collect/sources: settings, probes, the sampler with PgBouncer's console beside it,
+the server's, PgBouncer's and the application's logs) run in their order; each contributes
+frames and snapshots. Here, and only here, a source's failure becomes a manifest `failures` entry
+naming it (never fatal: a run with no log is still a run) and the request's window is applied to
+the log events.
 
 Without a live connection (`target=None`: `playbook run --offline`, or the server refused the
 playbook) only the logs are read; the manifest says why there is no live evidence, and a refusal
@@ -13,35 +13,26 @@ that is part of the incident (53300, 57P03, a dead path) is kept as evidence.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 
 from playbook import __version__
-from playbook.collect.activity import ActivitySampler
-from playbook.collect.applog import read_app_logs
-from playbook.collect.pgbouncer_console import PgBouncerSampler
-from playbook.collect.pgbouncer_log import looks_like_pgbouncer_log, read_pgbouncer_logs
-from playbook.collect.serverlog import read_server_logs
-from playbook.collect.settings import snapshot_settings
+from playbook.collect.pgbouncer_log import looks_like_pgbouncer_log
+from playbook.collect.sources import SOURCES, Context, Contribution, Source
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence, Manifest
 from playbook.evidence.logfiles import LogFile
-from playbook.evidence.manifest import HIDDEN_ACTIVITY, Failure, Gap
-from playbook.evidence.settings import setting_text
-from playbook.evidence.zones import Zone, machine_zone, zone_named
-from playbook.probes.keepalive import client_keepalive_settings
-from playbook.probes.latency import latency_summary, measure_connects, measure_round_trips
+from playbook.evidence.manifest import Failure
+from playbook.evidence.zones import machine_zone, zone_named
+from playbook.request import RunRequest
 from playbook.target import Target
-from playbook.vocabulary.translations import language_of_locale
 
-CONNECT_PROBES = 5
-ROUND_TRIP_PROBES = 20
 ROUTING_SAMPLE_BYTES = 64 << 10  # what telling a PgBouncer log from the others looks at
+FAILURE_TEXT_MAX = 300  # a driver's error may run to many lines; ours are one sentence
 
 
 def is_pgbouncer_log(path: Path) -> bool:
@@ -69,186 +60,122 @@ def route_logs(
     )
 
 
-def log_zone(settings: dict[str, Any], log_tz: str | None) -> Zone | None:
-    """The zone the server's log clock reads: --log-tz when given, else the server's log_timezone."""
-    if log_tz:
-        return zone_named(log_tz, "flag")
-    server_zone = setting_text(settings, "log_timezone")
-    if server_zone:
-        try:
-            return zone_named(server_zone, "server")
-        except PlaybookError:
-            return None  # a zone this machine's tzdata lacks: the reader warns per abbreviation
-    return None
+def within_window(frame: pd.DataFrame, since: datetime | None, until: datetime | None) -> pd.DataFrame:
+    """The rows of a log frame whose `ts` is within [since, until] (naive bounds are UTC, read to
+    the millisecond as the server log's reader reads them); with a bound, a row without a time
+    cannot be placed and is dropped. A frame with nothing to drop is returned as it is."""
+    if (since is None and until is None) or frame.empty or "ts" not in frame.columns:
+        return frame
+    ts = frame["ts"]
+    keep = ts.notna()
+    if since is not None:
+        keep &= ts >= _utc_ms(since)
+    if until is not None:
+        keep &= ts <= _utc_ms(until)
+    return frame if bool(keep.all()) else frame[keep].reset_index(drop=True)
+
+
+def _utc_ms(moment: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.floor("ms")
+
+
+def failure(source: Source, exc: Exception) -> Failure:
+    """A source's exception as a manifest failure: the source's name and one sentence (ours in
+    full, anyone else's cut)."""
+    text = str(exc) or type(exc).__name__
+    return {"what": source.name, "error": text if isinstance(exc, PlaybookError) else text[:FAILURE_TEXT_MAX]}
 
 
 def collect_evidence(
     target: Target | None,
+    request: RunRequest,
     *,
-    duration: float,
-    interval: float,
-    server_logs: Sequence[str | Path] = (),
-    app_logs: Sequence[str | Path] = (),
-    pgbouncer_dsn: str | None = None,
-    pgbouncer_logs: Sequence[str | Path] = (),
-    log_prefix: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    app: str | None = None,
-    log_tz: str | None = None,
-    app_tz: str | None = None,
     not_live: dict[str, Any] | None = None,
-    progress: bool = True,
-    invoked_at: datetime | None = None,
+    sources: Sequence[Source] = SOURCES,
 ) -> Evidence:
-    """Settings, probes, the samplers for the window, then the server's, PgBouncer's and the
-    application's logs. With `target=None` only the logs are read and `not_live` says why.
-    Without `since`, live runs read the logs from `invoked_at` (when the user asked), else from
-    the moment this function was called: the seconds spent connecting and probing are read too."""
-    called_at = invoked_at or datetime.now(timezone.utc)
-    failures: list[Failure] = []
-    frames: dict[str, pd.DataFrame] = {}
-    snapshots: dict[str, Any] = {}
-    settings: dict[str, Any] = {}
-    gaps: list[Gap] = []
-    unavailable: list[dict[str, str]] = []
-    collected: list[str] = []
-    extra_snapshots: dict[str, Any] = {}
-    if target is not None:
-        with target.check() as conn:
-            settings = snapshot_settings(conn)
-            snapshots["settings"] = settings
+    """The evidence `request` asks for, from every source in `sources` (the live ones only with a
+    `target`; offline, `not_live` says why there is none). Log events count from `request.since`,
+    else, live, from `request.invoked_at` (when the user asked), else from when this function was
+    called: the seconds spent connecting and probing are read too; up to `request.until`.
+    Offline, a run where no log could be read is a PlaybookError: nothing diagnosed is never "OK".
+    """
+    server_logs, app_logs, pgbouncer_logs = route_logs(
+        request.server_logs, request.app_logs, request.pgbouncer_logs
+    )
+    context = Context(
+        target=target,
+        called_at=request.invoked_at or datetime.now(timezone.utc),
+        app_zone=zone_named(request.app_tz, "flag") if request.app_tz else machine_zone(),
+        flag_log_zone=zone_named(request.log_tz, "flag") if request.log_tz else None,
+        server_logs=server_logs,
+        app_logs=app_logs,
+        pgbouncer_logs=pgbouncer_logs,
+        since=request.since,
+        until=request.until,
+    )
+    merged = Contribution(zones={"app_log": context.app_zone.describe()})
+    windowed: list[str] = []
+    try:
+        for source in sources:
+            if source.live and target is None:
+                continue
             try:
-                frames["round_trip_probes"] = measure_round_trips(conn, count=ROUND_TRIP_PROBES)
-                snapshots["keepalive_probe"] = client_keepalive_settings(conn)
-            except Exception as exc:  # a probe is evidence when it works and a note when it does not
-                failures.append({"what": "round-trip and keepalive probes", "error": str(exc)[:300]})
-        frames["connect_probes"] = measure_connects(target.dsn, count=CONNECT_PROBES)
-        snapshots["latency"] = {
-            "connect": latency_summary(frames["connect_probes"]),
-            "round_trip": latency_summary(frames.get("round_trip_probes", pd.DataFrame())),
-        }
-        collected += ["settings", "probes"]
+                part = source.contribute(request, context)
+            except Exception as exc:  # uniformly: a source that fails is an evidence warning
+                merged.failures.append(failure(source, exc))
+                continue
+            _merge(merged, part)
+            context.snapshots.update(part.snapshots)
+            context.window = part.window or context.window
+            if source.windowed:
+                windowed += part.frames
+    finally:
+        context.end_session()
 
-    server_logs, app_logs, pgbouncer_logs = route_logs(server_logs, app_logs, pgbouncer_logs)
-    app_zone = zone_named(app_tz, "flag") if app_tz else machine_zone()
-    started = datetime.now(timezone.utc)
-    if target is not None:
-        pooler = PgBouncerSampler(pgbouncer_dsn, interval, zone=app_zone) if pgbouncer_dsn else None
-        pooler_result: dict[str, Any] = {}
-        pooler_thread = None
-        if pooler is not None:
+    # The window, in one place: old restarts are not this window's cause.
+    for name in windowed:
+        merged.frames[name] = within_window(merged.frames[name], context.log_since, context.until)
 
-            def sample_pooler() -> None:
-                try:
-                    pooler_result["evidence"] = pooler.run(duration)
-                except Exception as exc:  # the console is evidence when it answers, a note when not
-                    pooler_result["error"] = exc
-
-            pooler_thread = threading.Thread(target=sample_pooler, name="pgbouncer-console", daemon=True)
-            pooler_thread.start()
-        activity = ActivitySampler(target, duration=duration, interval=interval, progress=progress).run()
-        frames["activity_samples"] = activity.samples
-        frames["activity_ticks"] = activity.ticks
-        gaps = cast(list[Gap], activity.gaps)
-        collected.append("activity")
-        if activity.hidden_note:
-            role = settings.get("server", {}).get("role") or "<role>"
-            unavailable.append(
-                {
-                    "what": HIDDEN_ACTIVITY,
-                    "error": activity.hidden_note,
-                    "grant": f"GRANT pg_read_all_stats TO {role};  -- or pg_monitor",
-                }
-            )
-        if pooler is not None and pooler_thread is not None:
-            pooler.stop()
-            pooler_thread.join(timeout=30)
-            if "evidence" in pooler_result:
-                pooler_evidence = pooler_result["evidence"]
-                frames.update(pooler_evidence.frames)
-                extra_snapshots.update(pooler_evidence.snapshots)
-                collected.append("pgbouncer_console")
-            else:
-                error = pooler_result.get("error", "the console did not answer within the window")
-                failures.append({"what": "PgBouncer console", "error": str(error)[:300]})
-    ended = datetime.now(timezone.utc) if target is not None else (until or datetime.now(timezone.utc))
-
-    # Logs count from `since` (default: when the user asked, a few seconds before the window's start):
-    # old restarts are not this window's cause. Offline, with no window, they count from `since` or
-    # from their beginning.
-    log_since = since or (min(called_at, started) if target is not None else None)
-    server_zone = log_zone(settings, log_tz)
-    zones = {"app_log": app_zone.describe()}
-    if server_logs:
-        try:
-            server_log = read_server_logs(
-                server_logs,
-                prefix=log_prefix or setting_text(settings, "log_line_prefix"),
-                since=log_since,
-                until=until,
-                log_tz=server_zone,
-                progress=progress,
-                # the server's own language: its log is read through that catalog, not guessed
-                language=language_of_locale(setting_text(settings, "lc_messages")),
-            )
-            frames["server_log_events"] = server_log.events
-            frames["server_log_sessions"] = server_log.sessions
-            snapshots["server_log_summary"] = {
-                **server_log.summary,
-                "format": server_log.format,
-                "prefix": server_log.prefix,
-                "files": server_log.files,
-                "bytes_read": server_log.bytes_read,
-                "lines": server_log.lines,
-                "warnings": server_log.warnings,
-            }
-            zones["server_log"] = server_zone.describe() if server_zone else "as printed in the log"
-            collected.append("server_log")
-        except PlaybookError as exc:
-            failures.append({"what": "server log", "error": str(exc)})
-    if pgbouncer_logs:
-        try:
-            pooler_log = read_pgbouncer_logs(pgbouncer_logs, zone=app_zone, since=log_since)
-            events = pooler_log.events
-            if until is not None and not events.empty:
-                events = events[events["ts"].isna() | (events["ts"] <= pd.Timestamp(until))]
-            frames["pgbouncer_log_events"] = events.reset_index(drop=True)
-            extra_snapshots["pgbouncer_log_summary"] = pooler_log.summary
-            zones["pgbouncer_log"] = app_zone.describe()
-            collected.append("pgbouncer_log")
-        except PlaybookError as exc:
-            failures.append({"what": "PgBouncer log", "error": str(exc)})
-    if app_logs:
-        app_log = read_app_logs(app_logs, app_tz=app_zone)
-        events = app_log.events
-        if not events.empty:  # lines without a time cannot be placed: they are kept
-            keep = events["ts"].isna()
-            after = events["ts"] >= pd.Timestamp(log_since) if log_since else True
-            before = events["ts"] <= pd.Timestamp(until) if until else True
-            events = events[keep | (after & before)]
-        frames["app_log_events"] = events.reset_index(drop=True)
-        snapshots["app_log_summary"] = {
-            **app_log.summary,
-            "stacks": app_log.stacks,
-            "primary_stack": app_log.primary_stack,
-            "lines_read": app_log.lines_read,
-            "lines_matched": app_log.lines_matched,
-            "warnings": app_log.warnings,
-        }
-        collected.append("app_log")
-    snapshots.update(extra_snapshots)
-
-    if target is None and not collected:
-        # Offline, the logs are all the evidence: none of them read is nothing diagnosed, never "OK".
+    if target is None and not merged.collected:
         raise PlaybookError(
             "no log could be read, so nothing can be diagnosed: "
-            + "; ".join(f"{f['what']}: {f['error']}" for f in failures)
+            + "; ".join(f"{f['what']}: {f['error']}" for f in merged.failures)
         )
     if target is None:
-        started, ended = _window_from_logs(frames, log_since, until)
-    unavailable = list(settings.get("unavailable", [])) + unavailable
-    manifest: Manifest = {
+        started, ended = _window_from_logs(merged.frames, context.log_since, context.until)
+    else:
+        started, ended = context.window or (context.called_at, datetime.now(timezone.utc))
+    return Evidence(
+        manifest=_manifest(target, request, context, merged, started, ended, not_live),
+        frames=merged.frames,
+        snapshots=merged.snapshots,
+    )
+
+
+def _merge(into: Contribution, part: Contribution) -> None:
+    into.frames.update(part.frames)
+    into.snapshots.update(part.snapshots)
+    into.collected += part.collected
+    into.failures += part.failures
+    into.gaps += part.gaps
+    into.unavailable += part.unavailable
+    into.zones.update(part.zones)
+
+
+def _manifest(
+    target: Target | None,
+    request: RunRequest,
+    context: Context,
+    merged: Contribution,
+    started: datetime,
+    ended: datetime,
+    not_live: dict[str, Any] | None,
+) -> Manifest:
+    log_since = context.log_since
+    settings = context.settings
+    return {
         "playbook_version": __version__,
         "target": target.redacted if target is not None else "(offline: logs only)",
         "window": {
@@ -256,25 +183,24 @@ def collect_evidence(
             "end": ended.isoformat(),
             "duration_s": round((ended - started).total_seconds(), 3),
         },
-        "interval_s": interval,
-        "app": app,
+        "interval_s": request.interval,
+        "app": request.app,
         "logs_since": log_since.isoformat() if log_since else None,
-        "logs_until": until.isoformat() if until else None,
+        "logs_until": context.until.isoformat() if context.until else None,
         "live": {"connected": target is not None, **(not_live or {})},
-        "collected": collected,
+        "collected": merged.collected,
         "privileges": {
             k: settings.get("server", {}).get(k)
             for k in ("role", "is_superuser", "has_pg_monitor", "has_read_all_stats", "has_read_all_settings")
         },
-        "unavailable": unavailable,
-        "gaps": gaps,
-        "failures": failures,
-        "server_logs": [str(p) for p in server_logs],
-        "app_logs": [str(p) for p in app_logs],
-        "pgbouncer_logs": [str(p) for p in pgbouncer_logs],
-        "zones": zones,
+        "unavailable": merged.unavailable,
+        "gaps": merged.gaps,
+        "failures": merged.failures,
+        "server_logs": [str(p) for p in context.server_logs],
+        "app_logs": [str(p) for p in context.app_logs],
+        "pgbouncer_logs": [str(p) for p in context.pgbouncer_logs],
+        "zones": merged.zones,
     }
-    return Evidence(manifest=manifest, frames=frames, snapshots=snapshots)
 
 
 def _window_from_logs(

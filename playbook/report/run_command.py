@@ -37,6 +37,7 @@ from playbook.report.index import report_header, verdict_line, write_index
 from playbook.report.render import combined_report, notebook_to_html
 from playbook.report.summary import build_summary, error_summary, exit_code, validate
 from playbook.report.verdict import failed_notebooks
+from playbook.request import RunRequest
 from playbook.target import Target
 
 NOTEBOOKS: dict[str, str] = {str(name): file for name, file in NOTEBOOK_FILES.items()}
@@ -326,21 +327,23 @@ def run(options: RunOptions) -> int:
             if options.evidence_from
             else collect_evidence(
                 target,
-                duration=options.duration,
-                interval=options.interval,
-                server_logs=options.server_logs,
-                app_logs=options.app_logs,
-                pgbouncer_dsn=options.pgbouncer_dsn,
-                pgbouncer_logs=options.pgbouncer_logs,
-                log_prefix=options.log_prefix,
-                since=options.since,
-                invoked_at=options.invoked_at or started_at,
-                until=options.until,
-                app=options.app,
-                log_tz=options.log_tz,
-                app_tz=options.app_tz,
+                RunRequest(
+                    duration=options.duration,
+                    interval=options.interval,
+                    server_logs=tuple(options.server_logs),
+                    app_logs=tuple(options.app_logs),
+                    pgbouncer_dsn=options.pgbouncer_dsn,
+                    pgbouncer_logs=tuple(options.pgbouncer_logs),
+                    log_prefix=options.log_prefix,
+                    since=options.since,
+                    invoked_at=options.invoked_at or started_at,
+                    until=options.until,
+                    app=options.app,
+                    log_tz=options.log_tz,
+                    app_tz=options.app_tz,
+                    progress=options.progress,
+                ),
                 not_live=not_live,
-                progress=options.progress,
             )
         )
         evidence_dir = work / "evidence"

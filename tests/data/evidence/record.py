@@ -42,6 +42,7 @@ from playbook.lab.proxy import ChaosProxy
 from playbook.lab.server import APP_ROLE, MONITOR_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, app_logger
+from playbook.request import RunRequest
 from playbook.target import Target
 
 HERE = Path(__file__).resolve().parent
@@ -418,15 +419,15 @@ def _collect(lab: Lab, since: datetime) -> Evidence:
 
     def run() -> None:
         try:
-            result["evidence"] = collect_evidence(
-                Target(lab.target_dsn),
+            request = RunRequest(
                 duration=DURATION_S,
                 interval=INTERVAL_S,
-                server_logs=[lab.server.stderr_log],
-                app_logs=[lab.app_log],
+                server_logs=(Path(lab.server.stderr_log),),
+                app_logs=(Path(lab.app_log),),
                 since=since,
                 progress=False,
             )
+            result["evidence"] = collect_evidence(Target(lab.target_dsn), request)
         except BaseException as exc:  # handed to the main thread
             result["error"] = exc
 
