@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
-from playbook import __version__
+from playbook import __version__, request
 from playbook.errors import EXIT_ERROR, PlaybookError
+
+T = TypeVar("T")
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,61 +24,46 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_number(text: str, unit: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of {unit}")
-    return value
+def argument_type(check: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from one of playbook.request's checks: its PlaybookError sentence becomes
+    argparse's usage error, so a flag is checked by the same code as a notebook or a fleet target."""
+
+    def parse(text: str) -> T:
+        try:
+            return check(text)
+        except PlaybookError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = check.__name__  # what argparse names in "invalid <type> value"
+    return parse
 
 
-def positive_seconds(text: str) -> float:
-    return _positive_number(text, "seconds")
+positive_seconds = argument_type(request.positive_seconds)
+positive_days = argument_type(request.positive_days)
+positive_int = argument_type(request.positive_int)
+webhook_url = argument_type(request.webhook_url)
+time_zone = argument_type(request.time_zone)
+SINCE_LAST = request.SINCE_LAST
 
 
-def positive_days(text: str) -> float:
-    return _positive_number(text, "days")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
-SINCE_LAST = "last"
-
-
-def since_or_last(text: str) -> datetime | str:
-    """--since of `playbook run`: a time as `since_time` reads it, or 'last' (where the previous
-    run recorded in --history stopped reading logs)."""
-    return SINCE_LAST if text.strip().lower() == SINCE_LAST else since_time(text)
-
-
-def webhook_url(text: str) -> str:
-    """--notify: an http(s) URL, checked now so a typo is one sentence, not a silent lost alert."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL")
-    return text
-
-
-def since_time(text: str) -> datetime:
+def _moment(text: str) -> datetime:
     """'90s', '30m', '2h', '1d' ago, or an ISO-8601 time (UTC when it has no zone)."""
     from playbook.evidence.zones import since_moment
 
     try:
         return since_moment(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise PlaybookError(str(exc)) from None
+
+
+def _moment_or_last(text: str) -> datetime | str:
+    """--since of `playbook run`: a time, or 'last' (where the previous run recorded in --history
+    stopped reading logs)."""
+    return SINCE_LAST if text.strip().lower() == SINCE_LAST else _moment(text)
+
+
+since_time = argument_type(_moment)
+since_or_last = argument_type(_moment_or_last)
 
 
 COMMAND_HELP = {
@@ -317,51 +303,31 @@ def dispatch(args: argparse.Namespace) -> int:
     raise PlaybookError(f"unknown command {args.command!r}")
 
 
-def time_zone(text: str) -> str:
-    """An IANA zone name or a numeric offset, checked now so a typo is one sentence, not a wrong clock."""
-    from playbook.evidence.zones import zone_named
-
-    try:
-        zone_named(text)
-    except PlaybookError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
 def command_run(args: argparse.Namespace) -> int:
-    # Flags that contradict each other are said before anything heavy loads.
-    if args.offline and (args.dsn or args.pgbouncer):
-        raise PlaybookError("--offline reads logs only: drop --dsn and --pgbouncer, or drop --offline")
-    if args.offline and not (args.server_log or args.app_log or args.pgbouncer_log):
-        raise PlaybookError("--offline diagnoses from logs: give --server-log, --app-log or --pgbouncer-log")
-    from playbook.report.run_command import RunOptions, report_failure, run, select_notebooks
-    from playbook.target import parse_dsn, resolve_target
+    from playbook.request import RunRequest
 
-    since = args.since
-    if since == SINCE_LAST:
-        since = last_stop_of(args.history)
-    if since and args.until and args.until <= since:
-        raise PlaybookError("--until must be later than --since")
-    if args.pgbouncer:
-        parse_dsn(args.pgbouncer)
-    options = RunOptions(
-        target=None if args.offline else resolve_target(args.dsn),
-        out=args.out,
+    since = last_stop_of(args.history) if args.since == SINCE_LAST else args.since
+    # Everything else is checked by the one constructor a notebook and a fleet target use too.
+    options = RunRequest.build(
+        spelled="flag",
+        password_allowed=True,  # --dsn may carry one: it reaches the kernels through PGPASSWORD only
+        dsn=args.dsn,
+        offline=args.offline,
         duration=args.duration,
-        interval=min(args.interval, args.duration),
-        server_logs=args.server_log,
-        app_logs=args.app_log,
-        pgbouncer_dsn=args.pgbouncer,
-        pgbouncer_logs=args.pgbouncer_log,
-        log_prefix=args.prefix,
+        interval=args.interval,
+        server_log=args.server_log,
+        app_log=args.app_log,
+        pgbouncer=args.pgbouncer,
+        pgbouncer_log=args.pgbouncer_log,
+        prefix=args.prefix,
         invoked_at=INVOKED_AT,
         since=since,
         until=args.until,
         log_tz=args.log_tz,
         app_tz=args.app_tz,
         app=args.app,
-        notebooks=select_notebooks(args.notebooks),
-        relevant_only=args.notebooks.strip() == "relevant",
+        notebooks=args.notebooks,
+        out=args.out,
         jobs=args.jobs,
         fail_on=args.fail_on,
         show_code=args.show_code,
@@ -370,6 +336,9 @@ def command_run(args: argparse.Namespace) -> int:
         notify=args.notify,
         prometheus=args.prometheus,
     )
+    from playbook.report.run_command import report_failure, run, target_of
+
+    target_of(options)  # a malformed DSN (or PLAYBOOK_DSN) is said before anything is collected
     started_at, started = datetime.now(timezone.utc), time.monotonic()
     try:
         return run(options)

@@ -18,7 +18,7 @@ from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
 from playbook.evidence.views import app_samples, detected_stack
 from playbook.evidence.vocab import NOTEBOOK_FILES, NOTEBOOK_OF_CATEGORY
-from playbook.evidence.zones import since_moment
+from playbook.request import RunRequest
 
 # Findings, fixes and log lines are read whole at 3 a.m.: pandas must never cut a cell with "…".
 pd.set_option("display.max_colwidth", None)
@@ -85,49 +85,82 @@ def load_or_collect(
     app_log: str | Sequence[str] | None = None,
     pgbouncer: str = "",
     pgbouncer_log: str | Sequence[str] | None = None,
+    log_tz: str = "",
+    app_tz: str = "",
+    prefix: str = "",
     app: str = "",
     since: str | datetime | None = None,
+    until: str | datetime | None = None,
 ) -> Evidence:
     """Under `playbook run` the evidence is already collected (`evidence_dir`, which already
-    reflects the run's --app and --since); opened by hand, the notebook collects for `duration`
-    seconds. `app` focuses the per-application findings on one application_name; `since` (ISO-8601,
-    or 30m/2h/1d ago) is where log events start counting (default: the start of the window)."""
+    reflects every option of the run); opened by hand, the notebook collects for `duration`
+    seconds what its parameters ask, checked as `playbook run` checks its flags (`request_of`).
+    `app` focuses the per-application findings on one application_name; `since` and `until`
+    (ISO-8601, or 30m/2h/1d ago) bound the log events (default: the window); `log_tz` and `app_tz`
+    are the zones of the server log's clock and of naive times in the other logs; `prefix` is the
+    server's log_line_prefix."""
     if evidence_dir:
         if not Path(evidence_dir, "manifest.json").exists():
             # Never collect silently in its place: the report would not show the run's evidence.
             raise PlaybookError(f"no evidence in {Path(evidence_dir).resolve()} (evidence_dir)")
         return Evidence.load(evidence_dir)
+    request = request_of(
+        dsn=dsn,
+        duration=duration,
+        interval=interval,
+        server_log=server_log,
+        app_log=app_log,
+        pgbouncer=pgbouncer,
+        pgbouncer_log=pgbouncer_log,
+        log_tz=log_tz,
+        app_tz=app_tz,
+        prefix=prefix,
+        app=app,
+        since=since,
+        until=until,
+    )
     # Collectors and the driver load only when this notebook collects (opened by hand): under
     # `playbook run` every kernel reads saved evidence, and half a second each adds up.
     from playbook.collect.collection import collect_evidence
-    from playbook.request import RunRequest
     from playbook.target import resolve_target
 
-    target = resolve_target(dsn or None)
-    request = RunRequest(
+    return collect_evidence(resolve_target(request.dsn), request)
+
+
+def request_of(
+    *,
+    dsn: str = "",
+    duration: float = 30,
+    interval: float = 1.0,
+    server_log: str | Sequence[str] | None = None,
+    app_log: str | Sequence[str] | None = None,
+    pgbouncer: str = "",
+    pgbouncer_log: str | Sequence[str] | None = None,
+    log_tz: str = "",
+    app_tz: str = "",
+    prefix: str = "",
+    app: str = "",
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+) -> RunRequest:
+    """The RunRequest of a notebook's parameters, built as the CLI and a fleet target build theirs:
+    an empty string is "not given", a bad value one sentence naming the parameter. No password
+    in `dsn`: a notebook keeps its parameters in the file."""
+    return RunRequest.build(
+        dsn=dsn,
         duration=duration,
         interval=interval,
-        server_logs=tuple(Path(p) for p in _as_list(server_log)),
-        app_logs=tuple(Path(p) for p in _as_list(app_log)),
-        pgbouncer_dsn=pgbouncer or None,
-        pgbouncer_logs=tuple(Path(p) for p in _as_list(pgbouncer_log)),
-        app=app or None,
-        since=_since(since),
+        server_log=_as_list(server_log),
+        app_log=_as_list(app_log),
+        pgbouncer=pgbouncer,
+        pgbouncer_log=_as_list(pgbouncer_log),
+        log_tz=log_tz,
+        app_tz=app_tz,
+        prefix=prefix,
+        app=app,
+        since=since,
+        until=until,
     )
-    return collect_evidence(target, request)
-
-
-def _since(value: str | datetime | None) -> datetime | None:
-    """The `since` parameter: ISO-8601 (UTC when it has no zone) or 90s/30m/2h/1d ago, as
-    `playbook run --since` reads it; anything else is one sentence."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value
-    try:
-        return since_moment(value.strip())
-    except ValueError as exc:
-        raise PlaybookError(f"since={exc}") from None
 
 
 def server_overview(evidence: Evidence) -> pd.DataFrame:

@@ -292,7 +292,7 @@ def run_jobs(client: Client, jobs: list[dict[str, Any]], slots: int) -> dict[str
     from playbook.fleet.job import run_target
 
     # Longest window first: a long target started last would hold the whole fleet up at the end.
-    waiting = iter(sorted(jobs, key=lambda job: -float(job["duration"])))
+    waiting = iter(sorted(jobs, key=lambda job: -float(job["request"]["duration"])))
     names: dict[Any, dict[str, Any]] = {}
     queue = as_completed()
 

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,8 +48,8 @@ def _preload() -> None:
 def run_target(job: dict[str, Any]) -> dict[str, Any]:
     """One fleet target, end to end; returns its fleet.json row (never raises).
 
-    `job` holds the target's fields (name, dsn, labels, server_logs, app_logs, duration, interval,
-    deadline, retries, password_env) plus `out` (the fleet's folder, which this worker must be able
+    `job` holds the target's fields (name, request: its RunRequest as a dict, labels, deadline,
+    retries, password_env) plus `public_dsn`, `out` (the fleet's folder, which this worker must be able
     to write) and `render` (critical|warning|all). The report goes to out/targets/<name>/, the
     attempts' output (the run's own, and retries) to out/logs/<name>.log.
     """
@@ -211,8 +212,7 @@ def _remove_unfinished(report: Path) -> None:
 def _attempt(job: dict[str, Any]) -> dict[str, Any]:
     """In the child: the summary-only run, then the pages when the status reaches --render."""
     from playbook.errors import PlaybookError, TargetRefused
-    from playbook.report.run_command import RunOptions, run
-    from playbook.target import Target
+    from playbook.report.run_command import run
 
     if job.get("password_env"):
         password = os.environ.get(job["password_env"])
@@ -220,14 +220,12 @@ def _attempt(job: dict[str, Any]) -> dict[str, Any]:
             return {"error": f"the environment variable {job['password_env']} is not set on this worker"}
         os.environ["PGPASSWORD"] = password  # this child's environment only, inherited by its kernels
     out = Path(job["out"]) / "targets" / job["name"]
-    options = RunOptions(
-        target=Target(job["dsn"]),
+    asked = request_of(job)
+    options = replace(
+        asked,
         out=out,
-        duration=float(job["duration"]),
-        interval=float(job["interval"]),
-        server_logs=[Path(p) for p in job["server_logs"]],
-        app_logs=[Path(p) for p in job["app_logs"]],
-        notebooks=[],  # no kernel for a target until its diagnosis says it deserves pages
+        notebooks=(),  # no kernel for a target until its diagnosis says it deserves pages
+        relevant_only=False,
         jobs=1,
         fail_on="never",
         progress=False,
@@ -239,7 +237,7 @@ def _attempt(job: dict[str, Any]) -> dict[str, Any]:
     except PlaybookError as exc:
         return {"error": str(exc)}
     summary = json.loads((out / "summary.json").read_text())
-    pages = pages_for(summary, job["render"])
+    pages = pages_for(summary, job["render"], asked.notebooks)
     if pages or job.get("history"):
         # The final publish records the run (once, with its pages): the first one only diagnosed.
         history = Path(job["history"]) if job.get("history") else None
@@ -247,19 +245,30 @@ def _attempt(job: dict[str, Any]) -> dict[str, Any]:
     return {"status": summary["status"], "pages": [nb["name"] for nb in summary["notebooks"]]}
 
 
-def pages_for(summary: dict[str, Any], render: str) -> list[str]:
+def request_of(job: dict[str, Any]) -> Any:
+    """The target's RunRequest, built and checked by RunRequest.build when the targets file was
+    read, and carried to the worker as a dict (asdict keeps its tuples, Paths and datetimes)."""
+    from playbook.request import RunRequest
+
+    return RunRequest(**job["request"])
+
+
+def pages_for(summary: dict[str, Any], render: str, candidates: Sequence[str] | None = None) -> list[str]:
     """The notebooks worth executing for a summary: none below the --render threshold; else the
     runner's relevant pages at that threshold (triage and the notebook of every finding at or above
-    it, at least a warning). With --render critical a critical timeout gets triage and timeouts,
-    not its side warnings'."""
-    from playbook.report.run_command import available_notebooks, relevant_notebooks
+    it, at least a warning), among `candidates` (the target's `notebooks`; default: every shipped
+    one). With --render critical a critical timeout gets triage and timeouts, not its side warnings'."""
+    from playbook.report.run_command import relevant_notebooks
+    from playbook.request import available_notebooks
 
     status = summary["status"]
     threshold = RENDER_RANK[render]
     if status not in STATUS_RANK or STATUS_RANK[status] < threshold:
         return []
     return relevant_notebooks(
-        summary["findings"], available_notebooks(), "critical" if threshold == 2 else "warning"
+        summary["findings"],
+        available_notebooks() if candidates is None else list(candidates),
+        "critical" if threshold == 2 else "warning",
     )
 
 
@@ -270,7 +279,7 @@ def render_from_evidence(options: Any, pages: list[str]) -> dict[str, Any]:
     from playbook.report.run_command import run
 
     out = Path(options.out).resolve()
-    run(replace(options, notebooks=pages, evidence_from=out / "evidence"))
+    run(replace(options, notebooks=tuple(pages), evidence_from=out / "evidence"))
     summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
     return summary
 

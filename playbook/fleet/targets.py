@@ -1,26 +1,34 @@
 """TARGETS.yaml: which databases the fleet examines, checked before any task is submitted.
 
 ```yaml
-defaults: {duration: 60, interval: 1, deadline: 660, retries: 2, labels: {env: prod}}
+defaults: {duration: 60, interval: 1, deadline: 660, retries: 2, labels: {env: prod}, app_tz: UTC}
 targets:
   - name: orders
     dsn: "host=db1 port=5432 dbname=orders user=monitor"   # or `service: orders`
     server_log: [/var/log/postgresql/postgresql-16-main.log]
     app_log: []
+    pgbouncer: "host=db1 port=6432 dbname=pgbouncer user=monitor"   # its admin console, sampled
+    pgbouncer_log: [/var/log/pgbouncer/pgbouncer.log]
+    log_tz: Asia/Shanghai     # the zone of the server log's clock (default: its log_timezone)
+    prefix: "%m [%p] "        # the server's log_line_prefix (default: read live, else guessed)
     labels: {team: payments}
     password_env: ORDERS_PGPASSWORD   # optional: the variable, on the worker, holding the password
 ```
 
+A target's run options are those of `playbook run`, spelled as the flags without dashes
+(RUN_KEYS), and are checked by the same `RunRequest.build`; `defaults` may hold any of them but
+the target's identity (name, dsn, service, password_env).
+
 A password never stands in the file: a DSN with `password=` (or a URL with one) is refused.
 The password comes from a service file, `.pgpass`, or the environment variable a target names in
 `password_env`, read on the worker that runs it (it never travels in a task).
-Precedence for duration, interval, deadline and retries: the target's own value, else the command
-line's flag, else `defaults`, else the built-in default. Labels merge, the target's winning.
+Precedence: the target's own value, else the command line's flag (--duration, --interval), else
+`defaults`, else the built-in default. Labels merge, the target's winning. Relative times (since:
+2h) count from when the fleet reads the file.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from playbook.errors import PlaybookError
-from playbook.target import SECRET_KEYS, parse_dsn, redact
+from playbook.request import RunRequest, positive_seconds
 
 DEFAULT_DURATION_S = 60.0
 DEFAULT_INTERVAL_S = 1.0
@@ -39,28 +47,36 @@ MAX_RETRIES = 10
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a folder name on every filesystem
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOP_KEYS = {"defaults", "targets"}
-DEFAULT_KEYS = {"duration", "interval", "deadline", "retries", "labels"}
-TARGET_KEYS = {*DEFAULT_KEYS, "name", "dsn", "service", "server_log", "app_log", "password_env"}
+# A target's run options: `playbook run`'s flags that make sense per database, without their dashes.
+RUN_KEYS = {
+    "server_log", "app_log", "pgbouncer", "pgbouncer_log", "log_tz", "app_tz", "prefix",
+    "since", "until", "app", "duration", "interval", "notebooks",
+}  # fmt: skip
+BUILT_IN: dict[str, Any] = {
+    "duration": DEFAULT_DURATION_S,
+    "interval": DEFAULT_INTERVAL_S,
+    "notebooks": "all",
+}
+FLEET_KEYS = {"deadline", "retries", "labels"}  # the fleet's own, per target
+DEFAULT_KEYS = RUN_KEYS | FLEET_KEYS
+TARGET_KEYS = {*DEFAULT_KEYS, "name", "dsn", "service", "password_env"}
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One database of the fleet, fully resolved: every value the worker needs, no password."""
+    """One database of the fleet, fully resolved: the run it asks for (its `out` is set on the
+    worker) and the fleet's own values; no password anywhere."""
 
     name: str
-    dsn: str
+    request: RunRequest
     labels: dict[str, str] = field(default_factory=dict)
-    server_logs: tuple[str, ...] = ()
-    app_logs: tuple[str, ...] = ()
-    duration: float = DEFAULT_DURATION_S
-    interval: float = DEFAULT_INTERVAL_S
     deadline: float = DEFAULT_DURATION_S + DEADLINE_MARGIN_S
     retries: int = DEFAULT_RETRIES
     password_env: str | None = None
 
     @property
     def public_dsn(self) -> str:
-        return redact(self.dsn)
+        return self.request.public_dsn
 
 
 @dataclass(frozen=True)
@@ -132,17 +148,30 @@ def _target(
     _no_unknown_keys(entry, TARGET_KEYS, label)
     dsn = _dsn(entry, label)
 
-    def pick(key: str, override: float | None) -> Any:
+    def pick(key: str, override: float | None = None) -> Any:
         if key in entry:
             return entry[key]
         if override is not None:
             return override
         return defaults.get(key)
 
-    duration = _seconds(pick("duration", overrides.duration), DEFAULT_DURATION_S, f"{label}: duration")
-    interval = _seconds(pick("interval", overrides.interval), DEFAULT_INTERVAL_S, f"{label}: interval")
-    deadline = _seconds(pick("deadline", None), duration + DEADLINE_MARGIN_S, f"{label}: deadline")
-    retries = pick("retries", None)
+    options = {key: pick(key) for key in RUN_KEYS}
+    options.update(
+        duration=pick("duration", overrides.duration), interval=pick("interval", overrides.interval)
+    )
+    for key, default in BUILT_IN.items():
+        options[key] = default if options[key] is None else options[key]
+    try:
+        request = RunRequest.build(dsn=dsn, **options)
+    except PlaybookError as exc:
+        raise PlaybookError(f"{label}: {exc}") from None
+    deadline = pick("deadline")
+    deadline = request.duration + DEADLINE_MARGIN_S if deadline is None else deadline
+    try:
+        deadline = positive_seconds(deadline)
+    except PlaybookError as exc:
+        raise PlaybookError(f"{label}: deadline: {exc}") from None
+    retries = pick("retries")
     retries = DEFAULT_RETRIES if retries is None else retries
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
         raise PlaybookError(f"{label}: retries must be a whole number from 0 to {MAX_RETRIES}")
@@ -153,15 +182,11 @@ def _target(
         )
     return TargetSpec(
         name=name,
-        dsn=dsn,
+        request=request,
         labels={
             **_labels(defaults.get("labels"), f"{where}: defaults"),
             **_labels(entry.get("labels"), label),
         },
-        server_logs=_paths(entry.get("server_log"), f"{label}: server_log"),
-        app_logs=_paths(entry.get("app_log"), f"{label}: app_log"),
-        duration=duration,
-        interval=min(interval, duration),
         deadline=deadline,
         retries=retries,
         password_env=password_env,
@@ -169,6 +194,7 @@ def _target(
 
 
 def _dsn(entry: Mapping[str, Any], label: str) -> str:
+    """The target's DSN (a `service` is one too); the password check is RunRequest.build's."""
     dsn, service = entry.get("dsn"), entry.get("service")
     if (dsn is None) == (service is None):
         raise PlaybookError(f"{label} needs exactly one of `dsn` or `service`")
@@ -178,15 +204,6 @@ def _dsn(entry: Mapping[str, Any], label: str) -> str:
         return f"service={service}"
     if not isinstance(dsn, str):
         raise PlaybookError(f"{label}: dsn must be a string")
-    try:
-        params = parse_dsn(dsn)
-    except PlaybookError as exc:
-        raise PlaybookError(f"{label}: {exc}") from None
-    if any(key in params for key in SECRET_KEYS):
-        raise PlaybookError(
-            f"{label} has a password in its DSN; a password never stands in the targets file: "
-            "use ~/.pgpass, a service file or password_env"
-        )
     return dsn
 
 
@@ -194,16 +211,6 @@ def _no_unknown_keys(mapping: Mapping[Any, Any], allowed: set[str], label: str) 
     unknown = sorted(str(key) for key in mapping if key not in allowed)
     if unknown:
         raise PlaybookError(f"{label}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(allowed))}")
-
-
-def _seconds(value: Any, default: float, label: str) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PlaybookError(f"{label} must be a number of seconds")
-    if not math.isfinite(value) or value <= 0:
-        raise PlaybookError(f"{label} must be a positive number of seconds")
-    return float(value)
 
 
 def _labels(value: Any, label: str) -> dict[str, str]:
@@ -214,13 +221,3 @@ def _labels(value: Any, label: str) -> dict[str, str]:
     ):
         raise PlaybookError(f"{label}: labels must map names to plain values, like {{team: payments}}")
     return {k: str(v) for k, v in value.items()}
-
-
-def _paths(value: Any, label: str) -> tuple[str, ...]:
-    """A list of paths (a single path is accepted too); they are read on the worker, not checked here."""
-    if value is None:
-        return ()
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
-        raise PlaybookError(f"{label} must be a list of file paths")
-    return tuple(items)

@@ -19,9 +19,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
-from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,8 @@ from playbook.report.index import report_header, verdict_line, write_index
 from playbook.report.render import combined_report, notebook_to_html
 from playbook.report.summary import build_summary, error_summary, exit_code, validate
 from playbook.report.verdict import failed_notebooks
-from playbook.request import RunRequest
-from playbook.target import Target
+from playbook.request import RunRequest, notebook_dir, notebook_parameters
+from playbook.target import Target, resolve_target
 
 NOTEBOOKS: dict[str, str] = {str(name): file for name, file in NOTEBOOK_FILES.items()}
 KERNEL_NAME = "pg-session-playbook"
@@ -79,17 +78,6 @@ def kernel_folder() -> str:
     return tempfile.mkdtemp(prefix="pg-session-playbook-kernels-", dir=base)
 
 
-def notebook_dir() -> Path:
-    """The notebooks shipped inside the package (playbook/notebooks, the repository's notebooks/
-    in a checkout), or $PLAYBOOK_NOTEBOOKS to run edited copies."""
-    override = os.environ.get("PLAYBOOK_NOTEBOOKS")
-    return Path(override) if override else Path(str(resources.files("playbook") / "notebooks"))
-
-
-def available_notebooks() -> list[str]:
-    return [name for name, file in NOTEBOOKS.items() if (notebook_dir() / file).exists()]
-
-
 RELEVANT = "relevant"
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -107,26 +95,6 @@ def relevant_notebooks(
     return [name for name in NOTEBOOKS if name in wanted and name in candidates]
 
 
-def select_notebooks(spec: str) -> list[str]:
-    """'all', 'relevant' (the candidates are all; the runner keeps the relevant ones) or a comma
-    list of known names; an unknown or missing name is bad input."""
-    if spec.strip() in ("all", RELEVANT):
-        found = available_notebooks()
-        if not found:
-            # Never an "ok" report that looked at nothing: a run without notebooks diagnosed nothing.
-            raise PlaybookError(f"no notebook to execute in {notebook_dir()}: reinstall pg-session-playbook")
-        return found
-    names = [part.strip() for part in spec.split(",") if part.strip()]
-    if not names:
-        raise PlaybookError("--notebooks names no notebook; use 'all' or some of " + ",".join(NOTEBOOKS))
-    for name in names:
-        if name not in NOTEBOOKS:
-            raise PlaybookError(f"unknown notebook {name!r}; choose 'all' or some of {','.join(NOTEBOOKS)}")
-        if name not in available_notebooks():
-            raise PlaybookError(f"notebook {name!r} is not in {notebook_dir()}")
-    return list(dict.fromkeys(names))
-
-
 def kernel_name() -> str:
     """Our own kernelspec (installed by `make install`), else the running Python's ipykernel."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -134,43 +102,11 @@ def kernel_name() -> str:
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-@dataclass
-class RunOptions:
-    """What `playbook run` was asked: the target, the window, the logs, the notebooks, the report.
-
-    `since` (default: the window's start) is where log events start counting; `app` focuses the
-    per-application findings; `fail_on` moves the exit code's warning/critical threshold.
-    """
-
-    target: Target | None  # None: --offline, a post-mortem from logs alone
-    out: Path
-    duration: float = 60
-    interval: float = 1.0
-    server_logs: Sequence[Path] = ()
-    app_logs: Sequence[Path] = ()
-    pgbouncer_dsn: str | None = None
-    pgbouncer_logs: Sequence[Path] = ()
-    log_prefix: str | None = None  # the server's log_line_prefix (--prefix); else read live or guessed
-    invoked_at: datetime | None = None  # when the user asked: logs count from here without --since
-    since: datetime | None = None
-    until: datetime | None = None
-    app: str | None = None
-    log_tz: str | None = None
-    app_tz: str | None = None
-    notebooks: list[str] = field(default_factory=lambda: ["triage"])
-    # --notebooks relevant: of `notebooks`, only triage and the pages of the warning and critical
-    # findings are executed, chosen once the evidence is diagnosed
-    relevant_only: bool = False
-    jobs: int = 1
-    fail_on: str = "warning"
-    show_code: bool = False
-    progress: bool = True
-    history: Path | None = None  # record the run there (--history)
-    # Diagnose and render the evidence saved in this folder instead of collecting (the fleet renders
-    # pages this way for the targets that deserve them: nothing is collected twice).
-    evidence_from: Path | None = None
-    notify: str | None = None  # Slack-compatible webhook, posted when the status reaches fail_on
-    prometheus: Path | None = None  # node_exporter textfile-collector file, replaced atomically
+def report_folder(request: RunRequest) -> Path:
+    """--out: where the report goes (a notebook's own request has none)."""
+    if request.out is None:
+        raise PlaybookError("a run needs a report folder: give --out")
+    return request.out
 
 
 REPORT_MARKERS = ("summary.json", "index.html")
@@ -238,21 +174,10 @@ def execute_notebook(
 
 
 def run_notebooks(
-    options: RunOptions, work: Path, evidence_dir: Path, kernel_dir: str | None = None
+    options: RunRequest, work: Path, evidence_dir: Path, kernel_dir: str | None = None
 ) -> list[dict[str, Any]]:
-    parameters = {
-        # Never the password: that reaches the kernel via PGPASSWORD. Offline, the kernels only read.
-        "dsn": options.target.public_dsn if options.target is not None else "",
-        "duration": options.duration,
-        "interval": options.interval,
-        "server_log": [str(p) for p in options.server_logs],
-        "app_log": [str(p) for p in options.app_logs],
-        "pgbouncer": options.pgbouncer_dsn or "",
-        "pgbouncer_log": [str(p) for p in options.pgbouncer_logs],
-        "evidence_dir": str(evidence_dir),
-        "app": options.app or "",
-        "since": options.since.isoformat() if options.since else "",
-    }
+    # Never the password: that reaches the kernel via PGPASSWORD. Offline, the kernels only read.
+    parameters = notebook_parameters(options, evidence_dir)
     kernel = kernel_name()
     args = [(name, str(work), parameters, kernel, kernel_dir) for name in options.notebooks]
     results: list[dict[str, Any]] = []
@@ -295,7 +220,7 @@ def publish(work: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def run(options: RunOptions) -> int:
+def run(options: RunRequest) -> int:
     """One playbook run: check the input, collect the evidence once, diagnose it, execute the
     notebooks on that evidence, render the pages and report.html, and publish the report into
     `options.out`; then record it in --history, write --prometheus and post --notify.
@@ -308,14 +233,15 @@ def run(options: RunOptions) -> int:
     """
     started_at = datetime.now(timezone.utc)
     started = time.monotonic()
+    out = report_folder(options)
     if options.evidence_from is None:
         logs = [*options.server_logs, *options.app_logs, *options.pgbouncer_logs]
         for log in logs:
             check_readable(log)
-        target, not_live = live_target(options.target, has_logs=bool(logs))
+        target, not_live = live_target(target_of(options), has_logs=bool(logs))
     else:
         target, not_live = None, None
-    work = prepare_out(options.out)
+    work = prepare_out(out)
     kernel_dir = kernel_folder()
     password = target.password if target is not None else None
     previous_password = os.environ.get("PGPASSWORD")
@@ -327,22 +253,7 @@ def run(options: RunOptions) -> int:
             if options.evidence_from
             else collect_evidence(
                 target,
-                RunRequest(
-                    duration=options.duration,
-                    interval=options.interval,
-                    server_logs=tuple(options.server_logs),
-                    app_logs=tuple(options.app_logs),
-                    pgbouncer_dsn=options.pgbouncer_dsn,
-                    pgbouncer_logs=tuple(options.pgbouncer_logs),
-                    log_prefix=options.log_prefix,
-                    since=options.since,
-                    invoked_at=options.invoked_at or started_at,
-                    until=options.until,
-                    app=options.app,
-                    log_tz=options.log_tz,
-                    app_tz=options.app_tz,
-                    progress=options.progress,
-                ),
+                replace(options, invoked_at=options.invoked_at or started_at),
                 not_live=not_live,
             )
         )
@@ -350,10 +261,10 @@ def run(options: RunOptions) -> int:
         evidence.save(evidence_dir)
         findings = diagnose_all(evidence)
         if options.relevant_only:
-            chosen = relevant_notebooks([f.to_dict() for f in findings], options.notebooks)
+            chosen = tuple(relevant_notebooks([f.to_dict() for f in findings], options.notebooks))
             options = replace(options, notebooks=chosen, relevant_only=False)
         notebooks = run_notebooks(options, work, evidence_dir, kernel_dir)
-        _rewrite_evidence_paths(work, evidence_dir, options.out.resolve() / "evidence")
+        _rewrite_evidence_paths(work, evidence_dir, out.resolve() / "evidence")
         render_pages(work, notebooks, options.show_code)
         summary = build_summary(evidence, findings, notebooks)
         aggregated = _aggregates(evidence)
@@ -371,7 +282,7 @@ def run(options: RunOptions) -> int:
             show_code=options.show_code,
         )
         write_index(work, summary, evidence.manifest, stack=stack)
-        publish(work, options.out)
+        publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -382,7 +293,7 @@ def run(options: RunOptions) -> int:
                 os.environ.pop("PGPASSWORD", None)
             else:
                 os.environ["PGPASSWORD"] = previous_password
-    index = (options.out / "index.html").resolve()
+    index = (out / "index.html").resolve()
     print(f"report: {index}")
     print(f"verdict: {verdict_line(summary)}")
     for warning in summary.get("evidence_warnings") or []:
@@ -430,7 +341,7 @@ def _warn(what: str, exc: BaseException) -> None:
 
 
 def after_publish(
-    options: RunOptions,
+    options: RunRequest,
     summary: dict[str, Any],
     aggregated: dict[str, Any],
     *,
@@ -443,7 +354,7 @@ def after_publish(
     """--history, --prometheus, --notify for a finished run, or, with `published=False` and an
     "error" summary, for a run that could not diagnose: whatever --out holds then is an earlier
     run's report, never linked as this one's. Each failure is a warning, never a failed run."""
-    candidate = options.out.resolve() / "report.html"
+    candidate = report_folder(options).resolve() / "report.html"
     report = candidate if published and candidate.exists() else None
     if options.history is not None:
         from playbook.report.history import record_run, write_history_index
@@ -479,18 +390,18 @@ def after_publish(
         from playbook.report.alerts import notify, reaches
 
         if reaches(summary["status"], options.fail_on):
-            where = str(report or options.out.resolve())
+            where = str(report or report_folder(options).resolve())
             notify(options.notify, summary, where)
 
 
-def report_failure(options: RunOptions, error: str, *, started_at: datetime, duration_s: float) -> None:
+def report_failure(options: RunRequest, error: str, *, started_at: datetime, duration_s: float) -> None:
     """A run that could not diagnose (bad input, no connection) still tells --history,
     --prometheus and --notify: a scheduled run that silently stops is the blind spot they exist
     for. Its history record reads no logs, so the next `--since last` starts where the last run
     that did read them stopped."""
     if options.prometheus is None and not options.notify and options.history is None:
         return
-    public_dsn = options.target.public_dsn if options.target is not None else "(offline)"
+    public_dsn = "(offline)" if options.offline else options.public_dsn
     after_publish(
         options,
         error_summary(public_dsn, error),
@@ -501,6 +412,12 @@ def report_failure(options: RunOptions, error: str, *, started_at: datetime, dur
         logs_until=None,
         published=False,
     )
+
+
+def target_of(request: RunRequest) -> Target | None:
+    """The database a request names (its DSN, else PLAYBOOK_DSN, else libpq's environment); None
+    offline. A malformed DSN is one sentence."""
+    return None if request.offline else resolve_target(request.dsn)
 
 
 def live_target(target: Target | None, *, has_logs: bool) -> tuple[Target | None, dict[str, Any] | None]:
