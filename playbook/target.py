@@ -9,7 +9,10 @@ A password never leaves this module in any printable form: `redacted` is what re
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -24,6 +27,8 @@ SECRET_KEYS = ("password", "sslpassword")
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_MS = 1000
 DEFAULT_CONNECT_TIMEOUT_S = 5
+RECONNECT_ATTEMPTS = 3  # a lost own session: connects tried before the phase gives up
+RECONNECT_BACKOFF_S = 0.25  # first wait between them, doubled each time
 OWN_KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 15,
@@ -111,20 +116,126 @@ class Target:
             kwargs["connect_timeout"] = self.connect_timeout_s
         return kwargs
 
-    def connect(self) -> psycopg.Connection[Any]:
+    def connect(self) -> OwnSession:
         """A safe session (read-only, timeouts, named); connection failures are raised as psycopg's."""
-        return psycopg.connect(self.dsn, **self.connect_kwargs())
+        session = OwnSession.connect(self.dsn, **self.connect_kwargs())
+        session.target = self
+        return session
 
-    def check(self) -> psycopg.Connection[Any]:
-        """Connect or explain in one sentence why not (bad input for the CLI)."""
+    def reconnect(self, attempts: int = RECONNECT_ATTEMPTS) -> OwnSession:
+        """A fresh session after the playbook's own was lost: up to `attempts` connects, waiting
+        RECONNECT_BACKOFF_S, then twice as long, between them (a path that reset one flow usually
+        lets the next one through). The last attempt's psycopg.OperationalError is raised."""
+        wait = RECONNECT_BACKOFF_S
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.connect()
+            except psycopg.OperationalError:
+                if attempt == attempts:
+                    raise
+            time.sleep(wait)  # the backoff itself: a path that just reset us may still be resetting
+            wait *= 2
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def check(self) -> OwnSession:
+        """Connect or explain in one sentence why not (bad input for the CLI).
+
+        A connection the path reset during its start-up (libpq's "server closed the connection
+        unexpectedly") is tried once more after a short backoff before it counts as refused: a
+        path that resets flows must not decide whether the run happens."""
         try:
-            return self.connect()
+            try:
+                return self.connect()
+            except psycopg.OperationalError as exc:
+                if not reset_during_startup(exc):
+                    raise
+                time.sleep(RECONNECT_BACKOFF_S)
+                return self.connect()
         except psycopg.Error as exc:
             message = explain_connect_error(exc, self.redacted)
             refusal = incident_refusal(exc)
             if refusal:
                 raise TargetRefused(message, sqlstate=refusal[0], cause=refusal[1]) from None
             raise PlaybookError(message) from None
+
+
+# libpq's words for a start-up the path cut: worth one more try, unlike a refusal or a timeout
+STARTUP_RESETS = ("server closed the connection unexpectedly", "connection reset by peer")
+# What a command on a lost session raises: libpq's I/O failures and FATALs are OperationalError,
+# a command on a session psycopg already knows is closed is InterfaceError.
+SESSION_LOSS_ERRORS: tuple[type[psycopg.Error], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def reset_during_startup(exc: psycopg.Error) -> bool:
+    """Whether a failed connect was cut by the path (reset, closed) rather than refused."""
+    lowered = " ".join(str(exc).split()).lower()
+    return any(marker in lowered for marker in STARTUP_RESETS)
+
+
+class OwnSession(psycopg.Connection[Any]):
+    """A session the playbook opened for itself (`Target.connect`, `Target.check`).
+
+    Two things set it apart from a plain psycopg connection. It knows its `target`, so a phase
+    that lost it can open another like it (`reopen`). And its `with` block ends quietly when the
+    session was lost: psycopg's exit would send COMMIT (or ROLLBACK) on a session that can run no
+    further command (see `cannot_run_commands`) and raise from the block's exit; there is nothing to
+    commit on the playbook's read-only autocommit sessions, so it is only closed. An exception
+    raised inside the block still propagates.
+    """
+
+    target: Target | None = None
+
+    def reopen(self) -> OwnSession:
+        """A fresh session like this one (Target.reconnect: a few tries with backoff); this one is
+        closed. psycopg.OperationalError when none could be opened."""
+        self.close()
+        if self.target is None:
+            raise psycopg.OperationalError("this session names no target to reopen it from")
+        return self.target.reconnect()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if not self.closed and cannot_run_commands(self):
+            self.close()
+            return
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+
+class OwnSessionLost(PlaybookError):
+    """The playbook's own session was lost during a phase and no fresh one could be opened: one
+    sentence naming the phase and both errors. A run records it as that phase's failure."""
+
+
+def lost_during(phase: str, exc: BaseException, at: datetime) -> dict[str, Any]:
+    """What a phase records when it lost the playbook's own session at `at`: the phase, the error in
+    one line and its SQLSTATE, and (once a fresh session answered) when it resumed. Shaped like the
+    sampler's gaps (start, end, error, sqlstate, reconnect_attempts), so it can be counted with them."""
+    return {
+        "phase": phase,
+        "start": at.isoformat(),
+        "end": None,
+        "error": " ".join(str(exc).split())[:500],
+        "sqlstate": getattr(exc, "sqlstate", None),
+        "reconnect_attempts": 1,
+    }
+
+
+def session_lost(conn: psycopg.Connection[Any], exc: BaseException) -> bool:
+    """Whether `exc`, raised by a command on `conn`, means the session itself is gone (the path
+    reset it, the server ended it) rather than the command failing on a session that goes on (a
+    statement timeout, a missing privilege): only then is a fresh session worth opening."""
+    return isinstance(exc, SESSION_LOSS_ERRORS) and cannot_run_commands(conn)
+
+
+def reopen_after_loss(conn: psycopg.Connection[Any]) -> OwnSession | None:
+    """A fresh session in place of a lost one the playbook opened itself (an OwnSession); None for
+    a connection someone else opened (it cannot be reopened here). Raises psycopg.OperationalError
+    when the path lets no new session through."""
+    return conn.reopen() if isinstance(conn, OwnSession) else None
 
 
 def cannot_run_commands(conn: psycopg.Connection[Any]) -> bool:

@@ -8,13 +8,20 @@ Nothing here fails because of privileges.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from playbook.evidence.settings import usable_connections
+from playbook.target import (
+    SESSION_LOSS_ERRORS,
+    OwnSessionLost,
+    lost_during,
+    reopen_after_loss,
+    session_lost,
+)
 
 # Every setting REFERENCE.md names, plus what the log readers need to parse the server's logs.
 SESSION_SETTINGS = (
@@ -63,8 +70,53 @@ def _rows(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> list[d
         return [{k: _jsonable(v) for k, v in row.items()} for row in cur.fetchall()]
 
 
+SETTINGS_PHASE = "settings snapshot"
+
+
 def snapshot_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    """Everything that bounds a session's life, in one JSON-serialisable dict."""
+    """Everything that bounds a session's life, in one JSON-serialisable dict.
+
+    The playbook's own session may be lost on the way: the path resets it, the server ends it
+    (`session_lost`). Then the snapshot is taken again, whole, on a fresh session opened like it
+    (`reopen_after_loss`: a few connects with backoff), once; the result's "own_session_lost" lists
+    what was lost (phase, start, end, error, sqlstate) and `conn` is left closed. When no fresh
+    session answers, or `conn` is not one the playbook opened, OwnSessionLost says so in one
+    sentence: the run records it as the settings' failure. Any other error is raised as it is.
+    """
+    try:
+        return _snapshot(conn)
+    except SESSION_LOSS_ERRORS as exc:
+        if not session_lost(conn, exc):
+            raise
+        lost = lost_during(SETTINGS_PHASE, exc, datetime.now(timezone.utc))
+    try:
+        fresh = reopen_after_loss(conn)
+    except psycopg.OperationalError as again:
+        raise OwnSessionLost(_unread(lost, again)) from None
+    if fresh is None:
+        conn.close()
+        raise OwnSessionLost(_unread(lost, None))
+    with fresh:
+        try:
+            result = _snapshot(fresh)
+        except SESSION_LOSS_ERRORS as again:
+            if not session_lost(fresh, again):
+                raise
+            raise OwnSessionLost(_unread(lost, again)) from None
+    lost["end"] = datetime.now(timezone.utc).isoformat()
+    result["own_session_lost"] = [lost]
+    return result
+
+
+def _unread(lost: dict[str, Any], again: BaseException | None) -> str:
+    then = " ".join(str(again).split())[:300] if again is not None else "it was not opened by the playbook"
+    return (
+        f"the playbook's own session was lost during the {lost['phase']} ({lost['error']}) and no fresh "
+        f"session could read it again ({then}): the server's settings and limits are unknown"
+    )
+
+
+def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"unavailable": [], "absent": []}
     role = conn.info.user
 

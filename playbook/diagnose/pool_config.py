@@ -41,7 +41,9 @@ CONFIDENCE_POOL_WAITS = 0.6
 def peak_usage(evidence: Evidence) -> tuple[int, int | None]:
     """The most client backends seen in one tick (the playbook's own included: they use slots too)."""
     ticks = evidence.activity_ticks
-    peak = int(ticks.loc[ticks["ok"].astype(bool), "backends"].max()) if not ticks.empty else 0
+    sampled = ticks.loc[ticks["ok"].astype(bool), "backends"] if not ticks.empty else ticks.get("backends")
+    # a window whose every tick was lost (the path gone) saw no backend: no peak, not a crash
+    peak = int(sampled.max()) if sampled is not None and not sampled.empty else 0
     return peak + 1, usable_connections(evidence.settings)  # +1: the sampler's own slot
 
 

@@ -23,6 +23,7 @@ from psycopg import pq
 
 from playbook.errors import PlaybookError
 from playbook.probes.latency import error_text, probe_connect_kwargs
+from playbook.target import OwnSessionLost, reopen_after_loss
 
 SURVIVAL_COLUMNS = ["idle_s", "survived", "error", "elapsed_ms", "sqlstate", "phase", "idle_actual_s"]
 PROC_KEEPALIVE = Path("/proc/sys/net/ipv4")
@@ -56,9 +57,27 @@ def client_keepalive_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     Keys: so_keepalive (bool), tcp_keepidle_s, tcp_keepintvl_s, tcp_keepcnt, tcp_user_timeout_ms
     (None where the platform does not say), os_defaults (Linux sysctls), dead_peer_after_s (how
     long after the last traffic a vanished peer is noticed, when keepalives are on).
+    A session of the playbook's that was already lost is replaced, once, by a fresh one opened
+    like it, which has the same socket options (OwnSessionLost when none answers).
     """
     if conn.closed:
-        raise PlaybookError("the connection given to the keepalive probe is already closed")
+        try:
+            fresh = reopen_after_loss(conn)
+        except psycopg.OperationalError as exc:
+            raise OwnSessionLost(
+                "the playbook's own session was lost before the keepalive probe and no fresh session "
+                f"answered ({error_text(exc)})"
+            ) from None
+        if fresh is None:
+            raise PlaybookError("the connection given to the keepalive probe is already closed")
+        try:  # a session opened like the lost one runs with the same socket options
+            return _socket_settings(fresh)
+        finally:
+            fresh.close()
+    return _socket_settings(conn)
+
+
+def _socket_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     try:
         fd = conn.pgconn.socket
     except psycopg.OperationalError as ex:

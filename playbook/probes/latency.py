@@ -21,7 +21,14 @@ import psycopg
 from playbook import APPLICATION_NAME
 from playbook.errors import PlaybookError
 from playbook.progress import progress_bar
-from playbook.target import cannot_run_commands, parse_dsn, session_options
+from playbook.target import (
+    OwnSessionLost,
+    cannot_run_commands,
+    parse_dsn,
+    reopen_after_loss,
+    session_lost,
+    session_options,
+)
 
 CONNECT_COLUMNS = ["ts", "attempt", "ok", "connect_ms", "error", "sqlstate"]
 RTT_COLUMNS = ["ts", "rtt_ms", "error"]
@@ -117,25 +124,63 @@ def measure_connects(
 def measure_round_trips(conn: psycopg.Connection[Any], *, count: int = 50) -> pd.DataFrame:
     """`SELECT 1` round trips on an open connection. Rows: ts (UTC), rtt_ms, error.
 
-    A failure ends the series with one row whose rtt_ms is NaN and whose error says why. A
-    connection that can run no further command after it (see `cannot_run_commands`) is closed
-    here, so that the caller's `with` block ends cleanly. A transaction this opens is rolled back.
+    A failure is a row whose rtt_ms is NaN and whose error says why. When the failure lost the
+    playbook's own session (`session_lost`; the path reset it, the server ended it), the series
+    goes on, once, on a fresh session opened like it (`reopen_after_loss`), which is closed at the
+    end; otherwise, or when no fresh session answers, the failure ends the series. A session of the
+    playbook's that is already closed when the probe starts is replaced the same way, and
+    OwnSessionLost says so when none answers. A connection that can run no further command after it
+    (see `cannot_run_commands`) is closed here, so that the caller's `with` block ends cleanly. A
+    transaction this opens is rolled back.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PlaybookError(f"count must be a positive whole number, not {count!r}")
+    fresh: psycopg.Connection[Any] | None = None
     if conn.closed:
-        raise PlaybookError("the connection given to the round-trip probe is already closed")
+        try:
+            fresh = reopen_after_loss(conn)
+        except psycopg.OperationalError as exc:
+            raise OwnSessionLost(
+                "the playbook's own session was lost before the round-trip probe and no fresh session "
+                f"answered ({error_text(exc)})"
+            ) from None
+        if fresh is None:
+            raise PlaybookError("the connection given to the round-trip probe is already closed")
+    try:
+        return _round_trips(fresh or conn, count, may_reopen=fresh is None)
+    finally:
+        if fresh is not None:
+            fresh.close()
+
+
+def _round_trips(conn: psycopg.Connection[Any], count: int, *, may_reopen: bool) -> pd.DataFrame:
     opened_tx = not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     rows: list[dict[str, Any]] = []
-    for _ in range(count):
-        ts = _now()
-        t0 = time.perf_counter()
-        try:
-            conn.execute("SELECT 1").fetchone()
-        except psycopg.Error as ex:
-            rows.append({"ts": ts, "rtt_ms": math.nan, "error": error_text(ex)})
-            break
-        rows.append({"ts": ts, "rtt_ms": (time.perf_counter() - t0) * 1000, "error": None})
+    fresh: psycopg.Connection[Any] | None = None
+    session = conn
+    try:
+        while len(rows) < count:
+            ts = _now()
+            t0 = time.perf_counter()
+            try:
+                session.execute("SELECT 1").fetchone()
+            except psycopg.Error as ex:
+                rows.append({"ts": ts, "rtt_ms": math.nan, "error": error_text(ex)})
+                if not (may_reopen and fresh is None and session_lost(session, ex)):
+                    break
+                try:
+                    fresh = reopen_after_loss(session)
+                except psycopg.OperationalError as again:
+                    rows[-1]["error"] += f"; no fresh session answered ({error_text(again)})"
+                    break
+                if fresh is None:
+                    break
+                session = fresh
+                continue
+            rows.append({"ts": ts, "rtt_ms": (time.perf_counter() - t0) * 1000, "error": None})
+    finally:
+        if fresh is not None:
+            fresh.close()
     if cannot_run_commands(conn):
         conn.close()  # a session the server ended: else the caller's `with` exit fails on COMMIT
     elif opened_tx and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
