@@ -118,6 +118,10 @@ def collect_evidence(
     merged = Contribution(zones={"app_log": context.app_zone.describe()})
     windowed: list[str] = []
     try:
+        if target is not None:
+            # A target that cannot be reached at all is bad input, said in one sentence before
+            # anything is collected; a session lost later is the failure of the source using it.
+            context.session()
         for source in sources:
             if source.live and target is None:
                 continue
