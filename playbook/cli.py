@@ -304,11 +304,23 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from playbook.request import RunRequest
+    options = request_of_args(args)
+    from playbook.report.run_command import report_failure, run, target_of
 
+    target_of(options)  # a malformed DSN (or PLAYBOOK_DSN) is said before anything is collected
+    started_at, started = datetime.now(timezone.utc), time.monotonic()
+    try:
+        return run(options)
+    except PlaybookError as exc:
+        report_failure(options, str(exc), started_at=started_at, duration_s=time.monotonic() - started)
+        raise
+
+
+def request_of_args(args: argparse.Namespace) -> request.RunRequest:
+    """The RunRequest of `playbook run`'s parsed flags: --since last resolved from --history, then
+    every value checked by the one constructor a notebook and a fleet target use too."""
     since = last_stop_of(args.history) if args.since == SINCE_LAST else args.since
-    # Everything else is checked by the one constructor a notebook and a fleet target use too.
-    options = RunRequest.build(
+    return request.RunRequest.build(
         spelled="flag",
         password_allowed=True,  # --dsn may carry one: it reaches the kernels through PGPASSWORD only
         dsn=args.dsn,
@@ -336,15 +348,6 @@ def command_run(args: argparse.Namespace) -> int:
         notify=args.notify,
         prometheus=args.prometheus,
     )
-    from playbook.report.run_command import report_failure, run, target_of
-
-    target_of(options)  # a malformed DSN (or PLAYBOOK_DSN) is said before anything is collected
-    started_at, started = datetime.now(timezone.utc), time.monotonic()
-    try:
-        return run(options)
-    except PlaybookError as exc:
-        report_failure(options, str(exc), started_at=started_at, duration_s=time.monotonic() - started)
-        raise
 
 
 def last_stop_of(history: Path | None) -> datetime | None:

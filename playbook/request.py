@@ -360,27 +360,7 @@ def notebook_selection(spec: str | Sequence[str], what: str = "notebooks") -> tu
     return tuple(dict.fromkeys(names)), False
 
 
-# -- adapters to what is not yet a request ----------------------------------------------------------
-def collect_kwargs(request: RunRequest) -> dict[str, Any]:
-    """collect_evidence's keyword arguments for this request (until it takes the request itself)."""
-    return {
-        "duration": request.duration,
-        "interval": request.interval,
-        "server_logs": request.server_logs,
-        "app_logs": request.app_logs,
-        "pgbouncer_dsn": request.pgbouncer_dsn,
-        "pgbouncer_logs": request.pgbouncer_logs,
-        "log_prefix": request.log_prefix,
-        "since": request.since,
-        "until": request.until,
-        "app": request.app,
-        "log_tz": request.log_tz,
-        "app_tz": request.app_tz,
-        "progress": request.progress,
-        "invoked_at": request.invoked_at,
-    }
-
-
+# -- what a notebook is given ---------------------------------------------------------------------
 def notebook_parameters(request: RunRequest, evidence_dir: Path | str) -> dict[str, Any]:
     """The notebooks' parameters for this request: what `RunRequest.build` reads back from a
     notebook's parameters cell. Never the password: that reaches the kernel via PGPASSWORD."""
