@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -311,6 +311,150 @@ def _next_after(mask: np.ndarray, new_group: np.ndarray) -> np.ndarray:
     return np.where(after <= group_end, after, -1)
 
 
+class _Login(NamedTuple):
+    """Per row of a block (grouped by pid): the login still open when the row was written, in
+    the block or left open by an earlier one (`has` False: none)."""
+
+    has: np.ndarray
+    ts: np.ndarray
+    user: np.ndarray
+    database: np.ndarray
+    application: np.ndarray
+    host: np.ndarray
+
+
+class _ByPid(NamedTuple):
+    """One block's rows grouped by pid, in log order within a pid (a stable sort), with what
+    the session tracker asks of each row: the last session line, connection received and cause
+    of its pid before it. pid 0 (no %p) pairs nothing. Positions are into this order; -1: none."""
+
+    order: np.ndarray  # position here -> row of the block
+    kind: np.ndarray  # RECV, AUTH, DISC or EVENT
+    ts: np.ndarray  # ms since the epoch (_NAT: none)
+    pid: np.ndarray
+    session_s: np.ndarray  # the session time of disconnections
+    user: np.ndarray  # global codes (0: blank)
+    database: np.ndarray
+    application: np.ndarray
+    host: np.ndarray
+    event: np.ndarray
+    cause: np.ndarray  # an event that can end a session
+    paired: np.ndarray  # the row has a pid
+    new_pid: np.ndarray  # the first row of its pid
+    group: np.ndarray  # per row: its pid's group
+    group_start: np.ndarray  # per group: its first and last position
+    group_end: np.ndarray
+    last_session_line: np.ndarray  # per row: the last earlier login or disconnection of its pid
+    last_received: np.ndarray  # ... connection received
+    last_cause: np.ndarray  # ... cause
+
+    @classmethod
+    def of(cls, rows: Rows, ts: np.ndarray, codes: dict[str, np.ndarray], cause: np.ndarray) -> _ByPid:
+        order = np.argsort(rows.pid, kind="stable")
+        pid = rows.pid.astype(np.int64)[order]
+        n = len(order)
+        new_pid = np.ones(n, dtype=bool)
+        new_pid[1:] = pid[1:] != pid[:-1]
+        group_start = np.flatnonzero(new_pid)
+        kind, paired, cause_here = rows.kind[order], pid != 0, cause[order]
+        group = np.cumsum(new_pid) - 1
+        position = np.arange(n)
+
+        def last_before(mask: np.ndarray) -> np.ndarray:
+            acc = np.maximum.accumulate(np.where(mask & paired, position, -1))
+            prev = np.empty(n, dtype=np.int64)
+            prev[0] = -1
+            prev[1:] = acc[:-1]
+            return np.where(prev >= group_start[group], prev, -1)
+
+        return cls(
+            order=order, kind=kind, ts=ts[order], pid=pid, session_s=rows.session_s[order],
+            user=codes["user"][order], database=codes["database"][order],
+            application=codes["application"][order], host=codes["host"][order],
+            event=codes["event"][order], cause=cause_here, paired=paired, new_pid=new_pid, group=group,
+            group_start=group_start, group_end=np.append(group_start[1:] - 1, n - 1),
+            last_session_line=last_before((kind == AUTH) | (kind == DISC)),
+            last_received=last_before(kind == RECV), last_cause=last_before(cause_here),
+        )  # fmt: skip
+
+    def last_of_pid(self, mask: np.ndarray) -> np.ndarray:
+        """Per pid: the position of its last row in `mask`, or -1."""
+        position = np.arange(len(mask))
+        found = np.maximum.accumulate(np.where(mask & self.paired, position, -1))[self.group_end]
+        return np.where(found >= self.group_start, found, -1)
+
+    def in_log_order(self, column: np.ndarray) -> np.ndarray:
+        restored = np.empty(len(column), dtype=column.dtype)
+        restored[self.order] = column
+        return restored
+
+    def login_hosts(self, carried: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row: its host, except for logins: the host of the connection received just
+        before it in its pid (in this block, or carried from an earlier one) when there is one."""
+        is_auth = (self.kind == AUTH) & self.paired
+        received, session_line = self.last_received, self.last_session_line
+        host = self.host.copy()
+        from_recv = is_auth & (received >= 0) & (received > session_line)
+        host[from_recv] = self.host[received[from_recv]]
+        from_carry = is_auth & (session_line < 0) & (received < 0) & carried["recv_has"]
+        host[from_carry] = carried["recv_host"][from_carry]
+        return host
+
+    def open_logins(self, carried: dict[str, np.ndarray], login_host: np.ndarray) -> _Login:
+        """Per row: the open session of its pid, the login before it in the block, else the
+        one an earlier block left open."""
+        before = self.last_session_line
+        at = np.maximum(before, 0)
+        in_block = (before >= 0) & (self.kind[at] == AUTH)
+        from_before = (before < 0) & self.paired & carried["open_has"]
+
+        def pick(column: np.ndarray, name: str) -> np.ndarray:
+            return np.where(in_block, column[at], carried[f"open_{name}"])
+
+        return _Login(
+            in_block | from_before, pick(self.ts, "ts"), pick(self.user, "user"),
+            pick(self.database, "database"), pick(self.application, "application"), pick(login_host, "host"),
+        )  # fmt: skip
+
+    def with_names_filled(self, login: _Login) -> _ByPid:
+        """Events with blank names take them from the open session of their pid, else from a
+        disconnection later in the block whose session (by its duration) had begun by then."""
+        blank = (self.user == 0) | (self.database == 0) | (self.application == 0) | (self.host == 0)
+        fill = (self.kind == EVENT) & self.paired & blank
+        if not fill.any():
+            return self
+        after = _next_after((self.kind == AUTH) | (self.kind == DISC), self.new_pid)
+        at = np.maximum(after, 0)
+        began = self.ts[at] - _ms(self.session_s[at])
+        from_end = fill & ~login.has & (after >= 0) & (self.kind[at] == DISC) & (began <= self.ts)
+        from_open = fill & login.has
+        filled = {}
+        for name, opened, ended in (
+            ("user", login.user, self.user[at]),
+            ("database", login.database, self.database[at]),
+            ("application", login.application, np.zeros(len(at), dtype=np.int32)),
+            ("host", login.host, self.host[at]),
+        ):
+            column = getattr(self, name).copy()
+            empty = column == 0
+            column[from_open & empty] = opened[from_open & empty]
+            column[from_end & empty] = ended[from_end & empty]
+            filled[name] = column
+        return self._replace(**filled)
+
+    def causes_of_ends(self, carried: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row: the event of the cause its pid logged at most _CAUSE_MS before it (in the
+        block, else carried from an earlier one); 0: none."""
+        before = self.last_cause
+        at = np.maximum(before, 0)
+        gap = self.ts - self.ts[at]
+        by = np.where((before >= 0) & (gap >= 0) & (gap <= _CAUSE_MS), self.event[at], 0)
+        carried_gap = self.ts - carried["cause_ts"]
+        by_carried = (before < 0) & self.paired & carried["cause_has"]
+        by_carried &= (carried_gap >= 0) & (carried_gap <= _CAUSE_MS)
+        return np.where(by_carried, carried["cause_event"], by).astype(np.int32)
+
+
 class SessionState:
     """Consumes `Rows` in log order; `events_frame`, `sessions_frame` and `totals` at the end.
     With `frames` False no frame row is kept (the totals are the same)."""
@@ -356,173 +500,72 @@ class SessionState:
         self.lines += rows.lines
         self.entries += rows.entries
         self.bytes_read += rows.bytes_read
-        n = len(rows)
-        if not n:
+        if not len(rows):
             return
         codes = {name: self.vocab[name].remap(rows.coded[name]) for name in CODED}
         self._categories()
-        kind = rows.kind
         ts = rows.ts.astype("datetime64[ms]").astype(np.int64)
-        pid = rows.pid.astype(np.int64)
-        event = codes["event"]
-        category = self.category_of[event]
-        error_code = self.vocab["level"].code("ERROR")
-        cause = (kind == EVENT) & (category > 0) & (codes["level"] != error_code)
+        category = self.category_of[codes["event"]]
+        cause = (rows.kind == EVENT) & (category > 0) & (codes["level"] != self.vocab["level"].code("ERROR"))
+        block = _ByPid.of(rows, ts, codes, cause)
+        carried_per_pid = self.carry.lookup(block.pid[block.group_start])  # what earlier blocks left open
+        carried = {name: column[block.group] for name, column in carried_per_pid.items()}  # per row
+        login_host = block.login_hosts(carried)
+        login = block.open_logins(carried, login_host)
+        block = block.with_names_filled(login)
+        self._carry_over(block, carried_per_pid, login_host, ts)
+        for name in _WHO:
+            codes[name] = block.in_log_order(getattr(block, name))
+        self._emit_events(rows, ts, rows.pid.astype(np.int64), codes, category)
+        self._end_sessions(block, login, carried)
 
-        # Everything below works on the rows grouped by pid, in log order within a pid (the
-        # "sorted" order); pid 0 (no %p) pairs nothing.
-        order = np.argsort(pid, kind="stable")
-        K, T, P = kind[order], ts[order], pid[order]
-        S = rows.session_s[order]
-        U, D, A, H = (codes[name][order] for name in _WHO)
-        E, C = event[order], cause[order]
-        position = np.arange(n)
-        new_group = np.ones(n, dtype=bool)
-        new_group[1:] = P[1:] != P[:-1]
-        group = np.cumsum(new_group) - 1
-        group_start = np.flatnonzero(new_group)
-        group_end = np.append(group_start[1:] - 1, n - 1)
-        paired = P != 0
-        carry = self.carry.lookup(P[group_start])  # what earlier blocks left open, per group
-        cg = {name: column[group] for name, column in carry.items()}  # per sorted row
-
-        def last_before(mask: np.ndarray) -> np.ndarray:
-            """Per sorted row: the position of the last earlier row of its pid in `mask`, or -1."""
-            acc = np.maximum.accumulate(np.where(mask & paired, position, -1))
-            prev = np.empty(n, dtype=np.int64)
-            prev[0] = -1
-            prev[1:] = acc[:-1]
-            return np.where(prev >= group_start[group], prev, -1)
-
-        is_auth, is_disc = K == AUTH, K == DISC
-        session_line = is_auth | is_disc
-        sp = last_before(session_line)
-        rp = last_before(K == RECV)
-        cp = last_before(C)
-
-        # The host of a login: its own (%h) or the connection received just before it.
-        AH = H.copy()
-        from_recv = is_auth & paired & (rp >= 0) & (rp > sp)
-        AH[from_recv] = H[rp[from_recv]]
-        from_carry = is_auth & paired & (sp < 0) & (rp < 0) & cg["recv_has"]
-        AH[from_carry] = cg["recv_host"][from_carry]
-
-        # The open session of each row: the login before it in the block, else the one an
-        # earlier block left open for its pid.
-        spc = np.maximum(sp, 0)
-        in_block = (sp >= 0) & is_auth[spc]
-        from_before = (sp < 0) & paired & cg["open_has"]
-        o_has = in_block | from_before
-        o_ts = np.where(in_block, T[spc], cg["open_ts"])
-        o_u, o_d, o_a, o_h = (
-            np.where(in_block, col[spc], cg[f"open_{name}"])
-            for col, name in ((U, "user"), (D, "database"), (A, "application"), (AH, "host"))
-        )
-
-        # Events: blank names filled from the session of their pid, else from a disconnection
-        # later in the block whose session (by its duration) had begun by then.
-        blank = (U == 0) | (D == 0) | (A == 0) | (H == 0)
-        fill = (K == EVENT) & paired & blank
-        if fill.any():
-            after = _next_after(session_line, new_group)
-            ahc = np.maximum(after, 0)
-            d_start = T[ahc] - _ms(S[ahc])
-            ahead = fill & ~o_has & (after >= 0) & is_disc[ahc] & (d_start <= T)
-            take_open = fill & o_has
-            U, D, A, H = U.copy(), D.copy(), A.copy(), H.copy()
-            for col, from_open, from_disc in (
-                (U, o_u, U[ahc]),
-                (D, o_d, D[ahc]),
-                (A, o_a, np.zeros(n, dtype=np.int32)),
-                (H, o_h, H[ahc]),
-            ):
-                empty = col == 0
-                col[take_open & empty] = from_open[take_open & empty]
-                col[ahead & empty] = from_disc[ahead & empty]
-
-        # Sessions: a disconnection ends the open login of its pid; a second login leaves the
-        # first one's end unknown, and so does a login older than a disconnection's start.
-        end = T
-        start = np.where(T != _NAT, T - _ms(S), _NAT)
-        stale = is_disc & o_has & (o_ts != _NAT) & (start != _NAT) & (o_ts < start - _STALE_MS)
-        app = np.where(is_disc & o_has & ~stale, o_a, 0).astype(np.int32)
-        cpc = np.maximum(cp, 0)
-        gap = end - T[cpc]
-        by = np.where((cp >= 0) & (gap >= 0) & (gap <= _CAUSE_MS), E[cpc], 0)
-        c_gap = end - cg["cause_ts"]
-        by_carry = (cp < 0) & paired & cg["cause_has"] & (c_gap >= 0) & (c_gap <= _CAUSE_MS)
-        by = np.where(by_carry, cg["cause_event"], by).astype(np.int32)
+    def _end_sessions(self, block: _ByPid, login: _Login, carried: dict[str, np.ndarray]) -> None:
+        """A disconnection ends the open login of its pid; a second login leaves the first one's
+        end unknown, and so does a login older than a disconnection's start."""
+        is_disc = block.kind == DISC
+        end = block.ts
+        start = np.where(end != _NAT, end - _ms(block.session_s), _NAT)
+        stale = is_disc & login.has & (login.ts != _NAT) & (start != _NAT) & (login.ts < start - _STALE_MS)
+        application = np.where(is_disc & login.has & ~stale, login.application, 0).astype(np.int32)
+        by = block.causes_of_ends(carried)
         ended = np.flatnonzero(is_disc)
-        unknown = np.flatnonzero((is_auth & paired & o_has) | stale)
-
-        self._carry_over(carry, P, K, T, U, D, A, AH, H, E, C, paired, new_group, group_start, group_end, ts)
-        out_codes = dict(codes)
-        for name, col in zip(_WHO, (U, D, A, H), strict=True):
-            restored = np.empty(n, dtype=col.dtype)
-            restored[order] = col
-            out_codes[name] = restored
-        self._emit_events(rows, ts, pid, out_codes, category)
+        unknown = np.flatnonzero(((block.kind == AUTH) & block.paired & login.has) | stale)
         self._emit_sessions(
             (
-                P[ended],
-                start[ended],
-                end[ended],
-                S[ended],
-                U[ended],
-                D[ended],
-                H[ended],
-                app[ended],
-                by[ended],
+                block.pid[ended], start[ended], end[ended], block.session_s[ended], block.user[ended],
+                block.database[ended], block.host[ended], application[ended], by[ended],
             ),
-            (P[unknown], o_ts[unknown], o_u[unknown], o_d[unknown], o_a[unknown], o_h[unknown]),
-        )
+            (
+                block.pid[unknown], login.ts[unknown], login.user[unknown], login.database[unknown],
+                login.application[unknown], login.host[unknown],
+            ),
+        )  # fmt: skip
 
     def _carry_over(
-        self,
-        carry: dict[str, np.ndarray],
-        P: np.ndarray,
-        K: np.ndarray,
-        T: np.ndarray,
-        U: np.ndarray,
-        D: np.ndarray,
-        A: np.ndarray,
-        AH: np.ndarray,
-        H: np.ndarray,
-        E: np.ndarray,
-        C: np.ndarray,
-        paired: np.ndarray,
-        new_group: np.ndarray,
-        group_start: np.ndarray,
-        group_end: np.ndarray,
-        ts: np.ndarray,
+        self, block: _ByPid, carried: dict[str, np.ndarray], login_host: np.ndarray, ts: np.ndarray
     ) -> None:
         """What the next block needs, per pid: the open login, a connection received and not
         yet authorized, the latest cause."""
-        n = len(P)
-        position = np.arange(n)
-
-        def last_in_group(mask: np.ndarray) -> np.ndarray:
-            found = np.maximum.accumulate(np.where(mask & paired, position, -1))[group_end]
-            return np.where(found >= group_start, found, -1)
-
-        ls = last_in_group((K == AUTH) | (K == DISC))
-        lr = last_in_group(K == RECV)
-        lc = last_in_group(C)
-        has_s, has_r, has_c = ls >= 0, lr >= 0, lc >= 0
-        lsc, lrc, lcc = np.maximum(ls, 0), np.maximum(lr, 0), np.maximum(lc, 0)
-        new = {name: column.copy() for name, column in carry.items()}
-        login = has_s & (K[lsc] == AUTH)
-        new["open_has"] = np.where(has_s, login, carry["open_has"])
-        for name, col in (("ts", T), ("user", U), ("database", D), ("application", A), ("host", AH)):
-            key = f"open_{name}"
-            new[key] = np.where(login, col[lsc], carry[key])
-        pending = has_r & (lr > ls)
-        new["recv_has"] = np.where(pending, True, np.where(has_s, False, carry["recv_has"]))
-        new["recv_host"] = np.where(pending, H[lrc], carry["recv_host"])
-        new["cause_has"] = carry["cause_has"] | has_c
-        new["cause_ts"] = np.where(has_c, T[lcc], carry["cause_ts"])
-        new["cause_event"] = np.where(has_c, E[lcc], carry["cause_event"])
-        self.carry.update(P[group_start], new, carry["open_has"])
+        last_line = block.last_of_pid((block.kind == AUTH) | (block.kind == DISC))
+        last_received = block.last_of_pid(block.kind == RECV)
+        last_cause = block.last_of_pid(block.cause)
+        has_line, has_received, has_cause = last_line >= 0, last_received >= 0, last_cause >= 0
+        line_at, received_at, cause_at = (np.maximum(p, 0) for p in (last_line, last_received, last_cause))
+        new = {name: column.copy() for name, column in carried.items()}
+        login = has_line & (block.kind[line_at] == AUTH)
+        new["open_has"] = np.where(has_line, login, carried["open_has"])
+        for name, column in (
+            ("ts", block.ts), ("user", block.user), ("database", block.database),
+            ("application", block.application), ("host", login_host),
+        ):  # fmt: skip
+            new[f"open_{name}"] = np.where(login, column[line_at], carried[f"open_{name}"])
+        pending = has_received & (last_received > last_line)
+        new["recv_has"] = np.where(pending, True, np.where(has_line, False, carried["recv_has"]))
+        new["recv_host"] = np.where(pending, block.host[received_at], carried["recv_host"])
+        new["cause_has"] = carried["cause_has"] | has_cause
+        new["cause_ts"] = np.where(has_cause, block.ts[cause_at], carried["cause_ts"])
+        new["cause_event"] = np.where(has_cause, block.event[cause_at], carried["cause_event"])
+        self.carry.update(block.pid[block.group_start], new, carried["open_has"])
         if self.carry.count("cause_has") > 10_000 or self.carry.count("recv_has") > 100_000:
             newest = int(ts.max())
             self.carry.prune_causes(newest - _CAUSE_MS)
