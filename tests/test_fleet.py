@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -546,3 +547,71 @@ def test_a_local_fleet_says_how_many_in_flight_and_workers_wins(workers: str | N
     else:  # two targets: never more in flight than that, whatever the cores and memory allow
         assert fleet["workers"] == 2 and said[0].startswith("fleet: 2 targets in flight by default")
     assert "memory" in said[0] and "cores" in said[0] and "Traceback" not in result.stderr
+
+
+def test_a_target_names_its_pgbouncer_and_the_zone_of_its_server_log(
+    private_lab: LabServer, tmp_path: Path
+) -> None:
+    """Every run option is a target key: a target sampling its PgBouncer's console and reading its
+    log, and a target whose server log was written in Asia/Shanghai (log_timezone since set back to
+    UTC), read with `log_tz` within since/until; the same log without `log_tz` is read 8 hours off
+    and its kills fall outside the window."""
+    from playbook.lab.pgbouncer_process import PgBouncer
+    from playbook.lab.scenarios import IDLE_SESSION_FATAL
+
+    lab = private_lab
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    lab.alter_system({"log_timezone": "Asia/Shanghai"})
+    dsn = lab.create_role("zone_app")
+    with lab.admin() as conn:
+        conn.execute("ALTER ROLE zone_app SET idle_session_timeout = '1s'")
+    sessions = [psycopg.connect(dsn) for _ in range(3)]  # each idle past 1 s: the server ends it
+    try:
+        killed = lambda: lab.stderr_log.read_text().count(IDLE_SESSION_FATAL) >= 3 or None  # noqa: E731
+        wait_until(killed, timeout=30, what="three idle-session kills in the server log")
+    finally:
+        for session in sessions:
+            session.close()
+    kills = [line for line in lab.stderr_log.read_text().splitlines() if IDLE_SESSION_FATAL in line]
+    assert all(" CST " in line for line in kills), kills  # Shanghai's clock, in Chicago's letters
+    with lab.admin() as conn:
+        conn.execute("ALTER ROLE zone_app RESET idle_session_timeout")
+    lab.alter_system({"log_timezone": None})  # back to the lab's UTC: the live value no longer helps
+    until = datetime.now(timezone.utc) + timedelta(seconds=1)
+    window = {"since": since.isoformat(), "until": until.isoformat()}
+    with PgBouncer(tmp_path / "bnc", lab) as bouncer:
+        with psycopg.connect(bouncer.dsn(), autocommit=True, prepare_threshold=None) as conn:
+            conn.execute("SELECT 1")  # something in PgBouncer's log
+        rows = [
+            {"name": "shanghai", "dsn": lab.dsn(), "server_log": str(lab.stderr_log),
+             "log_tz": "Asia/Shanghai", **window},
+            {"name": "shanghai-read-as-utc", "dsn": lab.dsn(), "server_log": str(lab.stderr_log), **window},
+            {"name": "pooled", "dsn": lab.dsn(), "pgbouncer": bouncer.console_dsn(),
+             "pgbouncer_log": [str(bouncer.log_file)], "app_tz": "UTC", "prefix": "%m [%p] %q%u@%d "},
+        ]  # fmt: skip
+        targets = tmp_path / "targets.yaml"
+        targets.write_text("targets:\n" + "".join(f"  - {json.dumps(row)}\n" for row in rows))
+        out = tmp_path / "out"
+        result = run_cli(
+            "fleet", str(targets), "--out", str(out), "--workers", "3", "--duration", "2",
+            "--interval", "0.5", "--render", "critical", timeout=300,
+        )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    fleet = rows_of(out)
+    assert all(row["error"] is None for row in fleet.values()), fleet
+
+    def summary(name: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((out / "targets" / name / "summary.json").read_text())
+        return loaded
+
+    shanghai = fleet["shanghai"]
+    assert (shanghai["top_cause"], shanghai["worst_finding"]) == ("timeout", "TMO-001"), shanghai
+    assert summary("shanghai")["zones"]["server_log"].startswith("Asia/Shanghai")
+    as_utc = fleet["shanghai-read-as-utc"]
+    assert as_utc["top_cause"] != "timeout" and as_utc["worst_finding"] != "TMO-001", as_utc
+    assert summary("shanghai-read-as-utc")["zones"]["server_log"].startswith("UTC")
+    manifest = json.loads((out / "targets" / "pooled" / "evidence" / "manifest.json").read_text())
+    assert "pgbouncer_console" in manifest["collected"], manifest["collected"]
+    assert manifest["pgbouncer_logs"] == [str(bouncer.log_file)]
+    assert summary("pooled")["zones"]["app_log"].startswith("UTC")
+    assert (out / "targets" / "pooled" / "evidence" / "pgbouncer_pools.parquet").exists()
