@@ -21,6 +21,8 @@ import psycopg
 import pytest
 
 from playbook import APPLICATION_NAME
+from playbook.collect.activity import ActivitySampler
+from playbook.collect.pgbouncer_console import PgBouncerSampler
 from playbook.evidence import Evidence
 from playbook.lab.pgbouncer_process import PgBouncer, find_pgbouncer
 from playbook.lab.proxy import ChaosProxy
@@ -161,6 +163,22 @@ def test_sampler_lost_mid_window_is_a_gap_and_resumes(
     assert evidence.frames["activity_ticks"]["ok"].iloc[-1]
 
 
+IDLE_CUT_S = 0.3  # the path's idle cut-off, well under the interval: every idle flow is reset
+TICK_S = 1.0
+
+
+def test_a_path_resetting_idle_flows_between_ticks_costs_the_sampler_no_tick(
+    lab: LabServer, proxy: ChaosProxy
+) -> None:
+    proxy.reset_idle_after(IDLE_CUT_S)
+    target = Target(proxy.dsn_for(lab.dsn()))
+    evidence = ActivitySampler(target, duration=3 * TICK_S, interval=TICK_S, progress=False).run()
+    assert len(evidence.ticks) >= 3 and evidence.ticks["ok"].all(), evidence.ticks
+    # each tick after the first found its session reset and opened another at once: a closed gap
+    assert len(evidence.gaps) >= 2 and all(gap["end"] for gap in evidence.gaps), evidence.gaps
+    assert proxy.stats()["idle_resets"] >= len(evidence.gaps)
+
+
 @pytest.fixture
 def bouncer(lab: LabServer, tmp_path: Path) -> Iterator[PgBouncer]:
     if find_pgbouncer() is None:
@@ -195,6 +213,18 @@ def test_pgbouncer_console_lost_mid_window_is_a_gap(
     assert console["gaps"] and console["gaps"][0]["end"] is not None, console
     assert console["ticks_ok"] < console["ticks"]
     assert "pgbouncer_console" in evidence.manifest["collected"]
+
+
+def test_a_path_resetting_idle_flows_between_ticks_costs_the_console_no_tick(bouncer: PgBouncer) -> None:
+    with ChaosProxy("127.0.0.1", bouncer.port) as console_path:
+        console_path.reset_idle_after(IDLE_CUT_S)
+        sampler = PgBouncerSampler(console_path.dsn_for(bouncer.console_dsn()), TICK_S)
+        console = sampler.run(3 * TICK_S)
+        resets = console_path.stats()["idle_resets"]
+    ticks = console.frame("pgbouncer_ticks")
+    assert len(ticks) >= 3 and ticks["ok"].all(), ticks
+    assert len(console.gaps) >= 2 and all(gap["end"] for gap in console.gaps), console.gaps
+    assert resets >= len(console.gaps)
 
 
 def test_notebooks_read_the_evidence_without_the_path(

@@ -1,7 +1,9 @@
 """The activity sampler: pg_stat_activity, one query per tick over one connection.
 
 The patient is sick: when the sampler's own session is lost, it reconnects with backoff, records
-the gap (start, end, error text, SQLSTATE) as evidence and goes on. The playbook's own backends
+the gap (start, end, error text, SQLSTATE) as evidence and goes on. A session lost between two
+ticks (a path that resets flows idle for less than the interval) is replaced at once, within the
+tick: the gap is recorded and the tick is kept. The playbook's own backends
 are left out of every row.
 """
 
@@ -20,7 +22,7 @@ from playbook import APPLICATION_NAME
 from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS
 from playbook.evidence.manifest import gap_opened
 from playbook.progress import progress_bar
-from playbook.target import Target
+from playbook.target import Target, session_lost
 
 # One row per client backend. Ages are derived later in pandas from the server's own clock
 # (ts is the server's now()), which keeps the per-tick cost low: no numeric conversions per row.
@@ -75,12 +77,13 @@ class ActivitySampler:
         """End the window early (from another thread): what was sampled so far is the evidence."""
         self._stopped.set()
 
-    def _lost(self, exc: BaseException) -> None:
+    def _lost(self, exc: BaseException, at: datetime) -> None:
+        """The session is gone: closed, and a gap opened at the tick `at` unless one is open."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._open_gap is None:
-            self._open_gap = dict(gap_opened(exc, _utcnow()))
+            self._open_gap = dict(gap_opened(exc, at))
 
     def _close_gap(self, resumed_at: datetime) -> None:
         if self._open_gap is not None:
@@ -91,22 +94,40 @@ class ActivitySampler:
     def _tick(self) -> None:
         started = time.perf_counter()
         now = _utcnow()
+        rows: list[tuple[Any, ...]] | None = None
         try:
-            if self._conn is None or self._conn.closed:
-                if self._open_gap is not None:
-                    self._open_gap["reconnect_attempts"] += 1
-                self._conn = self.target.connect()
-                self._close_gap(resumed_at=now)
-            with self._conn.cursor(binary=True) as cur:  # binary: cheaper to parse at 1,000 backends
-                rows = cur.execute(ACTIVITY_SQL).fetchall()
+            rows = self._sample(now)
         except psycopg.Error as exc:
-            self._lost(exc)
+            # A session that answered the last tick and is gone at this one: most often the path
+            # reset it while it idled between ticks (an idle cut-off shorter than the interval).
+            # Then one fresh session at once keeps the tick; the loss is still a gap, however short.
+            lost_since_last_tick = (
+                self._conn is not None and self._open_gap is None and session_lost(self._conn, exc)
+            )
+            self._lost(exc, now)
+            if lost_since_last_tick:
+                try:
+                    rows = self._sample(now)
+                except psycopg.Error as again:
+                    self._lost(again, now)
+        if rows is None:
             self._ticks.append((now, None, False, 0, 0, (time.perf_counter() - started) * 1000))
             return
         hidden = sum(1 for row in rows if row[2] is None)  # state is null for rows we may not see
         self._batches.append((now, rows))
         server_ts = rows[0][0] if rows else None
         self._ticks.append((now, server_ts, True, len(rows), hidden, (time.perf_counter() - started) * 1000))
+
+    def _sample(self, now: datetime) -> list[tuple[Any, ...]]:
+        """One query on the sampler's session, opened first when there is none: the open gap ends at
+        this tick, `now` (a gap runs from the tick that lost the session to the first good one)."""
+        if self._conn is None or self._conn.closed:
+            if self._open_gap is not None:
+                self._open_gap["reconnect_attempts"] += 1
+            self._conn = self.target.connect()
+            self._close_gap(resumed_at=now)
+        with self._conn.cursor(binary=True) as cur:  # binary: cheaper to parse at 1,000 backends
+            return cur.execute(ACTIVITY_SQL).fetchall()
 
     def run(self) -> ActivityEvidence:
         start = time.monotonic()

@@ -11,7 +11,8 @@ autocommit, never prepares, sends its SHOWs through a ClientCursor and sets only
 keepalives and the playbook's connect timeout. Every command it sends is a SHOW: read-only by nature.
 Columns differ between versions: what a version returns is kept, the schema's columns are cast and
 the missing ones added empty; a SHOW a version does not know is noted once and not sent again.
-Losing the console is a recorded gap (reconnect with backoff), never a crash.
+Losing the console is a recorded gap (reconnect with backoff), never a crash; a console session
+lost between two ticks (a path that resets idle flows) is replaced at once, within the tick.
 """
 
 from __future__ import annotations
@@ -133,12 +134,13 @@ class PgBouncerSampler:
         finally:
             cur.close()
 
-    def _lost(self, exc: BaseException) -> None:
+    def _lost(self, exc: BaseException, at: datetime) -> None:
+        """The session is gone: closed, and a gap opened at the tick `at` unless one is open."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._open_gap is None:
-            self._open_gap = dict(gap_opened(exc, _utcnow()))
+            self._open_gap = dict(gap_opened(exc, at))
 
     def _read_config(self, conn: psycopg.Connection[Any]) -> None:
         version_rows = self._show(conn, "SHOW VERSION")
@@ -156,39 +158,61 @@ class PgBouncerSampler:
     def _tick(self) -> None:
         started = time.perf_counter()
         now = _utcnow()
+        batch: dict[str, list[dict[str, Any]]] | None = None
+        error: psycopg.Error | None = None
         try:
-            if self._conn is None or self._conn.closed:
-                if self._open_gap is not None:
-                    self._open_gap["reconnect_attempts"] += 1
-                self._conn = self._connect()
-                if self._open_gap is not None:
-                    self._open_gap["end"] = now.isoformat()
-                    self.gaps.append(self._open_gap)
-                    self._open_gap = None
-            conn = self._conn
-            if self._config is None:
-                self._read_config(conn)
-            batch: dict[str, list[dict[str, Any]]] = {}
-            for name, command in CONSOLE_COMMANDS.items():
-                if name in self._unsupported:
-                    continue
-                try:
-                    batch[name] = self._show(conn, command)
-                except psycopg.Error as exc:
-                    if cannot_run_commands(conn):
-                        raise
-                    # an older PgBouncer without this SHOW: noted once, the rest of the tick goes on
-                    self._unsupported[name] = " ".join(str(exc).split())[:200]
+            batch = self._sample(now)
         except psycopg.Error as exc:
-            self._lost(exc)
+            # A console session that answered the last tick and is gone at this one (a path that
+            # resets flows idle for less than the interval): one fresh session at once keeps the
+            # tick; the loss is still a gap, however short.
+            lost_since_last_tick = (
+                self._conn is not None and self._open_gap is None and cannot_run_commands(self._conn)
+            )
+            self._lost(exc, now)
+            error = exc
+            if lost_since_last_tick:
+                try:
+                    batch = self._sample(now)
+                except psycopg.Error as again:
+                    self._lost(again, now)
+                    error = again
+        if batch is None:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            self._ticks.append({"ts": now, "ok": False, "query_ms": elapsed_ms, "error": str(exc)})
+            self._ticks.append({"ts": now, "ok": False, "query_ms": elapsed_ms, "error": str(error)})
             return
         for name, rows in batch.items():
             self._rows[name].extend({"tick_ts": now, **row} for row in rows)
         self._ticks.append(
             {"ts": now, "ok": True, "query_ms": (time.perf_counter() - started) * 1000, "error": None}
         )
+
+    def _sample(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
+        """One round of SHOWs on the console session, opened first when there is none: the open gap
+        ends at this tick, `now`. The config is read on the first session that answers."""
+        if self._conn is None or self._conn.closed:
+            if self._open_gap is not None:
+                self._open_gap["reconnect_attempts"] += 1
+            self._conn = self._connect()
+            if self._open_gap is not None:
+                self._open_gap["end"] = now.isoformat()
+                self.gaps.append(self._open_gap)
+                self._open_gap = None
+        conn = self._conn
+        if self._config is None:
+            self._read_config(conn)
+        batch: dict[str, list[dict[str, Any]]] = {}
+        for name, command in CONSOLE_COMMANDS.items():
+            if name in self._unsupported:
+                continue
+            try:
+                batch[name] = self._show(conn, command)
+            except psycopg.Error as exc:
+                if cannot_run_commands(conn):
+                    raise
+                # an older PgBouncer without this SHOW: noted once, the rest of the tick goes on
+                self._unsupported[name] = " ".join(str(exc).split())[:200]
+        return batch
 
     def run(self, duration: float) -> PgBouncerEvidence:
         """Sample for `duration` seconds (or until stop()); the first tick is at once."""
