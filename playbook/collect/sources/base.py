@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from playbook.evidence.manifest import Failure, Gap
 from playbook.evidence.zones import Zone
 from playbook.request import RunRequest
-from playbook.target import Target
+from playbook.target import Target, cannot_run_commands
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,7 +96,7 @@ class Context:
         (Target.check: a refusal is one sentence). `end_session` closes it."""
         if self.target is None:
             raise RuntimeError("an offline run has no session")  # live sources are skipped offline
-        if self._session is None or self._session.closed:
+        if self._session is None or cannot_run_commands(self._session):  # lost: a fresh one
             self._session = self.target.check()
         return self._session
 
