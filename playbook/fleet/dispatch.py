@@ -46,10 +46,10 @@ STATUSES = ("ok", "warning", "critical", "error")
 # README, Measured). CPU: the child forked per attempt and the kernels it starts, as the worker
 # reaps them. Memory: the peak of the child and its kernel's private pages (USS): the pages a fork
 # shares with the warm worker are paid once, by the worker, not once per target.
-TARGET_CPU_S = 0.58  # a run without pages: fork, connect, settings and probes, diagnose, publish
+TARGET_CPU_S = 0.65  # a run without pages: fork, connect, settings and probes, diagnose, publish
 TARGET_CPU_PER_WINDOW_S = 0.004  # each second of the window: the sampler's ticks
 TARGET_WALL_S = 2.5  # wall seconds beyond the window when a core is free
-PAGES_CPU_S = 3.1  # a target that renders its pages: a kernel started, triage executed, published
+PAGES_CPU_S = 3.2  # a target that renders its pages: a kernel started, triage executed, published
 PAGES_WALL_S = 5.0
 TARGET_MEMORY_MB = 190.0  # a target in flight with its kernel (the child alone: about 55 MB)
 CPU_SHARE = 0.8  # of the cores: the worker's threads, the scheduler and the client need some, and a
