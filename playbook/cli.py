@@ -172,7 +172,8 @@ def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:
         "--workers",
         type=positive_int,
         metavar="N",
-        help="targets in flight at once (default: 2 per core locally, every thread of an existing cluster)",
+        help="targets in flight at once (default: locally, from the cores, the windows and the memory, "
+        "derived on stderr; every thread of an existing cluster)",
     )
     fleet.add_argument(
         "--duration",
