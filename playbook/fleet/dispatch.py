@@ -262,7 +262,10 @@ def cluster(
                 raise PlaybookError(
                     f"the Dask scheduler at {scheduler} has no worker (waited {WORKERS_WAIT_S} s)"
                 ) from None
-            yield client, workers or max(1, sum(client.nthreads().values()))
+            slots = workers or max(1, sum(client.nthreads().values()))
+            why = "--workers" if workers else "every worker thread of the cluster"
+            print(f"fleet: {slots} targets in flight ({why})", file=sys.stderr, flush=True)
+            yield client, slots
         finally:
             client.close()
         return
