@@ -168,3 +168,114 @@ def test_the_rule_that_differs_is_named() -> None:
     fake.RULES = changed  # type: ignore[attr-defined]
     with pytest.raises(PlaybookError, match="'harmless_log'"):
         engine.compiled_engine(fake, fake)
+
+
+def _resolved(result: tuple[Any, ...]) -> list[tuple[int, bytes, int] | None]:
+    """(ms, zone name, pid) of the rows read (ok), None for the others."""
+    ok, ms, codes, names, pid = result
+    return [
+        (int(m), names[c], int(p)) if good else None
+        for good, m, c, p in zip(ok.tolist(), ms.tolist(), codes.tolist(), pid.tolist(), strict=True)
+    ]
+
+
+def test_fixed_place_heads_read_the_same_with_either_engine() -> None:
+    """stamps.read_fixed_heads: the C loop against the one-regex reference on heads mangled
+    byte by byte (digits, separators, zone names of 0 to 9 bytes, NULs, long pids, Feb 31,
+    year 0), in the stderr form and the csvlog/jsonlog stamp form."""
+    import random
+
+    import numpy as np
+
+    from playbook.collect.serverlog.stamps import FixedHead, read_fixed_heads
+
+    rng = random.Random(3)
+    good = [
+        b"2025-03-01 10:00:00.123 CET [4242] app@shop LOG:  x",
+        b"2024-02-31 23:59:59.999 UTC [1] LOG:  x",
+        b"0000-01-01 00:00:00.000 AB\0 [123456789] LOG:  x",
+        b"2025-12-31 01:02:03.004 Europe/B [77] LOG:  x",
+    ]
+    alphabet = b"0123456789 -:.[]A\0\xff"
+    lines = []
+    for _ in range(3000):
+        line = bytearray(rng.choice(good))
+        for _ in range(rng.randint(0, 2)):
+            at = rng.randrange(len(line))
+            roll = rng.random()
+            if roll < 0.5:
+                line[at] = rng.choice(alphabet)
+            elif roll < 0.75:
+                line.insert(at, rng.choice(alphabet))
+            else:
+                del line[at]
+        lines.append(bytes(line))
+    buf = b"\n".join(lines) + b"\n"
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    ends = np.cumsum([len(line) + 1 for line in lines]) - 1
+    starts = ends - np.array([len(line) for line in lines])
+    limits = np.array([s + max(line.find(b":  "), 0) for s, line in zip(starts, lines, strict=True)])
+    stamp_ends = np.array(
+        [s + min(len(line), 24 + rng.randint(0, 9)) for s, line in zip(starts, lines, strict=True)]
+    )
+    for head in (FixedHead(True, b" ["), FixedHead(False, b" [")):
+        for zone_ends in (None, stamp_ends):
+            compiled = _resolved(read_fixed_heads(arr, starts, limits, head, zone_ends))
+            with engine.using("reference"):
+                reference = _resolved(read_fixed_heads(arr, starts, limits, head, zone_ends))
+            assert compiled == reference, (head, zone_ends is None)
+            if head.millis:
+                assert 300 < sum(r is not None for r in compiled) < len(lines)
+
+
+def test_session_lines_read_the_same_with_either_engine() -> None:
+    """serverlog.messages: the C token splitter against the plain token-by-token reference on
+    session lines mangled byte by byte (extra or missing spaces, odd clocks, names with
+    spaces, continuation lines), the lenient regexes reading the odd ones in both."""
+    import random
+
+    import numpy as np
+
+    from playbook.collect.serverlog.messages import Messages
+
+    rng = random.Random(5)
+    shapes = {
+        "disconnected": b"disconnection: session time: 1:02:03.456 user=app database=shop host=10.0.0.1 "
+        b"port=5000",
+        "received": b"connection received: host=10.0.0.1 port=5000",
+    }
+    alphabet = b" :.=0123456789\n\tab"
+    for method, good in shapes.items():
+        texts = []
+        for _ in range(2000):
+            text = bytearray(good)
+            for _ in range(rng.randint(0, 2)):
+                at = rng.randrange(len(text))
+                roll = rng.random()
+                if roll < 0.4:
+                    text[at] = rng.choice(alphabet)
+                elif roll < 0.7:
+                    text.insert(at, rng.choice(alphabet))
+                else:
+                    del text[at]
+            texts.append(bytes(text))
+        buf = b"\n".join(texts) + b"\n"
+        ends = np.cumsum([len(t) + 1 for t in texts]) - 1
+        starts = ends - np.array([len(t) for t in texts])
+        rows = np.arange(len(texts))
+
+        compiled = _session_fields(Messages(buf, starts, ends), method, rows)
+        with engine.using("reference"):
+            reference = _session_fields(Messages(buf, starts, ends), method, rows)
+        assert compiled == reference, method
+
+
+def _session_fields(messages: Any, method: str, rows: Any) -> list[object]:
+    """What Messages.received or .disconnected read, as plain values per row."""
+    got = getattr(messages, method)(rows)
+    if method == "received":
+        return [got.values[c] for c in got.codes.tolist()]
+    (h, m, s), names = got
+    columns: list[object] = [[round(float(v), 6) if v == v else None for v in c.tolist()] for c in (h, m, s)]
+    columns += [[n.values[c] for c in n.codes.tolist()] for n in names]
+    return columns

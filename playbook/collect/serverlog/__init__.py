@@ -10,8 +10,11 @@ session, which are all kept (session lines and sessions are capped: see .state).
 `jobs` > 1 blocks are parsed in worker processes while the state follows them in order; the
 result is the same.
 
-Modules: sources (files, formats, order), prefix (log_line_prefix), times (zones), rows (what a
-parser keeps), stderr and structured (the parsers), state (sessions and totals), summary.
+Modules: engine (the implementation, compiled or reference, chosen once at import), rules (what
+is kept), sources (files, formats, order), language (other languages and encodings), prefix
+(log_line_prefix), times (zones), stamps (times at fixed places), rows (what a parser keeps),
+stderr and structured (the parsers), messages (what both read from messages and names),
+arrow_buffers (pyarrow over numpy buffers), state (sessions and totals), summary.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from playbook.collect.serverlog import engine
 from playbook.collect.serverlog.language import LogLanguage
@@ -162,6 +167,65 @@ def _blocks(planned: PlannedFile, tick: Callable[[int], None]) -> Any:
             yield carry
 
 
+def _progress_bar() -> AbstractContextManager[Any]:
+    """A progress bar on stderr (rich, imported only when asked for)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _read_file(
+    planned: PlannedFile,
+    state: SessionState,
+    spec: StderrSpec | None,
+    log_tz: Zone | None,
+    pool: Any,
+    jobs: int,
+    tick: Callable[[int], None],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """One file's blocks into `state` (parsed here, or in `pool`'s processes and consumed in
+    order); returns how its zone names were read, and adds their warnings to `warnings`."""
+    what = f"{WHAT} {planned.path}"
+    readings: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    pending: deque[Future[Rows]] = deque()
+
+    def take(rows: Rows) -> None:
+        state.consume(rows)
+        readings.update(rows.readings)
+        for name, count in rows.names_seen.items():
+            seen[name] = seen.get(name, 0) + count
+
+    for buf in _blocks(planned, tick):
+        if pool is None:
+            take(_parse(planned.fmt, spec, log_tz, what, buf, planned.language))
+        else:
+            pending.append(pool.submit(_parse, planned.fmt, spec, log_tz, what, buf, planned.language))
+            while len(pending) > 2 * jobs:
+                take(pending.popleft().result())
+        if state.past_until:
+            break
+    while pending:
+        take(pending.popleft().result())
+    for name in sorted(seen):
+        if name in readings and readings[name].warning:
+            warnings.append(str(readings[name].warning))
+    return {
+        "zone": log_tz.describe() if log_tz else None,
+        "names": {name: readings[name].how for name in sorted(seen) if name in readings},
+    }
+
+
 def read_server_logs(
     paths: Sequence[str | Path],
     *,
@@ -201,28 +265,7 @@ def read_server_logs(
     zones_assumed: dict[str, Any] = {}
     total = sum(p.size for p in planned)
 
-    bar: AbstractContextManager[Any]
-    if progress:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-    else:
-        bar = nullcontext()
+    bar = _progress_bar() if progress else nullcontext()
     pool = None
     if jobs > 1:  # imported here: multiprocessing costs every other run a few tens of ms
         from concurrent.futures import ProcessPoolExecutor
@@ -237,48 +280,16 @@ def read_server_logs(
             task = shown.add_task("reading logs", total=total) if shown is not None else None
             done_before = 0
             for planned_file in planned:
-                what = f"{WHAT} {planned_file.path}"
                 base = done_before
 
                 def tick(position: int, base: int = base) -> None:
                     if shown is not None and task is not None:
                         shown.update(task, completed=base + position)
 
-                readings: dict[str, Any] = {}
-                seen: dict[str, int] = {}
-                pending: deque[Future[Rows]] = deque()
-
-                def take(
-                    rows: Rows, readings: dict[str, Any] = readings, seen: dict[str, int] = seen
-                ) -> None:
-                    state.consume(rows)
-                    readings.update(rows.readings)
-                    for name, count in rows.names_seen.items():
-                        seen[name] = seen.get(name, 0) + count
-
-                for buf in _blocks(planned_file, tick):
-                    if pool is None:
-                        take(_parse(planned_file.fmt, spec, log_tz, what, buf, planned_file.language))
-                    else:
-                        pending.append(
-                            pool.submit(
-                                _parse, planned_file.fmt, spec, log_tz, what, buf, planned_file.language
-                            )
-                        )
-                        while len(pending) > 2 * jobs:
-                            take(pending.popleft().result())
-                    if state.past_until:
-                        break
-                while pending:
-                    take(pending.popleft().result())
+                zones_assumed[str(planned_file.path)] = _read_file(
+                    planned_file, state, spec, log_tz, pool, jobs, tick, warnings
+                )
                 done_before += planned_file.size
-                zones_assumed[str(planned_file.path)] = {
-                    "zone": log_tz.describe() if log_tz else None,
-                    "names": {name: readings[name].how for name in sorted(seen) if name in readings},
-                }
-                for name in sorted(seen):
-                    if name in readings and readings[name].warning:
-                        warnings.append(str(readings[name].warning))
                 if state.past_until:
                     break
         state.finish()
@@ -292,8 +303,22 @@ def read_server_logs(
         if gc_was_enabled:
             gc.enable()
 
+    return _evidence(state, planned, detected, prefix, as_utc(since), as_utc(until), zones_assumed, warnings)
+
+
+def _evidence(
+    state: SessionState,
+    planned: list[PlannedFile],
+    detected: str,
+    prefix: str | None,
+    since_utc: np.datetime64 | None,
+    until_utc: np.datetime64 | None,
+    zones_assumed: dict[str, Any],
+    warnings: list[str],
+) -> ServerLogEvidence:
+    """The evidence of a finished read: its frames (built now when kept), summary and warnings."""
     frames_built = _Frames(state)
-    if frames:
+    if state.frames:
         frames_built.get()  # now, while the chunks are all that is held (they are emptied as it goes)
     files = [str(p.path) for p in planned]
     dropped = state.events_dropped()
@@ -305,7 +330,6 @@ def read_server_logs(
             "the summary's counts include every line"
         )
     warnings = sorted(set(warnings))
-    since_utc, until_utc = as_utc(since), as_utc(until)
     summary = summarise(
         state,
         files,

@@ -1,10 +1,12 @@
 /* The stderr reader's hot loops, compiled: one pass over a block's bytes.
  *
- * playbook/collect/serverlog/stderr.py holds the same rules in numpy (the fallback, and the
- * reference: tests/test_serverlog_scan.py checks both give the same rows on the recorded logs).
- * Every function reads bytes the way the numpy code does, including its clipping of indices
- * to the block (a read before the block reads its first byte, after it its last), so the two
- * agree on every input, not only on well-formed ones.
+ * The "compiled" engine of playbook/collect/serverlog/engine.py; the "reference" engine (plain
+ * Python, numpy and pyarrow in stderr.py, stamps.py, messages.py, state.py, language.py) is
+ * what tests/test_log_engine.py and tests/test_serverlog_compiled.py check it against, on the
+ * recorded logs, generated mixes and mangled input. Where the reference scans with numpy
+ * (stderr.py's _entries) every function reads bytes the way it does, including its clipping
+ * of indices to the block (a read before the block reads its first byte, after it its last),
+ * so the two agree on every input, not only on well-formed ones.
  *
  * Outputs go into writable buffers the caller allocates (numpy arrays): no numpy headers at
  * build time, only Python's.
@@ -14,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The rules, as stderr.py spells them (checked against it at import: see RULES below). */
+/* The rules, as serverlog/rules.py spells them (checked at import by serverlog/engine.py: see RULES). */
 static const char *LEVELS[] = {"LOG", "FATAL", "ERROR", "WARNING", "PANIC",
                                "DETAIL", "HINT", "CONTEXT", "STATEMENT", "QUERY", "LOCATION"};
 #define N_LEVELS 11
@@ -225,7 +227,7 @@ static int wall(const Bytes *b, Py_ssize_t start, int millis, int64_t *ms) {
 
 /* head(buf, starts, limits, millis, between, ok, ms, key, pid)
  *
- * stderr.py's _fast_head for a prefix '%m<between>%p' or '%t<between>%p' (between starts with a
+ * stamps.py's read_fixed_heads for a prefix '%m<between>%p' or '%t<between>%p' (between starts with a
  * space): per entry at `starts` whose level begins at `limits`, ok (uint8), naive ms (int64), the
  * zone name as one integer (uint64, its bytes little-endian) and the pid (int64). */
 static PyObject *head(PyObject *self, PyObject *args) {
@@ -303,7 +305,7 @@ fail:
 /* stamp(buf, starts, ends, ok, ms, key)
  *
  * csvlog's and jsonlog's times ('YYYY-MM-DD HH:MM:SS.mmm ZONE', the zone name ending the text at
- * `ends`): _fast_head's zone_ends form. ok (uint8), naive ms (int64), zone key (uint64). */
+ * `ends`): read_fixed_heads' zone_ends form. ok (uint8), naive ms (int64), zone key (uint64). */
 static PyObject *stamp(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *o[6];
@@ -502,8 +504,8 @@ static double number(const unsigned char *p, Py_ssize_t n, int *ok) {
 
 /* session_fields(buf, starts, ends, disconnection) -> (ok, hms, fields)
  *
- * The messages buf[starts[i]:ends[i]] of session lines split on single spaces, stderr.py's
- * _split_fields rules: 'connection received: host=H[ ...]' (3 tokens or more) gives H;
+ * The messages buf[starts[i]:ends[i]] of session lines split on single spaces, the rules of
+ * messages.py's received_host and disconnection_fields: 'connection received: host=H[ ...]' (3 tokens or more) gives H;
  * 'disconnection: session time: H:M:S user=U database=D host=H[ port=P]' (7 or 8 tokens, the
  * time matching \d+:\d+:\d+(\.\d+)?) gives its hours, minutes and seconds (3 float64 per
  * row) and U, D, H. ok (uint8) says which rows had that shape; fields holds per row the (start, end)
@@ -955,8 +957,8 @@ done:
     return out;
 }
 
-/* RULES: the constants above, for stderr.py to compare with its own at import (a rule changed
- * on one side only turns the compiled path off rather than giving other rows). */
+/* RULES: the constants above, for serverlog/engine.py to compare with rules.py at import (a rule
+ * changed on one side only fails the import with a sentence naming it, never other rows). */
 static PyObject *rules(void) {
     PyObject *levels = PyTuple_New(N_LEVELS), *heads = PyDict_New(), *harmless = PyTuple_New(N_HARMLESS);
     PyObject *except = PyTuple_New(N_EXCEPT);

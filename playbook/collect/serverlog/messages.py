@@ -20,10 +20,8 @@ from playbook.collect import log_events
 from playbook.collect.serverlog import engine
 from playbook.collect.serverlog.arrow_buffers import (
     as_numpy,
-    binary_array,
     binary_scalar,
     bool_array,
-    index_array,
 )
 from playbook.collect.serverlog.rows import Coded, clean_name, host_of
 from playbook.collect.serverlog.rules import ALL_LEVEL_WORDS, DISCONNECTION_LINE, LOGIN_LINE, RECEIVED_LINE
@@ -118,33 +116,29 @@ def display_names(raw: list[bytes], host: bool = False) -> list[str]:
 
 
 class Messages:
-    """The kept entries' messages (buf[starts[i]:ends[i]]) and what is read from them: the
-    compiled loops when there are, else pyarrow over one binary column (the reference)."""
+    """The kept entries' messages (buf[starts[i]:ends[i]]) and what is read from them. The
+    session lines are split on single spaces and checked token by token (in C, or by
+    `received_host` and `disconnection_fields`, the plain reference); the lenient regexes read
+    the odd ones (names with spaces)."""
 
     def __init__(self, buf: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
         self.buf, self.starts, self.ends = buf, starts, ends
         self.compiled = engine.ENGINE.scan  # the engine of the whole block
-        self.column: pa.Array | None = None
-        if self.compiled is None:
-            # one binary array over the block's buffer: every other slice of [0, s0, e0, s1, ...]
-            k = len(starts)
-            bounds = np.empty(2 * k + 2, dtype=np.int32)
-            bounds[0], bounds[-1] = 0, len(buf)
-            bounds[1:-1:2], bounds[2:-1:2] = starts, ends
-            buffers = [None, pa.py_buffer(bounds), pa.py_buffer(buf)]
-            column = pa.Array.from_buffers(pa.binary(), 2 * k + 1, buffers)
-            self.column = column.take(index_array(np.arange(1, 2 * k + 1, 2)))
+
+    def _slice(self, row: int) -> bytes:
+        return self.buf[int(self.starts[row]) : int(self.ends[row])]
+
+    def _text(self, row: int) -> bytes:
+        return self._slice(row).rstrip(b"\n")
 
     def distinct(self, rows: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
         """(int64 codes, distinct messages in order of first appearance) of `rows`."""
-        if self.column is not None:
-            return distinct_values(self.column.take(index_array(rows)))
-        assert self.compiled is not None
-        codes, values = self.compiled.encode(self.buf, self.starts[rows], self.ends[rows], 0)
-        return np.frombuffer(codes, dtype=np.int32).astype(np.int64), values
-
-    def _text(self, row: int) -> bytes:
-        return self.buf[int(self.starts[row]) : int(self.ends[row])].rstrip(b"\n")
+        if self.compiled is not None:
+            codes, values = self.compiled.encode(self.buf, self.starts[rows], self.ends[rows], 0)
+            return np.frombuffer(codes, dtype=np.int32).astype(np.int64), values
+        index: dict[bytes, int] = {}
+        found = [index.setdefault(self._slice(row), len(index)) for row in rows.tolist()]
+        return np.array(found, dtype=np.int64), list(index)
 
     def _encoded(
         self, starts: np.ndarray, ends: np.ndarray, patch: dict[int, bytes], host: bool = False
@@ -165,129 +159,104 @@ class Messages:
 
     def received(self, rows: np.ndarray) -> Coded:
         """The hosts of 'connection received' lines (the lenient regex for odd ones)."""
-        if self.column is not None:
-            (hosts,) = session_line_fields(self.column.take(index_array(rows)), False, RECEIVED_LINE, (1,))
-            return coded_names(hosts, len(rows), True)
-        assert self.compiled is not None
+        if self.compiled is None:
+            hosts = [received_host(self._slice(row)) for row in rows.tolist()]
+            return names_of(
+                [
+                    self._received_leniently(row) if h is None else h
+                    for h, row in zip(hosts, rows.tolist(), strict=True)
+                ],
+                host=True,
+            )
         ok, _, fields = self.compiled.session_fields(self.buf, self.starts[rows], self.ends[rows], False)
         bounds = np.frombuffer(fields, dtype=np.int64).reshape(-1, 2)
         patch = {}
         for j in np.flatnonzero(np.frombuffer(ok, dtype=np.uint8) == 0).tolist():
-            match = RECEIVED_LINE.match(self._text(int(rows[j])))
-            patch[j] = (match.group(1) or b"") if match else b""
+            patch[j] = self._received_leniently(int(rows[j]))
         return self._encoded(bounds[:, 0], bounds[:, 1], patch, host=True)
+
+    def _received_leniently(self, row: int) -> bytes:
+        match = RECEIVED_LINE.match(self._text(row))
+        return (match.group(1) or b"") if match else b""
+
+    def _disconnected_leniently(self, row: int) -> tuple[float, float, float, bytes, bytes, bytes]:
+        """The fields of a disconnection line by the lenient regex (NaN and "" where it fails)."""
+        match = DISCONNECTION_LINE.match(self._text(row))
+        groups = [(match.group(g) or b"") if match else b"" for g in range(1, 7)]
+        h, m, s = (float(g) if g else np.nan for g in groups[:3])
+        return h, m, s, groups[3], groups[4], groups[5]
 
     def disconnected(self, rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[Coded, Coded, Coded]]:
         """((hours, minutes, seconds), (user, database, host)) of disconnection lines (NaN
         where the lenient regex finds no time either)."""
-        if self.column is not None:
-            got = session_line_fields(
-                self.column.take(index_array(rows)), True, DISCONNECTION_LINE, (1, 2, 3, 4, 5, 6)
+        if self.compiled is None:
+            times: list[tuple[float, float, float]] = []
+            users, databases, hosts = [], [], []
+            for row in rows.tolist():
+                found = disconnection_fields(self._slice(row)) or self._disconnected_leniently(row)
+                times.append(found[:3])
+                users.append(found[3])
+                databases.append(found[4])
+                hosts.append(found[5])
+            hms = np.array(times, dtype=np.float64).reshape(-1, 3)
+            return (hms[:, 0], hms[:, 1], hms[:, 2]), (
+                names_of(users),
+                names_of(databases),
+                names_of(hosts, True),
             )
-            n = len(rows)
-            return tuple(floats_of(col) for col in got[:3]), (
-                coded_names(got[3], n),
-                coded_names(got[4], n),
-                coded_names(got[5], n, True),
-            )
-        assert self.compiled is not None
         ok, raw_hms, fields = self.compiled.session_fields(self.buf, self.starts[rows], self.ends[rows], True)
         hms = np.frombuffer(raw_hms, dtype=np.float64).reshape(-1, 3)  # writable
         bounds = np.frombuffer(fields, dtype=np.int64).reshape(-1, 6)
         patches: tuple[dict[int, bytes], ...] = ({}, {}, {})
         for j in np.flatnonzero(np.frombuffer(ok, dtype=np.uint8) == 0).tolist():
-            match = DISCONNECTION_LINE.match(self._text(int(rows[j])))
-            groups = [(match.group(g) or b"") if match else b"" for g in range(1, 7)]
-            hms[j] = [float(g) if g else np.nan for g in groups[:3]]
-            for patch, value in zip(patches, groups[3:], strict=True):
+            h, m, s, *names_read = self._disconnected_leniently(int(rows[j]))
+            hms[j] = [h, m, s]
+            for patch, value in zip(patches, names_read, strict=True):
                 patch[j] = value
-        names = tuple(
+        coded = tuple(
             self._encoded(bounds[:, 2 * i], bounds[:, 2 * i + 1], patches[i], host=i == 2) for i in range(3)
         )
-        return (hms[:, 0], hms[:, 1], hms[:, 2]), (names[0], names[1], names[2])
+        return (hms[:, 0], hms[:, 1], hms[:, 2]), (coded[0], coded[1], coded[2])
+
+
+def names_of(raw: list[bytes], host: bool = False) -> Coded:
+    """Raw names as a Coded column of the names the frames show (display_names)."""
+    index: dict[bytes, int] = {}
+    codes = np.array([index.setdefault(value, len(index)) for value in raw], dtype=np.int32)
+    return Coded(codes, display_names(list(index), host) or [""])
+
+
+_CLOCK = re.compile(rb"[0-9]+:[0-9]+:[0-9]+(?:\.[0-9]+)?\Z")
+
+
+def received_host(message: bytes) -> bytes | None:
+    """'connection received: host=H[ ...]' -> H, read token by token (single spaces); None
+    for another shape."""
+    tokens = message.split(b" ")
+    if len(tokens) >= 3 and tokens[:2] == [b"connection", b"received:"] and tokens[2].startswith(b"host="):
+        return tokens[2][5:]
+    return None
+
+
+def disconnection_fields(message: bytes) -> tuple[float, float, float, bytes, bytes, bytes] | None:
+    """'disconnection: session time: H:M:S user=U database=D host=H[ port=P]' -> (H, M, S, U,
+    D, H), read token by token (single spaces); None for another shape."""
+    tokens = message.split(b" ")
+    if len(tokens) not in (7, 8) or tokens[:3] != [b"disconnection:", b"session", b"time:"]:
+        return None
+    if not (
+        tokens[4].startswith(b"user=")
+        and tokens[5].startswith(b"database=")
+        and tokens[6].startswith(b"host=")
+    ):
+        return None
+    if len(tokens) == 8 and not tokens[7].startswith(b"port="):
+        return None
+    if not _CLOCK.match(tokens[3]):
+        return None
+    hours, minutes, seconds = (float(part) for part in tokens[3].split(b":"))
+    return hours, minutes, seconds, tokens[4][5:], tokens[5][9:], tokens[6][5:]
 
 
 _NAMES: dict[bytes, str] = {}
 _HOSTS: dict[bytes, str] = {}
-
-
-def floats_of(values: pa.Array) -> np.ndarray:
-    """Numbers of a binary column; empty or null: NaN."""
-    text = pc.if_else(pc.equal(values, binary_scalar(b"")), binary_scalar(None), values).cast(pa.string())
-    nan = pa.Array.from_buffers(pa.float64(), 1, [None, pa.py_buffer(np.array([np.nan]))])[0]
-    return as_numpy(pc.cast(text, pa.float64()).fill_null(nan)).astype(np.float64)
-
-
-def distinct_values(values: pa.Array) -> tuple[np.ndarray, list[bytes]]:
-    """(codes, distinct values) of a binary column, hashed in C."""
-    encoded = pc.dictionary_encode(values)
-    return as_numpy(encoded.indices).astype(np.int64), encoded.dictionary.to_pylist()
-
-
-_TIME = r"^\d+:\d+:\d+(?:\.\d+)?$"
-
-
-def split_session_line(texts: pa.Array, disconnection: bool) -> tuple[list[pa.Array], np.ndarray]:
-    """'connection received: host=H[ port=P]' -> [H]; 'disconnection: session time: H:M:S
-    user=U database=D host=H[ port=P]' -> [H, M, S, U, D, H]; and which rows had that shape."""
-    n = len(texts)
-    parts = pc.split_pattern(texts, " ")
-    offsets = as_numpy(parts.offsets)[:-1].astype(np.int64)
-    counts = as_numpy(pc.list_value_length(parts)).astype(np.int64)
-    values = parts.values
-    shape: tuple[tuple[int, bytes, bool], ...]
-    if disconnection:
-        shape = ((0, b"disconnection:", True), (1, b"session", True), (2, b"time:", True),
-                 (4, b"user=", False), (5, b"database=", False), (6, b"host=", False))  # fmt: skip
-        ok = (counts == 7) | (counts == 8)
-    else:
-        shape = ((0, b"connection", True), (1, b"received:", True), (2, b"host=", False))
-        ok = counts >= 3
-    if not len(values):
-        return [pa.nulls(n, pa.binary())] * (6 if disconnection else 1), np.zeros(n, dtype=bool)
-    last = np.maximum(offsets + counts - 1, 0)
-
-    def token(i: int) -> pa.Array:
-        return values.take(index_array(np.minimum(offsets + i, last)))
-
-    fields: list[pa.Array] = []
-    for i, text, exact in shape:
-        t = token(i)
-        if exact:
-            ok &= as_numpy(pc.equal(t, binary_scalar(text)))
-        else:
-            ok &= as_numpy(pc.starts_with(t, text))
-            fields.append(pc.binary_slice(t, len(text), 1 << 30))
-    if not disconnection:
-        return fields, ok
-    port = token(7)
-    ok &= (counts == 7) | as_numpy(pc.starts_with(port, b"port="))
-    clock = token(3)
-    ok &= as_numpy(pc.match_substring_regex(clock, _TIME))
-    hms = pc.split_pattern(pc.if_else(bool_array(ok), clock, binary_scalar(b"0:0:0")), ":")
-    flat = hms.values
-    start = as_numpy(hms.offsets)[:-1].astype(np.int64)
-    return [flat.take(index_array(start + j)) for j in range(3)] + fields, ok
-
-
-def session_line_fields(
-    texts: pa.Array, disconnection: bool, lenient: re.Pattern[bytes], groups: tuple[int, ...]
-) -> list[pa.Array]:
-    """Fields of session lines (their messages) as binary columns: split on spaces (what the
-    lenient regex would take, checked token by token), the lenient regex on the odd ones
-    (names with spaces)."""
-    columns, ok = split_session_line(texts, disconnection)
-    missed = np.flatnonzero(~ok)
-    if len(missed):
-        patch: list[list[bytes | None]] = [[None] * len(missed) for _ in columns]
-        for j, e in enumerate(missed.tolist()):
-            match = lenient.match(texts[e].as_py().rstrip(b"\n"))
-            for col, g in zip(patch, groups, strict=False):
-                col[j] = (match.group(g) or b"") if match else b""
-        mask = np.zeros(len(texts), dtype=bool)
-        mask[missed] = True
-        columns = [
-            pc.replace_with_mask(col, bool_array(mask), binary_array(values))
-            for col, values in zip(columns, patch, strict=False)
-        ]
-    return columns

@@ -1,27 +1,28 @@
 """stderr logs (any log_line_prefix): one block of whole entries into the rows worth keeping.
 
 Most entries cannot end a session (statement durations, checkpoints), so nothing is parsed
-before it is known to matter (the prefilter). numpy finds the entries (lines not starting with
-a tab), pyarrow finds each entry's ':  ' after the level, and numpy compares the level word
-(one integer compare per level) and the first bytes of the message against the few that
-count: session lines of log_connections and log_disconnections, and entries at FATAL, ERROR,
-PANIC, WARNING or a LOG wording that is not known to be harmless.
+before it is known to matter (the prefilter): the entries (lines not starting with a tab), each
+entry's ':  ' after the level, the level word and the first bytes of the message are compared
+against the few that count (serverlog.rules): session lines of log_connections and
+log_disconnections, and entries at FATAL, ERROR, PANIC, WARNING or a LOG wording not known to be
+harmless. The engine (serverlog.engine) does this in one C pass (_scan.scan), or with numpy and
+pyarrow (`_entries`, the reference).
 
-Only the kept entries are split, and without per-row Python:
-- time, zone and pid: with numpy at fixed byte places when the prefix starts '%m [%p' or
-  '%t [%p' (any literal between zone and pid; `FixedHead`), else with RE2 through pyarrow;
-- names (%u, %d, %a, %h, %e): RE2 through pyarrow, only on the entries whose names the
-  frames use (session lines carry theirs in the message), the lenient Python regex for the
-  entries RE2 misses (names with odd characters, %q lines of non-session processes);
-- session lines: their messages split on spaces in C and checked token by token, the lenient
-  regex for the odd ones;
-- other messages: classified once per distinct (message, level, SQLSTATE).
+Only the kept entries are split:
+- time, zone and pid: at fixed byte places when the prefix starts '%m [%p' or '%t [%p' (any
+  literal between zone and pid; serverlog.stamps), else with RE2 through pyarrow;
+- names (%u, %d, %a, %h, %e): a field program in C or RE2 through pyarrow, only on the entries
+  whose names the frames use (session lines carry theirs in the message), the lenient Python
+  regex for the entries they miss (names with odd characters, %q lines of non-session processes);
+- session lines and other messages: serverlog.messages (events classified once per distinct
+  message, level and SQLSTATE).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +39,7 @@ from playbook.collect.serverlog.prefix import (
     fast_prefix,
     field_program,
 )
-from playbook.collect.serverlog.rows import AUTH, DISC, EVENT, RECV, Coded, Rows, clean_name
+from playbook.collect.serverlog.rows import AUTH, CODED, DISC, EVENT, RECV, TEXT, Coded, Rows, clean_name
 from playbook.collect.serverlog.rules import (
     ALL_LEVEL_WORDS,
     HARMLESS_EXCEPT,
@@ -99,7 +100,17 @@ def _head_of(prefix: str) -> FixedHead | None:
     return None
 
 
-_Scanned = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+class _Scanned(NamedTuple):
+    """A block's entries: per entry its start, its end (without the final newline), the place
+    of its ':  ' (0: none), its level code and kind; and the block's line and entry counts."""
+
+    lines: int
+    starts: np.ndarray
+    ends: np.ndarray
+    at: np.ndarray
+    level: np.ndarray
+    kind: np.ndarray
+    entry_count: int
 
 
 def _entries_compiled(buf: bytes, arr: np.ndarray) -> _Scanned:
@@ -109,7 +120,7 @@ def _entries_compiled(buf: bytes, arr: np.ndarray) -> _Scanned:
     lines, entry_count, *columns = compiled.scan(buf)
     starts, ends, at = (np.frombuffer(c, dtype=np.int64) for c in columns[:3])
     level, kind = (np.frombuffer(c, dtype=np.int8) for c in columns[3:])
-    return lines, starts, ends, at, level, kind, entry_count
+    return _Scanned(lines, starts, ends, at, level, kind, entry_count)
 
 
 def _entries(buf: bytes, arr: np.ndarray) -> _Scanned:
@@ -128,7 +139,7 @@ def _entries(buf: bytes, arr: np.ndarray) -> _Scanned:
     n = len(starts)
     if not n:
         empty = np.zeros(0, dtype=np.int64)
-        return lines, empty, empty, empty, np.zeros(0, np.int8), np.zeros(0, np.int8), 0
+        return _Scanned(lines, empty, empty, empty, np.zeros(0, np.int8), np.zeros(0, np.int8), 0)
     bounds = np.append(starts, size)
     ends = bounds[1:].copy()
     ends[arr[ends - 1] == 10] -= 1  # without the newline that ends the entry
@@ -171,7 +182,7 @@ def _entries(buf: bytes, arr: np.ndarray) -> _Scanned:
         harmless &= ~np.char.startswith(heads, text[:17])
     candidate = ((level >= 2) & (level <= 5)) | (is_log & (kind == 0) & ~harmless)
     kind[candidate] = EVENT
-    return lines, starts, ends, at, level, kind, entry_count
+    return _Scanned(lines, starts, ends, at, level, kind, entry_count)
 
 
 # a "(" that opens a group: after an even number of backslashes (re.escape writes a prefix's
@@ -185,6 +196,20 @@ def _named(pattern: str) -> str:
     return _GROUP.sub(lambda m: f"{m.group(1)}(?P<g{next(count)}>", pattern)
 
 
+class _Heads(NamedTuple):
+    """Time, zone and pid of kept entries read at fixed places (stamps.read_fixed_heads);
+    the regexes read the rows not `ok`."""
+
+    ok: np.ndarray
+    ms: np.ndarray
+    zone_codes: np.ndarray
+    zone_names: list[bytes]
+    pid: np.ndarray
+
+    def take(self, rows: np.ndarray) -> _Heads:
+        return _Heads(self.ok[rows], self.ms[rows], self.zone_codes[rows], self.zone_names, self.pid[rows])
+
+
 def parse_block(buf: bytes, spec: StderrSpec, clock: Clock, language: str = ENGLISH) -> Rows:
     """The rows worth keeping from `buf`, which holds whole entries (the file's last piece may
     lack its final newline). Counts every line and every entry for the summary. `language`:
@@ -194,29 +219,59 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock, language: str = ENGL
     if not size:
         return Rows.empty()
     arr = np.frombuffer(buf, dtype=np.uint8)
-    lines, starts, ends, at, level, kind, entry_count = (
-        _entries if engine.ENGINE.scan is None else _entries_compiled
-    )(buf, arr)
-    n = len(starts)
-    if not n:
+    scanned = (_entries if engine.ENGINE.scan is None else _entries_compiled)(buf, arr)
+    lines, starts, ends, at, level, kind, entry_count = scanned
+    if not len(starts):
         rows = Rows.empty()
         rows.lines, rows.bytes_read = lines, size
         return rows
-    bounds = np.append(starts, size)
-    entries = pa.Array.from_buffers(
-        pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(buf)]
+    keep, fields, heads = _prefix_fields_of_kept(buf, arr, scanned, spec)
+    k = len(keep)
+    ts = _times(fields, heads, spec, clock, k)
+    pid = pids_of(fields.get("pid"), k)
+    if heads is not None and heads.ok.any():
+        pid[heads.ok] = heads.pid[heads.ok]
+    host = fields.get("host") if fields.get("host") is not None else fields.get("host_port")
+    sqlstate = coded_names(fields.get("sqlstate"), k)
+    rows = Rows(
+        kind=kind[keep],
+        ts=ts,
+        pid=pid,
+        session_s=np.full(k, np.nan),
+        coded={
+            "level": Coded(level[keep].astype(np.int32), ["", *(w.decode() for w in ALL_LEVEL_WORDS)]),
+            "sqlstate": sqlstate,
+            "user": coded_names(fields.get("user"), k),
+            "database": coded_names(fields.get("database"), k),
+            "application": coded_names(fields.get("application"), k),
+            "host": coded_names(host, k, True),
+        },
     )
-    keep = np.flatnonzero(kind > 0)
+    has_sqlstate = fields.get("sqlstate") is not None
+    drop = _read_messages(rows, Messages(buf, at[keep] + 3, ends[keep]), has_sqlstate, language)
+    rows.coded["detail"] = _details(buf, scanned, keep, drop)
+    rows.coded = {name: rows.coded[name] for name in (*CODED, *TEXT)}
+    if drop.any():
+        rows = rows.take(np.flatnonzero(~drop))
+    rows.lines, rows.entries, rows.bytes_read = lines, entry_count, size
+    return rows
 
-    # Prefix fields of the kept entries: time, zone and pid with numpy where the prefix allows
-    # it (spec.head), the names with RE2 on the entries whose names the frames use.
+
+def _prefix_fields_of_kept(
+    buf: bytes, arr: np.ndarray, scanned: _Scanned, spec: StderrSpec
+) -> tuple[np.ndarray, dict[str, pa.Array | None], _Heads | None]:
+    """(the kept entries the prefix matched, their prefix fields, their fixed-place heads): time,
+    zone and pid at fixed places where the prefix allows it (spec.head), the names with RE2 (or
+    a field program) on the entries whose names the frames use."""
+    _, starts, ends, at, _, kind, _ = scanned
+    keep = np.flatnonzero(kind > 0)
     kinds = kind[keep]
     k = len(keep)
+    heads = None
     fast_ok = np.zeros(k, dtype=bool)
     if spec.head is not None and k:
-        fast_ok, fast_ms, tz_codes, tz_names, fast_pid = read_fixed_heads(
-            arr, starts[keep], at[keep], spec.head
-        )
+        heads = _Heads(*read_fixed_heads(arr, starts[keep], at[keep], spec.head))
+        fast_ok = heads.ok
     need = ~fast_ok
     if not spec.names_on_session_lines:
         # a connection received is logged before the startup packet names anyone ("[unknown]"
@@ -224,6 +279,11 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock, language: str = ENGL
         need |= kinds == EVENT
     else:
         need[:] = True
+    entries = pa.Array.from_buffers(
+        pa.binary(),
+        len(starts),
+        [None, pa.py_buffer(np.append(starts, len(buf)).astype(np.int32)), pa.py_buffer(buf)],
+    )
     ok = fast_ok.copy()
     scatter = np.full(k, -1, dtype=np.int64)
     pieces: list[tuple[dict[str, pa.Array | None], int]] = []  # (regex columns, rows)
@@ -243,159 +303,124 @@ def parse_block(buf: bytes, spec: StderrSpec, clock: Clock, language: str = ENGL
         scatter[rows_at] = done + np.arange(len(rows_at))
         done += len(rows_at)
         pieces.append((got, len(rows_at)))
-    # every regex column at full length (null where the regex did not run)
-    index = index_array(scatter, nulls=scatter < 0)
+    # every regex column at the kept entries the prefix matched (null where no regex ran)
+    sel = np.flatnonzero(ok)
+    index = index_array(scatter[sel], nulls=scatter[sel] < 0)
     fields: dict[str, pa.Array | None] = {}
     for name in (n for _, g in spec.fast.passes for n in g):
         if all(got.get(name) is None for got, _ in pieces):
             fields[name] = None
             continue
         parts: list[pa.Array] = []
-        for got, size_ in pieces:
+        for got, size in pieces:
             column = got.get(name)
-            parts.append(column.cast(pa.binary()) if column is not None else pa.nulls(size_, pa.binary()))
+            parts.append(column.cast(pa.binary()) if column is not None else pa.nulls(size, pa.binary()))
         fields[name] = pa.concat_arrays(parts).take(index)
-    sel = np.flatnonzero(ok)
-    keep = keep[sel]
-    k = len(keep)
-    take_sel = index_array(sel)
-    fields = {name: (col.take(take_sel) if col is not None else None) for name, col in fields.items()}
-    kinds = kinds[sel]
-    fast = fast_ok[sel]
+    return keep[sel], fields, None if heads is None else heads.take(sel)
+
+
+def _times(
+    fields: dict[str, pa.Array | None], heads: _Heads | None, spec: StderrSpec, clock: Clock, k: int
+) -> np.ndarray:
+    """UTC times of k kept entries: from the fixed-place heads or the %m/%t field read through
+    the clock (zone names), else from %n (epoch seconds); NaT without any."""
     ts_col = fields.get("ts")
-    if spec.head is not None or ts_col is not None:
-        if ts_col is not None:
-            naive = as_numpy(pc.cast(ts_col.cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
-            zones = coded_names(fields["tz"], k)
-        else:
-            naive = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
-            zones = Coded.constant("", k)
-        if spec.head is not None and fast.any():
-            naive[fast] = fast_ms[sel][fast].astype("datetime64[ms]")
-            codes = zones.codes.copy()
-            codes[fast] = tz_codes[sel][fast] + len(zones.values)
-            zones = Coded(codes, zones.values + [clean_name(n) for n in tz_names])
-        ts = clock.to_utc(naive, zones)
-    elif "epoch" in fields and fields["epoch"] is not None:
-        ts = epoch_to_utc(as_numpy(pc.cast(fields["epoch"].cast(pa.string()), pa.float64())))
+    if spec.head is None and ts_col is None:
+        epoch = fields.get("epoch")
+        if epoch is not None:
+            return epoch_to_utc(as_numpy(pc.cast(epoch.cast(pa.string()), pa.float64())))
+        return np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
+    if ts_col is not None:
+        naive = as_numpy(pc.cast(ts_col.cast(pa.string()), pa.timestamp("ms"))).astype("datetime64[ms]")
+        zones = coded_names(fields["tz"], k)
     else:
-        ts = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
-    pid = pids_of(fields.get("pid"), k)
-    if spec.head is not None and fast.any():
-        pid[fast] = fast_pid[sel][fast]
-    sqlstate_col = fields.get("sqlstate")
-    user = coded_names(fields.get("user"), k)
-    database = coded_names(fields.get("database"), k)
-    application = coded_names(fields.get("application"), k)
-    host = coded_names(
-        fields.get("host") if fields.get("host") is not None else fields.get("host_port"), k, True
-    )
-    sqlstate = coded_names(sqlstate_col, k)
+        naive = np.full(k, np.datetime64("NaT"), dtype="datetime64[ms]")
+        zones = Coded.constant("", k)
+    if heads is not None and heads.ok.any():
+        fast = heads.ok
+        naive[fast] = heads.ms[fast].astype("datetime64[ms]")
+        codes = zones.codes.copy()
+        codes[fast] = heads.zone_codes[fast] + len(zones.values)
+        zones = Coded(codes, zones.values + [clean_name(n) for n in heads.zone_names])
+    return clock.to_utc(naive, zones)
 
-    # Messages: bytes after ':  ' up to the entry's end (continuation lines included)
-    messages = Messages(buf, at[keep] + 3, ends[keep])
-    levels = level[keep]
-    event = Coded.constant("", k)
-    message = Coded.constant("", k)
-    detail: dict[int, str] = {}  # row -> its DETAIL: most rows have none
-    session_s = np.full(k, np.nan)
+
+def _put(column: Coded, rows: np.ndarray, values: Coded) -> Coded:
+    """`column` with its rows `rows` taken from `values` (a dictionary appended to its own)."""
+    codes = column.codes.copy()
+    codes[rows] = values.codes + len(column.values)
+    return Coded(codes, [*column.values, *values.values])
+
+
+def _read_messages(rows: Rows, messages: Messages, has_sqlstate: bool, language: str) -> np.ndarray:
+    """Fill the event, message and session columns of `rows` from their messages (bytes after
+    ':  ' up to the entry's end, continuation lines included); returns the rows to drop (events
+    the catalog does not explain). Events are classified once per distinct (message, level,
+    SQLSTATE); session lines give their names and session time."""
+    k = len(rows)
+    kinds, levels, sqlstate = rows.kind, rows.coded["level"].codes, rows.coded["sqlstate"]
+    coded = rows.coded
+    coded["event"], coded["message"] = Coded.constant("", k), Coded.constant("", k)
     drop = np.zeros(k, dtype=bool)
-    user_v, db_v, app_v, host_v = (list(c.values) for c in (user, database, application, host))
-    user_c, db_c, app_c, host_c = (c.codes.copy() for c in (user, database, application, host))
-    ev_codes, ev_values = event.codes.copy(), list(event.values)
-    msg_codes, msg_values = message.codes.copy(), list(message.values)
-
-    def put(codes: np.ndarray, values: list[str], rows_: np.ndarray, column: Coded) -> None:
-        """Rows `rows_` take their names from `column` (a dictionary appended to `values`)."""
-        codes[rows_] = column.codes + len(values)
-        values.extend(column.values)
-
-    # Entries that may be events: classified once per distinct (message, level, SQLSTATE).
     ev = np.flatnonzero(kinds == EVENT)
     if len(ev):
         text_codes, text_values = messages.distinct(ev)
         state_codes = sqlstate.codes[ev].astype(np.int64)
         key = (text_codes.astype(np.int64) * 8 + levels[ev]) * (len(sqlstate.values) + 1) + state_codes
-        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         found = [
             classify_message(
                 text_values[text_codes[f]],
                 int(levels[ev[f]]),
-                sqlstate.values[state_codes[f]].encode() if sqlstate_col is not None else b"",
+                sqlstate.values[state_codes[f]].encode() if has_sqlstate else b"",
                 language,
             )
             for f in first.tolist()
         ]
-        ids = [f[0] for f in found]
-        unknown = np.array([i is None for i in ids], dtype=bool)[inverse]
-        drop[ev[unknown]] = True
-        put(ev_codes, ev_values, ev, Coded(inverse.astype(np.int32), [i or "" for i in ids]))
-        put(msg_codes, msg_values, ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
+        drop[ev[np.array([f[0] is None for f in found], dtype=bool)[inverse]]] = True
+        coded["event"] = _put(
+            coded["event"], ev, Coded(inverse.astype(np.int32), [f[0] or "" for f in found])
+        )
+        coded["message"] = _put(coded["message"], ev, Coded(inverse.astype(np.int32), [f[1] for f in found]))
     auth = np.flatnonzero(kinds == AUTH)
     if len(auth):
         text_codes, text_values = messages.distinct(auth)
         parsed = [login_names(t) for t in text_values]
         codes32 = text_codes.astype(np.int32)
-        put(ev_codes, ev_values, auth, Coded.constant("connection_authorized", len(auth)))
-        for codes, values, j in ((user_c, user_v, 0), (db_c, db_v, 1), (app_c, app_v, 2)):
-            put(codes, values, auth, Coded(codes32, [p[j] for p in parsed] or [""]))
+        coded["event"] = _put(coded["event"], auth, Coded.constant("connection_authorized", len(auth)))
+        for j, name in enumerate(("user", "database", "application")):
+            coded[name] = _put(coded[name], auth, Coded(codes32, [p[j] for p in parsed] or [""]))
     recv = np.flatnonzero(kinds == RECV)
     if len(recv):
-        put(ev_codes, ev_values, recv, Coded.constant("connection_received", len(recv)))
-        put(host_c, host_v, recv, messages.received(recv))
+        coded["event"] = _put(coded["event"], recv, Coded.constant("connection_received", len(recv)))
+        coded["host"] = _put(coded["host"], recv, messages.received(recv))
     disc = np.flatnonzero(kinds == DISC)
     if len(disc):
-        (h, m, sec), (d_user, d_db, d_host) = messages.disconnected(disc)
-        session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
-        put(ev_codes, ev_values, disc, Coded.constant("disconnection", len(disc)))
-        put(user_c, user_v, disc, d_user)
-        put(db_c, db_v, disc, d_db)
-        put(host_c, host_v, disc, d_host)
-    # every host value went through host_of (display_names)
-    ev_rows = ev.tolist()
+        (h, m, sec), names = messages.disconnected(disc)
+        rows.session_s[disc] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
+        coded["event"] = _put(coded["event"], disc, Coded.constant("disconnection", len(disc)))
+        for name, values in zip(("user", "database", "host"), names, strict=True):
+            coded[name] = _put(coded[name], disc, values)
+    return drop
 
-    # A DETAIL belongs to the entry before it when only secondary lines come between.
+
+def _details(buf: bytes, scanned: _Scanned, keep: np.ndarray, drop: np.ndarray) -> Coded:
+    """The detail column of the kept rows: a DETAIL belongs to the event before it when only
+    secondary lines come between (the first DETAIL of an event kept)."""
+    _, _, ends, at, level, kind, _ = scanned
+    codes = np.zeros(len(keep), dtype=np.int32)
+    index = {"": 0}
     details = np.flatnonzero(level == LEVEL_DETAIL)
-    if len(details) and ev_rows:
+    events = np.flatnonzero(kind[keep] == EVENT)
+    if len(details) and len(events):
         secondary = level > len(LEVEL_WORDS)
-        last_primary = np.maximum.accumulate(np.where(secondary, -1, np.arange(n)))
-        row_of = {int(keep[j]): j for j in ev_rows}
+        last_primary = np.maximum.accumulate(np.where(secondary, -1, np.arange(len(level))))
+        row_of = {int(keep[j]): j for j in events.tolist()}
         for d in details.tolist():
             j = row_of.get(int(last_primary[d]), -1)
-            if j >= 0 and not drop[j] and not detail.get(j):
-                text = buf[int(at[d]) + 3 : int(ends[d])]
-                detail[j] = text.replace(b"\n\t", b"\n").decode("utf-8", "replace")
-
-    level_names = ["", *(w.decode() for w in ALL_LEVEL_WORDS)]
-    rows = Rows(
-        kind=kinds,
-        ts=ts,
-        pid=pid,
-        session_s=session_s,
-        coded={
-            "event": Coded(ev_codes, ev_values),
-            "level": Coded(levels.astype(np.int32), level_names),
-            "sqlstate": sqlstate,
-            "user": Coded(user_c, user_v),
-            "database": Coded(db_c, db_v),
-            "application": Coded(app_c, app_v),
-            "host": Coded(host_c, host_v or [""]),
-            "message": Coded(msg_codes, msg_values),
-            "detail": _details(detail, k),
-        },
-    )
-    if drop.any():
-        rows = rows.take(np.flatnonzero(~drop))
-    rows.lines, rows.entries, rows.bytes_read = lines, entry_count, size
-    return rows
-
-
-def _details(detail: dict[int, str], k: int) -> Coded:
-    """The detail column of k rows from the few that have one (Coded.texts of the full list)."""
-    codes = np.zeros(k, dtype=np.int32)
-    index = {"": 0}
-    for j, text in detail.items():
-        codes[j] = index.setdefault(text, len(index))
+            if j >= 0 and not drop[j] and not codes[j]:
+                text = buf[int(at[d]) + 3 : int(ends[d])].replace(b"\n\t", b"\n").decode("utf-8", "replace")
+                codes[j] = index.setdefault(text, len(index))
     return Coded(codes, list(index))
 
 

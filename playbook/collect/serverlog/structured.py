@@ -3,11 +3,12 @@
 The compiled splitter (_records.c) reads a block in one pass: csvlog records of any PostgreSQL
 version (23 fields in 9.0-12, 24 in 13, 26 from 14), jsonlog one object a line, and copies out
 only the fields used of the records that can matter (a level worth reading, not a LOG wording
-known to be harmless). Without it, Python's csv module and pyarrow's JSON reader do the same,
-slower (tests compare the two). The kept rows are the session lines (found with starts_with,
-split on spaces in C) and the entries whose level and message the catalog can explain,
-classified once per distinct first line, level and SQLSTATE. Times of the usual shape are read
-with numpy, names are decoded once per distinct value. A JSON block pyarrow refuses (a torn or
+known to be harmless). The reference engine (serverlog.engine) does the same with Python's csv
+module and pyarrow's JSON reader, slower (tests compare the two). The kept rows are the session
+lines (found with starts_with, split on spaces: serverlog.messages) and the entries whose level
+and message the catalog can explain, classified once per distinct first line, level and
+SQLSTATE. Times of the usual shape are read at fixed places (serverlog.stamps), names are
+decoded once per distinct value. A JSON block pyarrow refuses (a torn or
 foreign line) is read line by line with the standard library instead.
 """
 
@@ -228,57 +229,20 @@ def _rows(
     cand = np.flatnonzero(interesting)
     level = _at(level_all, cand)
     message = _at(columns["message"], cand)
-    is_log = as_numpy(pc.equal(level, binary_scalar(b"LOG")))
-
-    def starts(text: bytes) -> np.ndarray:
-        return as_numpy(pc.starts_with(message, text))
-
-    disc = is_log & starts(b"disconnection: session time: ")
-    recv = is_log & ~disc & starts(b"connection received: ")
-    auth = (
-        is_log
-        & ~disc
-        & ~recv
-        & (starts(b"connection authorized: ") | starts(b"replication connection authorized: "))
-    )
-    session = disc | recv | auth
-    head8 = pc.binary_slice(message, 0, 8)
-    harmless = is_log & as_numpy(pc.is_in(head8, binary_array(list(HARMLESS_LOG))))
-    for text in HARMLESS_EXCEPT:
-        harmless &= ~starts(text)
+    line_kind, harmless = _line_kinds(level, message)
+    session = line_kind > 0
     maybe = np.flatnonzero(~session & ~harmless)
     # classify once per distinct (first line, level, SQLSTATE)
     event_of = np.zeros(len(cand), dtype=np.int32)  # code into event_names; 0: none
     event_names = [""]
     if len(maybe):
-        sub = _at(message, maybe)
-        first_line = pc.list_element(pc.split_pattern(sub, "\n", max_splits=1), index_array(np.zeros(1))[0])
-        f_codes, f_texts, _ = _decoded(first_line)
-        l_codes, l_texts, _ = _decoded(_at(level, maybe))
-        s_codes, s_texts, _ = _decoded(_at(columns["state_code"], cand[maybe]))
-        key = (f_codes.astype(np.int64) * len(l_texts) + l_codes) * len(s_texts) + s_codes
-        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        found = []
-        for f in first.tolist():
-            k3 = (f_texts[f_codes[f]], l_texts[l_codes[f]], s_texts[s_codes[f]], language)
-            hit = _classified.get(k3, "?")
-            if hit == "?":
-                if len(_classified) > 50_000:
-                    _classified.clear()
-                kind_found = log_events.classify(k3[0], k3[1], k3[2] or None, language)
-                hit = _classified[k3] = kind_found.id if kind_found else None
-            found.append(hit)
-        names_index = {n: i + 1 for i, n in enumerate(sorted({h for h in found if h}))}
-        event_names += list(names_index)
-        per_unique = np.array([names_index.get(h, 0) if h else 0 for h in found], dtype=np.int32)
-        event_of[maybe] = per_unique[inverse]
+        event_of[maybe], event_names = _classify_records(
+            _at(message, maybe), _at(level, maybe), _at(columns["state_code"], cand[maybe]), language
+        )
     kept = np.flatnonzero(session | (event_of > 0))
     rows_at = cand[kept]
     k = len(kept)
-    kinds = np.full(k, EVENT, dtype=np.int8)
-    kinds[disc[kept]] = DISC
-    kinds[recv[kept]] = RECV
-    kinds[auth[kept]] = AUTH
+    kinds = np.where(session[kept], line_kind[kept], EVENT).astype(np.int8)
     ev_codes = event_of[kept].copy()
     names = event_names + list(SESSION_EVENTS)
     for kind_code, event_id in (
@@ -294,41 +258,12 @@ def _rows(
         codes, values_, empty = _decoded(values, clean, host)
         return Coded(codes, values_), empty
 
-    user, user_empty = coded("user")
-    database, db_empty = coded("dbname")
-    application, app_empty = coded("application_name")
-    host, host_empty = coded("remote_host", host=True)
-    session_s = np.full(k, np.nan)
     # Names and session times from the session lines' messages, where the record's own field is
     # empty (csvlog and jsonlog leave user and database out of some): stderr's readers of them.
-    lines_read = _messages(texts)
-    d_rows = np.flatnonzero(kinds == DISC)
-    if len(d_rows):
-        (h, m, sec), (d_user, d_db, d_host) = lines_read.disconnected(d_rows)
-        session_s[d_rows] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
-        user = _either(user, user_empty, d_rows, d_user)
-        database = _either(database, db_empty, d_rows, d_db)
-        host = _either(host, host_empty, d_rows, d_host)
-    r_rows = np.flatnonzero(kinds == RECV)
-    if len(r_rows):
-        host = _either(host, host_empty, r_rows, lines_read.received(r_rows))
-    a_rows = np.flatnonzero(kinds == AUTH)
-    if len(a_rows):
-        # the record's application_name is not set yet when this line is written
-        a_codes, a_texts, _ = _decoded(texts.take(index_array(a_rows)))
-        parsed = []
-        for t in a_texts:
-            match = LOGIN_LINE.match(t.encode())
-            parsed.append(tuple(clean_name(g) for g in match.groups()) if match else ("", "", ""))
-        msg_user = Coded(a_codes, [p[0] for p in parsed])
-        msg_db = Coded(a_codes, [p[1] for p in parsed])
-        user = _either(user, user_empty, a_rows, msg_user)
-        database = _either(database, db_empty, a_rows, msg_db)
-        app_empty_msg = np.array([not p[2] for p in parsed], dtype=bool)
-        has_app = a_rows[~app_empty_msg[a_codes]]
-        codes = application.codes.copy()
-        codes[has_app] = a_codes[~app_empty_msg[a_codes]] + len(application.values)
-        application = Coded(codes, application.values + [p[2] for p in parsed])
+    own = {"user": coded("user"), "database": coded("dbname"), "application": coded("application_name")}
+    own["host"] = coded("remote_host", host=True)
+    session_s = np.full(k, np.nan)
+    user, database, application, host = _names_from_session_lines(texts, kinds, own, session_s)
     stamps = _at(columns["timestamp"], rows_at)
     ts = clock.to_utc(*_wall_and_zone(stamps))
     pid = pids_of(_at(columns["pid"], rows_at), k)
@@ -355,6 +290,89 @@ def _rows(
     )
     rows.lines, rows.entries, rows.bytes_read = lines, entries, size
     return rows
+
+
+def _line_kinds(level: pa.Array, message: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(per record: DISC, RECV or AUTH for the session lines, else 0; which are LOG wordings
+    known to be harmless)."""
+    is_log = as_numpy(pc.equal(level, binary_scalar(b"LOG")))
+
+    def starts(text: bytes) -> np.ndarray:
+        return as_numpy(pc.starts_with(message, text))
+
+    disc = is_log & starts(b"disconnection: session time: ")
+    recv = is_log & ~disc & starts(b"connection received: ")
+    auth = is_log & ~disc & ~recv
+    auth &= starts(b"connection authorized: ") | starts(b"replication connection authorized: ")
+    kind = np.zeros(len(is_log), dtype=np.int8)
+    kind[disc], kind[recv], kind[auth] = DISC, RECV, AUTH
+    harmless = is_log & as_numpy(pc.is_in(pc.binary_slice(message, 0, 8), binary_array(list(HARMLESS_LOG))))
+    for text in HARMLESS_EXCEPT:
+        harmless &= ~starts(text)
+    return kind, harmless
+
+
+def _classify_records(
+    message: pa.Array, level: pa.Array, state_code: pa.Array, language: str
+) -> tuple[np.ndarray, list[str]]:
+    """(per record: a code into the event names, 0 for none; the event names, "" first) of
+    records that may be events, classified once per distinct (first line, level, SQLSTATE)."""
+    first_line = pc.list_element(pc.split_pattern(message, "\n", max_splits=1), index_array(np.zeros(1))[0])
+    f_codes, f_texts, _ = _decoded(first_line)
+    l_codes, l_texts, _ = _decoded(level)
+    s_codes, s_texts, _ = _decoded(state_code)
+    key = (f_codes.astype(np.int64) * len(l_texts) + l_codes) * len(s_texts) + s_codes
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    found = []
+    for f in first.tolist():
+        k3 = (f_texts[f_codes[f]], l_texts[l_codes[f]], s_texts[s_codes[f]], language)
+        hit = _classified.get(k3, "?")
+        if hit == "?":
+            if len(_classified) > 50_000:
+                _classified.clear()
+            kind_found = log_events.classify(k3[0], k3[1], k3[2] or None, language)
+            hit = _classified[k3] = kind_found.id if kind_found else None
+        found.append(hit)
+    names_index = {n: i + 1 for i, n in enumerate(sorted({h for h in found if h}))}
+    per_unique = np.array([names_index.get(h, 0) if h else 0 for h in found], dtype=np.int32)
+    return per_unique[inverse], ["", *names_index]
+
+
+def _names_from_session_lines(
+    texts: pa.Array, kinds: np.ndarray, own: dict[str, tuple[Coded, np.ndarray]], session_s: np.ndarray
+) -> tuple[Coded, Coded, Coded, Coded]:
+    """(user, database, application, host): the records' own (`own`: each with which of its
+    distinct values were empty), filled from the session lines' messages where empty; the
+    session time of disconnections goes into `session_s`."""
+    (user, user_empty), (database, db_empty) = own["user"], own["database"]
+    (application, _), (host, host_empty) = own["application"], own["host"]
+    lines_read = _messages(texts)
+    d_rows = np.flatnonzero(kinds == DISC)
+    if len(d_rows):
+        (h, m, sec), (d_user, d_db, d_host) = lines_read.disconnected(d_rows)
+        session_s[d_rows] = np.round(h * 3600 + m * 60 + sec, 3)  # the log has milliseconds
+        user = _either(user, user_empty, d_rows, d_user)
+        database = _either(database, db_empty, d_rows, d_db)
+        host = _either(host, host_empty, d_rows, d_host)
+    r_rows = np.flatnonzero(kinds == RECV)
+    if len(r_rows):
+        host = _either(host, host_empty, r_rows, lines_read.received(r_rows))
+    a_rows = np.flatnonzero(kinds == AUTH)
+    if len(a_rows):
+        # the record's application_name is not set yet when this line is written
+        a_codes, a_texts, _ = _decoded(texts.take(index_array(a_rows)))
+        parsed = []
+        for t in a_texts:
+            match = LOGIN_LINE.match(t.encode())
+            parsed.append(tuple(clean_name(g) for g in match.groups()) if match else ("", "", ""))
+        user = _either(user, user_empty, a_rows, Coded(a_codes, [p[0] for p in parsed]))
+        database = _either(database, db_empty, a_rows, Coded(a_codes, [p[1] for p in parsed]))
+        app_empty_msg = np.array([not p[2] for p in parsed], dtype=bool)
+        has_app = a_rows[~app_empty_msg[a_codes]]
+        codes = application.codes.copy()
+        codes[has_app] = a_codes[~app_empty_msg[a_codes]] + len(application.values)
+        application = Coded(codes, application.values + [p[2] for p in parsed])
+    return user, database, application, host
 
 
 SESSION_EVENTS = ("disconnection", "connection_received", "connection_authorized")

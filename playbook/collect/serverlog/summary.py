@@ -65,77 +65,15 @@ def summarise(
 ) -> dict[str, Any]:
     """The summary: counts per category, event, user, database, application and host, the
     per-minute timeline, session durations, the window and the zones the times were read in."""
-    events = state.vocab["event"].values
     # who was hit, ranked with numpy: only the entries the summary shows become Python objects
     # (a log can have hundreds of thousands of distinct (event, host) pairs)
     who = {name: state.who(name) for name in ("user", "database", "application", "host")}
-    per_who = {name: _tops(*who[name], state.vocab[name].values) for name in who}
-    per_event: dict[str, Any] = {}
-    for code, count in state.count.items():
-        event_id = events[code]
-        kind = log_events.CATALOG.get(event_id)
-        per_event[event_id] = {
-            "count": count,
-            "category": kind.category if kind else "",
-            "meaning": kind.meaning if kind else "",
-            "first_seen": iso(state.first.get(code)),
-            "last_seen": iso(state.last.get(code)),
-            "users": _top(per_who["user"].get(code, {})),
-            "databases": _top(per_who["database"].get(code, {})),
-            "applications": _top(per_who["application"].get(code, {})),
-            "hosts": _top(per_who["host"].get(code, {})),
-        }
-    per_event = dict(sorted(per_event.items(), key=lambda item: -item[1]["count"]))
+    per_event = _per_event(state, who)
     categories = {c: 0 for c in log_events.CATEGORIES}
     for entry in per_event.values():
         if entry["category"]:
             categories[entry["category"]] += entry["count"]
-
-    has_category = np.array([bool(log_events.category(e)) for e in events], dtype=bool)
-
-    def by(name: str) -> dict[str, dict[str, Any]]:
-        """The 50 names hit most by events of a category: total and count per event."""
-        ev, code, count = who[name]
-        values = state.vocab[name].values
-        named = np.array([bool(v) for v in values], dtype=bool)
-        ok = named[code] & has_category[ev] if len(ev) else np.zeros(0, dtype=bool)
-        ev, code, count = ev[ok], code[ok], count[ok]
-        if not len(code):
-            return {}
-        totals = np.bincount(code, weights=count, minlength=len(values)).astype(np.int64)
-        used, first = np.unique(code, return_index=True)
-        seen = used[np.argsort(first, kind="stable")]  # names in the order first seen
-        top = seen[np.argsort(-totals[seen], kind="stable")][:50]
-        out: dict[str, dict[str, Any]] = {}
-        for c in top.tolist():
-            mine = np.flatnonzero(code == c)
-            ranked = mine[np.argsort(-count[mine], kind="stable")]
-            out[values[c]] = {
-                "total": int(totals[c]),
-                "events": {events[int(ev[i])]: int(count[i]) for i in ranked.tolist()},
-            }
-        return out
-
-    minutes: dict[int, dict[str, int]] = {}
-    for (minute, label), count in state.timeline.items():
-        minutes.setdefault(minute, {})[label] = count
-    timeline = [{"minute": iso(minute * 60_000), **minutes[minute]} for minute in sorted(minutes)]
-
-    # one array, sorted in place: no copies beyond one for the quantiles (millions of sessions)
-    durations = np.concatenate(state.durations) if state.durations else np.zeros(0)
-    state.durations = [durations]
-    buckets = [0, 1, 10, 60, 600, 3600, 86400, math.inf]
-    labels = ["<1s", "1-10s", "10-60s", "1-10min", "10-60min", "1-24h", ">24h"]
-    stats: dict[str, float | None] = dict.fromkeys(("min", "p50", "p90", "p99", "max", "mean"))
-    histogram = dict.fromkeys(labels, 0)
-    if len(durations):
-        mean = float(np.mean(durations))  # before sorting: the same sum, in the same order
-        durations.sort()
-        p50, p90, p99 = (float(v) for v in np.quantile(durations, [0.5, 0.9, 0.99]))
-        values = (float(durations[0]), p50, p90, p99, float(durations[-1]), mean)
-        stats = {name: round(v, 3) for name, v in zip(stats, values, strict=True)}
-        edges = np.searchsorted(durations, buckets, side="left")  # [a, b): right=False
-        histogram = {label: int(edges[i + 1] - edges[i]) for i, label in enumerate(labels)}
+    stats, histogram = _durations(state)
     first = [state.first[c] for c in state.first]
     last = [state.last[c] for c in state.last]
     return {
@@ -154,11 +92,8 @@ def summarise(
         },
         "categories": categories,
         "events": per_event,
-        "by_user": by("user"),
-        "by_database": by("database"),
-        "by_application": by("application"),
-        "by_host": by("host"),
-        "timeline": timeline,
+        **{f"by_{name}": _most_hit(state, name, who[name]) for name in who},
+        "timeline": _timeline(state),
         "sessions": {
             "count": state.sessions,
             "ended": state.sessions_ended,
@@ -177,3 +112,85 @@ def summarise(
         ),
         "warnings": warnings,
     }
+
+
+def _per_event(
+    state: SessionState, who: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> dict[str, Any]:
+    """Per event id, most counted first: its count, category, meaning, first and last time and
+    the names it hit most."""
+    events = state.vocab["event"].values
+    per_who = {name: _tops(*who[name], state.vocab[name].values) for name in who}
+    per_event: dict[str, Any] = {}
+    for code, count in state.count.items():
+        event_id = events[code]
+        kind = log_events.CATALOG.get(event_id)
+        per_event[event_id] = {
+            "count": count,
+            "category": kind.category if kind else "",
+            "meaning": kind.meaning if kind else "",
+            "first_seen": iso(state.first.get(code)),
+            "last_seen": iso(state.last.get(code)),
+            "users": _top(per_who["user"].get(code, {})),
+            "databases": _top(per_who["database"].get(code, {})),
+            "applications": _top(per_who["application"].get(code, {})),
+            "hosts": _top(per_who["host"].get(code, {})),
+        }
+    return dict(sorted(per_event.items(), key=lambda item: -item[1]["count"]))
+
+
+def _most_hit(
+    state: SessionState, name: str, who: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> dict[str, dict[str, Any]]:
+    """The 50 names (of column `name`) hit most by events of a category: total and count per
+    event."""
+    events = state.vocab["event"].values
+    has_category = np.array([bool(log_events.category(e)) for e in events], dtype=bool)
+    ev, code, count = who
+    values = state.vocab[name].values
+    named = np.array([bool(v) for v in values], dtype=bool)
+    ok = named[code] & has_category[ev] if len(ev) else np.zeros(0, dtype=bool)
+    ev, code, count = ev[ok], code[ok], count[ok]
+    if not len(code):
+        return {}
+    totals = np.bincount(code, weights=count, minlength=len(values)).astype(np.int64)
+    used, first = np.unique(code, return_index=True)
+    seen = used[np.argsort(first, kind="stable")]  # names in the order first seen
+    top = seen[np.argsort(-totals[seen], kind="stable")][:50]
+    out: dict[str, dict[str, Any]] = {}
+    for c in top.tolist():
+        mine = np.flatnonzero(code == c)
+        ranked = mine[np.argsort(-count[mine], kind="stable")]
+        out[values[c]] = {
+            "total": int(totals[c]),
+            "events": {events[int(ev[i])]: int(count[i]) for i in ranked.tolist()},
+        }
+    return out
+
+
+def _timeline(state: SessionState) -> list[dict[str, Any]]:
+    """Per minute: events per category, logins and disconnections."""
+    minutes: dict[int, dict[str, int]] = {}
+    for (minute, label), count in state.timeline.items():
+        minutes.setdefault(minute, {})[label] = count
+    return [{"minute": iso(minute * 60_000), **minutes[minute]} for minute in sorted(minutes)]
+
+
+def _durations(state: SessionState) -> tuple[dict[str, float | None], dict[str, int]]:
+    """Session durations: (min, quantiles, max and mean; a histogram)."""
+    # one array, sorted in place: no copies beyond one for the quantiles (millions of sessions)
+    durations = np.concatenate(state.durations) if state.durations else np.zeros(0)
+    state.durations = [durations]
+    buckets = [0, 1, 10, 60, 600, 3600, 86400, math.inf]
+    labels = ["<1s", "1-10s", "10-60s", "1-10min", "10-60min", "1-24h", ">24h"]
+    stats: dict[str, float | None] = dict.fromkeys(("min", "p50", "p90", "p99", "max", "mean"))
+    histogram = dict.fromkeys(labels, 0)
+    if len(durations):
+        mean = float(np.mean(durations))  # before sorting: the same sum, in the same order
+        durations.sort()
+        p50, p90, p99 = (float(v) for v in np.quantile(durations, [0.5, 0.9, 0.99]))
+        values = (float(durations[0]), p50, p90, p99, float(durations[-1]), mean)
+        stats = {name: round(v, 3) for name, v in zip(stats, values, strict=True)}
+        edges = np.searchsorted(durations, buckets, side="left")  # [a, b): right=False
+        histogram = {label: int(edges[i + 1] - edges[i]) for i, label in enumerate(labels)}
+    return stats, histogram
