@@ -11,6 +11,7 @@ diagnosis (0, 1 or 2), no traceback, a summary.json, and evidence that names wha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -36,15 +37,40 @@ RUN_TIMEOUT_S = 180
 STRETCH_MS = 200  # each round trip of the playbook's session, while the phase is awaited
 
 
+@pytest.fixture(scope="module")
+def one_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A notebook folder ($PLAYBOOK_NOTEBOOKS) whose triage page only loads the run's evidence: the
+    pages' content is not what these runs are about, and the shipped triage takes several times
+    longer. The shipped one runs in the notebooks' case."""
+    import nbformat
+
+    folder = tmp_path_factory.mktemp("one-page")
+    page = nbformat.v4.new_notebook()
+    page.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    page.metadata["language_info"] = {"name": "python"}
+    page.cells = [
+        nbformat.v4.new_code_cell('evidence_dir = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from playbook.notebook import load_or_collect\n"
+            "print(load_or_collect(evidence_dir=evidence_dir).manifest['window'])"
+        ),
+    ]
+    nbformat.write(page, str(folder / "00_triage.ipynb"))
+    return folder
+
+
 @pytest.fixture
 def proxy(lab: LabServer) -> Iterator[ChaosProxy]:
     with ChaosProxy("127.0.0.1", lab.port) as chaos:
         yield chaos
 
 
-def start_run(dsn: str, out: Path, duration: float, interval: float, *args: str) -> subprocess.Popen[str]:
-    """`playbook run` as a user runs it (the triage notebook only), in its own process, left running
-    for the test to cut."""
+def start_run(
+    dsn: str, out: Path, duration: float, interval: float, *args: str, pages: Path | None = None
+) -> subprocess.Popen[str]:
+    """`playbook run` as a user runs it (the triage notebook only, from `pages` when given), in its
+    own process, left running for the test to cut."""
+    env = {**os.environ, "PLAYBOOK_NOTEBOOKS": str(pages)} if pages else None
     window = ["--duration", str(duration), "--interval", str(interval), "--notebooks", "triage"]
     return subprocess.Popen(
         [sys.executable, "-m", "playbook.cli", "run", "--dsn", dsn, "--out", str(out), *window, *args],
@@ -52,6 +78,7 @@ def start_run(dsn: str, out: Path, duration: float, interval: float, *args: str)
         stderr=subprocess.PIPE,
         text=True,
         cwd=str(REPO),
+        env=env,
     )
 
 
@@ -86,11 +113,11 @@ def cut_when(lab: LabServer, pattern: str, what: str, cut: Callable[[], None]) -
 
 
 def test_settings_phase_lost_once_is_read_again_on_a_fresh_session(
-    lab: LabServer, proxy: ChaosProxy, tmp_path: Path
+    lab: LabServer, proxy: ChaosProxy, tmp_path: Path, one_page: Path
 ) -> None:
     proxy.set_latency(STRETCH_MS)
     out = tmp_path / "out"
-    run = start_run(proxy.dsn_for(lab.dsn()), out, 2, 0.5)
+    run = start_run(proxy.dsn_for(lab.dsn()), out, 2, 0.5, pages=one_page)
 
     def reset() -> None:
         proxy.reset_all()
@@ -108,11 +135,11 @@ def test_settings_phase_lost_once_is_read_again_on_a_fresh_session(
 
 
 def test_settings_phase_lost_for_good_is_an_evidence_warning(
-    lab: LabServer, proxy: ChaosProxy, tmp_path: Path
+    lab: LabServer, proxy: ChaosProxy, tmp_path: Path, one_page: Path
 ) -> None:
     proxy.set_latency(STRETCH_MS)
     out = tmp_path / "out"
-    run = start_run(proxy.dsn_for(lab.dsn()), out, 2, 0.5)
+    run = start_run(proxy.dsn_for(lab.dsn()), out, 2, 0.5, pages=one_page)
 
     def path_gone() -> None:
         proxy.refuse_new(True)
@@ -123,15 +150,18 @@ def test_settings_phase_lost_for_good_is_an_evidence_warning(
     warnings = " ".join(summary["evidence_warnings"])
     assert "lost during the settings snapshot" in warnings, summary["evidence_warnings"]
     assert "settings" not in evidence.snapshots or not evidence.settings.get("server")
+    # the probes that need the lost session say so; the connect probes are still rows of evidence
+    assert "round-trip" in warnings, summary["evidence_warnings"]
+    assert not evidence.frames["connect_probes"]["ok"].any()
     assert evidence.gaps and evidence.gaps[0]["end"] is None  # the sampler found the path gone too
 
 
 def test_round_trip_probe_lost_mid_series_goes_on_on_a_fresh_session(
-    lab: LabServer, proxy: ChaosProxy, tmp_path: Path
+    lab: LabServer, proxy: ChaosProxy, tmp_path: Path, one_page: Path
 ) -> None:
     proxy.set_latency(STRETCH_MS)
     out = tmp_path / "out"
-    run = start_run(proxy.dsn_for(lab.dsn()), out, 2, 0.5)
+    run = start_run(proxy.dsn_for(lab.dsn()), out, 2, 0.5, pages=one_page)
 
     def reset() -> None:
         proxy.reset_all()
@@ -150,10 +180,10 @@ def test_round_trip_probe_lost_mid_series_goes_on_on_a_fresh_session(
 
 
 def test_sampler_lost_mid_window_is_a_gap_and_resumes(
-    lab: LabServer, proxy: ChaosProxy, tmp_path: Path
+    lab: LabServer, proxy: ChaosProxy, tmp_path: Path, one_page: Path
 ) -> None:
     out = tmp_path / "out"
-    run = start_run(proxy.dsn_for(lab.dsn()), out, 5, 0.25)
+    run = start_run(proxy.dsn_for(lab.dsn()), out, 5, 0.25, pages=one_page)
     # only the sampler's query reads pg_stat_activity
     cut_when(lab, "%FROM pg_stat_activity%", "the sampler's first tick", proxy.reset_all)
     summary, evidence, _ = finish(run, out)
@@ -188,7 +218,7 @@ def bouncer(lab: LabServer, tmp_path: Path) -> Iterator[PgBouncer]:
 
 
 def test_pgbouncer_console_lost_mid_window_is_a_gap(
-    lab: LabServer, bouncer: PgBouncer, tmp_path: Path
+    lab: LabServer, bouncer: PgBouncer, tmp_path: Path, one_page: Path
 ) -> None:
     out = tmp_path / "out"
     with ChaosProxy("127.0.0.1", bouncer.port) as console_path:
@@ -199,6 +229,7 @@ def test_pgbouncer_console_lost_mid_window_is_a_gap(
             0.25,
             "--pgbouncer",
             console_path.dsn_for(bouncer.console_dsn()),
+            pages=one_page,
         )
 
         def console_sampled() -> bool:

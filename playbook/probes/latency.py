@@ -202,7 +202,8 @@ def _ms(value: Any) -> float | None:
 def latency_summary(frame: pd.DataFrame) -> dict[str, Any]:
     """p50/p95/p99/max of the successful samples, failures and their texts (JSON-ready).
 
-    Works on both frames: measure_connects' (connect_ms, ok) and measure_round_trips' (rtt_ms).
+    Works on both frames: measure_connects' (connect_ms, ok) and measure_round_trips' (rtt_ms), and
+    on an empty frame without columns (a probe that could not run): no samples, metric None.
     """
     if "connect_ms" in frame.columns:
         column = "connect_ms"
@@ -210,9 +211,12 @@ def latency_summary(frame: pd.DataFrame) -> dict[str, Any]:
     elif "rtt_ms" in frame.columns:
         column = "rtt_ms"
         ok = frame["error"].isna() if "error" in frame.columns else frame["rtt_ms"].notna()
+    elif frame.columns.empty:
+        column = None  # nothing was measured (the probe could not run): no samples, not an error
+        ok = pd.Series(dtype=bool)
     else:
         raise PlaybookError("latency_summary needs a frame from measure_connects or measure_round_trips")
-    values = frame.loc[ok, column].astype(float)
+    values = frame.loc[ok, column].astype(float) if column else pd.Series(dtype=float)
     failures = frame.loc[~ok]
     texts: Mapping[str, int] = Counter(str(t) for t in failures["error"]) if "error" in frame else {}
     summary: dict[str, Any] = {
