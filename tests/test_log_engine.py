@@ -170,6 +170,21 @@ def test_the_rule_that_differs_is_named() -> None:
         engine.compiled_engine(fake, fake)
 
 
+def _mangled(rng: Any, text: bytes, alphabet: bytes) -> bytes:
+    """`text` with up to two bytes replaced, inserted or deleted (from `alphabet`)."""
+    out = bytearray(text)
+    for _ in range(rng.randint(0, 2)):
+        at = rng.randrange(len(out))
+        roll = rng.random()
+        if roll < 0.5:
+            out[at] = rng.choice(alphabet)
+        elif roll < 0.75:
+            out.insert(at, rng.choice(alphabet))
+        else:
+            del out[at]
+    return bytes(out)
+
+
 def _resolved(result: tuple[Any, ...]) -> list[tuple[int, bytes, int] | None]:
     """(ms, zone name, pid) of the rows read (ok), None for the others."""
     ok, ms, codes, names, pid = result
@@ -197,19 +212,7 @@ def test_fixed_place_heads_read_the_same_with_either_engine() -> None:
         b"2025-12-31 01:02:03.004 Europe/B [77] LOG:  x",
     ]
     alphabet = b"0123456789 -:.[]A\0\xff"
-    lines = []
-    for _ in range(3000):
-        line = bytearray(rng.choice(good))
-        for _ in range(rng.randint(0, 2)):
-            at = rng.randrange(len(line))
-            roll = rng.random()
-            if roll < 0.5:
-                line[at] = rng.choice(alphabet)
-            elif roll < 0.75:
-                line.insert(at, rng.choice(alphabet))
-            else:
-                del line[at]
-        lines.append(bytes(line))
+    lines = [_mangled(rng, rng.choice(good), alphabet) for _ in range(3000)]
     buf = b"\n".join(lines) + b"\n"
     arr = np.frombuffer(buf, dtype=np.uint8)
     ends = np.cumsum([len(line) + 1 for line in lines]) - 1
@@ -246,19 +249,7 @@ def test_session_lines_read_the_same_with_either_engine() -> None:
     }
     alphabet = b" :.=0123456789\n\tab"
     for method, good in shapes.items():
-        texts = []
-        for _ in range(2000):
-            text = bytearray(good)
-            for _ in range(rng.randint(0, 2)):
-                at = rng.randrange(len(text))
-                roll = rng.random()
-                if roll < 0.4:
-                    text[at] = rng.choice(alphabet)
-                elif roll < 0.7:
-                    text.insert(at, rng.choice(alphabet))
-                else:
-                    del text[at]
-            texts.append(bytes(text))
+        texts = [_mangled(rng, good, alphabet) for _ in range(2000)]
         buf = b"\n".join(texts) + b"\n"
         ends = np.cumsum([len(t) + 1 for t in texts]) - 1
         starts = ends - np.array([len(t) for t in texts])
