@@ -112,6 +112,27 @@ def cut_when(lab: LabServer, pattern: str, what: str, cut: Callable[[], None]) -
     cut()
 
 
+def test_a_connect_the_path_resets_during_start_up_is_tried_once_more(
+    lab: LabServer, proxy: ChaosProxy, tmp_path: Path, one_page: Path
+) -> None:
+    # Start-up takes several round trips, each STRETCH_MS. The server's first answer past the
+    # encryption negotiation (one byte, which libpq would retry itself without encryption) is the
+    # authentication request: the proxy holds it STRETCH_MS, so the start-up is cut mid-way.
+    proxy.set_latency(STRETCH_MS)
+    out = tmp_path / "out"
+    run = start_run(proxy.dsn_for(lab.dsn()), out, 1, 0.5, pages=one_page)
+
+    def authenticating() -> bool:
+        return any(flow["bytes_to_client"] > 1 for flow in proxy.stats()["flows"])
+
+    wait_until(authenticating, timeout=60, what="the first connect's authentication", poll=0.005)
+    proxy.reset_all()
+    proxy.set_latency(0)
+    summary, _, _ = finish(run, out)
+    assert proxy.stats()["resets"] == 1
+    assert summary["target"]["live"]
+
+
 def test_settings_phase_lost_once_is_read_again_on_a_fresh_session(
     lab: LabServer, proxy: ChaosProxy, tmp_path: Path, one_page: Path
 ) -> None:
