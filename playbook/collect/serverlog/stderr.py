@@ -126,63 +126,60 @@ def _entries_compiled(buf: bytes, arr: np.ndarray) -> _Scanned:
 def _entries(buf: bytes, arr: np.ndarray) -> _Scanned:
     """(lines, and per entry: start, end without its final newline, the place of its ':  '
     (0: none), level code, kind; entries whose ':  ' follows a capital or a digit) of a
-    non-empty block. Entries are the lines not starting with a tab (a continuation) or a
-    newline; kind is a SESSION_HEADS code for LOG session lines, EVENT for entries that may be
-    events (FATAL, ERROR, PANIC, WARNING, a LOG wording not known to be harmless), else 0."""
+    non-empty block, entry by entry (the reference of _scan.scan). Entries are the lines not
+    starting with a tab (a continuation) or a newline; kind is a SESSION_HEADS code for LOG
+    session lines, EVENT for entries that may be events (FATAL, ERROR, PANIC, WARNING, a LOG
+    wording not known to be harmless), else 0. Bytes read past either end of the block read its
+    first or last byte (the C loop reads the same)."""
     size = len(buf)
-    newlines = np.flatnonzero(arr == 10)
-    lines = len(newlines) + (0 if buf[-1] == 10 else 1)
-    starts = np.concatenate((np.zeros(1, dtype=np.int64), newlines + 1))
-    starts = starts[starts < size]
-    first = arr[starts]
-    starts = starts[(first != 9) & (first != 10)]  # tab: a continuation line; newline: empty
-    n = len(starts)
-    if not n:
-        empty = np.zeros(0, dtype=np.int64)
-        return _Scanned(lines, empty, empty, empty, np.zeros(0, np.int8), np.zeros(0, np.int8), 0)
-    bounds = np.append(starts, size)
-    ends = bounds[1:].copy()
-    ends[arr[ends - 1] == 10] -= 1  # without the newline that ends the entry
-    entries = pa.Array.from_buffers(
-        pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(buf)]
+    lines = buf.count(b"\n") + (0 if buf[-1] == 10 else 1)
+    line_starts = [0]
+    newline = buf.find(b"\n")
+    while newline >= 0:
+        line_starts.append(newline + 1)
+        newline = buf.find(b"\n", newline + 1)
+    starts = [s for s in line_starts if s < size and buf[s] not in (9, 10)]  # tab: continuation
+    ends, ats, levels, kinds = [], [], [], []
+    entry_count = 0
+
+    def near(at: int, length: int) -> bytes:
+        if at >= 0 and at + length <= size:
+            return buf[at : at + length]
+        return bytes(buf[min(max(i, 0), size - 1)] for i in range(at, at + length))
+
+    for start, bound in zip(starts, [*starts[1:], size], strict=True):
+        end = bound - 1 if buf[bound - 1] == 10 else bound  # without the newline that ends it
+        found = buf.find(b":  ", start, bound)
+        at = found if found > start and found + 3 <= end else 0
+        level = kind = 0
+        if at:
+            # the level: the word right before ':  ', not preceded by another capital
+            before = near(at - LEVEL_WINDOW, LEVEL_WINDOW)
+            for code, word in enumerate(ALL_LEVEL_WORDS, start=1):
+                if before.endswith(word) and not 65 <= before[-len(word) - 1] <= 90:
+                    level = code
+                    break
+            entry_count += before[-1] in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+            # the first bytes of the message decide what kind of line it is
+            head = near(at + 3, 17)
+            harmless = head[:8] in HARMLESS_LOG and not any(head.startswith(t[:17]) for t in HARMLESS_EXCEPT)
+            if level == LEVEL_LOG:
+                kind = SESSION_HEADS.get(head, 0) or (0 if harmless else EVENT)
+            elif 2 <= level <= 5:
+                kind = EVENT
+        ends.append(end)
+        ats.append(at)
+        levels.append(level)
+        kinds.append(kind)
+    return _Scanned(
+        lines,
+        np.array(starts, dtype=np.int64),
+        np.array(ends, dtype=np.int64),
+        np.array(ats, dtype=np.int64),
+        np.array(levels, dtype=np.int8),
+        np.array(kinds, dtype=np.int8),
+        entry_count,
     )
-    pos = as_numpy(pc.find_substring(entries, ":  ")).astype(np.int64)
-    has = (pos > 0) & (starts + pos + 3 <= ends)
-    at = np.where(has, starts + pos, 0)
-
-    # The level: the word right before ':  ', not preceded by another capital.
-    before = arr[np.clip(at[:, None] - LEVEL_WINDOW + np.arange(LEVEL_WINDOW), 0, size - 1)]
-    level = np.zeros(n, dtype=np.int8)
-    # the last 8 bytes before ':  ' as one integer: a level word is its top len(word) bytes
-    key8 = np.ascontiguousarray(before[:, LEVEL_WINDOW - 8 :]).view("<u8").ravel()
-    for code, word in enumerate(ALL_LEVEL_WORDS, start=1):
-        k = len(word)
-        if k <= 8:
-            same = (key8 >> np.uint64(8 * (8 - k))) == np.uint64(int.from_bytes(word, "little"))
-        else:
-            same = (key8 == np.uint64(int.from_bytes(word[-8:], "little"))) & (
-                before[:, LEVEL_WINDOW - k] == word[0]
-            )
-        prev = before[:, LEVEL_WINDOW - k - 1]
-        same &= (prev < 65) | (prev > 90)
-        level[same & has & (level == 0)] = code
-    upper = before[:, -1]
-    entry_count = int((has & (((upper >= 65) & (upper <= 90)) | ((upper >= 48) & (upper <= 57)))).sum())
-
-    # The first bytes of the message decide what kind of line it is.
-    head = arr[np.clip(at[:, None] + 3 + np.arange(17), 0, size - 1)]
-    heads = np.ascontiguousarray(head).view("S17").ravel()
-    is_log = level == LEVEL_LOG
-    kind = np.zeros(n, dtype=np.int8)
-    for text, code in SESSION_HEADS.items():
-        kind[is_log & (heads == text)] = code
-    head8 = np.ascontiguousarray(head[:, :8]).view("S8").ravel()
-    harmless = np.isin(head8, np.array(HARMLESS_LOG, dtype="S8"))
-    for text in HARMLESS_EXCEPT:
-        harmless &= ~np.char.startswith(heads, text[:17])
-    candidate = ((level >= 2) & (level <= 5)) | (is_log & (kind == 0) & ~harmless)
-    kind[candidate] = EVENT
-    return _Scanned(lines, starts, ends, at, level, kind, entry_count)
 
 
 # a "(" that opens a group: after an even number of backslashes (re.escape writes a prefix's
