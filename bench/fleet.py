@@ -168,7 +168,8 @@ def report(result: Result, duration: float) -> None:
     print(f"  memory: peak of the tree {seen.peak_rss / MB:.0f} MB RSS summed, "
           f"{seen.peak_uss / MB:.0f} MB USS; "
           f"one target (child + kernels) median {rss[len(rss) // 2] / MB:.0f} MB RSS / "
-          f"{uss[len(uss) // 2] / MB:.0f} MB USS, max {rss[-1] / MB:.0f} / {uss[-1] / MB:.0f} MB")  # fmt: skip
+          f"{uss[len(uss) // 2] / MB:.0f} MB USS, "
+          f"max {rss[-1] / MB:.0f} / {uss[-1] / MB:.0f} MB")  # fmt: skip
     print(f"  the fleet said: {result.derivation}")
 
 
