@@ -203,7 +203,7 @@ def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
     # The validator takes seconds to import: do it while the targets run, not after.
     warm = threading.Thread(target=_import_validator, daemon=True)
     warm.start()
-    spans = [(_window(t), float(t.deadline)) for t in targets]
+    spans = [(float(t.request.duration), float(t.deadline)) for t in targets]
     with cluster(options.scheduler, options.workers, spans, options.render) as (client, slots):
         rows = run_jobs(client, jobs, slots)
     ordered = [rows[t.name] for t in targets]
@@ -368,11 +368,6 @@ def validate(fleet: dict[str, Any]) -> None:
     import jsonschema
 
     jsonschema.validate(fleet, schema(), format_checker=jsonschema.FormatChecker())
-
-
-def _window(target: Any) -> float:
-    """A target's window: its run request's duration (its own field before targets carried one)."""
-    return float(getattr(target, "request", target).duration)
 
 
 def _import_validator() -> None:
