@@ -155,7 +155,14 @@ def test_compiled_loops_with_other_rules_fail_the_import_naming_the_rule() -> No
 
 
 def test_a_missing_build_reads_with_the_reference_unless_compiled_is_forced() -> None:
+    """Without the build the reference reads, and the summary says so once."""
     assert _python(_NOT_BUILT, None).stdout.split() == ["reference"]
+    read = (
+        "from playbook.collect.serverlog import read_server_logs; "
+        f"print(read_server_logs([{str(LOGS / 'pg18_incident.log')!r}], frames=False).summary['warnings'])"
+    )
+    said = _python(_NOT_BUILT.replace(_WHICH, read), None)
+    assert said.stdout.count("the compiled log reader is not built (make install)") == 1, said.stderr
     forced = _python(_NOT_BUILT, "compiled")
     assert forced.returncode != 0 and "the compiled log reader is not built" in forced.stderr
 

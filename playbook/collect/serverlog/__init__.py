@@ -260,6 +260,8 @@ def read_server_logs(
     one sentence.
     """
     planned, detected, prefix, warnings = plan_files([Path(p) for p in paths], fmt, prefix, language)
+    if engine.ENGINE.note:
+        warnings.append(engine.ENGINE.note)
     spec = StderrSpec(prefix or "") if detected == "stderr" else None
     state = SessionState(as_utc(since), as_utc(until), frames)
     zones_assumed: dict[str, Any] = {}

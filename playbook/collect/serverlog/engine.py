@@ -8,8 +8,9 @@ every recorded log and on generated mixes):
 - "reference": plain Python, numpy and pyarrow (Python's csv module, pyarrow's JSON reader):
   what a machine without a compiler runs, and what the compiled loops are checked against.
 
-The compiled engine is chosen when both extensions import; PLAYBOOK_LOG_ENGINE=reference or
-=compiled forces one (compiled forced but not built: PlaybookError). The C loops spell the
+The compiled engine is chosen when both extensions import, else the reference, and each read's
+summary says so once (its "warnings"); PLAYBOOK_LOG_ENGINE=reference or =compiled forces one
+(compiled forced but not built: PlaybookError). The C loops spell the
 reader's rules (serverlog.rules) a second time and publish them as `_scan.RULES`: a rule that
 differs is an error naming it, raised at import, never a quiet fall back to the reference.
 
@@ -41,6 +42,7 @@ class LogEngine:
     name: str
     scan: ModuleType | None = None
     records: ModuleType | None = None
+    note: str | None = None  # why this engine when it was not asked for (the reader says it once)
 
     @property
     def compiled(self) -> bool:
@@ -48,6 +50,10 @@ class LogEngine:
 
 
 REFERENCE = LogEngine("reference")
+NOT_BUILT = (
+    "the compiled log reader is not built (make install): the logs were read with the plain "
+    "reference, the same results several times slower"
+)
 
 
 def rule_mismatch(theirs: Mapping[str, Any], ours: Mapping[str, Any] = RULES) -> str | None:
@@ -91,7 +97,7 @@ def select(requested: str | None = None) -> LogEngine:
     if modules is None:
         if requested == "compiled":
             raise PlaybookError(f"{ENV}=compiled but the compiled log reader is not built (run make install)")
-        return REFERENCE
+        return LogEngine("reference", note=NOT_BUILT)
     return compiled_engine(*modules)
 
 
