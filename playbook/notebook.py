@@ -75,50 +75,18 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def load_or_collect(
-    *,
-    dsn: str = "",
-    evidence_dir: str = "",
-    duration: float = 30,
-    interval: float = 1.0,
-    server_log: str | Sequence[str] | None = None,
-    app_log: str | Sequence[str] | None = None,
-    pgbouncer: str = "",
-    pgbouncer_log: str | Sequence[str] | None = None,
-    log_tz: str = "",
-    app_tz: str = "",
-    prefix: str = "",
-    app: str = "",
-    since: str | datetime | None = None,
-    until: str | datetime | None = None,
-) -> Evidence:
+def load_or_collect(*, evidence_dir: str = "", **parameters: Any) -> Evidence:
     """Under `playbook run` the evidence is already collected (`evidence_dir`, which already
     reflects every option of the run); opened by hand, the notebook collects for `duration`
-    seconds what its parameters ask, checked as `playbook run` checks its flags (`request_of`).
-    `app` focuses the per-application findings on one application_name; `since` and `until`
-    (ISO-8601, or 30m/2h/1d ago) bound the log events (default: the window); `log_tz` and `app_tz`
-    are the zones of the server log's clock and of naive times in the other logs; `prefix` is the
-    server's log_line_prefix."""
+    seconds what its parameters ask (the keywords of `request_of`: dsn, duration, interval,
+    server_log, app_log, pgbouncer, pgbouncer_log, log_tz, app_tz, prefix, app, since, until),
+    checked as `playbook run` checks its flags."""
     if evidence_dir:
         if not Path(evidence_dir, "manifest.json").exists():
             # Never collect silently in its place: the report would not show the run's evidence.
             raise PlaybookError(f"no evidence in {Path(evidence_dir).resolve()} (evidence_dir)")
         return Evidence.load(evidence_dir)
-    request = request_of(
-        dsn=dsn,
-        duration=duration,
-        interval=interval,
-        server_log=server_log,
-        app_log=app_log,
-        pgbouncer=pgbouncer,
-        pgbouncer_log=pgbouncer_log,
-        log_tz=log_tz,
-        app_tz=app_tz,
-        prefix=prefix,
-        app=app,
-        since=since,
-        until=until,
-    )
+    request = request_of(**parameters)
     # Collectors and the driver load only when this notebook collects (opened by hand): under
     # `playbook run` every kernel reads saved evidence, and half a second each adds up.
     from playbook.collect.collection import collect_evidence

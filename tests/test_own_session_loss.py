@@ -263,7 +263,9 @@ def test_pgbouncer_console_lost_mid_window_is_a_gap(
         summary, evidence, _ = finish(run, out)
     console = evidence.snapshots["pgbouncer_console"]
     assert console["gaps"] and console["gaps"][0]["end"] is not None, console
-    assert console["ticks_ok"] < console["ticks"]
+    # a loss between two ticks is replaced within the next one (no tick lost), a loss during a tick
+    # costs that tick: which one the reset hit is timing, the recorded, closed gap is not
+    assert 0 < console["ticks_ok"] <= console["ticks"], console
     assert "pgbouncer_console" in evidence.manifest["collected"]
 
 

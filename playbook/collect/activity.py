@@ -19,6 +19,7 @@ import pandas as pd
 import psycopg
 
 from playbook import APPLICATION_NAME
+from playbook.collect.ticks import tick_until
 from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS
 from playbook.evidence.manifest import gap_opened
 from playbook.progress import progress_bar
@@ -132,22 +133,10 @@ class ActivitySampler:
     def run(self) -> ActivityEvidence:
         start = time.monotonic()
         end = start + self.duration
-        backoff = self.interval
         with progress_bar("sampling pg_stat_activity", total=self.duration, enabled=self.progress) as advance:
-            next_tick = start
-            while True:
-                self._tick()
-                advance(min(time.monotonic(), end) - start)
-                if self._open_gap is not None:
-                    backoff = min(backoff * 2, max(self.interval, 5.0))  # back off while the patient is down
-                    next_tick = time.monotonic() + min(backoff, self.interval * 4)
-                else:
-                    backoff = self.interval
-                    next_tick += self.interval
-                    while next_tick < time.monotonic():  # an overlong tick skips, never bunches up
-                        next_tick += self.interval
-                if next_tick > end or self._stopped.wait(max(0.0, next_tick - time.monotonic())):
-                    break
+            tick_until(
+                end, self.interval, self._tick, lambda: self._open_gap is not None, self._stopped, advance
+            )
             advance(self.duration)
         if self._open_gap is not None:
             self._open_gap["end"] = None  # still lost when the window closed

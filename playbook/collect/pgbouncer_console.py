@@ -31,6 +31,7 @@ import pandas as pd
 import psycopg
 
 from playbook import APPLICATION_NAME
+from playbook.collect.ticks import tick_until
 from playbook.evidence import Evidence
 from playbook.evidence.manifest import gap_opened
 from playbook.evidence.pgbouncer_frames import (
@@ -218,22 +219,10 @@ class PgBouncerSampler:
         """Sample for `duration` seconds (or until stop()); the first tick is at once."""
         start = time.monotonic()
         end = start + duration
-        backoff = self.interval
         with progress_bar("sampling PgBouncer's console", total=duration, enabled=self.progress) as advance:
-            next_tick = start
-            while True:
-                self._tick()
-                advance(min(time.monotonic(), end) - start)
-                if self._open_gap is not None:
-                    backoff = min(backoff * 2, max(self.interval, 5.0))
-                    next_tick = time.monotonic() + min(backoff, self.interval * 4)
-                else:
-                    backoff = self.interval
-                    next_tick += self.interval
-                    while next_tick < time.monotonic():  # an overlong tick skips, never bunches up
-                        next_tick += self.interval
-                if next_tick > end or self._stopped.wait(max(0.0, next_tick - time.monotonic())):
-                    break
+            tick_until(
+                end, self.interval, self._tick, lambda: self._open_gap is not None, self._stopped, advance
+            )
             advance(duration)
         if self._open_gap is not None:
             self.gaps.append(self._open_gap)  # still lost when the window closed (end stays None)
