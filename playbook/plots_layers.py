@@ -45,6 +45,8 @@ def timeout_chain_figure(evidence: Evidence) -> Figure:
     for row, value in enumerate(chain):
         seconds = value.seconds if value.seconds is not None else NEVER_S
         link = broken.get((value.layer, value.setting))
+        if link and value.source == "assumed":
+            link = None  # an assumed limit is a risk to confirm, never drawn as a broken link
         ax.barh(
             row,
             seconds,

@@ -6,6 +6,7 @@ import ast
 import configparser
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,33 @@ def test_the_psycopg_fix_builds_a_real_pool_with_its_keepalives(lab: LabServer) 
             assert client_keepalive_settings(conn)["tcp_keepidle_s"] == 60
     finally:
         pool.close()
+
+
+def test_the_psycopg_idle_fix_retires_every_idle_connection(lab: LabServer) -> None:
+    """psycopg_pool's max_idle closes only connections above min_size: the snippet sets min_size=0,
+    and on a real server the pool then closes every connection left idle (one per max_idle)."""
+    fix = stack_fix("psycopg", max_idle_s=1, max_lifetime_s=None, keepalives_idle_s=None)
+    assert "min_size=0," in fix and "max_idle=1," in fix
+    scope: dict[str, object] = {"conninfo": lab.dsn(APP_ROLE, LAB_DATABASE)}
+    exec(code(fix, "python"), scope)
+    pool = scope["pool"]
+    assert isinstance(pool, ConnectionPool) and pool.min_size == 0
+    try:
+        held = [pool.getconn(timeout=10), pool.getconn(timeout=10)]
+        for conn in held:
+            pool.putconn(conn)
+        assert pool.get_stats()["pool_size"] == 2
+        deadline = time.monotonic() + 20
+        while pool.get_stats()["pool_size"] and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the pool's own counter, bounded by the deadline
+        assert pool.get_stats()["pool_size"] == 0, pool.get_stats()
+    finally:
+        pool.close()
+
+
+def test_a_psycopg_lifetime_limit_alone_cannot_reach_idle_connections() -> None:
+    """max_lifetime is checked when a connection is returned (pool.py _return_connection)."""
+    assert not can_enforce("psycopg", max_idle_s=None, max_lifetime_s=4.0)
+    assert can_enforce("psycopg", max_idle_s=2.0, max_lifetime_s=4.0)
+    fix = stack_fix("psycopg", max_idle_s=None, max_lifetime_s=4.0, keepalives_idle_s=None)
+    assert "min_size=0" not in fix and "checked when a connection is returned" in fix

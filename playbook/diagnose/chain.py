@@ -12,17 +12,21 @@ connection the layer before it still believes open; the fix goes on the layer th
 Keepalives below the path's cut-off make idle flows look busy to the path, which mends the last
 link whatever the idle times.
 
-Every value says where it came from: "measured" (seen in this window), "configured" (read from
-the server's or the pooler's settings), "default" (the library's or PgBouncer's default, not
-confirmed) or "assumed" (a typical value, e.g. the path's cut-off). Pure functions of evidence.
+Every value says where it came from: "measured" (seen in this window: the path's cut-off when
+sessions were lost at a steady idle age, diagnose.path_cutoff), "configured" (read from the
+server's or the pooler's settings), "default" (the library's or PgBouncer's default, not
+confirmed) or "assumed" (a typical value, e.g. the path's cut-off when none was measured). An
+assumed cut-off is never a certain break. Pure functions of evidence.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from playbook.diagnose import pgbouncer_findings
+from playbook.diagnose.path_cutoff import path_cutoff
 from playbook.diagnose.timeout import STACK_DEFAULT_IDLE_S
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer_frames import DEFAULTS
@@ -38,13 +42,18 @@ ASSUMED_PATH_IDLE_S = 240.0
 
 @dataclass(frozen=True)
 class ChainValue:
-    """One layer's idle limit (seconds; None when that layer never cuts) and where it came from."""
+    """One layer's idle limit (seconds; None when that layer never cuts) and where it came from.
+
+    `forever`: a holder that keeps some connections idle with no limit at all (psycopg_pool's
+    min_size connections): any layer that cuts idle connections breaks against it.
+    """
 
     layer: Layer
     setting: str
     seconds: float | None
     source: Source
     note: str = ""
+    forever: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,17 @@ def client_hold(evidence: Evidence) -> ChainValue:
     seen = float(idle["state_age_s"].max()) if not idle.empty else None
     seen_note = f"longest idle seen here: {seen:.0f} s" if seen is not None else ""
     stack = app_stack(evidence)
+    if stack == "psycopg":
+        # psycopg_pool's max_idle closes only connections above min_size (pool.py _shrink_pool),
+        # and min_size defaults to 4: those stay idle until used, however long that is.
+        return ChainValue(
+            "client pool",
+            "psycopg_pool min_size connections (max_idle spares them)",
+            None,
+            "default",
+            joined_note(seen_note, "min_size=0 lets max_idle retire every idle connection"),
+            forever=True,
+        )
     default = STACK_DEFAULT_IDLE_S.get(stack)
     if default:
         # A pool keeps its idle connections up to its idle limit (and its minimum ones for good):
@@ -102,6 +122,10 @@ def client_hold(evidence: Evidence) -> ChainValue:
     if seen is not None:
         return ChainValue("client pool", "idle (seen)", round(seen, 1), "measured", "the stack is unknown")
     return ChainValue("client pool", "idle limit", None, "assumed", "unknown stack: no idle limit assumed")
+
+
+def joined_note(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def server_idle(evidence: Evidence) -> ChainValue:
@@ -122,11 +146,23 @@ def server_idle(evidence: Evidence) -> ChainValue:
 
 
 def path_idle(evidence: Evidence) -> ChainValue:
-    """The path's idle cut-off: assumed (the playbook cannot see a NAT's table), with the keepalives
-    in force noted, since they make idle flows look busy to it."""
+    """The path's idle cut-off: measured when sessions were lost at a steady idle age with no
+    server-side reason (path_cutoff), else assumed (the playbook cannot see a NAT's table); the
+    keepalives in force noted, since they make idle flows look busy to a hop that counts packets."""
     in_force = evidence.settings.get("keepalives_in_force") or {}
     keepalive = str(in_force.get("tcp_keepalives_idle") or "")
     note = f"server keepalives start after {keepalive} s" if keepalive and keepalive != "0" else ""
+    cutoff = path_cutoff(evidence)
+    if cutoff:
+        return ChainValue(
+            "network path",
+            "idle cut-off (sessions lost at a steady idle age)"
+            if cutoff.kind == "measured"
+            else "idle cut-off (at most: sessions found lost at a steady idle age)",
+            round(cutoff.seconds, 1),
+            "measured",
+            joined_note(cutoff.text(), note),
+        )
     return ChainValue(
         "network path", "NAT / load balancer idle cut-off", ASSUMED_PATH_IDLE_S, "assumed", note
     )
@@ -171,8 +207,14 @@ def chain_links(evidence: Evidence) -> list[ChainLink]:
     links: list[ChainLink] = []
 
     def link(before: ChainValue, after: ChainValue, fix_layer: Layer, fix: str) -> None:
-        # A layer that never cuts, or a holder whose limit is unknown, cannot be called broken.
-        holds = after.seconds is None or before.seconds is None or before.seconds < after.seconds
+        # A layer that never cuts, or a holder whose limit is unknown, cannot be called broken; a
+        # holder that keeps connections forever breaks against any cut.
+        if after.seconds is None:
+            holds = True
+        elif before.forever:
+            holds = False
+        else:
+            holds = before.seconds is None or before.seconds < after.seconds
         links.append(ChainLink(before, after, holds, None if holds else fix_layer, "" if holds else fix))
 
     if has_pooler(evidence):
@@ -202,22 +244,44 @@ def chain_links(evidence: Evidence) -> list[ChainLink]:
             "turn it off for the application's role",
         )
         last = hold
-    if last.seconds is not None and _keepalives_below(evidence, path.seconds or 0):
+    measured = path.source == "measured"
+    if (
+        not measured
+        and (last.seconds is not None or last.forever)
+        and _keepalives_below(evidence, path.seconds or 0)
+    ):
         links.append(ChainLink(last, path, True, None, ""))
     else:
-        if last.layer == "pooler":
-            fix = (
-                "let PgBouncer's server connections send keepalives below the path's cut-off (about "
-                f"{path.seconds or 0:g} s, assumed): tcp_keepalive = 1, tcp_keepidle = 60 in pgbouncer.ini, "
-                "or a server_idle_timeout below the cut-off"
-            )
-        else:
-            fix = (
-                f"send TCP keepalives below the path's cut-off (about {path.seconds or 0:g} s, assumed): "
-                "keepalives_idle=60 in the DSN, or tcp_keepalives_idle = 60 on the server"
-            )
-        link(last, path, "pooler" if last.layer == "pooler" else "client pool", fix)
+        link(last, path, "pooler" if last.layer == "pooler" else "client pool", _path_fix(last, path))
     return links
+
+
+def _path_fix(last: ChainValue, path: ChainValue) -> str:
+    """Keepalives (only through a hop that counts packets) and an idle limit (through any hop),
+    sized a third of a measured cut-off; the assumed cut-off keeps the 60 s keepalive."""
+    cut = path.seconds or 0
+    if path.source == "measured":
+        below = max(1, math.floor(cut / 3))
+        bound = " at most" if "at most" in path.setting else ""
+        where = f"the path's measured cut-off ({cut:g} s{bound})"
+    else:
+        below = 60
+        where = f"the path's cut-off (about {cut:g} s, assumed)"
+    keepalive_note = (
+        "keepalives count only through a NAT, conntrack or cloud load balancer, not through an "
+        "application-level proxy (HAProxy, PgBouncer), whose own timeout must then be raised"
+    )
+    if last.layer == "pooler":
+        return (
+            f"let PgBouncer retire idle server connections below {where}: server_idle_timeout = {below}, "
+            f"or tcp_keepalive = 1, tcp_keepidle = {below} in pgbouncer.ini ({keepalive_note})"
+        )
+    return (
+        f"let the pool close connections idle {below} s, below {where} (psycopg_pool: min_size=0, "
+        f"max_idle={below}, check=ConnectionPool.check_connection), or send TCP keepalives after "
+        f"{below} s: keepalives_idle={below} in the DSN or tcp_keepalives_idle = {below} on the server "
+        f"({keepalive_note})"
+    )
 
 
 def broken_links(evidence: Evidence) -> list[ChainLink]:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
 from playbook.diagnose.fix_text import app_login, dsn, joined, sql
+from playbook.diagnose.path_cutoff import PathCutoff, path_cutoff
 from playbook.diagnose.pool_snippets import stack_fix
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
@@ -44,9 +45,10 @@ CONFIDENCE_OWN_SESSION_LOST = 0.5
 
 
 def _keepalive_fix(evidence: Evidence) -> str:
+    """Keepalives below the shortest common cut-off: the advice when no cut-off was measured."""
     return joined(
-        "Keep idle flows visibly alive below the path's cut-off (the shortest common one is "
-        f"{SHORTEST_PATH_IDLE_S} s). From the client, add to the DSN:",
+        "Keep idle flows visibly alive below the path's cut-off (none was measured here; the shortest "
+        f"common one is {SHORTEST_PATH_IDLE_S} s, assumed). From the client, add to the DSN:",
         dsn(
             f"keepalives=1 keepalives_idle={SAFE_KEEPALIVE_IDLE_S} keepalives_interval=10 "
             "keepalives_count=3 tcp_user_timeout=30000"
@@ -67,6 +69,49 @@ def _keepalive_fix(evidence: Evidence) -> str:
             **app_login(evidence),
         ),
     )
+
+
+def _cutoff_fix(evidence: Evidence, cutoff: PathCutoff) -> str:
+    """Fixes sized against a measured cut-off, for both kinds of hop the evidence cannot tell apart:
+    a pool idle limit below it works through every hop; keepalives below it only through hops that
+    track packets (NAT, conntrack, cloud load balancers), not through an application-level proxy,
+    which counts only relayed data (REFERENCE.md "Proxies and keepalives")."""
+    below = cutoff.fix_below_s
+    interval = max(1, min(10, below))
+    return joined(
+        f"Size the fix below that cut-off: {below} s (a third of it) leaves room for the pool's and the "
+        "kernel's timers.\n\n"
+        f"1. Whatever the hop, let the pool close connections idle {below} s (and check each one at "
+        "checkout), so none is idle when the path cuts. In the pool:\n\n",
+        stack_fix(
+            app_stack(evidence),
+            max_idle_s=below,
+            max_lifetime_s=None,
+            keepalives_idle_s=below,
+            **app_login(evidence),
+        ),
+        f"\n2. The keepalives in that snippet (after {below} s idle) keep the flow open only if the hop is a "
+        "NAT, conntrack firewall or cloud load balancer, which counts packets. An application-level "
+        "proxy (HAProxy `timeout client`/`timeout server`, PgBouncer's client_idle_timeout, a cloud "
+        "database proxy) counts only relayed data: there, raise that timeout above the pool's idle "
+        "limit, or rely on step 1. On the server, for every client at once:",
+        sql(
+            f"ALTER SYSTEM SET tcp_keepalives_idle = {below}",
+            f"ALTER SYSTEM SET tcp_keepalives_interval = {interval}",
+            "ALTER SYSTEM SET tcp_keepalives_count = 3",
+            "SELECT pg_reload_conf()",
+        ),
+    )
+
+
+def _path_fix(evidence: Evidence, cutoff: PathCutoff | None) -> str:
+    return _cutoff_fix(evidence, cutoff) if cutoff else _keepalive_fix(evidence)
+
+
+def _cutoff_note(cutoff: PathCutoff | None) -> str:
+    if cutoff is None:
+        return ""
+    return f"The sessions were lost at a steady idle age: the path's cut-off is {cutoff.text()}. "
 
 
 def path_resets(evidence: Evidence) -> pd.DataFrame:
@@ -98,6 +143,7 @@ def find_resets(evidence: Evidence) -> list[Finding]:
     if resets.empty:
         return []
     severity = Severity.CRITICAL if len(resets) >= TROUBLE_CRITICAL_COUNT else Severity.WARNING
+    cutoff = path_cutoff(evidence)
     return [
         Finding(
             id="NET-001",
@@ -109,12 +155,15 @@ def find_resets(evidence: Evidence) -> list[Finding]:
                 "events": top_values(resets, "event"),
                 "hosts": top_values(resets, "host"),
                 "users": top_values(resets, "user"),
+                **({"path_cutoff": cutoff.as_evidence()} if cutoff else {}),
                 **first_last(resets),
             },
             recommendation=joined(
                 "Something between the application and the server resets flows (a firewall, NAT, load "
-                "balancer or proxy idle limit). Find the idle limit on the path and keep flows below it.\n\n",
-                _keepalive_fix(evidence),
+                "balancer or proxy idle limit). "
+                + (_cutoff_note(cutoff) or "Find the idle limit on the path and keep flows below it.")
+                + "\n\n",
+                _path_fix(evidence, cutoff),
             ),
         )
     ]
@@ -138,6 +187,9 @@ def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
         "server_log_read": log_read,
         **first_last(lost),
     }
+    cutoff = path_cutoff(evidence)
+    if cutoff:
+        evidence_note["path_cutoff"] = cutoff.as_evidence()
     return [
         Finding(
             id="NET-002",
@@ -152,8 +204,10 @@ def find_unexplained_app_losses(evidence: Evidence) -> list[Finding]:
             recommendation=joined(
                 "The server log shows no termination, timeout, crash or restart for these sessions, so the "
                 "path dropped them (a NAT or load balancer that forgets idle flows makes the next query hang "
-                "and fail). Check the path's idle timeout and keep flows alive below it.\n\n",
-                _keepalive_fix(evidence),
+                "and fail). "
+                + (_cutoff_note(cutoff) or "Check the path's idle timeout and keep flows alive below it.")
+                + "\n\n",
+                _path_fix(evidence, cutoff),
             ),
         )
     ]
@@ -191,7 +245,7 @@ def find_default_keepalives(evidence: Evidence, network_trouble: bool) -> list[F
                 "server_keepalives_in_force": in_force,
                 "playbook_socket": evidence.snapshots.get("keepalive_probe") or {},
             },
-            recommendation=_keepalive_fix(evidence),
+            recommendation=_path_fix(evidence, path_cutoff(evidence)),
         )
     ]
 

@@ -151,11 +151,16 @@ def can_enforce(stack: str, *, max_idle_s: float | None, max_lifetime_s: float |
     """Whether `stack`'s own pool can keep connections inside these limits at all.
 
     False when the stack clamps or ignores the value (HikariCP raises a maxLifetime under 30 s to
-    30 min): the fix must then go first on the layer that sets the limit, not in the pool.
+    30 min; psycopg_pool checks max_lifetime only when a connection comes back, so a lifetime limit
+    alone never ends an idle one): the fix must then go first on the layer that sets the limit.
     """
     if stack == "hikaricp":
         limits = [v for v in (max_idle_s, max_lifetime_s) if v is not None]
         return not limits or min(limits) * 1000 >= HIKARI_MIN_LIFETIME_MS
+    if stack == "psycopg":
+        # psycopg_pool checks max_lifetime only when a connection is returned: a lifetime limit
+        # alone never reaches a connection sitting idle in the pool; max_idle (with min_size=0) does.
+        return max_idle_s is not None or max_lifetime_s is None
     return True
 
 
@@ -250,10 +255,20 @@ def _psycopg(idle: float | None, life: float | None, keepidle: int | None, login
         kw = ", ".join(f'"{k}": {v}' for k, v in _keepalive_params(keepidle).items())
         args.append(f"    kwargs={{{kw}}},")
     if idle is not None:
-        args.append(f"    max_idle={_secs(idle)},  # only closes connections above min_size")
+        # psycopg_pool's ShrinkPool runs every max_idle s and closes one unused connection, and only
+        # while the pool holds more than min_size (pool.py _shrink_pool): the min_size ones idle for
+        # good. Only min_size=0 lets max_idle bound every connection; min_size=0 needs a max_size.
+        args.append("    min_size=0,  # max_idle closes only connections above min_size")
+        args.append("    max_size=4,  # your pool's size (min_size=0 needs one)")
+        args.append(f"    max_idle={_secs(idle)},  # closes one unused connection every {_secs(idle)} s")
     if life is not None:
-        args.append(f"    max_lifetime={_secs(life)},  # the pool takes up to 5% off, at random")
-    args.append("    check=ConnectionPool.check_connection,  # test each connection before lending it")
+        # _return_connection checks _expire_at: an idle connection past it stays until checked out
+        args.append(
+            f"    max_lifetime={_secs(life)},  # checked when a connection is returned: no help to idle ones"
+        )
+    args.append(
+        "    check=ConnectionPool.check_connection,  # tests each connection at checkout, replaces a dead one"
+    )
     args.append("    open=True,")
     body = "\n".join(args)
     return block("python", f"from psycopg_pool import ConnectionPool\n\npool = ConnectionPool(\n{body}\n)")
