@@ -8,18 +8,30 @@ flows idle 2 s (`drop_idle_after(2.0)`), its pool idling 5 s between bursts. No 
 from __future__ import annotations
 
 import re
+import threading
+import time
+from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
+import psycopg
 import pytest
 from matplotlib.colors import to_hex
+from psycopg_pool import ConnectionPool
 
-from playbook.diagnose import diagnose_all
+from playbook.collect.collection import collect_evidence
+from playbook.diagnose import diagnose_all, network
 from playbook.diagnose.chain import chain_links, path_idle
 from playbook.diagnose.findings import Finding
+from playbook.diagnose.fix_text import fenced_blocks
 from playbook.diagnose.path_cutoff import MIN_SESSIONS, STEADY_SPREAD, PathCutoff, path_cutoff
 from playbook.evidence import Evidence
+from playbook.lab.proxy import ChaosProxy
+from playbook.lab.server import APP_ROLE, LAB_DATABASE, MONITOR_ROLE, LabServer
+from playbook.lab.workloads import app_logger
 from playbook.plots_layers import timeout_chain_figure
+from playbook.request import RunRequest
+from playbook.target import Target
 
 RECORDED = Path(__file__).parent / "data" / "evidence"
 PROXY_CUTOFF_S = 2.0  # scenarios.py: reset_idle_after(2.0), drop_idle_after(2.0)
@@ -136,3 +148,90 @@ def test_estimates_read_as_evidence() -> None:
     assert cutoff.fix_below_s == 2
     assert cutoff.as_evidence()["seconds"] == 6.0
     assert PathCutoff(2.5, 2.4, 2.6, 3, "measured", "x").fix_below_s == 1
+
+
+# -- in the lab: a hop with a known cut-off, measured, then the offered fix ------------------------------
+LAB_CUTOFF_S = 4.0
+BURST_S = 0.5
+IDLE_GAP_S = 5.5  # longer than the cut-off: every pooled connection idles past it
+
+
+def workload(pool: ConnectionPool, cycles: int, app_log: Path) -> list[str]:
+    """Two workers query for BURST_S, then the application idles IDLE_GAP_S (the stimulus that
+    crosses the hop's limit, not a wait for evidence); the errors the workers met."""
+    errors: list[str] = []
+    log = app_logger("cutoff", app_log)  # as a service logs its failures: the stack is read from it
+
+    def worker() -> None:
+        end = time.monotonic() + BURST_S
+        while time.monotonic() < end:
+            try:
+                with pool.connection(timeout=5) as conn:
+                    conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                errors.append(type(exc).__name__)
+                text = " ".join(f"{type(exc).__module__}.{type(exc).__name__}: {exc}".split())
+                log.error("request failed: %s", text)
+
+    for _ in range(cycles):
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        threading.Event().wait(IDLE_GAP_S)
+    return errors
+
+
+def test_a_hop_cutting_at_4_s_is_measured_and_the_offered_pool_fix_holds(
+    lab: LabServer, tmp_path: Path
+) -> None:
+    proxy = ChaosProxy("127.0.0.1", lab.port)
+    proxy.start()
+    try:
+        proxy.reset_idle_after(LAB_CUTOFF_S)
+        dsn = proxy.dsn_for(lab.dsn(APP_ROLE, LAB_DATABASE))
+        since = datetime.now(timezone.utc)
+        app_log = tmp_path / "app.log"
+        before_fix = ConnectionPool(dsn, min_size=2, max_size=4, open=True)  # psycopg_pool's defaults
+        errors: list[str] = []
+        runner = threading.Thread(target=lambda: errors.extend(workload(before_fix, 3, app_log)))
+        runner.start()
+        request = RunRequest(
+            duration=15.0,
+            interval=0.5,
+            server_logs=(Path(lab.stderr_log),),
+            app_logs=(app_log,),
+            since=since,
+            progress=False,
+        )
+        evidence = collect_evidence(Target(lab.dsn(MONITOR_ROLE, LAB_DATABASE)), request)
+        runner.join(timeout=60)
+        before_fix.close()
+        assert errors  # without the fix, the first query after each idle gap met the cut
+        assert proxy.stats()["idle_resets"] >= MIN_SESSIONS
+
+        cutoff = path_cutoff(evidence)
+        assert cutoff is not None and cutoff.kind == "measured", cutoff
+        assert abs(cutoff.seconds - LAB_CUTOFF_S) <= 0.2 * LAB_CUTOFF_S, cutoff
+        (net,) = [f for f in network.diagnose(evidence) if f.id == "NET-001"]
+        assert net.evidence["path_cutoff"]["seconds"] == round(cutoff.seconds, 2)
+
+        # the psycopg_pool block the finding offers, as pasted, on the same path and workload
+        scope: dict[str, object] = {"conninfo": dsn}
+        exec(_python_block(net.recommendation), scope)
+        fixed = scope["pool"]
+        assert isinstance(fixed, ConnectionPool) and fixed.min_size == 0 and fixed.max_idle < LAB_CUTOFF_S
+        resets = proxy.stats()["idle_resets"]
+        try:
+            assert workload(fixed, 3, tmp_path / "fixed.log") == []
+        finally:
+            fixed.close()
+        assert proxy.stats()["idle_resets"] == resets, "the path still cut an idle pooled connection"
+    finally:
+        proxy.stop()
+
+
+def _python_block(recommendation: str) -> str:
+    (text,) = [text for kind, text in fenced_blocks(recommendation) if kind == "python"]
+    return text
