@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -18,11 +19,12 @@ from typing import Any
 import psycopg
 from psycopg import conninfo as libpq_conninfo
 from psycopg.pq import TransactionStatus
+from psycopg.rows import Row
 
 from playbook import APPLICATION_NAME
 from playbook.errors import PlaybookError, TargetRefused
 
-ACTIVE, UNKNOWN = TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN
+ACTIVE, UNKNOWN, IDLE = TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN, TransactionStatus.IDLE
 SECRET_KEYS = ("password", "sslpassword")
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_MS = 1000
@@ -72,6 +74,37 @@ def session_options(
     )
 
 
+# A pooler's refusal of the startup `options` (PgBouncer without ignore_startup_parameters=options).
+POOLER_REFUSALS = ("unsupported startup parameter",)
+# PgBouncer's words when a transaction is opened under pool_mode=statement.
+STATEMENT_POOLING = "statement pooling"
+# What a run reached through a pooler says (summary.json target.pooler, the verdict's line).
+POOLER_NOTE = (
+    "reached through a connection pooler: the server's own view of other clients is hidden (their "
+    "sessions are the pooler's server connections, their addresses the pooler's, and a session's "
+    "age is the server connection's, not the client's); the playbook's safety settings travelled "
+    "per transaction (BEGIN READ ONLY, SET LOCAL statement_timeout and lock_timeout)"
+)
+# Statements that need no envelope: a constant carries nothing to make safe, and wrapping the
+# round-trip probe's SELECT 1 would time three round trips instead of one.
+BARE_STATEMENTS = frozenset({"SELECT 1"})
+
+
+def envelope_sql(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
+    """What opens each transaction on a pooled session: read-only and bounded, for that transaction
+    only (SET LOCAL ends with it, so nothing is left on a server connection the pool hands on)."""
+    return (
+        f"BEGIN READ ONLY; SET LOCAL statement_timeout = {int(statement_timeout_ms)};"
+        f" SET LOCAL lock_timeout = {int(lock_timeout_ms)}"
+    )
+
+
+def refused_by_pooler(exc: BaseException) -> bool:
+    """Whether a failed connect is a pooler refusing the startup `options` parameter."""
+    lowered = " ".join(str(exc).split()).lower()
+    return any(marker in lowered for marker in POOLER_REFUSALS)
+
+
 @dataclass(frozen=True)
 class Target:
     """A database to examine. `dsn` may hold a password; only `redacted` is ever shown."""
@@ -80,6 +113,14 @@ class Target:
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
     connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S
+    # What connecting found out: "pooled" once the startup options did not reach the server.
+    _seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def pooled(self) -> bool:
+        """True once a connect found that the startup `options` do not reach the server (a pooler
+        refused them, or dropped them): every session then carries its safety per transaction."""
+        return self._seen.get("pooled", False)
 
     @property
     def redacted(self) -> str:
@@ -94,19 +135,23 @@ class Target:
         """The DSN a notebook kernel is given: no password (it travels through PGPASSWORD)."""
         return redact(self.dsn)
 
-    def connect_kwargs(self) -> dict[str, Any]:
+    def connect_kwargs(self, pooled: bool = False) -> dict[str, Any]:
+        """psycopg.connect's arguments. `pooled`: without the safety options (the pooler refuses or
+        drops them; the envelope carries them) and without prepared statements (a transaction
+        pooler hands the next one to another server connection)."""
         params = parse_dsn(self.dsn)
         user_options = str(params.get("options") or "")
-        options = " ".join(
-            part
-            for part in (user_options, session_options(self.statement_timeout_ms, self.lock_timeout_ms))
-            if part
-        )
+        own = "" if pooled else session_options(self.statement_timeout_ms, self.lock_timeout_ms)
+        options = " ".join(part for part in (user_options, own) if part)
         kwargs: dict[str, Any] = {
             "application_name": APPLICATION_NAME,
-            "options": options,
             "autocommit": True,
+            "cursor_factory": SafeCursor,
         }
+        if options:
+            kwargs["options"] = options
+        if pooled:
+            kwargs["prepare_threshold"] = None
         # The path may be the patient: keepalives keep our idle session visible to NATs, and
         # tcp_user_timeout bounds a write into a dead path. A DSN's own values win.
         for key, value in OWN_KEEPALIVES.items():
@@ -117,9 +162,39 @@ class Target:
         return kwargs
 
     def connect(self) -> OwnSession:
-        """A safe session (read-only, timeouts, named); connection failures are raised as psycopg's."""
-        session = OwnSession.connect(self.dsn, **self.connect_kwargs())
+        """A safe session (read-only, timeouts, named); connection failures are raised as psycopg's.
+
+        Directly (or through a proxy that passes the startup `options` on, such as HAProxy), the
+        safety is the session's own from its first query. A pooler that refuses `options`
+        (PgBouncer by default: "unsupported startup parameter") or drops them
+        (ignore_startup_parameters=options) gets a session without them whose every statement runs
+        in its own read-only, bounded transaction (`SafeCursor`); the target remembers it
+        (`pooled`). Whether they were dropped is read, not guessed: the session must report
+        default_transaction_read_only=on, else it is treated as pooled."""
+        if self.pooled:
+            return self._open(pooled=True)
+        try:
+            session = self._open(pooled=False)
+        except psycopg.OperationalError as exc:
+            if not refused_by_pooler(exc):
+                raise
+            self._seen["pooled"] = True
+            return self._open(pooled=True)
+        try:
+            arrived = session.execute("SHOW default_transaction_read_only").fetchone()
+        except BaseException:
+            session.close()
+            raise
+        if not arrived or arrived[0] != "on":
+            self._seen["pooled"] = True
+            session.pooled = True
+        return session
+
+    def _open(self, *, pooled: bool) -> OwnSession:
+        session = OwnSession.connect(self.dsn, **self.connect_kwargs(pooled))
         session.target = self
+        session.pooled = pooled
+        session.envelope = envelope_sql(self.statement_timeout_ms, self.lock_timeout_ms)
         return session
 
     def reconnect(self, attempts: int = RECONNECT_ATTEMPTS) -> OwnSession:
@@ -145,18 +220,37 @@ class Target:
         path that resets flows must not decide whether the run happens."""
         try:
             try:
-                return self.connect()
+                session = self.connect()
             except psycopg.OperationalError as exc:
                 if not reset_during_startup(exc):
                     raise
                 time.sleep(RECONNECT_BACKOFF_S)
-                return self.connect()
+                session = self.connect()
+            if session.pooled:
+                self._check_envelope(session)
+            return session
         except psycopg.Error as exc:
             message = explain_connect_error(exc, self.redacted)
             refusal = incident_refusal(exc)
             if refusal:
                 raise TargetRefused(message, sqlstate=refusal[0], cause=refusal[1]) from None
             raise PlaybookError(message) from None
+
+    def _check_envelope(self, session: OwnSession) -> None:
+        """A pooled session must let a transaction span statements: under PgBouncer's statement
+        pooling it cannot, so the safety cannot travel and the run stops here, in one sentence."""
+        try:
+            session.execute("SELECT current_setting('transaction_read_only')").fetchone()
+        except psycopg.Error as exc:
+            session.close()
+            if STATEMENT_POOLING in str(exc).lower():
+                raise PlaybookError(
+                    f"{self.redacted} is reached through statement pooling, where no transaction "
+                    "may span statements, so the playbook's read-only and timeout settings cannot "
+                    "travel with its queries (BEGIN READ ONLY, SET LOCAL …): give the server's own "
+                    "address, or a PgBouncer database with pool_mode=session or transaction"
+                ) from None
+            raise
 
 
 # libpq's words for a start-up the path cut: worth one more try, unlike a refusal or a timeout
@@ -184,6 +278,8 @@ class OwnSession(psycopg.Connection[Any]):
     """
 
     target: Target | None = None
+    pooled: bool = False  # True: every statement runs in its own read-only envelope (SafeCursor)
+    envelope: str = ""  # what opens that envelope (envelope_sql)
 
     def reopen(self) -> OwnSession:
         """A fresh session like this one (Target.reconnect: a few tries with backoff); this one is
@@ -203,6 +299,39 @@ class OwnSession(psycopg.Connection[Any]):
             self.close()
             return
         super().__exit__(exc_type, exc_val, exc_tb)
+
+
+class SafeCursor(psycopg.Cursor[Row]):
+    """The cursor of every session the playbook opens. On a pooled session (`OwnSession.pooled`)
+    a statement run outside a transaction runs inside its own: BEGIN READ ONLY with SET LOCAL
+    statement_timeout and lock_timeout (one simple-protocol message), the statement, COMMIT (or
+    ROLLBACK when it failed on a session that can still run one). The pooler keeps the server
+    connection for that transaction and SET LOCAL ends with it: nothing leaks to the pool's next
+    client. The rows stay readable after the COMMIT (a client-side cursor holds them). Elsewhere,
+    and inside a transaction the caller opened, it is psycopg's own cursor."""
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> SafeCursor[Row]:
+        conn = self.connection
+        if (
+            not getattr(conn, "pooled", False)
+            or conn.info.transaction_status != IDLE
+            or (isinstance(query, str) and query.strip() in BARE_STATEMENTS)
+        ):
+            super().execute(query, params, prepare=prepare, binary=binary)
+            return self
+        plain = psycopg.Cursor(conn)
+        plain.execute(getattr(conn, "envelope", "") or "BEGIN READ ONLY")
+        try:
+            super().execute(query, params, prepare=prepare, binary=binary)
+        except BaseException:
+            if not cannot_run_commands(conn):
+                with suppress(psycopg.Error):  # the statement's own error is the one to raise
+                    plain.execute("ROLLBACK")
+            raise
+        plain.execute("COMMIT")
+        return self
 
 
 class OwnSessionLost(PlaybookError):

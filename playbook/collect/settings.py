@@ -161,6 +161,10 @@ def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         entry = result["settings"].get(name)
         if entry and entry.get("source") == "client":
             entry.update(setting=None, source="not visible: the playbook's own session sets it")
+        elif entry and entry.get("source") == "session" and getattr(conn, "pooled", False):
+            # Through a pooler our SET LOCAL sets it for our transaction only: what a session of
+            # the server gets is what RESET would give it back.
+            entry.update(setting=entry.get("reset_val"), source="reset value: SET LOCAL hides it")
     result["absent"].extend(name for name in names if name not in result["settings"])
     # Without pg_read_all_settings, sourcefile is null and some values read as hidden.
     if not (server["is_superuser"] or server["has_read_all_settings"]):

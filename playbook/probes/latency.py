@@ -44,19 +44,21 @@ def error_text(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:ERROR_MAX] or type(exc).__name__
 
 
-def probe_connect_kwargs(conninfo: str, timeout_s: float) -> dict[str, Any]:
+def probe_connect_kwargs(conninfo: str, timeout_s: float, pooled: bool = False) -> dict[str, Any]:
     """Connection arguments for a probe: the playbook's safe, named session, bounded in time.
 
     connect_timeout bounds TCP + TLS + authentication (libpq counts at least 2 s);
     tcp_user_timeout makes the kernel give up on unacknowledged data, so a path that
-    drops packets fails the probe instead of hanging it.
+    drops packets fails the probe instead of hanging it. `pooled` (Target.pooled): without the
+    safety options a pooler refuses; the probe's one statement is `SELECT 1`, nothing to make safe.
     """
     params = parse_dsn(conninfo)
     user_options = str(params.get("options") or "")
-    options = " ".join(part for part in (user_options, session_options()) if part)
+    options = " ".join(part for part in (user_options, "" if pooled else session_options()) if part)
     return {
         "application_name": APPLICATION_NAME,
-        "options": options,
+        **({"options": options} if options else {}),
+        **({"prepare_threshold": None} if pooled else {}),
         "autocommit": True,
         "connect_timeout": max(1, math.ceil(timeout_s)),
         "tcp_user_timeout": max(1, math.ceil(timeout_s * 1000)),
@@ -74,9 +76,10 @@ def _check_positive(name: str, value: float) -> None:
 
 
 def measure_connects(
-    conninfo: str, *, count: int = 10, timeout_s: float = 5.0, progress: bool = False
+    conninfo: str, *, count: int = 10, timeout_s: float = 5.0, progress: bool = False, pooled: bool = False
 ) -> pd.DataFrame:
-    """Open `count` fresh connections one after another, timing each up to its first `SELECT 1`.
+    """Open `count` fresh connections one after another, timing each up to its first `SELECT 1`
+    (`pooled`: through a pooler that refuses the safety options, see probe_connect_kwargs).
 
     Rows: ts (UTC, start of the attempt), attempt (1..count), ok, connect_ms (TCP + TLS + auth +
     the first query's round trip; also set for failures: how long the failure took), error,
@@ -85,7 +88,7 @@ def measure_connects(
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PlaybookError(f"count must be a positive whole number, not {count!r}")
     _check_positive("timeout_s", timeout_s)
-    kwargs = probe_connect_kwargs(conninfo, timeout_s)
+    kwargs = probe_connect_kwargs(conninfo, timeout_s, pooled)
     rows: list[dict[str, Any]] = []
     with progress_bar("connect probe", total=count, enabled=progress) as advance:
         for attempt in range(1, count + 1):

@@ -56,6 +56,7 @@ def build_summary(
             "server_version": evidence.settings.get("server", {}).get("server_version"),
             "live": bool(live.get("connected", True)),
             "not_live_reason": None if live.get("connected", True) else live.get("reason"),
+            "pooler": (evidence.snapshot("pooler") or {}).get("note"),  # reached through one: what it hides
         },
         "zones": dict(evidence.manifest.get("zones") or {}),
         "evidence_warnings": evidence_warnings(evidence),

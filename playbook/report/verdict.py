@@ -145,6 +145,8 @@ def verdict_html(
             f"<p><b>No live evidence:</b> {html.escape(str(target.get('not_live_reason') or 'offline'))}."
             " Diagnosed from the logs alone.</p>"
         )
+    if target.get("pooler"):
+        parts.append(f"<p><b>Through a pooler:</b> {html.escape(str(target['pooler']))}.</p>")
     warnings = summary.get("evidence_warnings") or []
     if warnings:
         items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from playbook.collect.settings import snapshot_settings
 from playbook.collect.sources.base import Context, Contribution
 from playbook.request import RunRequest
+from playbook.target import POOLER_NOTE
 
 
 class SettingsSource:
@@ -20,8 +21,12 @@ class SettingsSource:
         """The settings snapshot, read on the run's short session; what the role could not read
         is in its "unavailable" list."""
         settings = snapshot_settings(context.session())
+        # Reached through a pooler (the session found its startup options refused or dropped):
+        # the summary says so, and what that hides.
+        pooled = context.target is not None and context.target.pooled
+        pooler = {"pooler": {"pooled": True, "note": POOLER_NOTE}} if pooled else {}
         return Contribution(
-            snapshots={"settings": settings},
+            snapshots={"settings": settings, **pooler},
             unavailable=list(settings.get("unavailable", [])),
             collected=["settings"],
         )

@@ -36,7 +36,9 @@ class ProbesSource:
             part.failures.append({"what": ROUND_TRIP_WHAT, "error": str(exc)[:300]})
         finally:
             context.end_session()
-        part.frames["connect_probes"] = measure_connects(context.target.dsn, count=CONNECT_PROBES)
+        part.frames["connect_probes"] = measure_connects(
+            context.target.dsn, count=CONNECT_PROBES, pooled=context.target.pooled
+        )
         part.snapshots["latency"] = {
             "connect": latency_summary(part.frames["connect_probes"]),
             "round_trip": latency_summary(part.frames.get("round_trip_probes", pd.DataFrame())),
