@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,17 @@ OWN_KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30000,
 }
+
+
+def path_defaults(params: Mapping[str, Any], connect_timeout_s: float) -> dict[str, Any]:
+    """The connection parameters every session of the playbook's own adds to a DSN that does not
+    set them. The path may be the patient: keepalives keep an idle session visible to NATs,
+    tcp_user_timeout bounds a write into a dead path, and a connect never waits forever. A DSN's
+    own values (and PGCONNECT_TIMEOUT) win."""
+    defaults: dict[str, Any] = {key: value for key, value in OWN_KEEPALIVES.items() if key not in params}
+    if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
+        defaults["connect_timeout"] = connect_timeout_s
+    return defaults
 
 
 def parse_dsn(dsn: str) -> dict[str, Any]:
@@ -152,13 +164,7 @@ class Target:
             kwargs["options"] = options
         if pooled:
             kwargs["prepare_threshold"] = None
-        # The path may be the patient: keepalives keep our idle session visible to NATs, and
-        # tcp_user_timeout bounds a write into a dead path. A DSN's own values win.
-        for key, value in OWN_KEEPALIVES.items():
-            if key not in params:
-                kwargs[key] = value
-        if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
-            kwargs["connect_timeout"] = self.connect_timeout_s
+        kwargs.update(path_defaults(params, self.connect_timeout_s))
         return kwargs
 
     def connect(self) -> OwnSession:

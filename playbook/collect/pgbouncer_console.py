@@ -17,7 +17,6 @@ lost between two ticks (a path that resets idle flows) is replaced at once, with
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -43,7 +42,7 @@ from playbook.evidence.pgbouncer_frames import (
 )
 from playbook.evidence.zones import Zone, to_utc
 from playbook.progress import progress_bar
-from playbook.target import DEFAULT_CONNECT_TIMEOUT_S, OWN_KEEPALIVES, cannot_run_commands, parse_dsn, redact
+from playbook.target import DEFAULT_CONNECT_TIMEOUT_S, cannot_run_commands, parse_dsn, path_defaults, redact
 
 _CONSOLE_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: (\S+))?$")
 
@@ -116,11 +115,7 @@ class PgBouncerSampler:
             "prepare_threshold": None,  # the console has no extended protocol to prepare with
             "application_name": APPLICATION_NAME,
         }
-        for key, value in OWN_KEEPALIVES.items():
-            if key not in params:
-                kwargs[key] = value
-        if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
-            kwargs["connect_timeout"] = self.connect_timeout_s
+        kwargs.update(path_defaults(params, self.connect_timeout_s))
         return kwargs
 
     def _connect(self) -> psycopg.Connection[Any]:
