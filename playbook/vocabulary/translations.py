@@ -239,26 +239,12 @@ class Language:
             key=lambda s: -len(s[0].encode()),
         )
 
-    def heads(self) -> list[str]:
-        """The translated first literals of every known template (what recognises the language)."""
-        out = []
-        for t in self._templates:
-            head = t.translated.literals[0]
-            if len(head) >= 6 and head != t.english.literals[0]:
-                out.append(head)
-        return out
-
 
 @cache
 def _catalog() -> dict[str, Any]:
     text = resources.files("playbook.vocabulary").joinpath("catalogs/postgres.json").read_text("utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
-
-
-def sources() -> dict[str, str]:
-    """Where the translations come from (package and version per major, and glibc's)."""
-    return dict(_catalog()["sources"])
 
 
 def languages() -> tuple[str, ...]:
