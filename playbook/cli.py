@@ -1,4 +1,6 @@
-"""`playbook …`: run, history, fleet, lab, demo, logs. Bad input is one sentence on stderr and exit 3."""
+"""`playbook …`: run, history, fleet, lab, demo, logs, probe, stress, watch.
+
+Bad input is one sentence on stderr and exit 3."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from playbook import __version__, request
 from playbook.errors import EXIT_ERROR, PlaybookError
@@ -73,7 +75,25 @@ COMMAND_HELP = {
     "lab": "the lab: an embedded PostgreSQL that reproduces every cause",
     "logs": "classify server logs on their own: what ended the sessions",
     "demo": "every lab scenario, diagnosed by playbook run, and a scorecard",
+    "probe": "measure the path: the idle cut-off between this host and the server, keepalives or not",
+    "stress": "a bounded concurrency test of a pool configuration (staging first; needs --yes)",
+    "watch": "an always-on light sampler that keeps rolling evidence for later runs",
 }
+
+# Subcommands that live in a module of their own: `add_arguments(parser)` and `run(args) -> int`.
+COMMAND_MODULES = {
+    "logs": "playbook.logs_command",
+    "probe": "playbook.probe_command",
+    "stress": "playbook.stress.command",
+    "watch": "playbook.watch.command",
+}
+
+
+def command_module(name: str) -> Any:
+    """The module of a subcommand in COMMAND_MODULES, imported only when that command runs."""
+    import importlib
+
+    return importlib.import_module(COMMAND_MODULES[name])
 
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
@@ -113,6 +133,19 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--until", type=since_time, help="read log events up to this time (2h, 30m or ISO-8601)")
     run.add_argument("--app", help="focus the per-application findings on this application_name")
+    run.add_argument(
+        "--path-probe",
+        type=Path,
+        metavar="DIR",
+        help="the folder of a `playbook probe path` run: the path's idle cut-off is then measured",
+    )
+    run.add_argument(
+        "--evidence-from",
+        type=Path,
+        metavar="DIR",
+        help="diagnose evidence already on disk (a `playbook watch` folder, with --since/--until) "
+        "instead of sampling; no DSN needed",
+    )
     run.add_argument(
         "--prefix",
         help="the server's log_line_prefix for stderr logs (default: read from the server, else guessed)",
@@ -216,12 +249,6 @@ def add_lab_arguments(lab: argparse.ArgumentParser) -> None:
     )
 
 
-def add_logs_arguments(logs: argparse.ArgumentParser) -> None:
-    from playbook import logs_command
-
-    logs_command.add_arguments(logs)
-
-
 def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--out", type=Path, default=Path("demo"), help="scorecard and reports folder (demo)")
     demo.add_argument("--duration", type=positive_seconds, default=15.0, help="seconds each run samples (15)")
@@ -234,7 +261,6 @@ ADD_ARGUMENTS = {
     "fleet": add_fleet_arguments,
     "history": add_history_arguments,
     "lab": add_lab_arguments,
-    "logs": add_logs_arguments,
     "demo": add_demo_arguments,
 }
 
@@ -249,7 +275,10 @@ def build_parser(only: str | None = None) -> Parser:
     for name, help_text in COMMAND_HELP.items():
         sub = commands.add_parser(name, help=help_text)
         if only is None or only == name:
-            ADD_ARGUMENTS[name](sub)
+            if name in COMMAND_MODULES:
+                command_module(name).add_arguments(sub)
+            else:
+                ADD_ARGUMENTS[name](sub)
     return parser
 
 
@@ -292,10 +321,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return command_history(args)
     if args.command == "lab":
         return command_lab(args)
-    if args.command == "logs":
-        from playbook import logs_command
-
-        return logs_command.run(args)
+    if args.command in COMMAND_MODULES:
+        return int(command_module(args.command).run(args))
     if args.command == "demo":
         from playbook.demo import run_demo
 
@@ -339,6 +366,8 @@ def request_of_args(args: argparse.Namespace) -> request.RunRequest:
         log_tz=args.log_tz,
         app_tz=args.app_tz,
         app=args.app,
+        path_probe=args.path_probe,
+        evidence_from=args.evidence_from,
         notebooks=args.notebooks,
         out=args.out,
         jobs=args.jobs,

@@ -51,6 +51,7 @@ class RunRequest:
     app_tz: str | None = None  # the zone of naive times in application logs; None: this machine's
     app: str | None = None  # focus the per-application findings on this application_name
     evidence_from: Path | None = None  # diagnose the evidence saved there instead of collecting
+    path_probe: Path | None = None  # a `playbook probe path` folder: the path's measured cut-off
     # -- the report -----------------------------------------------------------------------------
     out: Path | None = None
     notebooks: tuple[str, ...] = ("triage",)
@@ -83,6 +84,7 @@ class RunRequest:
         app_tz: str | None = None,
         app: str | None = None,
         evidence_from: str | Path | None = None,
+        path_probe: str | Path | None = None,
         out: str | Path | None = None,
         notebooks: str | Sequence[str] = ("triage",),
         jobs: Any = 1,
@@ -152,7 +154,8 @@ class RunRequest:
             log_tz=_named(name("log_tz"), time_zone, _text(log_tz, name("log_tz"))),
             app_tz=_named(name("app_tz"), time_zone, _text(app_tz, name("app_tz"))),
             app=_text(app, name("app")),
-            evidence_from=_path(evidence_from, "evidence_from"),
+            evidence_from=_path(evidence_from, name("evidence_from")),
+            path_probe=_path(path_probe, name("path_probe")),
             out=_path(out, name("out")),
             notebooks=chosen,
             relevant_only=relevant_only,

@@ -1,0 +1,1 @@
+"""`playbook stress`: a bounded concurrency test of a pool configuration."""

@@ -1,0 +1,1 @@
+"""`playbook watch`: an always-on light sampler writing rolling evidence segments."""
