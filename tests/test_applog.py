@@ -992,7 +992,7 @@ def test_asyncpg_reports_a_query_cut_by_termination_with_the_servers_reason(
 def test_every_stack_gets_its_own_knobs_and_one_retry_sentence() -> None:
     expected = {
         "psycopg": [
-            "max_idle=240,",
+            "max_idle=48,",
             "max_lifetime=1800,",
             "check=ConnectionPool.check_connection",
             '"keepalives_idle": 60',

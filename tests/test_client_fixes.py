@@ -85,7 +85,7 @@ def test_hikaricp_keepalive_stays_below_its_lifetime_and_floor() -> None:
 
 def test_limits_are_never_rounded_up() -> None:
     fix = stack_fix("psycopg", max_idle_s=2.9, max_lifetime_s=4.9, keepalives_idle_s=None)
-    assert "max_idle=2," in fix and "max_lifetime=4," in fix
+    assert "max_idle=0.5," in fix and "max_lifetime=4," in fix  # max_idle: 2.9 s over max_size + 1
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -129,7 +129,7 @@ def test_the_psycopg_fix_builds_a_real_pool_with_its_keepalives(lab: LabServer) 
     assert isinstance(pool, ConnectionPool)
     try:
         pool.wait(timeout=10)
-        assert (pool.max_idle, pool.max_lifetime) == (240, 1800)
+        assert (pool.max_idle, pool.max_lifetime) == (48, 1800)  # one closed per 240 / (max_size + 1) s
         with pool.connection() as conn:
             assert client_keepalive_settings(conn)["tcp_keepidle_s"] == 60
     finally:
@@ -140,7 +140,7 @@ def test_the_psycopg_idle_fix_retires_every_idle_connection(lab: LabServer) -> N
     """psycopg_pool's max_idle closes only connections above min_size: the snippet sets min_size=0,
     and on a real server the pool then closes every connection left idle (one per max_idle)."""
     fix = stack_fix("psycopg", max_idle_s=1, max_lifetime_s=None, keepalives_idle_s=None)
-    assert "min_size=0," in fix and "max_idle=1," in fix
+    assert "min_size=0," in fix and "max_idle=0.2," in fix
     scope: dict[str, object] = {"conninfo": lab.dsn(APP_ROLE, LAB_DATABASE)}
     exec(code(fix, "python"), scope)
     pool = scope["pool"]

@@ -255,23 +255,39 @@ def _psycopg(idle: float | None, life: float | None, keepidle: int | None, login
         kw = ", ".join(f'"{k}": {v}' for k, v in _keepalive_params(keepidle).items())
         args.append(f"    kwargs={{{kw}}},")
     if idle is not None:
-        # psycopg_pool's ShrinkPool runs every max_idle s and closes one unused connection, and only
-        # while the pool holds more than min_size (pool.py _shrink_pool): the min_size ones idle for
-        # good. Only min_size=0 lets max_idle bound every connection; min_size=0 needs a max_size.
+        # psycopg_pool's ShrinkPool runs every max_idle s and closes ONE connection unused for that
+        # whole period, and only while the pool holds more than min_size (pool.py _shrink_pool): the
+        # min_size ones idle for good, and a pool of n idle connections needs n + 1 periods (the
+        # first may still see traffic) to close them all. So min_size=0, and max_idle sized so that
+        # (max_size + 1) periods fit in the limit.
+        period = _shrink_period(idle, PSYCOPG_SHOWN_MAX_SIZE)
         args.append("    min_size=0,  # max_idle closes only connections above min_size")
-        args.append("    max_size=4,  # your pool's size (min_size=0 needs one)")
-        args.append(f"    max_idle={_secs(idle)},  # closes one unused connection every {_secs(idle)} s")
+        args.append(f"    max_size={PSYCOPG_SHOWN_MAX_SIZE},  # your pool's size (min_size=0 needs one)")
+        args.append(
+            f"    max_idle={period:g},  # closes ONE unused connection per period: keep "
+            f"(max_size + 1) * max_idle under {_secs(idle)} s"
+        )
     if life is not None:
         # _return_connection checks _expire_at: an idle connection past it stays until checked out
         args.append(
             f"    max_lifetime={_secs(life)},  # checked when a connection is returned: no help to idle ones"
         )
     args.append(
-        "    check=ConnectionPool.check_connection,  # tests each connection at checkout, replaces a dead one"
+        "    check=ConnectionPool.check_connection,  # replaces a connection found cut at checkout: "
+        "masks a cut, does not prevent it"
     )
     args.append("    open=True,")
     body = "\n".join(args)
     return block("python", f"from psycopg_pool import ConnectionPool\n\npool = ConnectionPool(\n{body}\n)")
+
+
+PSYCOPG_SHOWN_MAX_SIZE = 4  # the max_size the psycopg_pool snippet shows (the reader puts theirs)
+
+
+def _shrink_period(limit_s: float, max_size: int) -> float:
+    """psycopg_pool's max_idle that closes all of max_size idle connections within limit_s: one
+    closed per period, max_size + 1 periods; in tenths of a second, never rounded up."""
+    return max(0.1, math.floor(limit_s / (max_size + 1) * 10) / 10)
 
 
 def _psycopg2(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
@@ -290,7 +306,7 @@ def _psycopg2(idle: float | None, life: float | None, keepidle: int | None, logi
 
 
 def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
-    args = ["    url,", "    pool_pre_ping=True,  # test each connection at checkout"]
+    args = ["    url,", "    pool_pre_ping=True,  # replaces a connection found cut at checkout: masks a cut"]
     limits = [v for v in (idle, life) if v is not None]
     if limits:
         # pool_recycle is by age at checkout; a connection idle past the limit is older than it too

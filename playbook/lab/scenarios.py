@@ -29,11 +29,12 @@ import psutil
 import psycopg
 
 from playbook.errors import PlaybookError
+from playbook.lab.fixes import ScenarioFix, undo_statement
 from playbook.lab.pgbouncer_process import PgBouncer
 from playbook.lab.prisma import PrismaService, prepare_database
 from playbook.lab.prisma import unavailable as prisma_unavailable
 from playbook.lab.proxy import ChaosProxy
-from playbook.lab.server import APP_ROLE, MONITOR_ROLE, LabServer
+from playbook.lab.server import APP_ROLE, LAB_DATABASE, MONITOR_ROLE, LabServer
 from playbook.lab.workloads import Service, app_logger, stats_log_for
 from playbook.vocabulary.categories import Category
 
@@ -203,8 +204,11 @@ def require_lab_server(server: LabServer) -> None:
 class RunningScenario:
     """A scenario while it runs; stop() (or leaving the `with` block) ends everything it started."""
 
-    def __init__(self, spec: ScenarioSpec, server: LabServer, workdir: Path) -> None:
+    def __init__(
+        self, spec: ScenarioSpec, server: LabServer, workdir: Path, fix: ScenarioFix | None = None
+    ) -> None:
         self.spec = spec
+        self.fix = fix or ScenarioFix()  # a finding's fix applied to the applications (lab/fixes.py)
         self.server = server
         self.workdir = workdir
         self.server_log = server.stderr_log
@@ -311,6 +315,7 @@ class RunningScenario:
 
     def start_pgbouncer(self, settings: dict[str, str | int | float]) -> PgBouncer:
         """PgBouncer of the scenario's own in front of the lab server (stopped by stop())."""
+        settings = {**settings, **self.fix.pgbouncer}
         bouncer = PgBouncer(self.workdir / "pgbouncer", self.server, settings)
         bouncer.start()
         self.pgbouncer = bouncer
@@ -320,6 +325,7 @@ class RunningScenario:
         return bouncer
 
     def add_service(self, name: str, dsn: str | None = None, *, wait: bool = True, **options: Any) -> Service:
+        options = self.fix.service_options(options)
         service = Service(dsn or self.server.dsn(APP_ROLE), name, app_log=self.app_log, **options)
         self.services.append(service)
         service.start(wait=wait)
@@ -328,6 +334,7 @@ class RunningScenario:
     def add_prisma_service(self, name: str, dsn: str | None = None, **options: Any) -> PrismaService:
         """The Prisma 7 workload (playbook/lab/prisma.py), its table created first on the lab server."""
         prepare_database(self.server.dsn(APP_ROLE))
+        options = {**options, **self.fix.prisma}
         service = PrismaService(dsn or self.server.dsn(APP_ROLE), name, self.app_log, **options)
         self.services.append(service)
         service.start()
@@ -339,6 +346,7 @@ class RunningScenario:
         server with few slots, the first pool to serve grows and would otherwise starve the next one's
         opening (it failed CI that way: "pool initialization incomplete after 30 sec")."""
         dsn = self.server.dsn(APP_ROLE)
+        options = self.fix.service_options(options)
         services = [Service(dsn, name, app_log=self.app_log, **options) for name in names]
         for service in services:
             self.services.append(service)
@@ -371,6 +379,24 @@ class RunningScenario:
 
     def set_signature(self, check: Callable[[], bool]) -> None:
         self._signature = check
+
+    def apply_fix_sql(self) -> None:
+        """Run the fix's statements on the server (before any workload starts); stop() undoes each."""
+        if not self.fix.sql:
+            return
+        undo = [u for u in (undo_statement(s) for s in self.fix.sql) if u is not None]
+
+        def restore() -> None:
+            with self.server.admin(LAB_DATABASE) as conn:
+                for statement in undo:
+                    conn.execute(statement)
+                conn.execute("SELECT pg_reload_conf()")
+
+        self.on_stop("undo the fix's SQL", restore)
+        with self.server.admin(LAB_DATABASE) as conn:
+            for statement in self.fix.sql:
+                conn.execute(statement)
+        self.record("fix sql", statements=list(self.fix.sql))
 
     # -- ending ---------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -752,8 +778,13 @@ _BUILDERS: dict[str, Callable[[RunningScenario], None]] = {
 assert set(_BUILDERS) == set(SCENARIOS)
 
 
-def start_scenario(name: str, server: LabServer, workdir: Path) -> RunningScenario:
-    """Start scenario `name` on `server` (which the lab must have started); stop() the result."""
+def start_scenario(
+    name: str, server: LabServer, workdir: Path, *, fix: ScenarioFix | None = None
+) -> RunningScenario:
+    """Start scenario `name` on `server` (which the lab must have started); stop() the result.
+
+    With `fix` (playbook/lab/fixes.py), the scenario runs with a finding's fix applied: its SQL run
+    on the server first, its pool, connection and PgBouncer settings in the applications' own."""
     spec = SCENARIOS.get(name)
     if spec is None:
         raise PlaybookError(f"there is no scenario {name!r}; the scenarios are: {', '.join(SCENARIOS)}")
@@ -763,8 +794,9 @@ def start_scenario(name: str, server: LabServer, workdir: Path) -> RunningScenar
     require_lab_server(server)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    run = RunningScenario(spec, server, workdir)
+    run = RunningScenario(spec, server, workdir, fix)
     try:
+        run.apply_fix_sql()
         _BUILDERS[name](run)
     except BaseException:
         with contextlib.suppress(PlaybookError):  # the set-up error is the one to report

@@ -105,6 +105,9 @@ class Service:
     leak_every: float | None = None  # seconds between requests that never give their connection back
     request_deadline: float | None = None
     stats_interval: float = 1.0
+    # The retry pool_snippets.RETRY_ADVICE offers: a request that met a broken connection
+    # (OperationalError, not a PoolTimeout: a full pool is not helped by asking again) runs once more.
+    retry_once: bool = False
 
     def __post_init__(self) -> None:
         self.log = app_logger(self.name, self.app_log)
@@ -117,6 +120,7 @@ class Service:
         self.requests_ok = 0
         self.requests_failed = 0
         self.deadline_aborts = 0
+        self.retries = 0
         self.leaks = 0
         self.errors: list[str] = []
         self.held: list[psycopg.Connection[Any]] = []
@@ -222,22 +226,40 @@ class Service:
 
     # -- requests --------------------------------------------------------------------------
     def request(self) -> None:
-        """One request: borrow, query, give back. Errors are logged as the driver words them."""
+        """One request: borrow, query, give back. Errors are logged as the driver words them; with
+        `retry_once`, a request that met a broken connection is logged as retried and runs again."""
         try:
-            with self.pool.connection() as conn, self._deadline(conn):
-                if self.think_in_transaction is None:
-                    conn.execute(self.query).fetchall()
-                else:
-                    # e.g. a payment provider called between two statements of one transaction
-                    low, high = self.think_in_transaction
-                    with conn.transaction():
-                        conn.execute(self.query).fetchall()
-                        self._stop.wait(self._random.uniform(low, high))
-                        conn.execute(self.query).fetchall()
-            with self._lock:
-                self.requests_ok += 1
-        except (PoolTimeout, psycopg.Error) as exc:
+            self._request()
+        except PoolTimeout as exc:
             self._failed(exc)
+        except psycopg.OperationalError as exc:
+            if not self.retry_once:
+                self._failed(exc)
+                return
+            text = " ".join(f"{type(exc).__module__}.{type(exc).__name__}: {exc}".split())
+            self.log.warning("request retried once after: %s", text)
+            with self._lock:
+                self.retries += 1
+            try:
+                self._request()
+            except (PoolTimeout, psycopg.Error) as again:
+                self._failed(again)
+        except psycopg.Error as exc:
+            self._failed(exc)
+
+    def _request(self) -> None:
+        with self.pool.connection() as conn, self._deadline(conn):
+            if self.think_in_transaction is None:
+                conn.execute(self.query).fetchall()
+            else:
+                # e.g. a payment provider called between two statements of one transaction
+                low, high = self.think_in_transaction
+                with conn.transaction():
+                    conn.execute(self.query).fetchall()
+                    self._stop.wait(self._random.uniform(low, high))
+                    conn.execute(self.query).fetchall()
+        with self._lock:
+            self.requests_ok += 1
 
     def _failed(self, exc: Exception) -> None:
         text = " ".join(f"{type(exc).__module__}.{type(exc).__name__}: {exc}".split())  # one line
@@ -344,6 +366,7 @@ class Service:
                 requests_failed=self.requests_failed,
                 leaked=len(self.held),
                 deadline_aborts=self.deadline_aborts,
+                retries=self.retries,
             )
         return stats
 
