@@ -24,6 +24,15 @@ from playbook.request import RunRequest
 pd.set_option("display.max_colwidth", None)
 
 _diagnosed: dict[int, tuple[weakref.ref[Evidence], list[Finding]]] = {}
+# Evidence this kernel collected itself (a notebook opened by hand): its pages are not beside it, so
+# "Read next" names the notebook to open, not a report's page.
+_collected_here: dict[int, weakref.ref[Evidence]] = {}
+
+
+def _opened_by_hand(evidence: Evidence) -> bool:
+    """Whether this kernel collected `evidence` itself (not a run's saved evidence)."""
+    kept = _collected_here.get(id(evidence))
+    return kept is not None and kept() is evidence
 
 
 def diagnose_all(evidence: Evidence) -> list[Finding]:
@@ -75,12 +84,17 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def load_or_collect(*, evidence_dir: str = "", **parameters: Any) -> Evidence:
+def load_or_collect(*, evidence_dir: str = "", live: bool | None = None, **parameters: Any) -> Evidence:
     """Under `playbook run` the evidence is already collected (`evidence_dir`, which already
     reflects every option of the run); opened by hand, the notebook collects for `duration`
     seconds what its parameters ask (the keywords of `request_of`: dsn, duration, interval,
     server_log, app_log, pgbouncer, pgbouncer_log, log_tz, app_tz, prefix, app, since, until),
-    checked as `playbook run` checks its flags."""
+    checked as `playbook run` checks its flags.
+
+    Collecting, the cell shows the window as it is sampled (playbook.live: one figure updated in
+    place; `live` None: when a person watches, not under papermill), and an interrupt (the
+    kernel's stop button) ends the window early: what was sampled is returned, and its verdict
+    says the window was cut short."""
     if evidence_dir:
         if not Path(evidence_dir, "manifest.json").exists():
             # Never collect silently in its place: the report would not show the run's evidence.
@@ -89,10 +103,17 @@ def load_or_collect(*, evidence_dir: str = "", **parameters: Any) -> Evidence:
     request = request_of(**parameters)
     # Collectors and the driver load only when this notebook collects (opened by hand): under
     # `playbook run` every kernel reads saved evidence, and half a second each adds up.
+    from playbook import live as live_view
     from playbook.collect.collection import collect_evidence
     from playbook.target import resolve_target
 
-    return collect_evidence(resolve_target(request.dsn), request)
+    view = live_view.LiveView(request) if (live_view.interactive() if live is None else live) else None
+    evidence = collect_evidence(resolve_target(request.dsn), request, on_tick=view, keep_on_interrupt=True)
+    if view is not None:
+        view.finish(evidence)
+    key = id(evidence)
+    _collected_here[key] = weakref.ref(evidence, lambda _gone: _collected_here.pop(key, None))
+    return evidence
 
 
 def request_of(
@@ -199,9 +220,13 @@ def verdict(evidence: Evidence, page: str = "triage") -> HTML:
     mine = [f.to_dict() for f in found if category is None or f.category == category]
     heading = "Findings and fixes" if page == "triage" else f"Findings and fixes of this page ({category})"
     empty = "No finding on this page: nothing in this evidence points at this cause."
+    # Opened by hand, no report's page is beside the notebook: "Read next" names the notebook.
+    pages: dict[str, str] | None = (
+        {str(k): v for k, v in NOTEBOOK_FILES.items()} if _opened_by_hand(evidence) else None
+    )
     return HTML(
         f"<style>{STYLE}</style><script>{COPY_SCRIPT}</script>"
-        + verdict_html(summary, this_page=page)
+        + verdict_html(summary, this_page=page, pages=pages)
         + f"<h3>{heading}</h3>"
         + findings_html(mine, stack=detected_stack(evidence), heading="h4", empty=empty)
     )
@@ -247,6 +272,8 @@ def next_step(evidence: Evidence) -> Markdown:
     notebook = NOTEBOOK_OF_CATEGORY[top["category"]]  # type: ignore[index]
     if notebook == "triage":
         read_next = "the findings on this page (triage explains the server's own causes)"
+    elif _opened_by_hand(evidence):  # opened by hand: no report's page beside the notebook
+        read_next = f"[{NOTEBOOK_FILES[notebook]}]({NOTEBOOK_FILES[notebook]})"
     else:
         read_next = f"[{notebook}.html]({notebook}.html) (notebook `{NOTEBOOK_FILES[notebook]}`)"
     return Markdown(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -53,6 +55,19 @@ class ActivityEvidence:
     ticks: pd.DataFrame
     gaps: list[dict[str, Any]] = field(default_factory=list)
     hidden_note: str | None = None
+    cut_short_s: float | None = None  # seconds into the window when an interrupt ended it
+
+
+@dataclass(frozen=True)
+class SampledTick:
+    """One tick as it happens, for a live view: `rows` in QUERY_COLUMNS order (None while the
+    session is lost), `elapsed_s` of the window's `duration_s`, `gaps` lost sessions so far."""
+
+    ts: datetime
+    elapsed_s: float
+    duration_s: float
+    rows: list[tuple[Any, ...]] | None
+    gaps: int
 
 
 def _utcnow() -> datetime:
@@ -62,11 +77,28 @@ def _utcnow() -> datetime:
 class ActivitySampler:
     """Samples every `interval` seconds for `duration` seconds; `run()` returns the evidence."""
 
-    def __init__(self, target: Target, *, duration: float, interval: float, progress: bool = True) -> None:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        duration: float,
+        interval: float,
+        progress: bool = True,
+        on_tick: Callable[[SampledTick], None] | None = None,
+        keep_on_interrupt: bool = False,
+    ) -> None:
+        """`on_tick` is given each tick as it is sampled (a live view; one that fails is dropped
+        with a warning, the sampling goes on). With `keep_on_interrupt` a KeyboardInterrupt ends
+        the window early and what was sampled is the evidence (`cut_short_s` says when): a
+        notebook opened by hand; without, it ends the run (the CLI removes its partial report)."""
         self.target = target
         self.duration = duration
         self.interval = interval
         self.progress = progress
+        self.on_tick = on_tick
+        self.keep_on_interrupt = keep_on_interrupt
+        self.cut_short_s: float | None = None
+        self._started = time.monotonic()
         self._conn: psycopg.Connection[Any] | None = None
         self._batches: list[tuple[datetime, list[tuple[Any, ...]]]] = []
         self._ticks: list[tuple[Any, ...]] = []
@@ -113,11 +145,29 @@ class ActivitySampler:
                     self._lost(again, now)
         if rows is None:
             self._ticks.append((now, None, False, 0, 0, (time.perf_counter() - started) * 1000))
+            self._tell(now, None)
             return
         hidden = sum(1 for row in rows if row[2] is None)  # state is null for rows we may not see
         self._batches.append((now, rows))
         server_ts = rows[0][0] if rows else None
         self._ticks.append((now, server_ts, True, len(rows), hidden, (time.perf_counter() - started) * 1000))
+        self._tell(now, rows)
+
+    def _tell(self, now: datetime, rows: list[tuple[Any, ...]] | None) -> None:
+        if self.on_tick is None:
+            return
+        tick = SampledTick(
+            ts=now,
+            elapsed_s=time.monotonic() - self._started,
+            duration_s=self.duration,
+            rows=rows,
+            gaps=len(self.gaps) + (self._open_gap is not None),
+        )
+        try:
+            self.on_tick(tick)
+        except Exception as exc:  # a view that cannot draw must not cost the evidence
+            self.on_tick = None
+            warnings.warn(f"live view stopped: {type(exc).__name__}: {exc}", stacklevel=2)
 
     def _sample(self, now: datetime) -> list[tuple[Any, ...]]:
         """One query on the sampler's session, opened first when there is none: the open gap ends at
@@ -131,12 +181,18 @@ class ActivitySampler:
             return cur.execute(ACTIVITY_SQL).fetchall()
 
     def run(self) -> ActivityEvidence:
-        start = time.monotonic()
+        start = self._started = time.monotonic()
         end = start + self.duration
         with progress_bar("sampling pg_stat_activity", total=self.duration, enabled=self.progress) as advance:
-            tick_until(
-                end, self.interval, self._tick, lambda: self._open_gap is not None, self._stopped, advance
-            )
+            try:
+                tick_until(
+                    end, self.interval, self._tick, lambda: self._open_gap is not None, self._stopped, advance
+                )
+            except KeyboardInterrupt:
+                if not self.keep_on_interrupt:
+                    raise
+                # The picture was clear before the window ended: what was sampled is the evidence.
+                self.cut_short_s = round(time.monotonic() - start, 1)
             advance(self.duration)
         if self._open_gap is not None:
             self._open_gap["end"] = None  # still lost when the window closed
@@ -174,4 +230,6 @@ class ActivitySampler:
                 f"{hidden} sampled rows belonged to roles this role may not see (state, query and ages "
                 "hidden)"
             )
-        return ActivityEvidence(samples=samples, ticks=ticks, gaps=self.gaps, hidden_note=note)
+        return ActivityEvidence(
+            samples=samples, ticks=ticks, gaps=self.gaps, hidden_note=note, cut_short_s=self.cut_short_s
+        )

@@ -13,7 +13,7 @@ that is part of the incident (53300, 57P03, a dead path) is kept as evidence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from playbook import __version__
+from playbook.collect.activity import SampledTick
 from playbook.collect.pgbouncer_log import looks_like_pgbouncer_log
 from playbook.collect.sources import SOURCES, Context, Contribution, Source
 from playbook.errors import PlaybookError
@@ -94,12 +95,16 @@ def collect_evidence(
     *,
     not_live: dict[str, Any] | None = None,
     sources: Sequence[Source] = SOURCES,
+    on_tick: Callable[[SampledTick, Context], None] | None = None,
+    keep_on_interrupt: bool = False,
 ) -> Evidence:
     """The evidence `request` asks for, from every source in `sources` (the live ones only with a
     `target`; offline, `not_live` says why there is none). Log events count from `request.since`,
     else, live, from `request.invoked_at` (when the user asked), else from when this function was
     called: the seconds spent connecting and probing are read too; up to `request.until`.
     Offline, a run where no log could be read is a PlaybookError: nothing diagnosed is never "OK".
+    `on_tick` is given each sampled tick (a live view); with `keep_on_interrupt` an interrupt
+    during the window ends it early, and the evidence says so (snapshot "sampling").
     """
     server_logs, app_logs, pgbouncer_logs = route_logs(
         request.server_logs, request.app_logs, request.pgbouncer_logs
@@ -114,8 +119,13 @@ def collect_evidence(
         pgbouncer_logs=pgbouncer_logs,
         since=request.since,
         until=request.until,
+        on_tick=on_tick,
+        keep_on_interrupt=keep_on_interrupt,
     )
-    merged = Contribution(zones={"app_log": context.app_zone.describe()})
+    # The zone naive application times are read in, said only where some are read: a page of a
+    # window without an application log must not claim one was read in it.
+    read_in_app_zone = bool(app_logs or request.app_tz or request.pgbouncer_dsn)
+    merged = Contribution(zones={"app_log": context.app_zone.describe()} if read_in_app_zone else {})
     windowed: list[str] = []
     try:
         if target is not None:

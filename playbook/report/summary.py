@@ -89,7 +89,7 @@ def evidence_warnings(evidence: Evidence) -> list[str]:
         for u in evidence.manifest.get("unavailable") or []
         if u.get("what") == HIDDEN_ACTIVITY
     ]
-    for name in ("server_log_summary", "app_log_summary"):
+    for name in ("server_log_summary", "app_log_summary", "sampling"):  # sampling: a window cut short
         said += [str(w) for w in (evidence.snapshot(name) or {}).get("warnings") or []]
     return list(dict.fromkeys(said))
 

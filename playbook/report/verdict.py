@@ -119,7 +119,8 @@ def verdict_html(
             # The finding's anchor is on this page when the page lists it (the index, report.html,
             # triage, the cause's own page); elsewhere it is on the page that explains the cause.
             here = this_page in (None, "triage", explained)
-            anchor = f"#finding-{finding}" if here else f"{page_of(str(explained))}#finding-{finding}"
+            other = (pages or {}).get(str(explained), page_of(str(explained)))
+            anchor = f"#finding-{finding}" if here else f"{other}#finding-{finding}"
             link = f' (<a href="{html.escape(anchor)}">{html.escape(str(finding))}</a>)' if finding else ""
             parts.append(f"<p><b>Closed by:</b> {html.escape(str(layer))}{link}</p>")
         notebook = NOTEBOOK_OF_CATEGORY.get(top["category"])

@@ -15,6 +15,7 @@ This module imports no collector: the sources do.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,8 @@ from playbook.target import Target, cannot_run_commands
 if TYPE_CHECKING:
     import pandas as pd
     import psycopg
+
+    from playbook.collect.activity import SampledTick
 
 
 @dataclass
@@ -75,6 +78,10 @@ class Context:
     until: datetime | None = None
     snapshots: dict[str, Any] = field(default_factory=dict)
     window: tuple[datetime, datetime] | None = None
+    # A live view given each sampled tick with this context (a notebook opened by hand), and
+    # whether an interrupt ends the window early keeping what was sampled (else it ends the run).
+    on_tick: Callable[[SampledTick, Context], None] | None = None
+    keep_on_interrupt: bool = False
     _session: psycopg.Connection[Any] | None = field(default=None, repr=False)
 
     @property

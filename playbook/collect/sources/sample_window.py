@@ -22,6 +22,11 @@ CONSOLE_WHAT = "PgBouncer console"
 CONSOLE_JOIN_S = 30  # how long the console may take to stop once the window is over
 
 
+def cut_short_warning(at_s: float, duration_s: float) -> str:
+    """The evidence warning of a window an interrupt ended early."""
+    return f"window cut short at {at_s:.0f} s of {duration_s:g} s by an interrupt"
+
+
 class SamplingSource:
     name = "activity sampler"
     live = True
@@ -51,12 +56,15 @@ class SamplingSource:
 
             thread = threading.Thread(target=sample_console, name="pgbouncer-console", daemon=True)
             thread.start()
+        watcher = context.on_tick
         try:
             activity = ActivitySampler(
                 context.target,
                 duration=request.duration,
                 interval=request.interval,
                 progress=request.progress,
+                on_tick=None if watcher is None else (lambda tick: watcher(tick, context)),
+                keep_on_interrupt=context.keep_on_interrupt,
             ).run()
         finally:
             if console is not None and thread is not None:
@@ -83,5 +91,12 @@ class SamplingSource:
             else:
                 error = result.get("error", "the console did not answer within the window")
                 part.failures.append({"what": CONSOLE_WHAT, "error": str(error)[:300]})
+        if activity.cut_short_s is not None:
+            # Said beside the verdict (summary.evidence_warnings reads the snapshot's warnings).
+            part.snapshots["sampling"] = {
+                "cut_short_at_s": activity.cut_short_s,
+                "duration_s": request.duration,
+                "warnings": [cut_short_warning(activity.cut_short_s, request.duration)],
+            }
         part.window = (started, datetime.now(timezone.utc))
         return part
