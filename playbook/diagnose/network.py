@@ -8,7 +8,7 @@ import pandas as pd
 
 from playbook.diagnose.findings import Finding, Severity
 from playbook.diagnose.fix_text import app_login, dsn, joined, sql
-from playbook.diagnose.path_cutoff import PathCutoff, path_cutoff
+from playbook.diagnose.path_cutoff import PathCutoff, ProbeVerdict, path_cutoff, probed
 from playbook.diagnose.pool_snippets import stack_fix
 from playbook.evidence import Evidence
 from playbook.evidence.views import (
@@ -42,6 +42,7 @@ CONFIDENCE_KEEPALIVES_IN_TROUBLE = 0.6
 CONFIDENCE_KEEPALIVES_CONTEXT = 0.3
 CONFIDENCE_SLOW_CONNECTS = 0.6
 CONFIDENCE_OWN_SESSION_LOST = 0.5
+CONFIDENCE_PROBED = 0.9  # measured on purpose, from this host
 
 
 def _keepalive_fix(evidence: Evidence) -> str:
@@ -71,11 +72,70 @@ def _keepalive_fix(evidence: Evidence) -> str:
     )
 
 
+def _keepalives_help_fix(evidence: Evidence, cutoff: PathCutoff) -> str:
+    """A probe showed keepalives keep idle flows alive through the hop: keepalives below the cut."""
+    below = cutoff.fix_below_s
+    interval = max(1, min(10, below))
+    return joined(
+        "The probe showed keepalives keep an idle flow alive through this hop (it counts packets, as a "
+        f"NAT, conntrack firewall or cloud load balancer does). Send them well below the cut-off: after "
+        f"{below} s idle (a third of it). From the client, add to the DSN:",
+        dsn(
+            f"keepalives=1 keepalives_idle={below} keepalives_interval={interval} keepalives_count=3 "
+            "tcp_user_timeout=30000"
+        ),
+        "On the server, for every client at once:",
+        sql(
+            f"ALTER SYSTEM SET tcp_keepalives_idle = {below}",
+            f"ALTER SYSTEM SET tcp_keepalives_interval = {interval}",
+            "ALTER SYSTEM SET tcp_keepalives_count = 3",
+            "SELECT pg_reload_conf()",
+        ),
+        f"Or let the pool close connections idle {below} s, so none is idle when the path cuts. "
+        "In the pool:\n\n",
+        stack_fix(
+            app_stack(evidence),
+            max_idle_s=below,
+            max_lifetime_s=None,
+            keepalives_idle_s=below,
+            **app_login(evidence),
+        ),
+    )
+
+
+def _keepalives_useless_fix(evidence: Evidence, cutoff: PathCutoff) -> str:
+    """A probe showed keepalives do not help: the hop counts only relayed data (an application-level
+    proxy), so the pool's own idle limit below the cut-off, or the hop's own timeout raised."""
+    below = cutoff.fix_below_s
+    return joined(
+        "The probe showed keepalives do not keep an idle flow alive through this hop: it counts only "
+        "relayed data, as an application-level proxy does (HAProxy `timeout client`/`timeout server`, "
+        "PgBouncer's client_idle_timeout, a cloud database proxy). Keepalives will not help here.\n\n"
+        f"1. Let the pool close connections idle {below} s (a third of the cut-off) and check each one "
+        "at checkout, so none is idle when the hop cuts. In the pool:\n\n",
+        stack_fix(
+            app_stack(evidence),
+            max_idle_s=below,
+            max_lifetime_s=None,
+            keepalives_idle_s=None,
+            **app_login(evidence),
+        ),
+        "\n2. Or raise the hop's own idle timeout above the pool's idle limit (HAProxy: `timeout client` "
+        "and `timeout server`; PgBouncer: client_idle_timeout = 0 or above the pool's limit; a cloud "
+        "proxy: its idle client timeout).",
+    )
+
+
 def _cutoff_fix(evidence: Evidence, cutoff: PathCutoff) -> str:
-    """Fixes sized against a measured cut-off, for both kinds of hop the evidence cannot tell apart:
+    """Fixes sized against a measured cut-off. When a probe showed whether keepalives help, the
+    fix for that kind of hop; else for both kinds of hop the evidence cannot tell apart:
     a pool idle limit below it works through every hop; keepalives below it only through hops that
     track packets (NAT, conntrack, cloud load balancers), not through an application-level proxy,
     which counts only relayed data (REFERENCE.md "Proxies and keepalives")."""
+    if cutoff.keepalives_help is True:
+        return _keepalives_help_fix(evidence, cutoff)
+    if cutoff.keepalives_help is False:
+        return _keepalives_useless_fix(evidence, cutoff)
     below = cutoff.fix_below_s
     interval = max(1, min(10, below))
     return joined(
@@ -325,7 +385,54 @@ def find_own_session_lost(evidence: Evidence) -> list[Finding]:
     ]
 
 
+def _server_end_fix(verdict: ProbeVerdict) -> str:
+    seconds = verdict.idle_cutoff_s or 0.0
+    below = max(1, int(seconds // 3))
+    return (
+        f"The server itself ended connections idle {seconds:.1f} s (idle_session_timeout, or a "
+        "FATAL it sent: see the rows' SQLSTATE), not the path. Let the pool close connections idle "
+        f"{below} s, below it, or turn the timeout off for the application's role "
+        "(ALTER ROLE … SET idle_session_timeout = 0); keepalives do not change it."
+    )
+
+
+def find_probed_cutoff(evidence: Evidence) -> list[Finding]:
+    """NET-007: `playbook probe path` (joined with --path-probe) saw idle connections cut.
+
+    Warning when keepalives kept flows alive through the cut (a setting away), critical when they
+    did not or it is unknown (only the pool's own idle limit, or the hop's timeout, saves them).
+    The fix is sized against the probed cut-off and fits the kind of hop the probe found.
+    """
+    verdict = probed(evidence)
+    if verdict is None or verdict.idle_cutoff_s is None:
+        return []
+    severity = Severity.WARNING if verdict.keepalives_help else Severity.CRITICAL
+    cutoff = path_cutoff(evidence)
+    if verdict.server_side or cutoff is None:
+        fix = _server_end_fix(verdict)
+    else:
+        fix = joined(f"The path's cut-off is {cutoff.text()}.\n\n", _path_fix(evidence, cutoff))
+    return [
+        Finding(
+            id="NET-007",
+            category="network",
+            severity=severity,
+            confidence=CONFIDENCE_PROBED,
+            title=f"{verdict.text()} (playbook probe path)",
+            evidence={"path": verdict.as_summary()},
+            recommendation=fix,
+        )
+    ]
+
+
 def diagnose(evidence: Evidence) -> list[Finding]:
-    """Every network finding (NET-001..005); keepalive advice is raised to a warning by trouble."""
+    """Every network finding (NET-001..005, NET-007); keepalive advice is raised to a warning by
+    trouble."""
     trouble = find_resets(evidence) + find_unexplained_app_losses(evidence) + find_own_session_lost(evidence)
-    return trouble + find_default_keepalives(evidence, bool(trouble)) + find_slow_connects(evidence)
+    probe = find_probed_cutoff(evidence)
+    return (
+        trouble
+        + probe
+        + find_default_keepalives(evidence, bool(trouble or probe))
+        + find_slow_connects(evidence)
+    )

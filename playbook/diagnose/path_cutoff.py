@@ -15,7 +15,14 @@ state_change of the last sample of that pid) to its end (the reset) or to the fi
 loss after it (a backend never active again after that loss). A cut-off is reported only when at
 least MIN_SESSIONS sessions lie within ±STEADY_SPREAD of their median (a steady value, not a
 scatter of causes) and nothing on the server explains them (a kill, a timeout, a restart, logged
-by the server or named by the application's SQLSTATE). Pure functions of evidence.
+by the server or named by the application's SQLSTATE).
+
+A third kind of evidence measures it directly: `playbook probe path` (probes/path.py), whose
+connections were left idle on a ladder of durations with and without keepalives (the evidence's
+`path_probe` frame, joined by `playbook run --path-probe DIR`). `probe_verdict` reads it: the
+cut-off (measured when the end reached the idle socket, else at most the smallest failing rung) and
+whether keepalives kept flows alive through it. It wins over the sessions' estimate, since it was
+made for the purpose. Pure functions of evidence.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from playbook.evidence import Evidence
+from playbook.evidence.contract import PATH_PROBE
 from playbook.evidence.frames import SERVER_LOG_SESSIONS
 from playbook.evidence.views import (
     APP_SESSION_LOST,
@@ -71,6 +79,8 @@ class PathCutoff:
     sessions: int
     kind: Kind
     source: str
+    # Whether keepalives kept idle flows alive through the hop (a probe compared both); None: unknown.
+    keepalives_help: bool | None = None
 
     @property
     def fix_below_s(self) -> int:
@@ -93,7 +103,127 @@ class PathCutoff:
             "sessions": self.sessions,
             "kind": self.kind,
             "source": self.source,
+            "keepalives_help": self.keepalives_help,
         }
+
+
+PROBE_SOURCE = "playbook probe path"
+SERVER_END = "server end"
+NOT_A_CUT = frozenset({"connect failed", "error"})  # no idle age was tested: says nothing of a cut
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    """What a `playbook probe path` found. `idle_cutoff_s`: the idle age at which flows without
+    keepalives were cut (None when none was, up to `max_idle_s`); `kind` "measured" (the end reached
+    the idle socket: its median age) or "at most" (found by the rung's query: the smallest failing
+    rung); `survived_up_to_s` / `failed_from_s` the rungs around it; `how` the commonest ending;
+    `keepalives_help` True when every connection with keepalives survived the rungs that cut the
+    ones without, False when any of them was cut too, None when nothing was cut (or no keepalive
+    connection was tried there); `rungs` one dict per rung."""
+
+    max_idle_s: float
+    idle_cutoff_s: float | None
+    kind: Kind | None
+    survived_up_to_s: float | None
+    failed_from_s: float | None
+    low_s: float | None
+    high_s: float | None
+    cut: int
+    how: str | None
+    keepalives_help: bool | None
+    rungs: list[dict[str, Any]]
+
+    @property
+    def server_side(self) -> bool:
+        """The cut was the server's own (a FATAL such as idle_session_timeout), not the path's."""
+        return self.how == SERVER_END
+
+    def as_summary(self) -> dict[str, Any]:
+        """summary.json's `path` object."""
+        return {
+            "idle_cutoff_s": None if self.idle_cutoff_s is None else round(self.idle_cutoff_s, 2),
+            "kind": self.kind,
+            "keepalives_help": self.keepalives_help,
+            "max_idle_s": self.max_idle_s,
+            "survived_up_to_s": self.survived_up_to_s,
+            "failed_from_s": self.failed_from_s,
+            "how": self.how,
+            "rungs": self.rungs,
+        }
+
+    def text(self) -> str:
+        """One sentence: the verdict."""
+        if self.idle_cutoff_s is None:
+            return f"the path kept idle connections up to {self.max_idle_s:g} s (the longest rung probed)"
+        qualifier = "" if self.kind == "measured" else "at most "
+        who = "the server ended" if self.server_side else "the path cut"
+        help_text = {
+            True: "keepalives kept flows alive through it",
+            False: "keepalives did not help",
+            None: "whether keepalives help is unknown",
+        }[self.keepalives_help]
+        return f"{who} idle connections at {qualifier}{self.idle_cutoff_s:.1f} s ({self.how}); {help_text}"
+
+
+def _ladder_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    rungs: list[dict[str, Any]] = []
+    for rung, rows in frame.groupby("rung_s", sort=True):
+        entry: dict[str, Any] = {"rung_s": float(str(rung))}
+        for mode, key in ((False, "without_keepalives"), (True, "with_keepalives")):
+            mine = rows[rows["keepalives"] == mode]
+            if mine.empty:
+                entry[key] = None
+                continue
+            row = mine.iloc[0]
+            ended_at = row["ended_at_s"]
+            entry[key] = {
+                "survived": bool(row["survived"]),
+                "ended": None if pd.isna(row["ended"]) else str(row["ended"]),
+                "seen": None if pd.isna(row["seen"]) else str(row["seen"]),
+                "ended_at_s": None if pd.isna(ended_at) else round(float(ended_at), 3),
+            }
+        rungs.append(entry)
+    return rungs
+
+
+def probe_verdict(frame: pd.DataFrame) -> ProbeVerdict | None:
+    """The verdict of a `playbook probe path` frame (PATH_PROBE), None when it holds no rows."""
+    if frame.empty:
+        return None
+    tested = frame[~frame["ended"].isin(NOT_A_CUT)]
+    off, on = tested[~tested["keepalives"].astype(bool)], tested[tested["keepalives"].astype(bool)]
+    cut = off[~off["survived"].astype(bool)]
+    max_idle = float(frame["rung_s"].max())
+    rungs = _ladder_rows(frame)
+    if cut.empty:
+        return ProbeVerdict(max_idle, None, None, _largest(off), None, None, None, 0, None, None, rungs)
+    failed_from = float(cut["rung_s"].min())
+    below = off[off["survived"].astype(bool) & (off["rung_s"] < failed_from)]
+    survived_up_to = float(below["rung_s"].max()) if not below.empty else None
+    seen_idle = cut[cut["seen"] == "idle"]["ended_at_s"].dropna()
+    if not seen_idle.empty:
+        kind: Kind = "measured"
+        seconds, low, high = float(seen_idle.median()), float(seen_idle.min()), float(seen_idle.max())
+    else:
+        kind = "at most"
+        seconds, low, high = failed_from, survived_up_to or 0.0, failed_from
+    how = str(cut["ended"].mode().iloc[0])
+    helped = on[on["rung_s"] >= failed_from]
+    keepalives_help = None if helped.empty else bool(helped["survived"].astype(bool).all())
+    return ProbeVerdict(
+        max_idle, seconds, kind, survived_up_to, failed_from, low, high, len(cut), how, keepalives_help, rungs
+    )
+
+
+def _largest(rows: pd.DataFrame) -> float | None:
+    alive = rows[rows["survived"].astype(bool)]
+    return float(alive["rung_s"].max()) if not alive.empty else None
+
+
+def probed(evidence: Evidence) -> ProbeVerdict | None:
+    """The verdict of the probe joined to this evidence (`playbook run --path-probe`), if any."""
+    return probe_verdict(evidence.frame(PATH_PROBE))
 
 
 def server_side_reason(evidence: Evidence) -> bool:
@@ -170,11 +300,23 @@ def _steady(ages: list[float]) -> tuple[float, float, float, int] | None:
 def path_cutoff(evidence: Evidence) -> PathCutoff | None:
     """The path's idle cut-off from the sessions it took, or None when the evidence shows none.
 
+    A probe's cut (probe_verdict, not the server's own) comes first: it was measured on purpose.
     Resets at the cut (server log sessions ended by a reset, aged from the activity samples) give
     a measured value; without them, losses the application found at the next query give an upper
     bound ("at most"). None when fewer than MIN_SESSIONS agree within ±STEADY_SPREAD, or when a
     server-side reason (kill, timeout, restart) could explain the losses.
     """
+    verdict = probed(evidence)
+    if verdict is not None and verdict.idle_cutoff_s is not None and not verdict.server_side:
+        return PathCutoff(
+            verdict.idle_cutoff_s,
+            verdict.low_s if verdict.low_s is not None else verdict.idle_cutoff_s,
+            verdict.high_s if verdict.high_s is not None else verdict.idle_cutoff_s,
+            verdict.cut,
+            verdict.kind or "at most",
+            PROBE_SOURCE,
+            verdict.keepalives_help,
+        )
     if server_side_reason(evidence):
         return None
     samples = _idle_samples(evidence)

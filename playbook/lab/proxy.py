@@ -20,13 +20,18 @@ before they return. Faults:
   With `reset_on_data` the hop answers the client's next bytes on a forgotten flow with RST (AWS's
   NLB and NAT gateway document this) and ends the server's side with a quiet FIN.
 - bandwidth cap: bytes per second for each direction, shared by all flows like one link.
+- either idle fault counting only payload (`count_keepalives=False`): the application-level hop
+  (HAProxy's `timeout client`/`timeout server`, PgBouncer's idle timeouts, a cloud database proxy),
+  which relays data and never sees TCP keepalives, so they do not keep a flow alive through it.
 
 Idle detection and TCP keepalives. A userspace proxy never sees keepalive probes: they carry no
 payload. In real life those probes are what keeps a NAT entry fresh, and the lab must show that a
 client with keepalives survives a NAT that drops idle flows. So the proxy polls Linux TCP_INFO of
 both sockets of every flow every 0.1 s: `tcpi_segs_in` (Linux >= 4.2) counts every received segment,
 keepalive probes and bare ACKs included. A flow is idle when neither payload nor any segment arrived
-on either socket for N seconds. Without TCP_INFO (not Linux) only payload counts.
+on either socket for N seconds (a hop that tracks packets: NAT, conntrack, cloud load balancer), or,
+with `count_keepalives=False`, when no payload moved for N seconds (an application-level hop).
+Without TCP_INFO (not Linux) only payload counts.
 
 Honest limits:
 - After a drop the proxy host's kernel still ACKs what the client sends, keepalive probes included.
@@ -123,7 +128,8 @@ class _Flow:
     client: socket.socket
     client_addr: str
     created: float
-    last_active: float
+    last_active: float  # any segment (payload, keepalive probe, ACK) on either socket
+    last_payload: float = 0.0  # bytes relayed either way: all an application-level hop counts
     upstream: socket.socket | None = None
     task: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -185,6 +191,8 @@ class ChaosProxy:
         self._refusing = False
         self._reset_idle: float | None = None
         self._drop_idle: float | None = None
+        self._reset_counts_keepalives = True
+        self._drop_counts_keepalives = True
         self._reset_dropped_on_data = False
         self._links = {False: _Link(), True: _Link()}  # keyed by "to_client"
         # counters
@@ -324,6 +332,7 @@ class ChaosProxy:
         async def apply() -> None:
             self._latency = self._jitter = 0.0
             self._reset_idle = self._drop_idle = None
+            self._reset_counts_keepalives = self._drop_counts_keepalives = True
             for link in self._links.values():
                 link.rate = None
             await self._set_refusing(False)
@@ -354,26 +363,35 @@ class ChaosProxy:
 
         self._call(apply)
 
-    def reset_idle_after(self, seconds: float | None) -> None:
-        """Reset (RST both ways) each flow once it has been idle this long; None switches it off."""
+    def reset_idle_after(self, seconds: float | None, *, count_keepalives: bool = True) -> None:
+        """Reset (RST both ways) each flow once it has been idle this long; None switches it off.
+
+        `count_keepalives` (default): any segment counts as activity, keepalive probes included, as a
+        load balancer or firewall tracking packets counts them; False: only relayed payload counts,
+        as an application-level proxy's idle timeout does (HAProxy `timeout client`)."""
         _check_idle_limit(seconds)
 
         async def apply() -> None:
             self._reset_idle = seconds
+            self._reset_counts_keepalives = count_keepalives
 
         self._call(apply)
 
-    def drop_idle_after(self, seconds: float | None, *, reset_on_data: bool = False) -> None:
+    def drop_idle_after(
+        self, seconds: float | None, *, reset_on_data: bool = False, count_keepalives: bool = True
+    ) -> None:
         """Silently drop each flow once it has been idle this long; None switches it off.
 
         Flows already dropped stay dropped: a NAT that forgot a flow does not remember it later.
         With `reset_on_data` the hop answers the client's next bytes on a forgotten flow with RST, as
-        AWS's NLB and NAT gateway document: the client learns at its next query, the server nothing."""
+        AWS's NLB and NAT gateway document: the client learns at its next query, the server nothing.
+        `count_keepalives=False`: only relayed payload counts as activity (see reset_idle_after)."""
         _check_idle_limit(seconds)
 
         async def apply() -> None:
             self._drop_idle = seconds
             self._reset_dropped_on_data = reset_on_data
+            self._drop_counts_keepalives = count_keepalives
 
         self._call(apply)
 
@@ -423,7 +441,9 @@ class ChaosProxy:
                 "jitter_ms": self._jitter * 1000.0,
                 "refuse_new": self._refusing,
                 "reset_idle_after_s": self._reset_idle,
+                "reset_idle_counts_keepalives": self._reset_counts_keepalives,
                 "drop_idle_after_s": self._drop_idle,
+                "drop_idle_counts_keepalives": self._drop_counts_keepalives,
                 "bandwidth_bytes_per_s": self._links[True].rate,
             },
             "open_flows": len(flows),
@@ -503,7 +523,9 @@ class ChaosProxy:
                 continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             now = loop.time()
-            flow = _Flow(self._next_id, client, f"{addr[0]}:{addr[1]}", created=now, last_active=now)
+            flow = _Flow(
+                self._next_id, client, f"{addr[0]}:{addr[1]}", created=now, last_active=now, last_payload=now
+            )
             self._next_id += 1
             self._flows_total += 1
             self._flows[flow.id] = flow
@@ -579,7 +601,7 @@ class ChaosProxy:
                 n = await loop.sock_recv_into(lane.src, view[:size])
                 if n == 0:
                     break
-                flow.last_active = loop.time()
+                flow.last_active = flow.last_payload = loop.time()
                 if flow.dropped:
                     if self._reset_dropped_on_data and not lane.to_client:
                         self._dropped_resets += 1
@@ -716,9 +738,12 @@ class ChaosProxy:
                     flow.segs = segs
                     flow.last_active = now
                 idle = now - flow.last_active
-                if self._reset_idle is not None and idle >= self._reset_idle:
+                quiet = now - flow.last_payload  # what an application-level hop measures
+                reset_idle = idle if self._reset_counts_keepalives else quiet
+                drop_idle = idle if self._drop_counts_keepalives else quiet
+                if self._reset_idle is not None and reset_idle >= self._reset_idle:
                     to_reset.append(flow)
-                elif self._drop_idle is not None and idle >= self._drop_idle:
+                elif self._drop_idle is not None and drop_idle >= self._drop_idle:
                     flow.dropped = True
                     self._drops += 1
             if to_reset:

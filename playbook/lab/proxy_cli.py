@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--drop-idle", metavar="S", help="silently drop flows idle this many seconds (off: never)"
     )
     fault.add_argument(
+        "--payload-only",
+        action="store_true",
+        help="--reset-idle/--drop-idle count only relayed data, not TCP keepalives (an application-level "
+        "proxy such as HAProxy's timeout client); default: any segment counts (a NAT or load balancer)",
+    )
+    fault.add_argument(
         "--bandwidth", metavar="BYTES", help="bytes per second each way, k/M/G allowed (off: no cap)"
     )
 
@@ -231,10 +237,11 @@ def apply_settings(proxy: ChaosProxy, settings: dict[str, Any]) -> None:
         proxy.set_latency(float(settings["latency_ms"]), float(settings.get("jitter_ms") or 0.0))
     if "refuse" in settings:
         proxy.refuse_new(bool(settings["refuse"]))
+    counts = bool(settings.get("count_keepalives", True))
     if "reset_idle_s" in settings:
-        proxy.reset_idle_after(_optional_float(settings["reset_idle_s"]))
+        proxy.reset_idle_after(_optional_float(settings["reset_idle_s"]), count_keepalives=counts)
     if "drop_idle_s" in settings:
-        proxy.drop_idle_after(_optional_float(settings["drop_idle_s"]))
+        proxy.drop_idle_after(_optional_float(settings["drop_idle_s"]), count_keepalives=counts)
     if "bandwidth" in settings:
         value = settings["bandwidth"]
         proxy.set_bandwidth(None if value is None else int(value))
@@ -290,6 +297,12 @@ def _settings_from(args: argparse.Namespace) -> dict[str, Any]:
         settings["reset_idle_s"] = _parse_limit(args.reset_idle, "--reset-idle")
     if args.drop_idle is not None:
         settings["drop_idle_s"] = _parse_limit(args.drop_idle, "--drop-idle")
+    if args.payload_only:
+        if args.reset_idle is None and args.drop_idle is None:
+            raise PlaybookError(
+                "--payload-only goes with --reset-idle or --drop-idle, e.g. --reset-idle 30 --payload-only"
+            )
+        settings["count_keepalives"] = False
     if args.bandwidth is not None:
         settings["bandwidth"] = _parse_bandwidth(args.bandwidth)
     if not settings:

@@ -107,7 +107,7 @@ def _socket_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     return result
 
 
-def _query_within(conn: psycopg.Connection[Any], timeout_s: float) -> tuple[bool, str | None, str | None]:
+def query_within(conn: psycopg.Connection[Any], timeout_s: float) -> tuple[bool, str | None, str | None]:
     """Send `SELECT 1` and wait for its reply at most timeout_s: (ok, error, sqlstate).
 
     Done on libpq's non-blocking interface so a silently dropped flow (no reply, no reset)
@@ -217,7 +217,7 @@ def idle_survival(conninfo: str, *, idle_s: Sequence[float], timeout_s: float = 
                 time.sleep(left)
             row["idle_actual_s"] = time.monotonic() - quiet_since
             t0 = time.perf_counter()
-            ok, error, sqlstate = _query_within(conn, timeout_s)
+            ok, error, sqlstate = query_within(conn, timeout_s)
             row.update(
                 survived=ok,
                 error=error,

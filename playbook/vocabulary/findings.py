@@ -237,6 +237,9 @@ SPECS: Final[tuple[FindingSpec, ...]] = (
         "application errors in the window that no cause in the evidence explains",
         "unexplained",
     ),
+    FindingSpec(
+        "NET-007", "network", "idle connections cut on the path, measured by `playbook probe path`", "network"
+    ),
     # -- pool_config -----------------------------------------------------------------------------------
     FindingSpec(
         "POOL-001",
