@@ -201,6 +201,31 @@ class ActivitySampler:
             self._conn.close()
         return self.evidence()
 
+    def tick(self) -> None:
+        """One sample now (`playbook watch` drives the ticks itself, between its segments)."""
+        self._tick()
+
+    @property
+    def lost(self) -> bool:
+        """Whether the session is lost (a gap is open): the clock backs off meanwhile."""
+        return self._open_gap is not None
+
+    def drain(self) -> ActivityEvidence:
+        """The evidence sampled since the last drain, and an empty start for the next: the session
+        stays open, and a gap still open is listed (end None) and stays open, so that the next
+        drain lists it again, closed, under the same start."""
+        if self._open_gap is not None:
+            self.gaps.append(dict(self._open_gap))
+        evidence = self.evidence()
+        self._batches, self._ticks, self.gaps = [], [], []
+        return evidence
+
+    def close(self) -> None:
+        """Close the session, if any (after the last drain)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def evidence(self) -> ActivityEvidence:
         frames = [
             pd.DataFrame(rows, columns=QUERY_COLUMNS).assign(tick_ts=now)

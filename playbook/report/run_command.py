@@ -28,7 +28,6 @@ from typing import Any
 from playbook.collect.collection import collect_evidence
 from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError, TargetRefused
-from playbook.evidence import Evidence
 from playbook.evidence.views import detected_stack
 from playbook.evidence.vocab import NOTEBOOK_FILES
 from playbook.progress import console
@@ -38,6 +37,7 @@ from playbook.report.summary import build_summary, error_summary, exit_code, val
 from playbook.report.verdict import failed_notebooks
 from playbook.request import RunRequest, notebook_dir, notebook_parameters
 from playbook.target import Target, resolve_target
+from playbook.watch.segments import evidence_from
 
 NOTEBOOKS: dict[str, str] = {str(name): file for name, file in NOTEBOOK_FILES.items()}
 KERNEL_NAME = "pg-session-playbook"
@@ -249,7 +249,7 @@ def run(options: RunRequest) -> int:
         if password:
             os.environ["PGPASSWORD"] = password  # for the kernels' own connections
         evidence = (
-            Evidence.load(options.evidence_from)
+            evidence_from(options)  # a watch folder's slice, or a saved run's evidence
             if options.evidence_from
             else collect_evidence(
                 target,

@@ -1,0 +1,238 @@
+"""`playbook watch` against a real server: segments on disk, whole whatever ends the watcher, a
+watcher that outlives the server's restart and its own session's termination, retention by size,
+and `playbook run --evidence-from WATCH_DIR --since …` diagnosing what was watched, with no DSN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from conftest import run_cli, xact_age
+from playbook import APPLICATION_NAME
+from playbook.errors import PlaybookError
+from playbook.evidence import Evidence
+from playbook.lab.server import APP_ROLE, LabServer
+from playbook.lab.wait import wait_until
+from playbook.lab.workloads import Service, wait_for_requests
+from playbook.watch.segments import PARTIAL, SEGMENTS, load_slice, parse_keep, segments
+
+REPO = Path(__file__).resolve().parents[1]
+STOP_TIMEOUT_S = 30
+
+
+def start_watch(dsn: str, out: Path, *args: str) -> subprocess.Popen[str]:
+    """`playbook watch` as systemd runs it: its own process, left running for the test to end."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "playbook.cli", "watch", "--dsn", dsn, "--out", str(out), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+    )
+
+
+@pytest.fixture
+def watchers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Every watcher a test starts is ended, even when the test fails."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=STOP_TIMEOUT_S)
+    return proc.returncode, err
+
+
+def ticks(out: Path) -> int:
+    """Ticks in the whole segments written so far."""
+    return sum(len(Evidence.load(s.path).activity_ticks) for s in segments(out))
+
+
+@pytest.fixture(scope="module")
+def one_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A notebook folder whose triage page only loads the evidence: the findings (summary.json)
+    come from diagnose, not from the pages, and the shipped triage takes several times longer."""
+    folder = tmp_path_factory.mktemp("one-page")
+    page = nbformat.v4.new_notebook()
+    page.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    page.metadata["language_info"] = {"name": "python"}
+    page.cells = [
+        nbformat.v4.new_code_cell('evidence_dir = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from playbook.notebook import load_or_collect\n"
+            "print(load_or_collect(evidence_dir=evidence_dir).manifest['window'])"
+        ),
+    ]
+    nbformat.write(page, str(folder / "00_triage.ipynb"))
+    return folder
+
+
+def no_dsn_env(**extra: str) -> dict[str, str]:
+    """The environment of a user with no database configured at all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PLAYBOOK_DSN"}
+    return {**env, **extra}
+
+
+def test_watched_leak_is_diagnosed_later_without_a_dsn(
+    lab: LabServer, tmp_path: Path, one_page: Path, watchers: list[subprocess.Popen[str]]
+) -> None:
+    out = tmp_path / "watch"
+    with Service(lab.dsn(APP_ROLE), "billing", workers=2, min_size=2, max_size=4) as service:
+        wait_for_requests(service, 5)
+        watchers.append(
+            start_watch(
+                lab.dsn(), out, "--interval", "0.5", "--segment", "2", "--server-log", str(lab.stderr_log)
+            )
+        )
+        service.leak_transaction()
+        wait_until(lambda: xact_age(lab, "billing") >= 10.5, timeout=30, what="a 10 s old leak")
+        seen = ticks(out)
+        wait_until(lambda: ticks(out) > seen, timeout=15, what="a segment written after the leak aged")
+        code, err = stop(watchers[0])
+    assert code == 0, err
+    assert "Traceback" not in err
+    written = segments(out)
+    assert len(written) >= 3
+    for segment in written:  # every segment whole: each loads, with its frames
+        part = Evidence.load(segment.path)
+        assert not part.activity_ticks.empty
+    assert not list((out / SEGMENTS).glob(f"{PARTIAL}*"))
+    evidence = load_slice(out, "10m")
+    assert (evidence.activity_samples["application_name"] == "billing").any()
+    assert evidence.collected("server_log") and evidence.manifest["server_logs"] == [str(lab.stderr_log)]
+
+    report = tmp_path / "report"
+    result = run_cli(
+        "run", "--evidence-from", str(out), "--since", "10m", "--out", str(report),
+        env=no_dsn_env(PLAYBOOK_NOTEBOOKS=str(one_page)),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr  # a leak is a warning, as in a live run
+    summary = json.loads((report / "summary.json").read_text())
+    leak = next(f for f in summary["findings"] if f["id"] == "LEAK-001")
+    assert leak["evidence"]["sessions"][0]["application_name"] == "billing"
+    manifest = json.loads((report / "evidence" / "manifest.json").read_text())
+    assert manifest["live"]["watch"] == str(out.resolve())
+
+
+def test_watch_outlives_a_restart_and_its_own_termination(
+    private_lab: LabServer, tmp_path: Path, watchers: list[subprocess.Popen[str]]
+) -> None:
+    out = tmp_path / "watch"
+    watchers.append(start_watch(private_lab.dsn(), out, "--interval", "0.3", "--segment", "1"))
+
+    def own_backends() -> list[int]:
+        with private_lab.admin() as admin:
+            rows = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # A segment written: the sampler's session is up, and the start-up's short sessions are gone.
+    wait_until(lambda: segments(out), timeout=20, what="a first segment")
+    wait_until(lambda: len(own_backends()) == 1, timeout=20, what="the watcher's one session")
+    with private_lab.admin() as admin:
+        for pid in own_backends():
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    def closed_gaps() -> list[dict[str, object]]:
+        return sorted(
+            (dict(gap) for s in segments(out) for gap in Evidence.load(s.path).gaps if gap.get("end")),
+            key=lambda gap: str(gap["start"]),
+        )
+
+    terminated = wait_until(closed_gaps, timeout=20, what="the termination's gap in the segments")[0]
+    assert terminated["sqlstate"] == "57P01"  # terminating connection due to administrator command
+    private_lab.restart()
+    restarted = wait_until(
+        lambda: next((g for g in closed_gaps() if str(g["start"]) > str(terminated["start"])), None),
+        timeout=40,
+        what="a closed gap of the restart in the segments",
+    )
+    resumed = str(restarted["end"])
+    wait_until(
+        lambda: any(
+            Evidence.load(s.path).activity_ticks["ok"].any()
+            for s in segments(out)
+            if s.start > pd.Timestamp(resumed)
+        ),
+        timeout=30,
+        what="samples after the restart",
+    )
+    code, err = stop(watchers[0], signal.SIGINT)  # Ctrl-C ends it as SIGTERM does
+    assert code == 0, err
+    evidence = load_slice(out)
+    ok = evidence.activity_ticks[evidence.activity_ticks["ok"]]["ts"]
+    assert (ok < pd.Timestamp(str(terminated["start"]))).any() and (ok > pd.Timestamp(resumed)).any()
+    assert [g["start"] for g in evidence.gaps][:2] == [terminated["start"], restarted["start"]]
+
+
+def test_kill_9_leaves_only_whole_segments_and_keep_bounds_the_folder(
+    lab: LabServer, tmp_path: Path, watchers: list[subprocess.Popen[str]]
+) -> None:
+    out = tmp_path / "watch"
+    # Segments of a fifth of a second: the kill lands while one is being written more often than not.
+    args = ("--interval", "0.05", "--segment", "0.2", "--keep", "60KB")
+    watchers.append(start_watch(lab.dsn(), out, *args))
+    first = wait_until(lambda: segments(out), timeout=20, what="a first segment")[0]
+    wait_until(
+        lambda: first.path.name not in {s.path.name for s in segments(out)}, timeout=30, what="--keep at work"
+    )
+    watchers[0].send_signal(signal.SIGKILL)
+    watchers[0].wait(STOP_TIMEOUT_S)
+    whole = segments(out)
+    assert whole and sum(s.bytes for s in whole[:-1]) <= parse_keep("60KB").bytes  # type: ignore[operator]
+    for segment in whole:
+        assert not Evidence.load(segment.path).activity_ticks.empty
+    assert len(load_slice(out).activity_ticks) >= len(whole)
+    # What the killed writer left half-written (if anything) is never read, and goes on restart.
+    (out / SEGMENTS / f"{PARTIAL}left-by-a-kill").mkdir(exist_ok=True)
+    watchers.append(start_watch(lab.dsn(), out, *args))
+    wait_until(
+        lambda: not list((out / SEGMENTS).glob(f"{PARTIAL}left*")), timeout=20, what="the partial removed"
+    )
+    newest = segments(out)[-1].path.name
+    wait_until(
+        lambda: segments(out)[-1].path.name != newest, timeout=20, what="the restarted watch's segment"
+    )
+    code, err = stop(watchers[1])
+    assert code == 0, err
+
+
+def test_bad_input_is_one_sentence(lab: LabServer, tmp_path: Path) -> None:
+    report = str(tmp_path / "report")
+    cases = [
+        (
+            ("run", "--evidence-from", str(tmp_path / "nowhere"), "--since", "1h", "--out", report),
+            "not a folder",
+        ),
+        (("watch", "--out", str(tmp_path / "w"), "--dsn", lab.dsn(), "--keep", "lots"), "--keep"),
+        (("watch", "--out", str(tmp_path / "w"), "--dsn", lab.dsn(), "--interval", "0"), "--interval"),
+    ]
+    for args, words in cases:
+        result = run_cli(*args, env=no_dsn_env())
+        assert result.returncode == 3, (args, result.stderr)
+        assert words in result.stderr and "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+    # A watch folder whose segments do not cover the slice asked for.
+    out = tmp_path / "watch"
+    (out / SEGMENTS).mkdir(parents=True)
+    (out / "watch.json").write_text(json.dumps({"schema": "pg-session-playbook/watch/v1"}))
+    result = run_cli("run", "--evidence-from", str(out), "--since", "1h", "--out", report, env=no_dsn_env())
+    assert result.returncode == 3 and "no segment of" in result.stderr, result.stderr
+    with pytest.raises(PlaybookError, match="no segment"):
+        load_slice(out, "2h")
