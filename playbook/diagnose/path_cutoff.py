@@ -90,9 +90,10 @@ class PathCutoff:
     def text(self) -> str:
         """One sentence: the value, its spread, the count and the evidence."""
         qualifier = "" if self.kind == "measured" else "at most "
+        what = "connections" if self.source == PROBE_SOURCE else "sessions"
         return (
             f"{qualifier}{self.seconds:.1f} s (spread {self.low:.1f}–{self.high:.1f} s over {self.sessions} "
-            f"sessions, from {self.source})"
+            f"{what}, from {self.source})"
         )
 
     def as_evidence(self) -> dict[str, Any]:
