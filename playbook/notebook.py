@@ -96,6 +96,10 @@ def load_or_collect(*, evidence_dir: str = "", live: bool | None = None, **param
     kernel's stop button) ends the window early: what was sampled is returned, and its verdict
     says the window was cut short."""
     if evidence_dir:
+        if Path(evidence_dir, "watch.json").exists():  # a `playbook watch` folder: the since/until slice
+            from playbook.watch.segments import load_slice
+
+            return load_slice(evidence_dir, parameters.get("since") or None, parameters.get("until") or None)
         if not Path(evidence_dir, "manifest.json").exists():
             # Never collect silently in its place: the report would not show the run's evidence.
             raise PlaybookError(f"no evidence in {Path(evidence_dir).resolve()} (evidence_dir)")

@@ -24,6 +24,7 @@ from playbook.evidence import Evidence
 from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, wait_for_requests
+from playbook.notebook import load_or_collect
 from playbook.watch.segments import PARTIAL, SEGMENTS, load_slice, parse_keep, segments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,6 +116,9 @@ def test_watched_leak_is_diagnosed_later_without_a_dsn(
     evidence = load_slice(out, "10m")
     assert (evidence.activity_samples["application_name"] == "billing").any()
     assert evidence.collected("server_log") and evidence.manifest["server_logs"] == [str(lab.stderr_log)]
+    # A notebook opened by hand reads the same slice from the folder and a time range.
+    by_hand = load_or_collect(evidence_dir=str(out), since="10m")
+    assert by_hand.manifest["window"] == evidence.manifest["window"]
 
     report = tmp_path / "report"
     result = run_cli(
