@@ -162,9 +162,75 @@ def test_a_missing_build_reads_with_the_reference_unless_compiled_is_forced() ->
         f"print(read_server_logs([{str(LOGS / 'pg18_incident.log')!r}], frames=False).summary['warnings'])"
     )
     said = _python(_NOT_BUILT.replace(_WHICH, read), None)
-    assert said.stdout.count("the compiled log reader is not built (make install)") == 1, said.stderr
+    assert said.stdout.count("the compiled log reader is not built (make install") == 1, said.stderr
     forced = _python(_NOT_BUILT, "compiled")
     assert forced.returncode != 0 and "the compiled log reader is not built" in forced.stderr
+
+
+# The extension absent as on a machine without a compiler: neither module can be found at all
+# (a finder ahead of every other raises what a missing file raises).
+_ABSENT = (
+    "import sys, importlib.abc\n"
+    "class Absent(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name in ('playbook.collect.serverlog._scan', 'playbook.collect.serverlog._records'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, Absent())\n"
+)
+
+
+def test_every_recorded_log_reads_the_same_with_the_extension_absent(tmp_path: Path) -> None:
+    """A process that cannot import _scan nor _records (an install without a compiler) falls back
+    to the reference by itself and reads every recorded log into what the compiled engine reads;
+    its summaries differ only by the one warning that says so."""
+    out = tmp_path / "absent.pkl"
+    code = _ABSENT + (
+        "import pickle, sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_log_engine import LOGS, RECORDED, _read\n"
+        "from playbook.collect.serverlog import engine\n"
+        "assert engine.ENGINE.name == 'reference' and engine.ENGINE.note == engine.NOT_BUILT\n"
+        f"Path({str(out)!r}).write_bytes(pickle.dumps({{n: _read([LOGS / n]) for n in RECORDED}}))\n"
+    )
+    result = _python(code, None)
+    assert result.returncode == 0, result.stderr
+    absent = pd.read_pickle(out)
+    assert sorted(absent) == RECORDED
+    for name in RECORDED:
+        compiled = _read([LOGS / name])
+        if "error" in compiled:
+            assert absent[name] == compiled, name
+            continue
+        warnings = absent[name]["summary"]["warnings"]
+        assert warnings.count(engine.NOT_BUILT) == 1, (name, warnings)
+        warnings.remove(engine.NOT_BUILT)
+        assert absent[name]["summary"] == compiled["summary"], name
+        assert absent[name]["counts"] == compiled["counts"], name
+        for frame in ("events", "sessions"):
+            pd.testing.assert_frame_equal(absent[name][frame], compiled[frame], obj=f"{frame} of {name}")
+
+
+def test_a_large_log_without_the_extension_says_its_speed_once(tmp_path: Path) -> None:
+    """On stderr, the first read of a large log (engine.LARGE_LOG_BYTES, lowered here to the
+    recorded log's size) without the compiled reader; a second read says nothing more, and a
+    reference asked for by name says nothing (its user knows)."""
+    reads = (
+        "from playbook.collect.serverlog import engine, read_server_logs\n"
+        f"log = {str(LOGS / 'pg18_incident.log')!r}\n"
+        "engine.LARGE_LOG_BYTES = 1000\n"
+        "for _ in range(2): read_server_logs([log], frames=False)\n"
+        "engine.LARGE_LOG_BYTES = 10 ** 12\n"
+        "print(engine.say_if_slow(10 ** 11))\n"
+    )
+    said = _python(_ABSENT + reads, None)
+    assert said.returncode == 0, said.stderr
+    assert said.stderr.splitlines() == [f"playbook: {engine.SLOW_READ}"]
+    assert said.stdout.split() == ["False"]  # below the threshold: nothing
+    assert "reading logs at about 25 MB/s without the compiled reader; install a C compiler" in said.stderr
+    for env_value, prelude in (("reference", _ABSENT), (None, "")):  # asked for; compiled
+        quiet = _python(prelude + reads, env_value)
+        assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
 
 
 def test_the_rule_that_differs_is_named() -> None:

@@ -266,6 +266,7 @@ def read_server_logs(
     state = SessionState(as_utc(since), as_utc(until), frames)
     zones_assumed: dict[str, Any] = {}
     total = sum(p.size for p in planned)
+    engine.say_if_slow(total)  # a large log without the compiled reader: its speed, once
 
     bar = _progress_bar() if progress else nullcontext()
     pool = None

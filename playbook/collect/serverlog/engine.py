@@ -8,11 +8,13 @@ every recorded log and on generated mixes):
 - "reference": plain Python, numpy and pyarrow (Python's csv module, pyarrow's JSON reader):
   what a machine without a compiler runs, and what the compiled loops are checked against.
 
-The compiled engine is chosen when both extensions import, else the reference, and each read's
-summary says so once (its "warnings"); PLAYBOOK_LOG_ENGINE=reference or =compiled forces one
-(compiled forced but not built: PlaybookError). The C loops spell the
-reader's rules (serverlog.rules) a second time and publish them as `_scan.RULES`: a rule that
-differs is an error naming it, raised at import, never a quiet fall back to the reference.
+The compiled engine is chosen when both extensions import, else the reference (an install
+without a C compiler: setup.py then builds none and says so), and each read's summary says so
+once (its "warnings"), as does stderr the first time a large log is read (`say_if_slow`).
+PLAYBOOK_LOG_ENGINE=reference or =compiled forces one (compiled forced but not built:
+PlaybookError). The C loops spell the reader's rules (serverlog.rules) a second time and
+publish them as `_scan.RULES`: a rule that differs is an error naming it, raised at import,
+never a quiet fall back to the reference.
 
 Every place that differs between the engines reads `ENGINE` (`engine.ENGINE.scan` is None for
 the reference); tests switch it with `using("reference")`, the same switch.
@@ -21,6 +23,7 @@ the reference); tests switch it with `using("reference")`, the same switch.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,9 +54,22 @@ class LogEngine:
 
 REFERENCE = LogEngine("reference")
 NOT_BUILT = (
-    "the compiled log reader is not built (make install): the logs were read with the plain "
-    "reference, the same results several times slower"
+    "the compiled log reader is not built (make install, or a C compiler and a reinstall): the logs "
+    "were read with the plain reference, the same results several times slower"
 )
+
+# Said on stderr once per process, the first time a read of this many bytes or more starts with
+# the reference because the compiled reader is not built (not when the reference is asked for).
+# The speeds are bench/log_throughput.py's on the team's 100 MB stderr mix (README, Measured):
+# the reference's whole-process MB/s, and the compiled reader's order of magnitude.
+LARGE_LOG_BYTES = 50 * 1024 * 1024
+REFERENCE_MB_S = 25
+COMPILED_MB_S = 100
+SLOW_READ = (
+    f"reading logs at about {REFERENCE_MB_S} MB/s without the compiled reader; install a C compiler "
+    f"and reinstall for about {COMPILED_MB_S} MB/s"
+)
+_said_slow = False
 
 
 def rule_mismatch(theirs: Mapping[str, Any], ours: Mapping[str, Any] = RULES) -> str | None:
@@ -102,6 +118,18 @@ def select(requested: str | None = None) -> LogEngine:
 
 
 ENGINE: LogEngine = select(os.environ.get(ENV, "").strip() or None)
+
+
+def say_if_slow(total_bytes: int) -> bool:
+    """Say SLOW_READ on stderr when a read of `total_bytes` starts with the reference because the
+    compiled reader is not built and the read is large (LARGE_LOG_BYTES); once per process.
+    True when it was said now."""
+    global _said_slow
+    if _said_slow or ENGINE.note != NOT_BUILT or total_bytes < LARGE_LOG_BYTES:
+        return False
+    _said_slow = True
+    print(f"playbook: {SLOW_READ}", file=sys.stderr, flush=True)
+    return True
 
 
 @contextmanager
