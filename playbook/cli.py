@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from playbook import __version__, request
+from playbook import __version__, extras, request
 from playbook.errors import EXIT_ERROR, PlaybookError
 
 T = TypeVar("T")
@@ -300,9 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # taken from the work on a small machine. A value the user set wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(only=command_of(argv))
-    args = parser.parse_args(argv)
     try:
+        # before the parser: a command's parser imports its extra (the lab's parsers import psutil)
+        extras.require_for_command(command_of(argv))
+        args = build_parser(only=command_of(argv)).parse_args(argv)
         return dispatch(args)
     except PlaybookError as exc:
         print(f"playbook: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from playbook.errors import PlaybookError
+from playbook.extras import require
 from playbook.lab.scenarios import SCENARIOS, start_scenario
 from playbook.lab.scenarios import unavailable as scenario_unavailable
 from playbook.lab.server import LabServer
@@ -176,6 +177,7 @@ def write_scorecard_page(out: Path, scores: list[Score], seconds: float) -> Path
 def run_demo(
     *, out: Path, duration: float = 15.0, jobs: int = 3, scenarios: Sequence[str] | None = None
 ) -> int:
+    require("lab", "playbook demo")  # every scenario runs on a lab server of its own
     names = list(scenarios or SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

