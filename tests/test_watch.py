@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,3 +242,24 @@ def test_bad_input_is_one_sentence(lab: LabServer, tmp_path: Path) -> None:
     assert result.returncode == 3 and "no segment of" in result.stderr, result.stderr
     with pytest.raises(PlaybookError, match="no segment"):
         load_slice(out, "2h")
+
+
+def test_the_systemd_unit_parses_and_verifies(tmp_path: Path) -> None:
+    from playbook.cli import build_parser
+
+    unit = REPO / "examples" / "pg-session-playbook-watch.service"
+    text = unit.read_text()
+    command = text.split("ExecStart=", 1)[1].split("\n[")[0].replace("\\\n", " ").split("\n")[0]
+    args = build_parser().parse_args(shlex.split(command.split("bin/playbook ", 1)[1]))
+    assert args.command == "watch" and args.interval == 10
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is not installed: the unit cannot be verified on this machine")
+    local = text.replace("/opt/pg-session-playbook/.venv/bin", str(Path(sys.executable).parent))
+    local = local.replace("User=postgres", "User=root").replace("/var/lib/pg-session-playbook", str(tmp_path))
+    (tmp_path / unit.name).write_text(local)
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / unit.name)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pg-session-playbook" not in result.stderr, result.stderr
