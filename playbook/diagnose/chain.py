@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from playbook.diagnose import pgbouncer_findings
-from playbook.diagnose.path_cutoff import path_cutoff
+from playbook.diagnose.path_cutoff import PROBE_SOURCE, path_cutoff, probed
 from playbook.diagnose.timeout import STACK_DEFAULT_IDLE_S
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer_frames import DEFAULTS
@@ -147,7 +147,8 @@ def server_idle(evidence: Evidence) -> ChainValue:
 
 def path_idle(evidence: Evidence) -> ChainValue:
     """The path's idle cut-off: measured when sessions were lost at a steady idle age with no
-    server-side reason (path_cutoff), else assumed (the playbook cannot see a NAT's table); the
+    server-side reason, or when `playbook probe path` was joined (path_cutoff; a probe that saw no
+    cut measures "none up to its longest rung"), else assumed (the playbook cannot see a NAT's table); the
     keepalives in force noted, since they make idle flows look busy to a hop that counts packets."""
     in_force = evidence.settings.get("keepalives_in_force") or {}
     keepalive = str(in_force.get("tcp_keepalives_idle") or "")
@@ -156,12 +157,24 @@ def path_idle(evidence: Evidence) -> ChainValue:
     if cutoff:
         return ChainValue(
             "network path",
-            "idle cut-off (sessions lost at a steady idle age)"
+            f"idle cut-off ({PROBE_SOURCE}{'' if cutoff.kind == 'measured' else ', at most'})"
+            if cutoff.source == PROBE_SOURCE
+            else "idle cut-off (sessions lost at a steady idle age)"
             if cutoff.kind == "measured"
             else "idle cut-off (at most: sessions found lost at a steady idle age)",
             round(cutoff.seconds, 1),
             "measured",
             joined_note(cutoff.text(), note),
+        )
+    verdict = probed(evidence)
+    if verdict is not None and verdict.idle_cutoff_s is None:
+        # `playbook probe path` kept connections idle up to its longest rung: no cut up to there
+        return ChainValue(
+            "network path",
+            "idle cut-off (playbook probe path: none)",
+            None,
+            "measured",
+            joined_note(f"idle connections survived up to {verdict.max_idle_s:g} s", note),
         )
     return ChainValue(
         "network path", "NAT / load balancer idle cut-off", ASSUMED_PATH_IDLE_S, "assumed", note

@@ -30,6 +30,7 @@ from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError, TargetRefused
 from playbook.evidence.views import detected_stack
 from playbook.evidence.vocab import NOTEBOOK_FILES
+from playbook.probes.path import read_probe
 from playbook.progress import console
 from playbook.report.index import report_header, verdict_line, write_index
 from playbook.report.render import combined_report, notebook_to_html
@@ -234,6 +235,8 @@ def run(options: RunRequest) -> int:
     started_at = datetime.now(timezone.utc)
     started = time.monotonic()
     out = report_folder(options)
+    if options.path_probe is not None:
+        read_probe(options.path_probe)  # a missing or garbled folder is one sentence, before anything
     if options.evidence_from is None:
         logs = [*options.server_logs, *options.app_logs, *options.pgbouncer_logs]
         for log in logs:

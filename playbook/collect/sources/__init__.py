@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from playbook.collect.sources.base import Context, Contribution, Source
 from playbook.collect.sources.read_app_log import AppLogSource
+from playbook.collect.sources.read_path_probe import PathProbeSource
 from playbook.collect.sources.read_pgbouncer_log import PgBouncerLogSource
 from playbook.collect.sources.read_server_log import ServerLogSource
 from playbook.collect.sources.read_settings import SettingsSource
@@ -24,6 +25,7 @@ SOURCES: tuple[Source, ...] = (
     ServerLogSource(),
     PgBouncerLogSource(),
     AppLogSource(),
+    PathProbeSource(),
 )
 
 __all__ = ["SOURCES", "Context", "Contribution", "Source"]
