@@ -1,15 +1,327 @@
-"""`playbook stress`: a bounded concurrency test of a pool (issue 18; being built)."""
+"""`playbook stress`: a bounded concurrency test of a pool configuration (issue 18).
+
+    playbook stress [--dsn DSN] --pool psycopg|sqlalchemy|asyncpg|node-postgres [--size N]
+                    [--max-idle S] [--max-lifetime S] [--check] [--duration S]
+                    [--config FILE.yaml] [--out DIR] --yes
+
+N workers (--workers, default --size) drive the named client pool through bursts and idle gaps
+sized to cross every idle limit in force (the server's, as the pool's sessions see them, and
+PgBouncer's with --pgbouncer CONSOLE_DSN), with read-only transactions only. The pool never
+opens more connections than the server's free slots minus a margin. Without --yes it says what it
+would open and exits 3. Ctrl-C closes every connection and exits 130. Exit codes as `playbook
+run`'s: 0 the pool holds, 1 warning / 2 critical when it breaks (moved by --fail-on), 3 bad input.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
-from playbook.errors import PlaybookError
+from playbook import request
+from playbook.errors import EXIT_ERROR, PlaybookError
+
+DEFAULT_DURATION_S = 60.0
+DEFAULT_OUT = Path("stress-report")
+CONFIG_KEYS = ("pool", "size", "min_size", "max_idle", "max_lifetime", "check", "workers", "pool_timeout")
+PROGRESS_EVERY_S = 5.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        return request.positive_seconds(text)
+    except PlaybookError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _whole(text: str) -> int:
+    try:
+        return request.positive_int(text)
+    except PlaybookError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return _whole(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    from playbook.stress.pools import POOLS
+
+    parser.add_argument(
+        "--dsn", help="libpq DSN or URI of a staging server or its PgBouncer (else PLAYBOOK_DSN)"
+    )
+    parser.add_argument("--pool", choices=POOLS, help="the client pool to drive (or `pool:` in --config)")
+    parser.add_argument("--size", type=_whole, help="the pool's most connections (default 4)")
+    parser.add_argument("--min-size", type=_count, help="connections kept open (default: the library's)")
+    parser.add_argument("--max-idle", type=_seconds, help="the pool's idle limit, seconds")
+    parser.add_argument("--max-lifetime", type=_seconds, help="the pool's lifetime limit, seconds")
+    parser.add_argument("--check", action="store_true", default=None, help="test connections at checkout")
+    parser.add_argument("--workers", type=_whole, help="concurrent workers (default: --size)")
+    parser.add_argument(
+        "--duration", type=_seconds, default=DEFAULT_DURATION_S, help="seconds (5..600, default 60)"
+    )
+    parser.add_argument("--config", type=Path, help="a small YAML with pool, size, min_size, max_idle, ...")
+    parser.add_argument("--pgbouncer", help="PgBouncer's admin console DSN: its timeouts are crossed too")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder (default stress-report)")
+    parser.add_argument("--fail-on", choices=["critical", "warning", "never"], default="warning")
+    parser.add_argument("--yes", action="store_true", help="really open the connections and hold them")
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    """--config: a mapping of CONFIG_KEYS; anything else is refused in one sentence."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlaybookError(f"cannot read --config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise PlaybookError(f"--config {path} is not YAML: {str(exc).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise PlaybookError(f"--config {path} must be a mapping of {', '.join(CONFIG_KEYS)}")
+    unknown = sorted(set(map(str, loaded)) - set(CONFIG_KEYS))
+    if unknown:
+        raise PlaybookError(
+            f"--config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}"
+        )
+    return dict(loaded)
+
+
+def settings_of(args: argparse.Namespace) -> tuple[Any, int]:
+    """The PoolSettings and worker count of the flags over --config (a flag given wins)."""
+    from playbook.stress.pools import POOLS, PoolSettings, validated
+
+    config = load_config(args.config)
+
+    def pick(name: str, flag: Any) -> Any:
+        return flag if flag is not None else config.get(name)
+
+    pool = pick("pool", args.pool)
+    if pool not in POOLS:
+        raise PlaybookError(
+            f"--pool is required: one of {', '.join(POOLS)}"
+            if pool is None
+            else f"unknown pool {pool!r}; expected one of {', '.join(POOLS)}"
+        )
+    try:
+        size = request.positive_int(pick("size", args.size) or 4)
+        min_size = pick("min_size", args.min_size)
+        values = {name: pick(name, getattr(args, name)) for name in ("max_idle", "max_lifetime")}
+        settings = PoolSettings(
+            pool=pool,
+            size=size,
+            min_size=None if min_size is None else int(min_size),
+            max_idle=None if values["max_idle"] is None else request.positive_seconds(values["max_idle"]),
+            max_lifetime=None
+            if values["max_lifetime"] is None
+            else request.positive_seconds(values["max_lifetime"]),
+            check=bool(pick("check", args.check) or False),
+            pool_timeout=request.positive_seconds(config.get("pool_timeout", 5.0)),
+        )
+        workers = request.positive_int(pick("workers", args.workers) or size)
+    except (TypeError, ValueError) as exc:
+        raise PlaybookError(f"--config: {exc}") from None
+    return validated(settings), workers
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PlaybookError("playbook stress is not built yet")
+    from playbook.report.summary import exit_code
+    from playbook.stress.pools import node_unavailable
+    from playbook.target import resolve_target
+
+    settings, workers = settings_of(args)
+    duration = float(args.duration)
+    if not 5 <= duration <= 600:
+        raise PlaybookError(f"--duration must be between 5 and 600 s, not {duration:g}")
+    target = resolve_target(args.dsn)
+    if not args.yes:
+        print(
+            f"playbook stress would open up to {settings.size} connection(s) to {target.redacted} "
+            f"({settings.pool} pool, {workers} worker(s)) and hold them for {duration:g} s, running "
+            "read-only transactions only: point it at staging first, and add --yes to run it",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    if settings.pool == "node-postgres":
+        reason = node_unavailable()
+        if reason:
+            raise PlaybookError(reason)
+    summary = stress(settings, workers, duration, target, args.pgbouncer, args.out)
+    print(
+        f"stress: {summary['stress']['verdict']} ({summary['status']}): {(args.out / 'index.html').resolve()}"
+    )
+    return exit_code(summary["status"], args.fail_on)
+
+
+def _progress(recorder: Any, duration: float, stop: threading.Event) -> None:
+    while not stop.wait(PROGRESS_EVERY_S):
+        units = list(recorder.units)
+        failed = sum(1 for u in units if not u["ok"])
+        print(
+            f"stress: {recorder.now():.0f}/{duration:g} s, {len(units)} requests, {failed} failed, "
+            f"{len(recorder.opens)} connections opened",
+            file=sys.stderr,
+        )
+
+
+def stress(
+    settings: Any, workers: int, duration: float, target: Any, console: str | None, out: Path
+) -> dict[str, Any]:
+    """Run the stress and write DIR/summary.json and DIR/index.html; returns the summary."""
+    import psycopg
+
+    from playbook.report.summary import validate
+    from playbook.stress import report
+    from playbook.stress.pools import RUNNERS, Unit, psycopg_kwargs
+    from playbook.stress.workload import (
+        Monitor,
+        Recorder,
+        build_schedule,
+        idle_limits_in_force,
+        read_pooler_limits,
+        read_server_limits,
+        read_slots,
+    )
+    from playbook.target import POOLER_NOTE
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlaybookError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    own = target.check()  # safe, named, read-only; finds out whether a pooler is in the way
+    pooled = bool(own.pooled)
+    app = f"playbook-stress-{os.getpid()}"
+    try:
+        with psycopg.connect(target.dsn, connect_timeout=10, **psycopg_kwargs(app, pooled)) as probe:
+            limits = read_server_limits(probe)
+            slots = read_slots(probe)
+            row = probe.execute(
+                "SELECT current_user, current_database(), current_setting('server_version')"
+            ).fetchone()
+    except psycopg.Error as exc:
+        own.close()
+        raise PlaybookError(
+            f"cannot read the limits the pool's sessions run under: {exc}".splitlines()[0]
+        ) from None
+    assert row is not None
+    role, database, server_version = str(row[0]), str(row[1]), str(row[2])
+    pooler: dict[str, Any] = {}
+    notes: list[str] = []
+    if console:
+        try:
+            pooler = read_pooler_limits(console)
+        except psycopg.Error as exc:
+            own.close()
+            raise PlaybookError(
+                f"cannot read PgBouncer's SHOW CONFIG through --pgbouncer: {exc}".splitlines()[0]
+            ) from None
+    elif pooled:
+        notes.append(
+            "reached through a pooler whose console was not given (--pgbouncer): its own timeouts "
+            "are not known, only what the server side shows"
+        )
+    cap = slots.cap()
+    if cap < 1:
+        own.close()
+        raise PlaybookError(
+            f"the server has no slot to spare: {slots.max_connections} max_connections, "
+            f"{slots.reserved} reserved, {slots.in_use} in use; the stress opens none"
+        )
+    cap_sentence = (
+        f"{min(settings.size, cap)} connection(s): --size {settings.size}, the server's free slots "
+        f"{slots.max_connections - slots.reserved - slots.in_use} minus a margin allow {cap}"
+    )
+    if settings.size > cap:
+        from dataclasses import replace
+
+        notes.append(f"--size {settings.size} lowered to {cap}: {cap_sentence}")
+        settings = replace(
+            settings, size=cap, min_size=min(settings.min_size, cap) if settings.min_size else None
+        )
+    idle_limits = idle_limits_in_force(limits, pooler)
+    phases, schedule_notes = build_schedule(idle_limits, duration)
+    notes += schedule_notes
+    unit = Unit(statement_timeout_ms=max(100, min(2000, int((limits.get("statement_timeout") or 10) * 500))))
+    recorder = Recorder()
+    started_at = report.now_utc()
+    monitor = None
+    if pooled:
+        own.close()
+        notes.append(
+            "through a pooler the server's backends are the pooler's: connections cut are counted "
+            "from the pool's own errors, not from pg_stat_activity"
+        )
+    else:
+        monitor = Monitor(own, app, recorder)
+        monitor.start()
+    stop, progress_stop = threading.Event(), threading.Event()
+    progress = threading.Thread(target=_progress, args=(recorder, duration, progress_stop), daemon=True)
+    progress.start()
+    print(
+        f"stress: {settings.pool} pool of {settings.size}, {workers} worker(s), {duration:g} s, "
+        f"gaps crossing "
+        f"{', '.join(idle_limits) or 'no idle limit (none in force)'}",
+        file=sys.stderr,
+    )
+    try:
+        RUNNERS[settings.pool](settings, target.dsn, app, pooled, workers, phases, recorder, stop, unit)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    finally:
+        stop.set()
+        progress_stop.set()
+        if monitor is not None:
+            time.sleep(0.3)  # one more poll, so a close at the very end is seen as the pool's
+            monitor.close()
+        own.close()
+    notes += recorder.notes
+    findings, stress_object = report.analyse(recorder, settings, limits, role=role, database=database)
+    ran_s = recorder.now()
+    stress_object.update(
+        {
+            "pool": settings.described(),
+            "workers": workers,
+            "cap": {
+                "connections": min(settings.size, cap),
+                "free_slots": slots.max_connections - slots.reserved - slots.in_use,
+                "sentence": cap_sentence,
+            },
+            "limits": {
+                "server": limits,
+                "pooler": pooler,
+                "crossed": sorted({p.crosses for p in phases if p.crosses}),
+            },
+            "phases": [
+                {"start": p.start, "burst_end": p.burst_end, "end": p.end, "crosses": p.crosses}
+                for p in phases
+            ],
+            "through_pooler": pooled,
+        }
+    )
+    summary = report.build(
+        findings=findings,
+        stress=stress_object,
+        dsn=target.redacted,
+        server_version=server_version,
+        pooler_note=POOLER_NOTE if pooled else None,
+        started_at=started_at,
+        duration_s=ran_s,
+        notes=notes,
+    )
+    validate(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    report.write_html(out, summary, report.figure_png(recorder, stress_object))
+    return summary
