@@ -272,7 +272,7 @@ class LiveView:
     def _show(self, status: str, *, final: bool) -> None:
         from IPython.display import display, update_display
 
-        figure = self._figure(status)
+        figure = self._figure()
         bundle = {"text/html": self._html(figure, status, final), "text/plain": status}
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
@@ -298,14 +298,13 @@ class LiveView:
             f"{listing}{note}</div>"
         )
 
-    def _figure(self, status: str) -> bytes:
+    def _figure(self) -> bytes:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         figure = Figure(figsize=(10, 8.2), dpi=72, layout="constrained")
         FigureCanvasAgg(figure)
         by_state, by_app, ages, logs = figure.subplots(4, 1, sharex=True, height_ratios=[3, 2, 2, 1.4])
-        figure.suptitle(status.split(" · interrupt")[0], fontsize=11)
         self._draw_states(by_state)
         self._draw_apps(by_app)
         self._draw_ages(ages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Sequence
 from datetime import datetime
@@ -112,6 +113,8 @@ def load_or_collect(*, evidence_dir: str = "", live: bool | None = None, **param
     from playbook.target import resolve_target
 
     view = live_view.LiveView(request) if (live_view.interactive() if live is None else live) else None
+    if view is not None:  # the live figure is the progress: no terminal progress bar in the cell
+        request = dataclasses.replace(request, progress=False)
     evidence = collect_evidence(resolve_target(request.dsn), request, on_tick=view, keep_on_interrupt=True)
     if view is not None:
         view.finish(evidence)
