@@ -356,8 +356,8 @@ def test_bandwidth_cap_limits_both_directions(lab: LabServer, proxy: ChaosProxy)
 def test_passthrough_clears_every_fault(lab: LabServer, proxy: ChaosProxy) -> None:
     proxy.set_latency(200, 10)
     proxy.refuse_new()
-    proxy.reset_idle_after(30)
-    proxy.drop_idle_after(30)
+    proxy.reset_idle_after(30, count_keepalives=False)
+    proxy.drop_idle_after(30, count_keepalives=False)
     proxy.set_bandwidth(1000)
     assert proxy.stats()["faults"]["bandwidth_bytes_per_s"] == 1000
     proxy.passthrough()
@@ -366,7 +366,9 @@ def test_passthrough_clears_every_fault(lab: LabServer, proxy: ChaosProxy) -> No
         "jitter_ms": 0.0,
         "refuse_new": False,
         "reset_idle_after_s": None,
+        "reset_idle_counts_keepalives": True,
         "drop_idle_after_s": None,
+        "drop_idle_counts_keepalives": True,
         "bandwidth_bytes_per_s": None,
     }
     with connect(proxy, lab) as conn:
@@ -476,6 +478,10 @@ def test_cli_runs_and_steers_a_proxy_in_another_process(
         faults = json.loads(capsys.readouterr().out)
         assert faults["refuse_new"] is False and faults["latency_ms"] == 0.0
         assert faults["drop_idle_after_s"] == 30.0 and faults["bandwidth_bytes_per_s"] == 2_000_000
+        assert faults["drop_idle_counts_keepalives"] is True
+        assert cli("set", "--state-dir", str(state), "--reset-idle", "40", "--payload-only") == 0
+        faults = json.loads(capsys.readouterr().out)  # an application-level hop: only payload counts
+        assert faults["reset_idle_after_s"] == 40.0 and faults["reset_idle_counts_keepalives"] is False
 
         with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
             wait_until(
@@ -511,6 +517,7 @@ def test_cli_runs_and_steers_a_proxy_in_another_process(
         (["set", "--bandwidth", "fast"], "--bandwidth takes bytes per second"),
         (["set", "--drop-idle", "-1"], "--drop-idle takes zero or more seconds"),
         (["set"], "nothing to set"),
+        (["set", "--payload-only"], "--payload-only goes with --reset-idle or --drop-idle"),
         (["start", "--upstream", "nowhere"], "--upstream takes HOST:PORT"),
         (["start", "--upstream", "127.0.0.1:99999"], "--upstream takes a port number"),
         (

@@ -58,6 +58,7 @@ def test_every_source_satisfies_the_protocol() -> None:
         "server log",
         "PgBouncer log",
         "application log",
+        "path probe",
     ]
     # offline, the live sources are never asked, and a log source with no file adds nothing
     evidence = collect_evidence(None, RunRequest(duration=0, server_logs=(SERVER_LOG,), progress=False))
