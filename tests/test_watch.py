@@ -17,12 +17,14 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import psycopg
 import pytest
 
 from conftest import run_cli, xact_age
 from playbook import APPLICATION_NAME
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
+from playbook.lab.pgbouncer_process import PgBouncer, find_pgbouncer
 from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, wait_for_requests
@@ -263,3 +265,32 @@ def test_the_systemd_unit_parses_and_verifies(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pg-session-playbook" not in result.stderr, result.stderr
+
+
+def test_watch_samples_pgbouncer_and_follows_its_log(
+    lab: LabServer, tmp_path: Path, watchers: list[subprocess.Popen[str]]
+) -> None:
+    if find_pgbouncer() is None:
+        pytest.fail("pgbouncer is not installed: `make install` (apt-get install pgbouncer) installs it")
+    out = tmp_path / "watch"
+    with PgBouncer(tmp_path / "bnc", lab) as bouncer:
+        watchers.append(
+            start_watch(
+                lab.dsn(), out, "--interval", "0.3", "--segment", "1",
+                "--pgbouncer", bouncer.console_dsn(), "--pgbouncer-log", str(bouncer.log_file),
+            )
+        )  # fmt: skip
+        wait_until(lambda: segments(out), timeout=20, what="a first segment")
+        with psycopg.connect(bouncer.dsn(), application_name="through-bouncer") as client:
+            client.execute("SELECT 1")
+        written = len(segments(out))
+        wait_until(lambda: len(segments(out)) > written, timeout=20, what="a segment after the client left")
+        code, err = stop(watchers[0])
+    assert code == 0, err
+    evidence = load_slice(out)
+    assert evidence.collected("pgbouncer_console") and evidence.collected("pgbouncer_log")
+    assert not evidence.frame("pgbouncer_pools").empty
+    assert evidence.snapshot("pgbouncer_config").get("version")
+    console = evidence.snapshot("pgbouncer_console")
+    assert console["ticks"] == len(evidence.frame("pgbouncer_ticks")) > 2
+    assert not evidence.frame("pgbouncer_log_events").empty, evidence.manifest["failures"]

@@ -227,6 +227,26 @@ class PgBouncerSampler:
             self._conn = None
         return self.evidence()
 
+    def tick(self) -> None:
+        """One round of SHOWs now (`playbook watch` drives the ticks itself)."""
+        self._tick()
+
+    def drain(self) -> PgBouncerEvidence:
+        """The evidence sampled since the last drain, and an empty start for the next: the session
+        stays open; a gap still open is listed (end None) and stays open, as ActivitySampler.drain."""
+        if self._open_gap is not None:
+            self.gaps.append(dict(self._open_gap))
+        evidence = self.evidence()
+        self._rows = {name: [] for name in CONSOLE_COMMANDS}
+        self._ticks, self.gaps, self.notes = [], [], []
+        return evidence
+
+    def close(self) -> None:
+        """Close the console session, if any (after the last drain)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     # -- the frames -----------------------------------------------------------------------------------
     def evidence(self) -> PgBouncerEvidence:
         frames = {name: self._frame(name, rows) for name, rows in self._rows.items()}

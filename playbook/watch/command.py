@@ -72,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pgbouncer-log", action="append", default=[], metavar="PATH", help="PgBouncer's log (repeatable)"
     )
     parser.add_argument(
+        "--pgbouncer",
+        metavar="DSN",
+        help="PgBouncer's admin console, sampled at each tick too (SHOW POOLS, CLIENTS, SERVERS, …)",
+    )
+    parser.add_argument(
         "--keep",
         default=DEFAULT_KEEP,
         metavar="AGE|SIZE",
@@ -102,8 +107,11 @@ class Watch:
         keep: Keep,
         logs: dict[str, list[Path]],
         stopped: threading.Event | None = None,
+        pgbouncer: str | None = None,
     ) -> None:
         from playbook.collect.activity import ActivitySampler
+        from playbook.collect.pgbouncer_console import PgBouncerSampler
+        from playbook.evidence.zones import machine_zone
 
         self.out = out
         self.target = target
@@ -113,6 +121,8 @@ class Watch:
         self.logs = logs
         self.sampler = ActivitySampler(target, duration=math.inf, interval=interval, progress=False)
         self.stopped = stopped or threading.Event()
+        # PgBouncer prints its clients' times in its host's zone: this machine's, as `run` reads them.
+        self.console = PgBouncerSampler(pgbouncer, interval, zone=machine_zone()) if pgbouncer else None
         self.settings: dict[str, Any] | None = None
         self.failures: list[dict[str, str]] = []
         self.segments_written = 0
@@ -140,6 +150,8 @@ class Watch:
 
     def _tick(self) -> None:
         self.sampler.tick()
+        if self.console is not None:
+            self.console.tick()
         if self.sampler.lost:
             self._had_gap = True
         if time.monotonic() - self._segment_clock >= self.segment_s:
@@ -148,6 +160,7 @@ class Watch:
     def flush(self) -> None:
         """Write the ticks since the last segment as one segment (none when no tick was taken)."""
         activity = self.sampler.drain()
+        console = self.console.drain() if self.console is not None else None
         end = _utcnow()
         positions = self._log_positions()
         start, self._segment_start, self._segment_clock = self._segment_start, end, time.monotonic()
@@ -180,21 +193,19 @@ class Watch:
                 "duration_s": (end - start).total_seconds(),
             },
             "interval_s": self.interval,
-            "collected": ["activity"],
+            "collected": ["activity"] + (["pgbouncer_console"] if console is not None else []),
             "gaps": activity.gaps,
             "failures": self.failures,
             "unavailable": unavailable,
             "watch_logs": spans,
         }
         self.failures = []
-        write_segment(
-            self.out,
-            start,
-            end,
-            {"activity_samples": activity.samples, "activity_ticks": activity.ticks},
-            {"settings": self.settings} if self.settings else {},
-            manifest,
-        )
+        frames = {"activity_samples": activity.samples, "activity_ticks": activity.ticks}
+        snapshots = {"settings": self.settings} if self.settings else {}
+        if console is not None:
+            frames.update(console.frames)
+            snapshots.update(console.snapshots)
+        write_segment(self.out, start, end, frames, snapshots, manifest)
         self.segments_written += 1
         apply_keep(self.out, self.keep)
 
@@ -210,6 +221,8 @@ class Watch:
         finally:
             self.flush()
             self.sampler.close()
+            if self.console is not None:
+                self.console.close()
 
 
 def _write_meta(out: Path, meta: dict[str, Any]) -> None:
@@ -237,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace, stopped: threading.Event) -> int:
-    from playbook.target import resolve_target
+    from playbook.request import check_dsn
+    from playbook.target import redact, resolve_target
 
     interval = _positive(args.interval, "--interval")
     segment_s = _positive(args.segment, "--segment")
@@ -266,6 +280,8 @@ def _watch(args: argparse.Namespace, stopped: threading.Event) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise PlaybookError(f"another playbook watch is writing to {out}") from None
+    if args.pgbouncer:
+        check_dsn(args.pgbouncer, password_allowed=True, what="--pgbouncer")  # never shown or stored
     target = resolve_target(args.dsn)
     try:
         target.check().close()
@@ -277,6 +293,7 @@ def _watch(args: argparse.Namespace, stopped: threading.Event) -> int:
         {
             "schema": WATCH_SCHEMA,
             "target": target.redacted,
+            "pgbouncer": redact(args.pgbouncer) if args.pgbouncer else None,
             "interval_s": interval,
             "segment_s": segment_s,
             "keep": args.keep,
@@ -285,7 +302,16 @@ def _watch(args: argparse.Namespace, stopped: threading.Event) -> int:
             "pid": os.getpid(),
         },
     )
-    watch = Watch(out, target, interval=interval, segment_s=segment_s, keep=keep, logs=logs, stopped=stopped)
+    watch = Watch(
+        out,
+        target,
+        interval=interval,
+        segment_s=segment_s,
+        keep=keep,
+        logs=logs,
+        stopped=stopped,
+        pgbouncer=args.pgbouncer,
+    )
     print(
         f"playbook: watching {target.redacted} every {interval:g} s into {out} "
         f"(segments of {segment_s:g} s, keep {args.keep}); SIGTERM or Ctrl-C to stop",

@@ -39,8 +39,9 @@ import pandas as pd
 from playbook import __version__
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence, Manifest
-from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS
+from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS, FrameSchema
 from playbook.evidence.manifest import MANIFEST_SCHEMA, Failure, Gap
+from playbook.evidence.pgbouncer_frames import CONFIG_SNAPSHOT, CONSOLE_SNAPSHOT
 from playbook.request import RunRequest, moment
 
 WATCH_META = "watch.json"
@@ -355,8 +356,8 @@ def load_slice(
     start = max(since_at, chosen[0].start) if since_at else chosen[0].start
     end = min(until_at, chosen[-1].end) if until_at else chosen[-1].end
     parts = [Evidence.load(s.path) for s in chosen]
-    samples = _concat([p.frame(ACTIVITY_SAMPLES) for p in parts], "tick_ts", start, end)
-    ticks = _concat([p.frame(ACTIVITY_TICKS) for p in parts], "ts", start, end)
+    samples = _concat([p.frame(ACTIVITY_SAMPLES) for p in parts], ACTIVITY_SAMPLES, start, end)
+    ticks = _concat([p.frame(ACTIVITY_TICKS) for p in parts], ACTIVITY_TICKS, start, end)
     settings = next((p.snapshots["settings"] for p in reversed(parts) if p.snapshots.get("settings")), None)
     gaps = _gaps([g for p in parts for g in p.gaps], start, end)
     failures: list[Failure] = [f for p in parts for f in p.manifest.get("failures", [])]
@@ -365,6 +366,25 @@ def load_slice(
     frames: dict[str, pd.DataFrame] = {"activity_samples": samples, "activity_ticks": ticks}
     snapshots: dict[str, Any] = {"settings": settings} if settings else {}
     collected = (["settings"] if settings else []) + ["activity"]
+    # PgBouncer's console, when it was watched too: its frames sliced alike, its snapshots merged.
+    for name in sorted({n for p in parts for n in p.frames} - set(frames)):
+        frames[name] = _concat([p.frames[name] for p in parts if name in p.frames], None, start, end)
+    consoles = [p.snapshots[CONSOLE_SNAPSHOT] for p in parts if p.snapshots.get(CONSOLE_SNAPSHOT)]
+    if consoles:
+        snapshots[CONSOLE_SNAPSHOT] = {
+            **consoles[-1],
+            "ticks": sum(int(c.get("ticks") or 0) for c in consoles),
+            "ticks_ok": sum(int(c.get("ticks_ok") or 0) for c in consoles),
+            "gaps": _gaps([g for c in consoles for g in c.get("gaps") or []], start, end),
+            "unsupported": {k: v for c in consoles for k, v in (c.get("unsupported") or {}).items()},
+            "notes": sorted({n for c in consoles for n in c.get("notes") or []}),
+        }
+        collected.append("pgbouncer_console")
+    config = next(
+        (p.snapshots[CONFIG_SNAPSHOT] for p in reversed(parts) if p.snapshots.get(CONFIG_SNAPSHOT)), None
+    )
+    if config:
+        snapshots[CONFIG_SNAPSHOT] = config
     zones: dict[str, str] = {}
     logs = {kind: list(meta.get(kind) or []) for kind in LOG_KINDS}
     if any(logs.values()):
@@ -421,11 +441,17 @@ def evidence_from(request: RunRequest) -> Evidence:
     return Evidence.load(request.evidence_from)
 
 
-def _concat(frames: list[pd.DataFrame], column: str, start: datetime, end: datetime) -> pd.DataFrame:
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return (ACTIVITY_SAMPLES if column == "tick_ts" else ACTIVITY_TICKS).empty()
-    whole = pd.concat(frames, ignore_index=True)
+def _concat(
+    frames: list[pd.DataFrame], schema: FrameSchema | None, start: datetime, end: datetime
+) -> pd.DataFrame:
+    """The segments' rows of one frame whose tick (`tick_ts`, else `ts`) is within [start, end]."""
+    rows = [f for f in frames if not f.empty]
+    if not rows:
+        return schema.empty() if schema is not None else (frames[0] if frames else pd.DataFrame())
+    whole = pd.concat(rows, ignore_index=True)
+    column = "tick_ts" if "tick_ts" in whole.columns else "ts"
+    if column not in whole.columns:
+        return whole
     stamps = pd.to_datetime(whole[column], utc=True)
     keep = (stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(end))
     return whole[keep].reset_index(drop=True)
