@@ -29,7 +29,7 @@ install: $(VENV)/.installed $(PRISMA_APP)/node_modules/.installed
 $(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c playbook/collect/serverlog/_records.c
 	@# The server-log reader's hot loops are a small C extension, optional since the plain reader
 	@# gives the same events: without a compiler or Python's headers the install goes on without
-	@# it, and says so in one line (the line setup.py prints is hidden by pip's --quiet).
+	@# it, and says so in one line here (and pip shows setup.py's own warning).
 	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || \
 		echo "make install: no C compiler: installing the plain log reader, about 25 MB/s instead of about 100 (Debian/Ubuntu: apt-get install gcc python3-dev, then make install again)"
 	@$(PYTHON) -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || \

@@ -5,10 +5,13 @@ records) are plain C against Python's headers (no Cython, no numpy headers), so 
 Python's headers are all a build needs. They are optional: the server-log reader has a plain
 Python reference (playbook/collect/serverlog/engine.py) that gives the same events, about four
 times slower. When the extensions cannot be built (no compiler, no headers, a compiler that
-fails), the package installs with that reference and this build says so in one line:
-- on stderr, which `pip install -v`, `python -m build` and cibuildwheel show;
-- and on the terminal pip was started from (/dev/tty), because pip hides a successful build's
-  output: an install at a terminal would otherwise say nothing at all.
+fails), the package installs with that reference and this build says so in one line, where the
+one who installs sees it:
+- from a checkout (`pip install .`, `make install`): as a warning of the build backend, which
+  pip shows (it shows a local build's warnings, and hides the rest of a successful build's output);
+- from an sdist (a PKG-INFO beside this file: the registry had no wheel for the machine): pip
+  logs that build's warnings at debug level only, so the line goes to stderr (`pip install -v`
+  shows it) and to the terminal pip was started from (/dev/tty), when there is one.
 The package says it again on stderr the first time it reads a large log (engine.say_if_slow).
 
 PLAYBOOK_BUILD_COMPILED=required turns the fallback off (a failed build fails): the release
@@ -18,6 +21,8 @@ wheels (cibuildwheel, pyproject.toml) must carry the compiled reader.
 import os
 import re
 import sys
+import warnings
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -34,7 +39,10 @@ BUILD_FAILURES = (CCompilerError, ExecError, PlatformError, OSError)
 
 
 def say(line: str) -> None:
-    """`line` on stderr, and on the controlling terminal when stderr is not it (pip's capture)."""
+    """`line`, once, where the one who installs sees it (see the docstring at the top)."""
+    if not (Path(__file__).parent / "PKG-INFO").exists():
+        warnings.warn(line, UserWarning, stacklevel=2)
+        return
     print(line, file=sys.stderr, flush=True)
     if sys.stderr.isatty():
         return

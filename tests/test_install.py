@@ -247,6 +247,13 @@ def test_an_sdist_without_a_compiler_installs_the_plain_reader(core: Install, so
                     "-w", plain, sdist], env=env, start_new_session=True))  # fmt: skip
     assert (built.stdout + built.stderr).count(FALLBACK_LINE) == 1, built.stdout[-3000:]
     (plain_wheel,) = plain.glob("*.whl")
+    # From a checkout (pip install ., make install) pip shows the line as a warning of the
+    # build, even with -q: a fresh copy, as the first one holds the compiled build.
+    checkout = source.parent / "checkout"
+    shutil.copytree(ROOT, checkout, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    quiet = ok(run([*pip_wheel, "-w", checkout / "dist", checkout], env=env, start_new_session=True))
+    assert (quiet.stdout + quiet.stderr).count(FALLBACK_LINE) == 1, quiet.stdout + quiet.stderr
     assert not [n for n in zipfile.ZipFile(plain_wheel).namelist() if n.endswith(".so")]
     # A venv of its own for the package; its dependencies are the core venv's (a .pth after it).
     prefix = source.parent / "plain"
