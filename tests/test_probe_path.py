@@ -24,8 +24,9 @@ from conftest import run_cli
 from playbook import APPLICATION_NAME
 from playbook.diagnose.chain import chain_links
 from playbook.evidence import Evidence
+from playbook.lab.pgbouncer_process import PgBouncer, find_pgbouncer
 from playbook.lab.proxy import ChaosProxy
-from playbook.lab.server import LabServer
+from playbook.lab.server import MONITOR_ROLE, LabServer
 
 CUT_S = 3.0
 MAX_IDLE = "8"  # rungs 1, 2, 4, 8 s: the cut lies between the 2 s and the 4 s rung
@@ -96,6 +97,24 @@ def test_a_path_that_holds_is_ok_with_no_cut_off(lab: LabServer, proxy: ChaosPro
     assert summary["status"] == "ok" and summary["findings"] == []
     assert summary["path"]["idle_cutoff_s"] is None and summary["path"]["keepalives_help"] is None
     assert [r["rung_s"] for r in summary["path"]["rungs"]] == [1.0, 2.0]
+
+
+def test_through_pgbouncer_its_own_idle_timeout_is_found_and_keepalives_do_not_help(
+    lab: LabServer, tmp_path: Path
+) -> None:
+    """PgBouncer with its default startup-parameter handling (it refuses `options`) in transaction
+    pooling, cutting clients idle 3 s: the probe gets through and names the pooler's own end."""
+    if find_pgbouncer() is None:
+        pytest.fail("pgbouncer is not installed: `make install` as root installs it")
+    settings: dict[str, str | int | float] = {"pool_mode": "transaction", "client_idle_timeout": int(CUT_S)}
+    with PgBouncer(tmp_path / "bnc", lab, settings) as bouncer:
+        done, summary = probe(bouncer.dsn(MONITOR_ROLE), tmp_path / "probe")
+    assert done.returncode == 2, done.stderr
+    path = summary["path"]
+    assert path["how"] == "server end" and "client_idle_timeout" in (path["said"] or ""), path
+    assert path["survived_up_to_s"] == 2.0 and path["failed_from_s"] == 4.0
+    assert path["keepalives_help"] is False  # a pooler counts payload, not keepalives
+    assert "client_idle_timeout = 0" in summary["findings"][0]["recommendation"]
 
 
 def own_connections(lab: LabServer) -> int:

@@ -388,11 +388,13 @@ def find_own_session_lost(evidence: Evidence) -> list[Finding]:
 def _server_end_fix(verdict: ProbeVerdict) -> str:
     seconds = verdict.idle_cutoff_s or 0.0
     below = max(1, int(seconds // 3))
+    said = f' ("{verdict.said}")' if verdict.said else ""
     return (
-        f"The server itself ended connections idle {seconds:.1f} s (idle_session_timeout, or a "
-        "FATAL it sent: see the rows' SQLSTATE), not the path. Let the pool close connections idle "
-        f"{below} s, below it, or turn the timeout off for the application's role "
-        "(ALTER ROLE … SET idle_session_timeout = 0); keepalives do not change it."
+        f"The far end itself ended connections idle {seconds:.1f} s{said}, not the path: the server's "
+        "idle_session_timeout, or a pooler's idle timeout (PgBouncer's client_idle_timeout). Let the "
+        f"pool close connections idle {below} s, below it, or lift that timeout for the application "
+        "(ALTER ROLE … SET idle_session_timeout = 0; client_idle_timeout = 0 in pgbouncer.ini); "
+        "keepalives do not change it."
     )
 
 

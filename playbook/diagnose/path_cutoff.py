@@ -134,6 +134,7 @@ class ProbeVerdict:
     how: str | None
     keepalives_help: bool | None
     rungs: list[dict[str, Any]]
+    said: str | None = None  # the commonest error of the cut connections (a FATAL's own words)
 
     @property
     def server_side(self) -> bool:
@@ -150,6 +151,7 @@ class ProbeVerdict:
             "survived_up_to_s": self.survived_up_to_s,
             "failed_from_s": self.failed_from_s,
             "how": self.how,
+            "said": self.said,
             "rungs": self.rungs,
         }
 
@@ -158,7 +160,7 @@ class ProbeVerdict:
         if self.idle_cutoff_s is None:
             return f"the path kept idle connections up to {self.max_idle_s:g} s (the longest rung probed)"
         qualifier = "" if self.kind == "measured" else "at most "
-        who = "the server ended" if self.server_side else "the path cut"
+        who = "the server (or a pooler) ended" if self.server_side else "the path cut"
         help_text = {
             True: "keepalives kept flows alive through it",
             False: "keepalives did not help",
@@ -210,10 +212,23 @@ def probe_verdict(frame: pd.DataFrame) -> ProbeVerdict | None:
         kind = "at most"
         seconds, low, high = failed_from, survived_up_to or 0.0, failed_from
     how = str(cut["ended"].mode().iloc[0])
+    errors = cut["error"].dropna()
+    said = str(errors.mode().iloc[0]) if not errors.empty else None
     helped = on[on["rung_s"] >= failed_from]
     keepalives_help = None if helped.empty else bool(helped["survived"].astype(bool).all())
     return ProbeVerdict(
-        max_idle, seconds, kind, survived_up_to, failed_from, low, high, len(cut), how, keepalives_help, rungs
+        max_idle,
+        seconds,
+        kind,
+        survived_up_to,
+        failed_from,
+        low,
+        high,
+        len(cut),
+        how,
+        keepalives_help,
+        rungs,
+        said,
     )
 
 
