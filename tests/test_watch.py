@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
@@ -29,7 +30,7 @@ from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, wait_for_requests
 from playbook.notebook import load_or_collect
-from playbook.watch.segments import PARTIAL, SEGMENTS, load_slice, parse_keep, segments
+from playbook.watch.segments import PARTIAL, SEGMENTS, Segment, load_slice, parse_keep, segments
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 30
@@ -294,3 +295,36 @@ def test_watch_samples_pgbouncer_and_follows_its_log(
     console = evidence.snapshot("pgbouncer_console")
     assert console["ticks"] == len(evidence.frame("pgbouncer_ticks")) > 2
     assert not evidence.frame("pgbouncer_log_events").empty, evidence.manifest["failures"]
+
+
+def test_a_log_rotated_by_rename_is_read_across_the_rotation(
+    lab: LabServer, tmp_path: Path, watchers: list[subprocess.Popen[str]]
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("")
+
+    def append(what: str) -> datetime:
+        at = datetime.now(timezone.utc)
+        with log.open("a") as out:
+            out.write(f"{at:%Y-%m-%d %H:%M:%S},{at.microsecond // 1000:03d} ERROR billing: {what}\n")
+        return at
+
+    def segment_after(at: datetime) -> Segment:
+        return wait_until(
+            lambda: next((s for s in segments(out) if s.start > at), None), timeout=20, what="a later segment"
+        )
+
+    out = tmp_path / "watch"
+    watchers.append(
+        start_watch(lab.dsn(), out, "--interval", "0.2", "--segment", "0.5", "--app-log", str(log))
+    )
+    wait_until(lambda: segments(out), timeout=20, what="a first segment")
+    segment_after(append("server closed the connection unexpectedly"))
+    log.rename(tmp_path / "app.log.1")  # logrotate's default: renamed, and a new file in its place
+    log.write_text("")
+    segment_after(append("server closed the connection unexpectedly"))
+    code, err = stop(watchers[0])
+    assert code == 0, err
+    events = load_slice(out, app_tz="UTC").app_log_events
+    assert len(events) == 2, events
+    assert set(events["file"]) == {str(log)}  # the log as the user named it, whichever file held it
