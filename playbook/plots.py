@@ -1,12 +1,19 @@
 """Every figure the notebooks show: titled, axes labelled with units, limits drawn where they apply.
 
 Each function returns a standalone Figure (no pyplot state): a notebook shows it by ending a cell
-with the call, a report or a test can save it with `fig.savefig`.
+with the call, a report or a test can save it with `fig.savefig`. Every figure says something: it
+draws marks a reader can see when its layer holds data, says "none: …" when the layer was read and
+held nothing, and is None (a notebook cell then shows nothing) when the layer was not given at all
+(no live sampling, no probe, no log): see `layer_read` and tests/test_figures.py.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 import matplotlib.dates as mdates
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -29,6 +36,23 @@ STATE_COLORS = {
     "disabled": "#969696",
     "(hidden)": "#d9d9d9",
 }
+
+
+# The evidence each layer leaves: the collector's name in the manifest's "collected", and its frames.
+LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "activity": (("activity",), ("activity_samples", "activity_ticks")),
+    "probes": (("probes",), ("connect_probes", "round_trip_probes")),
+    "logs": (("server_log", "app_log"), ("server_log_events", "app_log_events")),
+    "pgbouncer_console": (("pgbouncer_console",), ("pgbouncer_pools",)),
+    "pgbouncer_log": (("pgbouncer_log",), ("pgbouncer_log_events",)),
+}
+
+
+def layer_read(evidence: Evidence, layer: str) -> bool:
+    """Whether the run read `layer` (a key of LAYERS): its collector ran, whatever it found, or the
+    evidence holds rows of its frames (evidence assembled without a manifest)."""
+    collectors, frames = LAYERS[layer]
+    return any(evidence.collected(c) for c in collectors) or any(not evidence.frame(f).empty for f in frames)
 
 
 LABEL_BOX = {"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
@@ -86,6 +110,24 @@ def _none(ax: Axes, text: str, *, keep_time_axis: bool = False) -> None:
         spine.set_visible(False)
 
 
+def _seconds(value: float) -> str:
+    """A duration for a label: milliseconds under a second, else seconds, three significant digits."""
+    return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"
+
+
+def _note(ax: Axes, text: str) -> None:
+    """A sentence inside the frame, top right (a limit too far away to draw, say)."""
+    ax.annotate(
+        text,
+        xy=(0.99, 0.97),
+        xycoords="axes fraction",
+        ha="right",
+        va="top",
+        fontsize="small",
+        bbox=LABEL_BOX,
+    )
+
+
 def _counts_axis(ax: Axes) -> None:
     """A y axis of counts: integer ticks from zero."""
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -98,21 +140,16 @@ def _limit_or_note(ax: Axes, usable: int | None, peak: float, label: str) -> Non
     if not usable:
         return
     if peak < 0.3 * usable:
-        ax.annotate(
-            f"{label} = {usable} is far above (peak {int(peak)})",
-            xy=(0.99, 0.97),
-            xycoords="axes fraction",
-            ha="right",
-            va="top",
-            fontsize="small",
-            bbox=LABEL_BOX,
-        )
+        _note(ax, f"{label} = {usable} is far above (peak {int(peak)})")
     else:
         _horizontal_limit(ax, usable, f"{label} = {usable}", color="black")
 
 
-def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figure:
-    """Client backends over time, stacked by state, against the usable connection limit."""
+def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figure | None:
+    """Client backends over time, stacked by state, against the usable connection limit; None when
+    the server was not sampled."""
+    if not layer_read(evidence, "activity"):
+        return None
     counts = counts_over_time(evidence.activity_samples, evidence.activity_ticks, ["state"])
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
@@ -159,9 +196,18 @@ def connections_by_state(evidence: Evidence, *, show_limit: bool = True) -> Figu
 
 def idle_in_transaction_ages(
     evidence: Evidence, *, threshold_s: float | None = None, top: int = 15
-) -> Figure:
-    """The oldest idle-in-transaction sessions, longest observed transaction age per backend."""
-    sessions = idle_in_transaction_sessions(app_samples(evidence)).head(top)
+) -> Figure | None:
+    """The oldest idle-in-transaction sessions, longest observed transaction age per backend; None
+    when the server was not sampled.
+
+    A session seen idle in transaction for no measurable time (its transaction age is the clock's
+    rounding, 0 or below) is not drawn; a threshold far above the longest age is a note, not a line
+    that would shrink the bars to nothing.
+    """
+    if not layer_read(evidence, "activity"):
+        return None
+    sessions = idle_in_transaction_sessions(app_samples(evidence))
+    sessions = sessions[sessions["max_age_s"] > 0].head(top) if not sessions.empty else sessions
     fig = Figure(figsize=(10, max(2.5, 0.35 * len(sessions) + 1.5)))
     ax = fig.subplots()
     if sessions.empty:
@@ -177,7 +223,11 @@ def idle_in_transaction_ages(
             )
         ]
         ax.barh(labels[::-1], sessions["max_age_s"][::-1], color=STATE_COLORS["idle in transaction"])
-    if threshold_s:
+    longest = float(sessions["max_age_s"].max())
+    if threshold_s and threshold_s > 20 * longest:
+        ax.set_xlim(0, longest / 0.6)  # room for the note beside the longest bar
+        _note(ax, f"threshold {threshold_s:g} s is far above (longest {_seconds(longest)})")
+    elif threshold_s:
         _vertical_limit(ax, threshold_s, f"threshold {threshold_s:.0f} s", color="black")
     ax.set_title("Oldest sessions idle in transaction")
     ax.set_xlabel("transaction age (s)")
@@ -206,8 +256,15 @@ def _format_time_axis(ax: Axes) -> None:
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
 
 
-def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = None) -> Figure:
-    """Connections by state, with the server's and the application's events on the same time axis."""
+def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = None) -> Figure | None:
+    """Connections by state, with the server's and the application's events on the same time axis;
+    None when no log was read and the playbook's own session was never lost (nothing to place).
+
+    The time axis spans the sampled window and every placed event: the logs are read from a little
+    before the window (`logs_since`), and what happened just before it is part of the story.
+    """
+    if not layer_read(evidence, "logs") and not evidence.gaps:
+        return None
     counts = counts_over_time(evidence.activity_samples, evidence.activity_ticks, ["state"])
     fig = Figure(figsize=(10, 5.5))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
@@ -250,8 +307,10 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
     if starts:
         add("playbook session lost", "gap", pd.Series(starts))
     rows = [(label, category, pd.concat(parts)) for label, (category, parts) in by_label.items()]
+    span = list(evidence.window or ())
     if rows:
         for y, (_label, category, stamps) in enumerate(rows):
+            span += [stamps.min().to_pydatetime(), stamps.max().to_pydatetime()]
             bottom.scatter(
                 stamps, [y] * len(stamps), marker="|", s=200, color=EVENT_COLORS.get(category, "#3182bd")
             )
@@ -267,15 +326,21 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
             ),
             keep_time_axis=True,
         )
-    if evidence.window:
-        top.set_xlim(*evidence.window)
+    if span:
+        first, last = min(span), max(span)
+        # an event at either end stays off the frame; one lone event gets a second either side
+        pad = max((last - first) * 0.02, timedelta(seconds=1))
+        top.set_xlim(first - pad, last + pad)
     _format_time_axis(bottom)
     fig.tight_layout()
     return fig
 
 
-def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure:
-    """Connections per application over time: a leak is a line that only goes up."""
+def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure | None:
+    """Connections per application over time: a leak is a line that only goes up. None when the
+    server was not sampled."""
+    if not layer_read(evidence, "activity"):
+        return None
     counts = counts_over_time(app_samples(evidence), evidence.activity_ticks, ["application_name"])
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
@@ -307,8 +372,35 @@ def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure:
     return fig
 
 
-def idle_age_histogram(evidence: Evidence, *, limit_s: float | None = None, limit_label: str = "") -> Figure:
-    """How long pooled connections sit idle, against the timeout that would end them."""
+MIN_BAR_PX = 6  # the narrowest histogram bar drawn, in pixels of the saved figure
+
+
+def _idle_bins(ages: np.ndarray, low: float, high: float, axis_px: float) -> np.ndarray:
+    """Bin edges for `ages` on an axis from `low` to `high` drawn `axis_px` pixels wide.
+
+    numpy's 'auto' rule sizes bins from the data's spread, but no bin is narrower than MIN_BAR_PX
+    at the axis' scale: ages that cluster (a pool that idles alike, 3.68-3.72 s) make a few visible
+    bars instead of thirty one-pixel ones; ages that are all equal make one bar centred on them.
+    """
+    min_width = (high - low) * MIN_BAR_PX / max(axis_px, 1.0)
+    smallest, largest = float(ages.min()), float(ages.max())
+    if largest - smallest < min_width:
+        start = max(low, (smallest + largest) / 2 - min_width / 2)
+        return np.array([start, start + min_width])
+    edges = np.histogram_bin_edges(ages, bins="auto")
+    if len(edges) > 1 and edges[1] - edges[0] >= min_width:
+        return edges
+    count = max(1, math.floor((largest - smallest) / min_width))
+    return np.linspace(smallest, largest, count + 1)
+
+
+def idle_age_histogram(
+    evidence: Evidence, *, limit_s: float | None = None, limit_label: str = ""
+) -> Figure | None:
+    """How long pooled connections sit idle, against the timeout that would end them; None when
+    the server was not sampled. Bins follow the ages' spread (see `_idle_bins`)."""
+    if not layer_read(evidence, "activity"):
+        return None
     samples = app_samples(evidence)
     idle = samples[samples["state"] == "idle"] if not samples.empty else samples
     fig = Figure(figsize=(10, 3.8))
@@ -318,11 +410,23 @@ def idle_age_histogram(evidence: Evidence, *, limit_s: float | None = None, limi
         ax.set_title("Longest idle time of each pooled connection seen in the window")
         fig.tight_layout()
         return fig
-    longest = idle.groupby(["pid", "backend_start"])["state_age_s"].max()
-    ax.hist(longest, bins=30, color=STATE_COLORS["idle"], edgecolor="white")
+    longest = idle.groupby(["pid", "backend_start"])["state_age_s"].max().dropna().clip(lower=0).to_numpy()
+    # The axis first (the ages, and the limit when it is drawn), then bins no thinner than a few
+    # pixels of it; edges a shade darker than the bars so they separate bars without eating them.
+    oldest = float(longest.max())
+    label = f"{limit_label or 'limit'} = {limit_s:g} s" if limit_s else ""
+    far = limit_s is not None and limit_s > 20 * max(oldest, 1e-9)
+    # With a note (the limit far above), room for it beside the oldest bar.
+    high = max(oldest / 0.6 if far else oldest * 1.05, limit_s * 1.25 if limit_s and not far else 0.0, 1e-3)
+    axis_px = ax.get_position().width * fig.get_figwidth() * fig.dpi
+    edges = _idle_bins(longest, 0.0, high, axis_px)
+    ax.hist(longest, bins=edges.tolist(), color=STATE_COLORS["idle"], edgecolor="#6f8fb3", linewidth=0.5)
+    ax.set_xlim(0, max(high, float(edges[-1])))
     _counts_axis(ax)
-    if limit_s:
-        _vertical_limit(ax, limit_s, f"{limit_label or 'limit'} = {limit_s:g} s", color="#e34a33")
+    if limit_s and far:
+        _note(ax, f"{label} is far above (longest {_seconds(oldest)})")
+    elif limit_s:
+        _vertical_limit(ax, limit_s, label, color="#e34a33")
     ax.set_title("Longest idle time of each pooled connection seen in the window")
     ax.set_xlabel("idle time (s)")
     ax.set_ylabel("connections")
@@ -330,8 +434,11 @@ def idle_age_histogram(evidence: Evidence, *, limit_s: float | None = None, limi
     return fig
 
 
-def connect_latency(evidence: Evidence) -> Figure:
-    """Connect time and query round trip from this host: percentiles and failures."""
+def connect_latency(evidence: Evidence) -> Figure | None:
+    """Connect time and query round trip from this host: percentiles and failures; None when no
+    probe ran."""
+    if not layer_read(evidence, "probes"):
+        return None
     connects, trips = evidence.frame("connect_probes"), evidence.frame("round_trip_probes")
     fig = Figure(figsize=(10, 3.5))
     left, right = fig.subplots(1, 2)

@@ -1,7 +1,8 @@
 """Figures of the layers between the application and the server: the timeout chain and PgBouncer.
 
-Like playbook.plots, each function returns a standalone Figure; a layer that was not in the
-evidence says so in the figure instead of drawing an empty axis.
+Like playbook.plots, each function returns a standalone Figure, says "none: …" when its layer was
+read and held nothing, and returns None when its layer was not given (no PgBouncer console, no
+PgBouncer log): a page then shows no PgBouncer figure for a service without PgBouncer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from playbook.diagnose.chain import chain_links, timeout_chain
 from playbook.evidence import Evidence
 from playbook.evidence.pgbouncer_frames import LOG_EVENTS_FRAME
 from playbook.evidence.views import app_events
-from playbook.plots import placed
+from playbook.plots import layer_read, placed
 
 SOURCE_COLORS = {"measured": "#2b8cbe", "configured": "#31a354", "default": "#bdbdbd", "assumed": "#fdae6b"}
 NEVER_S = 86400.0  # where a layer that never cuts is drawn (a day), labelled "never"
@@ -66,13 +67,15 @@ def timeout_chain_figure(evidence: Evidence) -> Figure:
     return fig
 
 
-def pooler_pools(evidence: Evidence) -> Figure:
+def pooler_pools(evidence: Evidence) -> Figure | None:
     """PgBouncer's clients and server connections over time (all pools summed), and how long the
-    oldest waiting client waited."""
+    oldest waiting client waited; None when PgBouncer's console was not sampled (--pgbouncer)."""
+    if not layer_read(evidence, "pgbouncer_console"):
+        return None
     pools = evidence.frame("pgbouncer_pools")
     fig = Figure(figsize=(10, 4))
     if pools.empty:
-        return _say(fig, "none: PgBouncer's console was not sampled (--pgbouncer DSN)", "PgBouncer's pools")
+        return _say(fig, "none: PgBouncer's console showed no pool in the window", "PgBouncer's pools")
     columns = [c for c in ("cl_active", "cl_waiting", "sv_active", "sv_idle") if c in pools]
     totals = pools.groupby("tick_ts")[columns].sum().astype("float64")
     ax = fig.subplots()
@@ -95,16 +98,28 @@ def pooler_pools(evidence: Evidence) -> Figure:
     return fig
 
 
-def pooler_closes(evidence: Evidence) -> Figure:
+def pooler_closes(evidence: Evidence) -> Figure | None:
     """Why PgBouncer closed connections, over time, on the same axis as the application's errors.
 
     Normal recycling of unused server connections is left out: it is PgBouncer's work, not harm.
+    None when no PgBouncer was given (neither its console nor its log): the application's errors
+    alone are on the timeline figure. With the console but not the log, the figure says the log is
+    what would show the closes.
     """
+    if not (layer_read(evidence, "pgbouncer_log") or layer_read(evidence, "pgbouncer_console")):
+        return None
+    title = "PgBouncer's closes"
+    if not layer_read(evidence, "pgbouncer_log"):
+        return _say(
+            Figure(figsize=(10, 2)),
+            "none: PgBouncer's log was not read (--pgbouncer-log): it is the only record of its closes",
+            title,
+        )
     events = evidence.frame(LOG_EVENTS_FRAME)
     app = app_events(evidence)
     fig = Figure(figsize=(10, 4))
     if events.empty and app.empty:
-        return _say(fig, "none: no PgBouncer log and no application errors were read", "PgBouncer's closes")
+        return _say(fig, "none: PgBouncer's log and the application's log hold no close and no error", title)
     closes = events[(events["kind"] == "close") & ~events["recycling"].fillna(False).astype(bool)]
     rows: list[tuple[str, pd.Series]] = []
     for key, group in closes.groupby("reason_key"):
@@ -113,11 +128,11 @@ def pooler_closes(evidence: Evidence) -> Figure:
     for kind, group in app.groupby("kind"):
         rows.append((f"application: {kind}", placed(group["ts"])))
     rows = [(label, stamps) for label, stamps in rows if not stamps.empty]  # nothing to place: no row
-    ax = fig.subplots()
     if not rows:
         return _say(
-            Figure(figsize=(10, 2)), "none: PgBouncer closed nothing but unused server connections", ""
+            Figure(figsize=(10, 2)), "none: PgBouncer closed nothing but unused server connections", title
         )
+    ax = fig.subplots()
     for row, (_, stamps) in enumerate(rows):
         ax.scatter(stamps, [row] * len(stamps), marker="|", s=200)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])

@@ -1227,7 +1227,10 @@ def test_no_figure_fails_on_an_event_without_a_time() -> None:
             "text": ["Timed out fetching a new connection", "Server has closed the connection."],
         }
     )
-    evidence = Evidence(frames={"app_log_events": events})
+    # A PgBouncer log was read (and held nothing): without one there is no pooler figure at all.
+    evidence = Evidence(
+        manifest={"collected": ["app_log", "pgbouncer_log"]}, frames={"app_log_events": events}
+    )
     for figure in (
         plots.incident_timeline(evidence),
         plots.incident_timeline(evidence, categories=("timeout",)),
