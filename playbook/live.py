@@ -180,6 +180,16 @@ class LiveView:
         duration = self.request.duration
         end = cut_short_warning(at, duration) if at is not None else f"window over: {duration:g} s"
         self._show(f"{end} · {self.ticks} ticks · the cells below diagnose it", final=True)
+        self._clean_up()
+
+    def abandon(self, exc: BaseException) -> None:
+        """The cell stopped before the evidence was complete (an interrupt while connecting or
+        while the logs were read, a refusal): the figure says so instead of looking live."""
+        if self._handle is not None:
+            self._show(f"stopped before the evidence was complete ({type(exc).__name__})", final=True)
+        self._clean_up()
+
+    def _clean_up(self) -> None:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
@@ -210,13 +220,13 @@ class LiveView:
         for follower in self._followers:
             if follower.error is not None:
                 continue
-            chunk = follower.new_lines()
-            if not chunk:
-                continue
             try:
-                self.events += self._read(follower, chunk, context)
-            except (PlaybookError, OSError, ValueError) as exc:
-                follower.error = str(exc)  # shown on the figure; the evidence reads the log whole anyway
+                chunk = follower.new_lines()
+                if chunk:
+                    self.events += self._read(follower, chunk, context)
+            except Exception as exc:  # shown on the figure; the evidence reads the log whole anyway
+                ours = isinstance(exc, PlaybookError)
+                follower.error = str(exc) if ours else f"{type(exc).__name__}: {exc}"
 
     def _read(self, follower: _Follower, chunk: bytes, context: Context) -> list[_Event]:
         """The events of the new lines, read by the same readers the evidence uses (the server's

@@ -115,7 +115,13 @@ def load_or_collect(*, evidence_dir: str = "", live: bool | None = None, **param
     view = live_view.LiveView(request) if (live_view.interactive() if live is None else live) else None
     if view is not None:  # the live figure is the progress: no terminal progress bar in the cell
         request = dataclasses.replace(request, progress=False)
-    evidence = collect_evidence(resolve_target(request.dsn), request, on_tick=view, keep_on_interrupt=True)
+    try:
+        target = resolve_target(request.dsn)
+        evidence = collect_evidence(target, request, on_tick=view, keep_on_interrupt=True)
+    except BaseException as exc:
+        if view is not None:
+            view.abandon(exc)
+        raise
     if view is not None:
         view.finish(evidence)
     key = id(evidence)

@@ -259,3 +259,38 @@ def test_papermill_renders_the_final_figures_only(jupyterlab: Lab, tmp_path: Pat
     text = out.read_text()
     assert "pb-live" not in text and "live · tick" not in text
     assert json.loads(text)["metadata"]["kernelspec"]["name"] == KERNEL
+
+
+def test_an_interrupt_keeps_the_window_only_where_asked(jupyterlab: Lab) -> None:
+    """The interrupt path without a browser: a KeyboardInterrupt at the third tick (here raised by
+    the live view's callback, as a kernel interrupt lands in it while it draws) ends the window with
+    three ticks kept and the warning said; where nobody asked to keep it (`playbook run`), the
+    interrupt ends the collection (the CLI removes its partial report)."""
+    from playbook.collect.collection import collect_evidence
+    from playbook.notebook import request_of
+    from playbook.report.summary import evidence_warnings
+    from playbook.target import resolve_target
+
+    request = request_of(dsn=jupyterlab.scenario.dsn, duration=30, interval=0.2)
+    ticks: list[float] = []
+
+    def third_tick_interrupts(tick: object, _context: object) -> None:
+        ticks.append(time.monotonic())
+        if len(ticks) == 3:
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    evidence = collect_evidence(
+        resolve_target(request.dsn), request, on_tick=third_tick_interrupts, keep_on_interrupt=True
+    )
+    assert time.monotonic() - started < 20, "the window ended at the interrupt, not after 30 s"
+    assert len(evidence.frames["activity_ticks"]) == 3
+    assert evidence.manifest["window"]["duration_s"] < 5
+    sampling = evidence.snapshot("sampling")
+    assert sampling["cut_short_at_s"] < 5 and sampling["duration_s"] == 30
+    assert any(w.startswith("window cut short at ") and w.endswith(" s of 30 s by an interrupt")
+               for w in evidence_warnings(evidence)), evidence_warnings(evidence)  # fmt: skip
+
+    ticks.clear()
+    with pytest.raises(KeyboardInterrupt):
+        collect_evidence(resolve_target(request.dsn), request, on_tick=third_tick_interrupts)
