@@ -205,9 +205,17 @@ class Watch:
         if console is not None:
             frames.update(console.frames)
             snapshots.update(console.snapshots)
-        write_segment(self.out, start, end, frames, snapshots, manifest)
-        self.segments_written += 1
-        apply_keep(self.out, self.keep)
+        try:
+            write_segment(self.out, start, end, frames, snapshots, manifest)
+            self.segments_written += 1
+            apply_keep(self.out, self.keep)
+        except OSError as exc:  # a full disk or a folder removed: said, and the watch goes on
+            print(
+                f"playbook: warning: the segment {start:%H:%M:%S}-{end:%H:%M:%S} UTC could not be "
+                f"written to {self.out}: {exc.strerror or exc}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def run(self) -> None:
         from playbook.collect.ticks import tick_until
@@ -267,7 +275,7 @@ def _watch(args: argparse.Namespace, stopped: threading.Event) -> int:
             raise PlaybookError(f"{path} is a directory, not a log file")
     if out.exists() and not out.is_dir():
         raise PlaybookError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / WATCH_META).exists():
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not (out / WATCH_META).exists():
         raise PlaybookError(
             f"--out {out} holds files that are not a playbook watch folder: give a new or empty folder"
         )
