@@ -186,6 +186,9 @@ def ladder_figure_png(verdict: ProbeVerdict) -> bytes:
                 color="#636363",
             )
         ax.set_xscale("log", base=2)
+        ticks = [rung["rung_s"] for rung in verdict.rungs]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_yticks([0, 1], ["without keepalives", "with keepalives"])
         ax.set_ylim(-0.6, 1.7)
         ax.set_xlabel("idle time (s), one connection per rung and mode")
