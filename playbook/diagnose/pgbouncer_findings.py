@@ -368,7 +368,7 @@ def find_query_wait_timeout(evidence: Evidence) -> list[Finding]:
                 "Queries queue in PgBouncer because every server connection of the pool is busy. Give the "
                 "pool more server connections, as far as the server allows (or `pool_size=` on the "
                 "database line):",
-                ini("default_pool_size = <n>", "reserve_pool_size = <m>", "reserve_pool_timeout = 1"),
+                _pool_size_block(evidence),
                 "Shorten transactions (transaction pooling frees a connection only at commit), and keep the "
                 "application's own pool wait below query_wait_timeout so it fails fast where it is "
                 "measured (psycopg_pool `timeout=`, SQLAlchemy `pool_timeout=`, HikariCP "
@@ -426,6 +426,27 @@ def _waiting_summary(evidence: Evidence) -> dict[str, Any]:
         "waiting_pools": top_values(pools[pools["cl_waiting"].fillna(0) > 0].assign(
             pool=lambda f: f["database"].astype(str) + "/" + f["user"].astype(str)), "pool"),
     }  # fmt: skip
+
+
+def _pool_size_block(evidence: Evidence) -> str:
+    """default_pool_size sized to the demand the console samples saw (clients served plus clients
+    waiting, at the busiest sample), or placeholders when PgBouncer was not sampled."""
+    pools = _pools(evidence)
+    if pools.empty or not {"cl_waiting", "sv_active"} <= set(pools):
+        return ini("default_pool_size = <n>", "reserve_pool_size = <m>", "reserve_pool_timeout = 1")
+    per_tick = pools.groupby(["tick_ts", "database", "user"])[["sv_active", "cl_waiting"]].sum()
+    demand = per_tick["sv_active"].fillna(0) + per_tick["cl_waiting"].fillna(0)
+    peak = int(demand.max()) if not demand.empty else 0
+    if peak <= 0:
+        return ini("default_pool_size = <n>", "reserve_pool_size = <m>", "reserve_pool_timeout = 1")
+    active = int(per_tick["sv_active"].fillna(0).to_numpy()[int(demand.to_numpy().argmax())])
+    return ini(
+        f"; the busiest sample: {active} queries running and {peak - active} waiting, per pool",
+        f"default_pool_size = {peak}",
+    ) + (
+        "If the server cannot take that many more connections, add `reserve_pool_size` and "
+        "`reserve_pool_timeout` for bursts instead, and send less at once.\n\n"
+    )
 
 
 def find_saturation(evidence: Evidence) -> list[Finding]:

@@ -15,8 +15,10 @@ reads one the way its destination would and returns a ScenarioFix, the knobs a s
 
 A block holding a placeholder for the reader to fill in (`<n>`, `<app_role>`) cannot be applied:
 NotApplicable says so in one sentence, as it does for a block of another kind or stack.
-`retry_once` is the retry every stack's advice ends with (pool_snippets.RETRY_ADVICE); it comes
-from prose, never from a block, so only a caller that read the prose sets it.
+`retry_once` is the retry every stack's advice ends with (pool_snippets.RETRY_ADVICE), and
+`service` a workload option standing for a code change (the slow call moved out of the
+transaction); they come from prose or code, never from a setting, so only a caller that read
+the finding's words sets them.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ class ScenarioFix:
     prisma: dict[str, Any] = field(default_factory=dict)  # PrismaService options (idle_timeout_ms…)
     pgbouncer: dict[str, str | int | float] = field(default_factory=dict)
     retry_once: bool = False
+    service: dict[str, Any] = field(default_factory=dict)  # other Service options (a code fix's knob)
     unused: tuple[str, ...] = ()  # settings of the block the lab's workload has no knob for
 
     def __bool__(self) -> bool:
-        parts = (self.sql, self.conninfo, self.pool, self.prisma, self.pgbouncer, self.retry_once)
-        return any(bool(part) for part in parts)
+        parts = (self.sql, self.conninfo, self.pool, self.prisma, self.pgbouncer, self.service)
+        return self.retry_once or any(bool(part) for part in parts)
 
     def merged(self, other: ScenarioFix) -> ScenarioFix:
         """Both fixes at once (the other's values win where both set one)."""
@@ -62,12 +65,13 @@ class ScenarioFix:
             prisma={**self.prisma, **other.prisma},
             pgbouncer={**self.pgbouncer, **other.pgbouncer},
             retry_once=self.retry_once or other.retry_once,
+            service={**self.service, **other.service},
             unused=self.unused + other.unused,
         )
 
     def service_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """A psycopg workload's Service options with this fix's pool and connection settings."""
-        options = dict(options)
+        options = {**options, **self.service}
         pool = dict(self.pool)
         for key in ("min_size", "max_size"):
             if key in pool:
@@ -185,3 +189,89 @@ def undo_statement(statement: str) -> str | None:
     if _RELOAD.match(text):
         return None
     raise NotApplicable(f"the lab cannot undo {text!r}, so it does not run it")
+
+
+# -- what a run shows, read from its real evidence ---------------------------------------------------
+_SERVER_KILL = re.compile(r"FATAL:\s+terminating connection")
+_SERVER_RESET = re.compile(
+    r"could not receive data from client|could not send data to client|"
+    r"unexpected EOF on client connection|connection to client lost"
+)
+_SERVER_REFUSAL = re.compile(r"sorry, too many clients already|remaining connection slots are reserved")
+_SERVER_CRASH = re.compile(r"was terminated by signal \d+")
+# A PgBouncer client closed for any reason but its own goodbye.
+_POOLER_CLOSE = re.compile(r"C-\S+: .*closing because: (?!client close request)([^(]+)")
+_PRISMA_LOST = "idle pool client error"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a scenario's run went, from its evidence: the applications' own counters and errors,
+    the server log, PgBouncer's log, the chaos proxy's counters and the pools' lost connections."""
+
+    seconds: float
+    requests_ok: int
+    app_errors: int
+    errors: tuple[str, ...]  # the first few, as the application logged them
+    server_kills: int  # FATAL: terminating connection …
+    server_resets: int  # the server lost a client (reset, EOF, send/receive errors)
+    server_refusals: int  # 53300
+    server_crashes: int
+    pooler_closes: int  # PgBouncer closing clients (client_idle_timeout, query_wait_timeout …)
+    path_cuts: int  # the chaos proxy's idle resets and silent drops
+    lost_connections: int  # pooled connections found dead (check=, returned broken, pg.Pool errors)
+
+    @property
+    def incident_signs(self) -> dict[str, int]:
+        """Every sign of the incident other than an application error, by name, where non-zero."""
+        signs = {
+            "server kills": self.server_kills,
+            "server-side losses": self.server_resets,
+            "refused logins": self.server_refusals,
+            "crashes": self.server_crashes,
+            "pooler closes": self.pooler_closes,
+            "path cuts": self.path_cuts,
+            "lost pooled connections": self.lost_connections,
+        }
+        return {name: count for name, count in signs.items() if count}
+
+    @property
+    def cured(self) -> bool:
+        """Served, no application error, and no sign of the incident anywhere."""
+        return self.requests_ok > 0 and self.app_errors == 0 and not self.incident_signs
+
+    @property
+    def masked(self) -> bool:
+        """Served with no application error while the incident itself went on."""
+        return self.requests_ok > 0 and self.app_errors == 0 and bool(self.incident_signs)
+
+    def describe(self) -> str:
+        signs = ", ".join(f"{count} {name}" for name, count in self.incident_signs.items()) or "no incident"
+        return f"{self.requests_ok} requests served, {self.app_errors} application errors, {signs}"
+
+
+def outcome(running: Any) -> Outcome:
+    """The Outcome of a RunningScenario (lab/scenarios.py) so far."""
+    server = running.server_log_text()
+    pooler = running.pgbouncer_log_text()
+    stats = running.stats()
+    proxy = stats.get("proxy") or {}
+    services = stats["services"].values()
+    lost = sum(int(s.get("connections_lost", 0)) + int(s.get("returns_bad", 0)) for s in services)
+    lost += running.app_log_text().count(_PRISMA_LOST)
+    errors: list[str] = []
+    for service in running.services:
+        errors.extend(list(service.errors)[:3])
+    return Outcome(
+        seconds=round(running.elapsed(), 1),
+        requests_ok=sum(int(s.get("requests_ok", 0)) for s in services),
+        app_errors=running.app_errors(),
+        errors=tuple(errors[:3]),
+        server_kills=len(_SERVER_KILL.findall(server)),
+        server_resets=len(_SERVER_RESET.findall(server)),
+        server_refusals=len(_SERVER_REFUSAL.findall(server)),
+        server_crashes=len(_SERVER_CRASH.findall(server)),
+        pooler_closes=len(_POOLER_CLOSE.findall(pooler)),
+        path_cuts=sum(int(proxy.get(key, 0)) for key in ("idle_resets", "drops", "dropped_resets")),
+        lost_connections=lost,
+    )

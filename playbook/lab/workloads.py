@@ -102,6 +102,8 @@ class Service:
     burst_seconds: float = 0.0  # 0: steady traffic
     idle_gap: float = 0.0  # silence between bursts
     think_in_transaction: tuple[float, float] | None = None  # (min, max) seconds of a call mid-transaction
+    # LEAK-005's fix, as code: the same slow call made before the transaction opens, not inside it
+    think_outside_transaction: bool = False
     leak_every: float | None = None  # seconds between requests that never give their connection back
     request_deadline: float | None = None
     stats_interval: float = 1.0
@@ -254,9 +256,12 @@ class Service:
             else:
                 # e.g. a payment provider called between two statements of one transaction
                 low, high = self.think_in_transaction
+                if self.think_outside_transaction:
+                    self._stop.wait(self._random.uniform(low, high))
                 with conn.transaction():
                     conn.execute(self.query).fetchall()
-                    self._stop.wait(self._random.uniform(low, high))
+                    if not self.think_outside_transaction:
+                        self._stop.wait(self._random.uniform(low, high))
                     conn.execute(self.query).fetchall()
         with self._lock:
             self.requests_ok += 1
