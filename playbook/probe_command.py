@@ -241,3 +241,29 @@ def index_html(summary: dict[str, Any], verdict: ProbeVerdict, frame: pd.DataFra
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def probe_for_notebook(dsn: str, max_idle_s: float) -> Any:
+    """The network notebook's step: the same probe, shown in the page (the verdict, the ladder's
+    figure, the rows). `max_idle_s` 0 means off (a `playbook run` never waits for it): a note says
+    how to ask for it. Bad input raises PlaybookError, one sentence."""
+    from IPython.display import HTML, Markdown
+
+    if not max_idle_s:
+        return Markdown(
+            "*Not probed in this run.* Opened by hand, set `probe_path_max_idle` in the parameters cell "
+            "(for example `600`) and run this cell again: it takes that long, with at most 12 idle "
+            "connections. `playbook probe path --max-idle 600` does the same from a shell."
+        )
+    seconds = check_max_idle(max_idle_s)
+    target = resolve_target(dsn or None)
+    target.check().close()
+    frame = probe_path(target, max_idle_s=seconds)
+    verdict = probe_verdict(frame)
+    assert verdict is not None
+    figure = base64.b64encode(ladder_figure_png(verdict)).decode()
+    return HTML(
+        f"<h3>{html.escape(verdict.text())}</h3>"
+        f'<img alt="the ladder" src="data:image/png;base64,{figure}">'
+        + frame.to_html(index=False, na_rep="", border=0)
+    )
