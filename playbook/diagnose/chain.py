@@ -258,20 +258,25 @@ def chain_links(evidence: Evidence) -> list[ChainLink]:
         )
         last = hold
     measured = path.source == "measured"
+    cutoff = path_cutoff(evidence) if measured else None
+    helps = cutoff.keepalives_help if cutoff else None  # a probe compared both; None: unknown
     if (
-        not measured
+        (not measured or helps is True)
         and (last.seconds is not None or last.forever)
         and _keepalives_below(evidence, path.seconds or 0)
     ):
         links.append(ChainLink(last, path, True, None, ""))
     else:
-        link(last, path, "pooler" if last.layer == "pooler" else "client pool", _path_fix(last, path))
+        fix = _path_fix(last, path, helps)
+        link(last, path, "pooler" if last.layer == "pooler" else "client pool", fix)
     return links
 
 
-def _path_fix(last: ChainValue, path: ChainValue) -> str:
+def _path_fix(last: ChainValue, path: ChainValue, keepalives_help: bool | None = None) -> str:
     """Keepalives (only through a hop that counts packets) and an idle limit (through any hop),
-    sized a third of a measured cut-off; the assumed cut-off keeps the 60 s keepalive."""
+    sized a third of a measured cut-off; the assumed cut-off keeps the 60 s keepalive. When a probe
+    showed keepalives do not help (`keepalives_help` False), no keepalive is offered: the idle
+    limit, or the hop's own timeout."""
     cut = path.seconds or 0
     if path.source == "measured":
         below = max(1, math.floor(cut / 3))
@@ -284,6 +289,17 @@ def _path_fix(last: ChainValue, path: ChainValue) -> str:
         "keepalives count only through a NAT, conntrack or cloud load balancer, not through an "
         "application-level proxy (HAProxy, PgBouncer), whose own timeout must then be raised"
     )
+    if keepalives_help is False:
+        who = "PgBouncer retire server" if last.layer == "pooler" else "the pool close"
+        limit = (
+            f"server_idle_timeout = {below}"
+            if last.layer == "pooler"
+            else f"psycopg_pool: min_size=0, max_idle={below}, check=ConnectionPool.check_connection"
+        )
+        return (
+            f"let {who} connections idle {below} s, below {where} ({limit}), or raise the hop's own idle "
+            "timeout (the probe showed keepalives do not keep a flow alive through it)"
+        )
     if last.layer == "pooler":
         return (
             f"let PgBouncer retire idle server connections below {where}: server_idle_timeout = {below}, "
