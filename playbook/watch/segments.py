@@ -386,7 +386,12 @@ def load_slice(
     if config:
         snapshots[CONFIG_SNAPSHOT] = config
     zones: dict[str, str] = {}
-    logs = {kind: list(meta.get(kind) or []) for kind in LOG_KINDS}
+    # The logs the chosen segments recorded (a watch restarted with other logs names others).
+    logs: dict[str, list[str]] = {kind: [] for kind in LOG_KINDS}
+    for part in parts:
+        for span in cast(dict[str, Any], part.manifest).get("watch_logs", []):
+            if span.get("kind") in logs and span.get("path") not in logs[span["kind"]]:
+                logs[span["kind"]].append(span["path"])
     if any(logs.values()):
         request = RunRequest.build(log_tz=log_tz or "", app_tz=app_tz or "", prefix=prefix or "")
         log_part = _read_logs(parts, logs, settings or {}, replace(request, since=start, until=end))
