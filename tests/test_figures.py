@@ -180,6 +180,8 @@ def evidence_named(name: str) -> Evidence:
         return without(
             evidence_named(name.removeprefix("no pgbouncer:")), "pgbouncer_log", "pgbouncer_console"
         )
+    if name.startswith("offline:"):  # `playbook run --offline`: the logs, no server sampled, no probe
+        return without(evidence_named(name.removeprefix("offline:")), "activity", "probes")
     if name.startswith("pgbouncer console only:"):
         return without(evidence_named(name.removeprefix("pgbouncer console only:")), "pgbouncer_log")
     return Evidence.load(RECORDED[name])
@@ -193,6 +195,7 @@ EVIDENCE = [
     "no logs:recorded:server_restart",  # its gaps still have a row to show
     "no pgbouncer:recorded:pgbouncer_idle_timeout",
     "pgbouncer console only:recorded:pgbouncer_saturation",
+    "offline:recorded:server_restart",
 ]
 
 
@@ -460,6 +463,7 @@ def headings_over_nothing(page: list[tuple[str, Any]]) -> list[str]:
         "pgbouncer console only:recorded:pgbouncer_saturation",
         "no pgbouncer:recorded:pgbouncer_idle_timeout",
         "no logs:recorded:idle_session_timeout",
+        "offline:recorded:idle_session_timeout",
         "empty window",
         "nothing given",
     ],
@@ -467,8 +471,7 @@ def headings_over_nothing(page: list[tuple[str, Any]]) -> list[str]:
 def test_a_page_shows_no_figure_and_no_heading_for_a_layer_not_given(name: str) -> None:
     """Run each notebook's figure cells as Jupyter does: every figure shown passes the checks, no
     PgBouncer figure or heading shows without PgBouncer, and no heading is left over a figure that
-    is not drawn (checked where the server was sampled: a run without live sampling has no
-    activity figures, and the pages of such a run are not built from these headings alone)."""
+    is not drawn (a run --offline samples no server: its pages have no activity figure)."""
     evidence = evidence_named(name)
     for path in NOTEBOOKS:
         page = page_of(path, evidence)
@@ -486,5 +489,4 @@ def test_a_page_shows_no_figure_and_no_heading_for_a_layer_not_given(name: str) 
                 continue
             if not given(evidence, "pgbouncer"):
                 assert "PgBouncer" not in text, where
-        if given(evidence, "activity"):
-            assert headings_over_nothing(page) == [], where
+        assert headings_over_nothing(page) == [], where
