@@ -33,7 +33,8 @@ async function main() {
     })
   })
 
-  const start = config.start_epoch_ms
+  const start = Date.now() // the schedule's clock starts once the pool exists (node's start-up is not in it)
+  emit({ ev: 'ready', at_ms: start })
   const wait = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
   process.on('SIGTERM', () => { stopping = true })
 

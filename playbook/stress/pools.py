@@ -327,6 +327,7 @@ def run_psycopg(
                 raise
         return wait_s, pid
 
+    recorder.begin()
     try:
         _run_threads(workers, lambda i: _worker_loop(i, phases, recorder, stop, one), stop)
     finally:
@@ -384,6 +385,7 @@ def run_sqlalchemy(
             raise
         return wait_s, pid
 
+    recorder.begin()
     try:
         _run_threads(workers, lambda i: _worker_loop(i, phases, recorder, stop, one), stop)
     finally:
@@ -490,6 +492,7 @@ def run_asyncpg(
                 if stop.is_set():
                     return
 
+        recorder.begin()
         try:
             await asyncio.gather(*(worker(i) for i in range(workers)))
         finally:
@@ -564,7 +567,6 @@ def run_node(
         "phases": [asdict(p) for p in phases],
         "sleep_s": unit.sleep_s,
         "statement_timeout_ms": unit.statement_timeout_ms,
-        "start_epoch_ms": recorder.start_epoch * 1000,
     }
     process = subprocess.Popen(
         ["node", str(NODE_SCRIPT)],
@@ -602,9 +604,11 @@ def _read_node(lines: Iterator[str], recorder: Recorder) -> None:
     for line in lines:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             event = json.loads(line)
-            at = event["at_ms"] / 1000 - recorder.start_epoch
             kind = event["ev"]
-            if kind == "open":
+            at = event["at_ms"] / 1000 - (event["at_ms"] / 1000 if kind == "ready" else recorder.start_epoch)
+            if kind == "ready":  # the script's pool exists: the schedule's clock starts now
+                recorder.begin(event["at_ms"] / 1000)
+            elif kind == "open":
                 recorder.opened(int(event["pid"]), at=at)
             elif kind == "close":
                 recorder.closed(

@@ -29,7 +29,7 @@ from playbook.report.summary import SCHEMA_ID
 from playbook.stress.pools import PoolSettings
 from playbook.stress.workload import IDLE_LIMITS, Recorder
 from playbook.vocabulary.drivers import SQLSTATE_KINDS, WORDINGS
-from playbook.vocabulary.findings import spec
+from playbook.vocabulary.findings import SESSION_LOST, spec
 
 # An application-log kind (vocabulary/drivers.py) -> the finding that explains it, its layer and link.
 FINDING_OF_KIND: dict[str, tuple[str, str, str]] = {
@@ -66,6 +66,18 @@ FINDING_OF_KIND: dict[str, tuple[str, str, str]] = {
 }
 # A connection gone with nothing naming why: lost on the way, as NET-002 says.
 LOST = ("NET-002", "network path", "client pool → network path (lost with no server-side reason)")
+# Errors that mean the connection itself is gone, not only the request.
+CUT_KINDS = SESSION_LOST | {
+    "idle_session_timeout",
+    "idle_in_transaction_timeout",
+    "transaction_timeout",
+    "admin_shutdown",
+    "crash_shutdown",
+    "pgbouncer_client_idle_timeout",
+    "pgbouncer_idle_transaction_timeout",
+    "pgbouncer_query_timeout",
+    "pgbouncer_server_crashed",
+}
 # Findings whose failures are warnings: the session survives, or the pool only made a request wait.
 WARNING_ONLY = frozenset({"TMO-004", "POOL-005"})
 PERCENTILES = (50, 95, 99)
@@ -269,6 +281,22 @@ def analyse(
         )
         row["failed_requests"] += 1
         row["causes"][kind or "unknown"] += 1
+    cut_pids = {item["pid"] for item in lost}
+    for unit in recorder.units:
+        # a request that failed because its connection was gone: that connection was cut too (the
+        # only sign of it through a pooler, where the server's backends are not the pool's)
+        if not unit["ok"] and unit.get("kind") in CUT_KINDS and unit["pid"] and unit["pid"] not in cut_pids:
+            cut_pids.add(unit["pid"])
+            lost.append(
+                {
+                    "pid": unit["pid"],
+                    "t": unit["t"],
+                    "kind": unit["kind"],
+                    "idle_s": None,
+                    "state": None,
+                    "seen_by": "request",
+                }
+            )
     for item in lost:
         finding_id, layer, link = _finding_of(item["kind"])
         row = failure_rows.setdefault(

@@ -78,6 +78,13 @@ class Recorder:
     notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def begin(self, epoch: float | None = None) -> None:
+        """Start the clock the schedule runs on: now, once the pool is built (importing and
+        configuring a library must not eat the first burst), or at `epoch` (the node script's)."""
+        epoch = time.time() if epoch is None else epoch
+        self.started = time.monotonic() - (time.time() - epoch)
+        self.start_epoch = epoch
+
     def now(self) -> float:
         return time.monotonic() - self.started
 
