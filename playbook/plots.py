@@ -282,7 +282,12 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
         peak = float(counts.sum(axis=1).max())
         _limit_or_note(top, usable_connections(evidence.settings), peak, "usable limit")
     else:
-        _none(top, "no client backend was sampled (no live connection)")
+        _none(
+            top,
+            "no client backend was seen in the window"
+            if layer_read(evidence, "activity")
+            else "the server was not sampled (no live connection)",
+        )
     top.set_ylabel("connections")
     top.set_title("Connections by state, and what the logs say happened at the same time")
     # One row per kind of event: every occurrence of a kind goes on its row.
