@@ -100,7 +100,10 @@ def load_or_collect(*, evidence_dir: str = "", live: bool | None = None, **param
         if Path(evidence_dir, "watch.json").exists():  # a `playbook watch` folder: the since/until slice
             from playbook.watch.segments import load_slice
 
-            return load_slice(evidence_dir, parameters.get("since") or None, parameters.get("until") or None)
+            # Only a notebook opened by hand reads a watch folder (a run passes its own evidence).
+            return _by_hand(
+                load_slice(evidence_dir, parameters.get("since") or None, parameters.get("until") or None)
+            )
         if not Path(evidence_dir, "manifest.json").exists():
             # Never collect silently in its place: the report would not show the run's evidence.
             raise PlaybookError(f"no evidence in {Path(evidence_dir).resolve()} (evidence_dir)")
@@ -124,6 +127,11 @@ def load_or_collect(*, evidence_dir: str = "", live: bool | None = None, **param
         raise
     if view is not None:
         view.finish(evidence)
+    return _by_hand(evidence)
+
+
+def _by_hand(evidence: Evidence) -> Evidence:
+    """`evidence`, remembered as this kernel's own (no report's pages beside it)."""
     key = id(evidence)
     _collected_here[key] = weakref.ref(evidence, lambda _gone: _collected_here.pop(key, None))
     return evidence
