@@ -22,11 +22,16 @@ import pytest
 
 from conftest import run_cli
 from playbook import APPLICATION_NAME
+from playbook.diagnose import diagnose_all
 from playbook.diagnose.chain import chain_links
+from playbook.diagnose.path_cutoff import probe_verdict
+from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
 from playbook.lab.pgbouncer_process import PgBouncer, find_pgbouncer
 from playbook.lab.proxy import ChaosProxy
 from playbook.lab.server import MONITOR_ROLE, LabServer
+from playbook.probes.path import probe_path, read_probe
+from playbook.target import Target
 
 CUT_S = 3.0
 MAX_IDLE = "8"  # rungs 1, 2, 4, 8 s: the cut lies between the 2 s and the 4 s rung
@@ -76,12 +81,19 @@ def test_the_probe_finds_the_cut_within_a_rung_and_whether_keepalives_help(
     assert (out / "index.html").read_text().count("data:image/png;base64,") == 1
     assert f"cut idle connections at {path['idle_cutoff_s']:.1f} s" in done.stdout
 
-    evidence = run_with_probe(lab, out, tmp_path / "run")
+    # One real `playbook run` (the NAT-like kind) joins the folder; the other kind's evidence is the
+    # same frame read by the same source, diagnosed by the same functions.
+    if keepalives_count:
+        evidence = run_with_probe(lab, out, tmp_path / "run")
+        findings = json.loads((tmp_path / "run" / "summary.json").read_text())["findings"]
+    else:
+        frame, meta = read_probe(out)
+        evidence = Evidence(frames={"path_probe": frame}, snapshots={"path_probe": meta})
+        findings = [f.to_dict() for f in diagnose_all(evidence)]
     path_link = chain_links(evidence)[-1]
     assert path_link.after.layer == "network path" and path_link.after.source == "measured"
     assert abs((path_link.after.seconds or 0) - CUT_S) <= 0.5
-    run_summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    net = next(f for f in run_summary["findings"] if f["id"] == "NET-007")
+    net = next(f for f in findings if f["id"] == "NET-007")
     idles = keepalive_idles(net["recommendation"])
     if keepalives_count:
         assert idles and max(idles) < CUT_S, idles  # keepalives below the cut, through a hop that counts them
@@ -89,6 +101,23 @@ def test_the_probe_finds_the_cut_within_a_rung_and_whether_keepalives_help(
         assert not idles, idles  # no keepalive advice through a hop that ignores them
         assert "Let the pool close connections idle 1 s" in net["recommendation"]
         assert "timeout client" in net["recommendation"]  # or the hop's own timeout, named
+
+
+def test_a_silent_drop_is_found_by_the_bounded_query_and_bounds_the_cut(
+    lab: LabServer, proxy: ChaosProxy
+) -> None:
+    """A NAT that forgets idle flows says nothing: the rung's SELECT 1 finds it within its bound,
+    and the cut-off is then the smallest failing rung, "at most"."""
+    proxy.drop_idle_after(CUT_S)
+    target = Target(proxy.dsn_for(lab.dsn()))
+    target.check().close()
+    started = time.monotonic()
+    frame = probe_path(target, max_idle_s=4, timeout_s=2)
+    assert time.monotonic() - started < 4 + 2 * 2 + 5  # the longest rung, two bounded queries, slack
+    verdict = probe_verdict(frame)
+    assert verdict is not None and verdict.how == "silent drop" and verdict.kind == "at most"
+    assert verdict.idle_cutoff_s == 4.0 and verdict.survived_up_to_s == 2.0
+    assert verdict.keepalives_help is True  # the proxy counts keepalive segments, as a NAT does
 
 
 def test_a_path_that_holds_is_ok_with_no_cut_off(lab: LabServer, proxy: ChaosProxy, tmp_path: Path) -> None:
@@ -167,7 +196,11 @@ def test_a_missing_or_garbled_probe_folder_is_one_sentence(lab: LabServer, tmp_p
     garbled = tmp_path / "garbled"
     garbled.mkdir()
     (garbled / "path_probe.json").write_text("{not json")
-    for folder in (tmp_path / "missing", garbled):
-        done = run_cli("run", "--dsn", lab.dsn(), "--path-probe", str(folder), "--out", str(tmp_path / "r"))
-        assert done.returncode == 3, done.stderr
-        assert done.stderr.strip().count("\n") == 0 and "--path-probe" in done.stderr, done.stderr
+    done = run_cli("run", "--dsn", lab.dsn(), "--path-probe", str(garbled), "--out", str(tmp_path / "r"))
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "--path-probe" in done.stderr, done.stderr
+    assert not (tmp_path / "r").exists()  # said before anything was collected
+    for folder in (tmp_path / "missing", tmp_path):  # nothing there; a folder of other files
+        with pytest.raises(PlaybookError, match="--path-probe") as said:
+            read_probe(folder)
+        assert "\n" not in str(said.value)
