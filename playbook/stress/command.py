@@ -203,7 +203,9 @@ def stress(
     pooled = bool(own.pooled)
     app = f"playbook-stress-{os.getpid()}"
     try:
-        with psycopg.connect(target.dsn, connect_timeout=10, **psycopg_kwargs(app, pooled)) as probe:
+        with psycopg.connect(
+            target.dsn, connect_timeout=10, **psycopg_kwargs(f"{app}-setup", pooled)
+        ) as probe:
             limits = read_server_limits(probe)
             slots = read_slots(probe)
             row = probe.execute(

@@ -107,8 +107,11 @@ def losses(recorder: Recorder, limits: dict[str, float]) -> list[dict[str, Any]]
         closes.setdefault(int(close["pid"]), []).append(close)
     found: list[dict[str, Any]] = []
     seen_pids = set()
+    opened = {int(o["pid"]) for o in recorder.opens}
     for gone in recorder.vanished:
         pid = int(gone["pid"])
+        if pid not in opened:
+            continue  # not one of the pool's connections (the stress's own setup session)
         client = closes.get(pid, [])
         if any(c["by_pool"] and c["t"] <= gone["t"] + CLOSE_SLACK_S for c in client):
             continue  # the pool closed it itself

@@ -294,6 +294,11 @@ class Monitor:
                 )
                 return
             at = self.recorder.now()
+            # A backend missing from one poll and back in the next was never gone (seen under load
+            # at the pool's start): only a pid that stays away counts as vanished.
+            back = [g for g in self.recorder.vanished if g["pid"] in now]
+            for gone in back:
+                self.recorder.vanished.remove(gone)
             for pid, last in self.seen.items():
                 if pid not in now:
                     self.recorder.vanished.append(
