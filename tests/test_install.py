@@ -165,7 +165,8 @@ def test_the_wheel_has_a_manylinux_tag_and_the_compiled_reader(wheel: Path) -> N
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("_scan", "_records"):
         assert any(re.fullmatch(rf"playbook/collect/serverlog/{module}\..*\.so", n) for n in names), names
-    assert any(n.startswith("playbook/notebooks/") and n.endswith(".ipynb") for n in names)
+    shipped = {n.removeprefix("playbook/notebooks/") for n in names if n.startswith("playbook/notebooks/")}
+    assert {p.name for p in (ROOT / "playbook" / "notebooks").glob("*.ipynb")} <= shipped  # every one
 
 
 def test_the_core_install_leaves_the_extras_out(core: Install) -> None:
@@ -195,25 +196,21 @@ def test_a_command_whose_extra_is_missing_names_it(core: Install, argv: list[str
 
 
 def test_the_installed_wheel_runs_offline_on_a_recorded_log(core: Install, tmp_path: Path) -> None:
-    """Every notebook ships in the wheel and runs: the recorded incident's documented exit 2."""
+    """The notebooks run from the wheel (two of them: executing all five is the checkout's tests'
+    work, and every one ships, checked above): the recorded incident's documented exit 2."""
     out = tmp_path / "report"
     result = run(
-        [core.playbook, "run", "--offline", "--server-log", LOGS / "pg18_incident.log", "--out", out],
+        [core.playbook, "run", "--offline", "--server-log", LOGS / "pg18_incident.log",
+         "--notebooks", "triage,pool_config", "--out", out],
         env=core.env,
         cwd=tmp_path,
-    )
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr  # critical: logins refused by a CONNECTION LIMIT
-    summary = json.loads((out / "summary.json").read_text())
-    assert [nb["name"] for nb in summary["notebooks"]] == [
-        "triage",
-        "leaks",
-        "timeouts",
-        "network",
-        "pool_config",
-    ]
-    assert all(nb["status"] == "ok" for nb in summary["notebooks"]), summary["notebooks"]
-    assert len(list(out.glob("*.html"))) == 7  # five pages, the index and report.html
     assert "most likely pool_config" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    ran = [(nb["name"], nb["status"]) for nb in summary["notebooks"]]
+    assert ran == [("triage", "ok"), ("pool_config", "ok")], ran
+    assert len(list(out.glob("*.html"))) == 4  # two pages, the index and report.html
 
 
 def test_the_installed_wheel_runs_against_the_lab(core: Install, lab: LabServer, tmp_path: Path) -> None:
