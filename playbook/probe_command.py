@@ -43,6 +43,11 @@ from playbook.report.summary import SCHEMA_ID, exit_code, validate
 from playbook.target import resolve_target
 
 DEFAULT_OUT = "path-probe"
+POOLED_NOTE = (
+    "reached through a connection pooler (it refused or dropped the startup options): the idle "
+    "connections probed were the pooler's clients, so a cut is on the path to the pooler or the "
+    "pooler's own idle timeout (client_idle_timeout), not the server's"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +143,12 @@ def build_probe_summary(frame: pd.DataFrame, meta: dict[str, Any]) -> dict[str, 
     return {
         "schema": SCHEMA_ID,
         "status": status,
-        "target": {"dsn": meta.get("dsn", ""), "server_version": None, "live": True, "pooler": None},
+        "target": {
+            "dsn": meta.get("dsn", ""),
+            "server_version": None,
+            "live": True,
+            "pooler": POOLED_NOTE if meta.get("pooled") else None,
+        },
         "window": {"start": started, "end": finished, "duration_s": round(max(0.0, duration), 2)},
         "root_causes": rank_root_causes(findings),
         "findings": [f.to_dict() for f in findings],

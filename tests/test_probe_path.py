@@ -144,6 +144,7 @@ def test_through_pgbouncer_its_own_idle_timeout_is_found_and_keepalives_do_not_h
     assert path["survived_up_to_s"] == 2.0 and path["failed_from_s"] == 4.0
     assert path["keepalives_help"] is False  # a pooler counts payload, not keepalives
     assert "client_idle_timeout = 0" in summary["findings"][0]["recommendation"]
+    assert "connection pooler" in summary["target"]["pooler"]
 
 
 def own_connections(lab: LabServer) -> int:
