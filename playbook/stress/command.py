@@ -15,6 +15,7 @@ run`'s: 0 the pool holds, 1 warning / 2 critical when it breaks (moved by --fail
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -30,6 +31,8 @@ DEFAULT_DURATION_S = 60.0
 DEFAULT_OUT = Path("stress-report")
 CONFIG_KEYS = ("pool", "size", "min_size", "max_idle", "max_lifetime", "check", "workers", "pool_timeout")
 PROGRESS_EVERY_S = 5.0
+# The Python package each pool needs (SQLAlchemy and asyncpg are not in the core install).
+LIBRARY = {"psycopg": "psycopg_pool", "sqlalchemy": "sqlalchemy", "asyncpg": "asyncpg"}
 
 
 def _seconds(text: str) -> float:
@@ -158,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
         reason = node_unavailable()
         if reason:
             raise PlaybookError(reason)
+    elif importlib.util.find_spec(LIBRARY[settings.pool]) is None:
+        raise PlaybookError(
+            f"--pool {settings.pool} needs {LIBRARY[settings.pool]}, which is not installed here: "
+            f"pip install {LIBRARY[settings.pool].replace('_', '-')} in the playbook's environment"
+        )
     summary = stress(settings, workers, duration, target, args.pgbouncer, args.out)
     print(
         f"stress: {summary['stress']['verdict']} ({summary['status']}): {(args.out / 'index.html').resolve()}"

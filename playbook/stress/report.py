@@ -283,7 +283,8 @@ def analyse(
             },
         )
         row["failed_requests"] += 1
-        row["causes"][kind or "unknown"] += 1
+        if kind not in CUT_KINDS:  # a cut is counted once, with its connection, below
+            row["causes"][kind or "unknown"] += 1
     cut_pids = {item["pid"] for item in lost}
     for unit in recorder.units:
         # a request that failed because its connection was gone: that connection was cut too (the
@@ -416,6 +417,7 @@ def figure_png(recorder: Recorder, stress: dict[str, Any]) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig = Figure(figsize=(9, 4.8), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
@@ -439,6 +441,8 @@ def figure_png(recorder: Recorder, stress: dict[str, Any]) -> bytes:
         )
     top.set_ylabel("latency (ms)")
     top.set_yscale("log")
+    top.yaxis.set_major_formatter(ScalarFormatter())
+    top.yaxis.set_minor_formatter(NullFormatter())
     top.legend(loc="upper right", fontsize=8)
     top.set_title(stress["verdict"], loc="left", fontsize=10)
     if recorder.server_counts:
