@@ -324,9 +324,20 @@ class RunningScenario:
         self.record("pgbouncer", version=bouncer.version, port=bouncer.port, settings=dict(settings))
         return bouncer
 
+    def _app_dsn(self, options: dict[str, Any]) -> str:
+        """Where an application connects by default: the server, or, when the fix puts a PgBouncer
+        in front of a scenario that has none (POOL-002's), that PgBouncer, with psycopg's prepared
+        statements off as transaction pooling needs."""
+        if not self.fix.pgbouncer:  # (scenarios with a PgBouncer of their own pass its DSN)
+            return self.server.dsn(APP_ROLE)
+        bouncer = self.pgbouncer or self.start_pgbouncer({})
+        options["connect_kwargs"] = {"prepare_threshold": None, **options.get("connect_kwargs", {})}
+        return bouncer.dsn()
+
     def add_service(self, name: str, dsn: str | None = None, *, wait: bool = True, **options: Any) -> Service:
         options = self.fix.service_options(options)
-        service = Service(dsn or self.server.dsn(APP_ROLE), name, app_log=self.app_log, **options)
+        dsn = dsn or self._app_dsn(options)
+        service = Service(dsn, name, app_log=self.app_log, **options)
         self.services.append(service)
         service.start(wait=wait)
         return service
@@ -345,8 +356,8 @@ class RunningScenario:
         """Services alike but for their names, whose pools all reach min_size before any serves: on a
         server with few slots, the first pool to serve grows and would otherwise starve the next one's
         opening (it failed CI that way: "pool initialization incomplete after 30 sec")."""
-        dsn = self.server.dsn(APP_ROLE)
         options = self.fix.service_options(options)
+        dsn = self._app_dsn(options)
         services = [Service(dsn, name, app_log=self.app_log, **options) for name in names]
         for service in services:
             self.services.append(service)
