@@ -182,6 +182,9 @@ def assert_breaks_at_idle_timeout(result: subprocess.CompletedProcess[str], summ
     assert summary["findings"][0]["id"] == "TMO-001"
     assert stress_object["failures"][0]["lost_connections"] >= 1
     assert result.returncode == {"critical": 2, "warning": 1}[summary["status"]]
+    # the library's model predicted it before anything ran: a masked break is a warning
+    model = stress_object["model"]
+    assert model["expected"] == "breaks" and model["masked"] == (summary["status"] == "warning"), model
 
 
 def assert_holds(result: subprocess.CompletedProcess[str], summary: dict[str, Any]) -> None:
@@ -190,6 +193,7 @@ def assert_holds(result: subprocess.CompletedProcess[str], summary: dict[str, An
     assert summary["status"] == "ok" and summary["stress"]["verdict"] == "holds"
     assert summary["stress"]["failed_requests"] == 0 and summary["stress"]["churn"]["lost"] == 0
     assert summary["stress"]["requests"] > 50  # it really ran
+    assert summary["stress"]["model"]["expected"] == "holds", summary["stress"]["model"]
     assert "holds" in (Path(result.stdout.split(": ", 2)[-1].strip())).read_text()
 
 

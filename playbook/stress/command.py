@@ -191,7 +191,7 @@ def stress(
     import psycopg
 
     from playbook.stress import report
-    from playbook.stress.pools import RUNNERS, Unit, psycopg_kwargs
+    from playbook.stress.pools import RUNNERS, Unit, expectation, psycopg_kwargs
     from playbook.stress.workload import (
         Monitor,
         Recorder,
@@ -318,6 +318,7 @@ def stress(
                 for p in phases
             ],
             "through_pooler": pooled,
+            "model": expectation(settings, idle_limits),
         }
     )
     summary = report.build(

@@ -157,6 +157,39 @@ class PoolSettings:
         }
 
 
+def expectation(settings: PoolSettings, idle_limits: dict[str, float]) -> dict[str, Any]:
+    """What the library's model predicts against the idle limits in force, before anything runs:
+    "breaks" when the pool may keep a connection idle as long as the shortest limit (masked when it
+    replaces what was cut before a request uses it), else "holds"."""
+    bound = settings.idle_bound_s()
+    if not idle_limits:
+        return {
+            "expected": "holds",
+            "masked": False,
+            "idle_bound_s": bound,
+            "sentence": "no idle limit is in force: nothing cuts an idle pooled connection",
+        }
+    name, limit = min(idle_limits.items(), key=lambda kv: kv[1])
+    kept = "for ever (idle connections it never closes)" if bound is None else f"up to {bound:g} s"
+    if bound is not None and bound < limit:
+        return {
+            "expected": "holds",
+            "masked": False,
+            "idle_bound_s": bound,
+            "limit": name,
+            "sentence": f"the pool keeps a connection idle {kept}, below {name} ({limit:g} s)",
+        }
+    masked = settings.masks_cuts()
+    how = "replaced before a request uses it (masked)" if masked else "found by a request"
+    return {
+        "expected": "breaks",
+        "masked": masked,
+        "idle_bound_s": bound,
+        "limit": name,
+        "sentence": f"the pool keeps a connection idle {kept}, past {name} ({limit:g} s); a cut one is {how}",
+    }
+
+
 def validated(settings: PoolSettings) -> PoolSettings:
     """The settings, or a PlaybookError naming what the library cannot do or what is out of range."""
     asked = {

@@ -507,6 +507,7 @@ def write_html(out: Path, summary: dict[str, Any], png: bytes) -> Path:
         f"closed by the pool {churn['closed_by_pool']}, cut while pooled {churn['lost']}."
     )
     image = base64.b64encode(png).decode()
+    model = stress.get("model") or {}
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>playbook stress: {verdict}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
@@ -515,6 +516,7 @@ pre{{background:#f6f8fa;padding:.5rem;white-space:pre-wrap}}</style></head><body
 <h1 style="color:{colour}">{verdict}</h1>
 <p>{ran}</p>
 <p>{figures}</p>
+<p>The library's model expected it to {esc(model.get("expected", "?"))}: {esc(model.get("sentence", ""))}.</p>
 <img alt="latency and connections over time" src="data:image/png;base64,{image}">
 <h2>Failures by layer and cause</h2>
 {table}
