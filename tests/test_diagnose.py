@@ -190,7 +190,8 @@ def with_timeout(
 
 
 def sized_idle_s(recommendation: str) -> float:
-    return float(re.search(r"max_idle=([\d.]+)", recommendation).group(1))  # type: ignore[union-attr]
+    # the idle limit the psycopg_pool block is sized under (its max_idle is the shrink period)
+    return float(re.search(r"max_idle=[\d.]+,.*?under ([\d.]+) s", recommendation).group(1))  # type: ignore[union-attr]
 
 
 def test_a_role_level_idle_session_timeout_is_the_limit_named_and_sized_against() -> None:

@@ -102,7 +102,7 @@ def test_the_findings_state_the_cut_off_and_size_keepalives_below_it() -> None:
         idles = keepalive_idles(finding.recommendation)
         assert idles and max(idles) < cutoff.seconds, (fid, idles)
         # both remedies, since the evidence cannot tell a NAT from an application proxy
-        assert "min_size=0" in finding.recommendation and "max_idle=1," in finding.recommendation
+        assert "min_size=0" in finding.recommendation and "max_idle=0.2," in finding.recommendation
         assert "application-level proxy" in finding.recommendation
         assert "240 s" not in finding.recommendation
     # the server's keepalive finding is sized against the same cut-off
