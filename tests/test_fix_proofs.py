@@ -36,6 +36,8 @@ from typing import Any
 import pytest
 from psycopg_pool import ConnectionPool
 
+from playbook.diagnose.fix_text import fenced_blocks
+from playbook.diagnose.pool_snippets import stack_fix
 from playbook.lab.fixes import NotApplicable, Outcome, ScenarioFix, fix_from_block, outcome
 from playbook.lab.scenarios import SCENARIOS, RunningScenario, start_scenario
 from playbook.lab.scenarios import unavailable as scenario_unavailable
@@ -145,7 +147,6 @@ def diagnose_scenario(name: str, server: LabServer, workdir: Path) -> list[dict[
     """Run `name` unfixed, collect while it runs, and return its findings as plain dicts."""
     from playbook.collect.collection import collect_evidence
     from playbook.diagnose import diagnose_all
-    from playbook.diagnose.fix_text import fenced_blocks
     from playbook.request import RunRequest
     from playbook.target import Target
 
@@ -347,9 +348,36 @@ def test_the_readme_names_the_proven_fixes() -> None:
     assert rows == {p.id: p.expect for p in PROOFS}, set(rows.items()) ^ {(p.id, p.expect) for p in PROOFS}
 
 
+def test_blocks_are_read_as_their_destination_reads_them() -> None:
+    """No server needed: each kind of block becomes the settings its destination would take."""
+    (python,) = [
+        t
+        for k, t in fenced_blocks(
+            stack_fix("psycopg", max_idle_s=2, max_lifetime_s=None, keepalives_idle_s=1)
+        )
+        if k == "python"
+    ]
+    fix = fix_from_block("python", python)
+    assert fix.pool["min_size"] == 0 and fix.pool["max_idle"] == 0.4  # (4 + 1) periods under 2 s
+    assert fix.pool["check"] is ConnectionPool.check_connection and fix.conninfo["keepalives_idle"] == 1
+    assert fix_from_block("dsn", "keepalives=1 keepalives_idle=5").conninfo == {
+        "keepalives": "1",
+        "keepalives_idle": "5",
+    }
+    assert fix_from_block("ini", "[pgbouncer]\n; why\nclient_idle_timeout = 0").pgbouncer == {
+        "client_idle_timeout": 0
+    }
+    sql = fix_from_block("sql", "ALTER ROLE lab_app SET idle_session_timeout = 0;\nSELECT pg_reload_conf();")
+    assert sql.sql == ("ALTER ROLE lab_app SET idle_session_timeout = 0", "SELECT pg_reload_conf()")
+    js = fix_from_block("javascript", "new PrismaPg({ idleTimeoutMillis: 1000, keepAlive: true })")
+    assert js.prisma == {"idle_timeout_ms": 1000} and js.unused == ("keepAlive: true",)
+
+
 def test_a_fix_with_a_placeholder_is_not_applied() -> None:
     with pytest.raises(NotApplicable, match="<n>"):
         fix_from_block("ini", "[pgbouncer]\ndefault_pool_size = <n>")
     with pytest.raises(NotApplicable, match="cannot undo"):
         fix_from_block("sql", "DROP ROLE lab_app;")
+    with pytest.raises(NotApplicable, match="code pattern"):
+        fix_from_block("python", "with pool.connection() as conn:\n    conn.execute(...)")
     assert set(SCENARIOS) >= {p.scenario for p in PROOFS}
