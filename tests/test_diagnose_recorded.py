@@ -35,6 +35,8 @@ INCIDENTS = {
     # slow, but every connect succeeded
     "slow_connects": ("NET-004", "network", Severity.WARNING),
     "own_session_reset": ("NET-005", "network", Severity.WARNING),
+    # an application-level hop cuts idle flows at 3 s and keepalives do not help: critical
+    "path_probed": ("NET-007", "network", Severity.CRITICAL),
     # logins refused
     "role_connection_limit": ("POOL-003", "pool_config", Severity.CRITICAL),
     # a cost, not an outage
@@ -160,6 +162,15 @@ def test_the_playbooks_own_lost_session_is_a_gap_with_no_server_reason() -> None
     gaps = finding.evidence["gaps"]
     assert len(gaps) == 2 and all(g["end"] for g in gaps)  # lost twice, reconnected twice
     assert not any((g["sqlstate"] or "").startswith("57") for g in gaps)
+
+
+def test_the_probed_cut_off_is_the_hops_idle_timeout() -> None:
+    """The proxy reset flows idle 3 s counting payload only: the probe (rungs 1, 2, 4, 8 s) measured
+    that cut, saw it reset, and saw keepalives not help."""
+    path = the("path_probed", "NET-007").evidence["path"]
+    assert 2.9 <= path["idle_cutoff_s"] <= 3.5
+    assert path["how"] == "reset" and path["keepalives_help"] is False
+    assert path["survived_up_to_s"] == 2.0 and path["failed_from_s"] == 4.0
 
 
 def test_role_limit_refusals_name_the_role_and_its_limit() -> None:

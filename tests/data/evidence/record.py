@@ -42,6 +42,8 @@ from playbook.lab.proxy import ChaosProxy
 from playbook.lab.server import APP_ROLE, MONITOR_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.lab.workloads import Service, app_logger
+from playbook.probe_command import add_arguments as probe_arguments
+from playbook.probe_command import run as probe_run
 from playbook.request import RunRequest
 from playbook.target import Target
 
@@ -61,6 +63,7 @@ class Lab:
     stack: ExitStack
     target_dsn: str = ""
     during: Callable[[], None] | None = None  # runs while the window is open (the collector runs aside)
+    path_probe: Path | None = None  # a `playbook probe path` folder the run joins (--path-probe)
     notes: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _admin: psycopg.Connection[Any] | None = None
@@ -316,6 +319,41 @@ def network_own_session_reset(lab: Lab) -> None:
     lab.during = reset_the_sampler_twice
 
 
+HOP_IDLE_RESET_S = 3.0  # the application-level hop's idle timeout (payload only)
+PROBE_MAX_IDLE_S = 8.0  # the probe's ladder: 1, 2, 4, 8 s
+
+
+def network_probed_cutoff(lab: Lab) -> None:
+    """NET-007: an application-level hop (HAProxy's `timeout client`) resets flows that moved no
+    payload for 3 s, keepalives or not; `playbook probe path --max-idle 8` is run through it, and the
+    run joins the probe's folder (`playbook run --path-probe DIR`). search's pool, behind the same
+    hop, idles its sessions 5 s between bursts and loses them in the window."""
+    proxy = lab.proxy()
+    proxy.reset_idle_after(HOP_IDLE_RESET_S, count_keepalives=False)
+    search = lab.service(
+        "search",
+        proxy.dsn_for(lab.app_dsn),
+        workers=2,
+        min_size=2,
+        max_size=2,
+        pool_timeout=2.0,
+        burst_seconds=1.0,
+        idle_gap=5.0,
+        request_interval=0.1,
+    )
+    folder = lab.workdir / "path-probe"
+    parser = argparse.ArgumentParser(prog="playbook probe")
+    probe_arguments(parser)
+    args = parser.parse_args(
+        ["path", "--dsn", proxy.dsn_for(lab.server.dsn(MONITOR_ROLE)), "--max-idle", f"{PROBE_MAX_IDLE_S:g}"]
+        + ["--out", str(folder), "--fail-on", "never"]
+    )
+    probe_run(args)
+    lab.path_probe = folder
+    wait_until(lambda: search.requests_failed >= 1, timeout=WARM_UP_S, what="search losing its idle sessions")
+    lab.notes.append(f"search: {search.requests_failed} requests failed on reset sessions before the window")
+
+
 def pool_role_connection_limit(lab: Lab) -> None:
     """POOL-003: ALTER ROLE lab_app CONNECTION LIMIT 3 under a pool of up to 6 busy connections."""
     lab.sql(f"ALTER ROLE {APP_ROLE} CONNECTION LIMIT 3")
@@ -379,6 +417,7 @@ INCIDENTS: dict[str, tuple[str, Callable[[Lab], None]]] = {
     "idle_session_timeout_role": ("TMO-005", timeout_role_idle_session_shorter_than_pool),
     "slow_connects": ("NET-004", network_slow_connects),
     "own_session_reset": ("NET-005", network_own_session_reset),
+    "path_probed": ("NET-007", network_probed_cutoff),
     "role_connection_limit": ("POOL-003", pool_role_connection_limit),
     "oversized_idle_pool": ("POOL-004", pool_oversized_idle),
 }
@@ -426,6 +465,7 @@ def _collect(lab: Lab, since: datetime) -> Evidence:
                 app_logs=(Path(lab.app_log),),
                 since=since,
                 progress=False,
+                path_probe=lab.path_probe,
             )
             result["evidence"] = collect_evidence(Target(lab.target_dsn), request)
         except BaseException as exc:  # handed to the main thread
