@@ -274,36 +274,72 @@ def test_through_pgbouncer_a_client_idle_timeout_breaks_at_the_poolers_link(
     assert summary["stress"]["limits"]["crossed"] == ["client_idle_timeout"]
 
 
-def stress_sessions(lab: LabServer) -> int:
+def stress_sessions(lab: LabServer, where: str = "") -> int:
+    """The stress's sessions on the server (its setup session and its pool's), or those of them
+    matching an extra SQL condition."""
     with psycopg.connect(lab.dsn(), autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'playbook-stress-%'"
+            + (f" AND {where}" if where else "")
         ).fetchone()
     return int(row[0]) if row else 0
 
 
-def test_ctrl_c_closes_every_connection_and_exits_130(lab: LabServer, tmp_path: Path) -> None:
-    process = subprocess.Popen(
+def sessions_seen(lab: LabServer) -> list[tuple[Any, ...]]:
+    with psycopg.connect(lab.dsn(), autocommit=True) as conn:
+        return conn.execute(
+            "SELECT application_name, state, wait_event_type, wait_event, left(query, 60)"
+            " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        ).fetchall()
+
+
+def start_stress_for_ctrl_c(lab: LabServer, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "playbook.cli", "stress", "--dsn", lab.dsn(APP_ROLE), "--pool", "psycopg",
-         "--duration", "60", "--out", str(tmp_path), "--yes"],
-        stderr=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[1]),
-        env={**os.environ},
+         "--duration", "60", "--out", str(out), "--yes"],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ},
     )  # fmt: skip
+
+
+def interrupt_when(lab: LabServer, process: subprocess.Popen[str], where: str, what: str) -> str:
+    """SIGINT as soon as a stress session matching `where` is on the server; the stderr."""
     try:
         deadline = time.monotonic() + 60
-        while stress_sessions(lab) < 1:
+        while stress_sessions(lab, where) < 1:
             assert process.poll() is None and time.monotonic() < deadline, (
-                "the stress never opened a connection"
+                f"the stress never {what}: {sessions_seen(lab)}"
             )
-            time.sleep(0.1)  # polling for the evidence, within the deadline
+            time.sleep(0.05)  # polling for the evidence, within the deadline
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait(10)
+    return stderr
+
+
+def assert_interrupted_and_closed(lab: LabServer, process: subprocess.Popen[str], stderr: str) -> None:
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and "interrupted" in stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr, stderr
+    assert "cannot read" not in stderr and "error ignored" not in stderr, stderr
     deadline = time.monotonic() + 10
     while stress_sessions(lab):
         assert time.monotonic() < deadline, "connections left open after Ctrl-C"
         time.sleep(0.1)
+
+
+def test_ctrl_c_closes_every_connection_and_exits_130(lab: LabServer, tmp_path: Path) -> None:
+    """Ctrl-C once the pool's own sessions are open (not the setup one): mid-run."""
+    process = start_stress_for_ctrl_c(lab, tmp_path)
+    stderr = interrupt_when(lab, process, "application_name NOT LIKE '%-setup'", "opened its pool")
+    assert_interrupted_and_closed(lab, process, stderr)
+
+
+def test_ctrl_c_at_its_first_session_exits_130_with_nothing_open(lab: LabServer, tmp_path: Path) -> None:
+    """The earliest interrupt: Ctrl-C as soon as the stress's first session is on the server (its
+    setup session, reading the limits the pool's sessions run under). psycopg cut mid-query must
+    not turn it into exit 3 ("cannot read the limits the pool's sessions run under")."""
+    process = start_stress_for_ctrl_c(lab, tmp_path)
+    stderr = interrupt_when(lab, process, "true", "opened a session")
+    assert_interrupted_and_closed(lab, process, stderr)

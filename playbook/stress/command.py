@@ -15,12 +15,14 @@ run`'s: 0 the pool holds, 1 warning / 2 critical when it breaks (moved by --fail
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,37 @@ def _progress(recorder: Any, duration: float, stop: threading.Event) -> None:
         )
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Whether an error was raised while a Ctrl-C was being handled (psycopg cut mid-query fails
+    the next command on that session: "another command is already in progress"): then the
+    interrupt is what happened, not the error."""
+    seen, depth = exc.__context__, 0
+    while seen is not None and depth < 20:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen, depth = seen.__context__, depth + 1
+    return False
+
+
+@contextlib.contextmanager
+def _setup_read(own: Any, what: str) -> Iterator[None]:
+    """Around a read before the pool opens: a driver error becomes one sentence (exit 3) and an
+    interrupt stays an interrupt (exit 130), even when a driver error followed it; the stress's
+    own session is closed either way."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        own.close()
+        if interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise PlaybookError(f"{what}: {exc}".splitlines()[0]) from None
+    except BaseException:
+        own.close()
+        raise
+
+
 def stress(
     settings: Any, workers: int, duration: float, target: Any, console: str | None, out: Path
 ) -> dict[str, Any]:
@@ -210,32 +243,26 @@ def stress(
     own = target.check()  # safe, named, read-only; finds out whether a pooler is in the way
     pooled = bool(own.pooled)
     app = f"playbook-stress-{os.getpid()}"
-    try:
-        with psycopg.connect(
-            target.dsn, connect_timeout=10, **psycopg_kwargs(f"{app}-setup", pooled)
-        ) as probe:
+    with (
+        _setup_read(own, "cannot read the limits the pool's sessions run under"),
+        psycopg.connect(target.dsn, connect_timeout=10, **psycopg_kwargs(f"{app}-setup", pooled)) as probe,
+    ):
+        try:
             limits = read_server_limits(probe)
             slots = read_slots(probe)
             row = probe.execute(
                 "SELECT current_user, current_database(), current_setting('server_version')"
             ).fetchone()
-    except psycopg.Error as exc:
-        own.close()
-        raise PlaybookError(
-            f"cannot read the limits the pool's sessions run under: {exc}".splitlines()[0]
-        ) from None
+        except KeyboardInterrupt:
+            probe.close()  # cut mid-query: no ROLLBACK on the way out (see read_only_rows)
+            raise
     assert row is not None
     role, database, server_version = str(row[0]), str(row[1]), str(row[2])
     pooler: dict[str, Any] = {}
     notes: list[str] = []
     if console:
-        try:
+        with _setup_read(own, "cannot read PgBouncer's SHOW CONFIG through --pgbouncer"):
             pooler = read_pooler_limits(console)
-        except psycopg.Error as exc:
-            own.close()
-            raise PlaybookError(
-                f"cannot read PgBouncer's SHOW CONFIG through --pgbouncer: {exc}".splitlines()[0]
-            ) from None
     elif pooled:
         notes.append(
             "reached through a pooler whose console was not given (--pgbouncer): its own timeouts "
@@ -288,6 +315,11 @@ def stress(
         RUNNERS[settings.pool](settings, target.dsn, app, pooled, workers, phases, recorder, stop, unit)
     except KeyboardInterrupt:
         stop.set()
+        raise
+    except Exception as exc:
+        stop.set()
+        if interrupted(exc):  # a pool's close failing on a session Ctrl-C cut mid-query
+            raise KeyboardInterrupt from None
         raise
     finally:
         stop.set()

@@ -9,6 +9,7 @@ read-only transaction holding a pg_sleep far below them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -152,14 +153,31 @@ def read_server_limits(conn: psycopg.Connection[Any]) -> dict[str, float]:
     """The limits a pool's session runs under, read in that very session (so ALTER ROLE and ALTER
     DATABASE values count), in seconds; a setting the server lacks (transaction_timeout before 17)
     is left out."""
-    conn.execute("BEGIN READ ONLY")
-    try:
-        rows = conn.execute(
-            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)", [list(SERVER_LIMITS)]
-        ).fetchall()
-    finally:
-        conn.execute("ROLLBACK")
+    rows = read_only_rows(
+        conn, "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)", [list(SERVER_LIMITS)]
+    )
     return {str(name): seconds_of(str(setting), unit) for name, setting, unit in rows}
+
+
+def read_only_rows(conn: psycopg.Connection[Any], query: str, params: list[Any] | None = None) -> list[Any]:
+    """The rows of `query`, run in a READ ONLY transaction of its own and rolled back.
+
+    A driver error rolls back (when the session still can) and propagates. An interrupt (Ctrl-C)
+    closes the session and propagates untouched: psycopg cut mid-query may leave the session busy,
+    and a ROLLBACK sent then fails ("another command is already in progress") with a driver error
+    that would replace the interrupt, so nothing more is sent on it."""
+    try:
+        conn.execute("BEGIN READ ONLY")
+        rows = conn.execute(query, params).fetchall()
+    except Exception:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+        raise
+    except BaseException:
+        conn.close()
+        raise
+    conn.execute("ROLLBACK")
+    return rows
 
 
 def read_pooler_limits(console_dsn: str) -> dict[str, Any]:
@@ -194,19 +212,17 @@ class Slots:
 
 
 def read_slots(conn: psycopg.Connection[Any]) -> Slots:
-    conn.execute("BEGIN READ ONLY")
-    try:
-        row = conn.execute(
-            "SELECT current_setting('max_connections')::int,"
-            " current_setting('superuser_reserved_connections')::int"
-            " + coalesce(current_setting('reserved_connections', true), '0')::int,"
-            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,"
-            " (SELECT CASE WHEN rolconnlimit < 0 THEN NULL ELSE rolconnlimit - (SELECT count(*)"
-            "   FROM pg_stat_activity WHERE usename = current_user)::int END"
-            "  FROM pg_roles WHERE rolname = current_user)"
-        ).fetchone()
-    finally:
-        conn.execute("ROLLBACK")
+    rows = read_only_rows(
+        conn,
+        "SELECT current_setting('max_connections')::int,"
+        " current_setting('superuser_reserved_connections')::int"
+        " + coalesce(current_setting('reserved_connections', true), '0')::int,"
+        " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,"
+        " (SELECT CASE WHEN rolconnlimit < 0 THEN NULL ELSE rolconnlimit - (SELECT count(*)"
+        "   FROM pg_stat_activity WHERE usename = current_user)::int END"
+        "  FROM pg_roles WHERE rolname = current_user)",
+    )
+    row = rows[0] if rows else None
     assert row is not None
     return Slots(int(row[0]), int(row[1]), int(row[2]), None if row[3] is None else int(row[3]))
 
