@@ -75,6 +75,37 @@ def test_sqlalchemy_recycles_by_the_shorter_limit() -> None:
     assert "pool_recycle=90," in fix
 
 
+def pool_call_keywords(python: str) -> dict[str, object]:
+    """The literal keyword arguments of the block's pool call, as Python reads them."""
+    call = next(
+        n for n in ast.walk(ast.parse(python.replace("await ", ""))) if isinstance(n, ast.Call) and n.keywords
+    )
+    return {k.arg: k.value.value for k in call.keywords if k.arg and isinstance(k.value, ast.Constant)}
+
+
+def test_asyncpg_idle_limit_comes_with_min_size_0() -> None:
+    """asyncpg 0.32 never closes a connection while the pool holds min_size or fewer (pool.py
+    _deactivate_inactive_connection; min_size defaults to 10): the inactive lifetime alone does
+    nothing against a server idle limit."""
+    keywords = pool_call_keywords(
+        code(stack_fix("asyncpg", max_idle_s=2, max_lifetime_s=None, keepalives_idle_s=None), "python")
+    )
+    assert keywords["min_size"] == 0 and keywords["max_inactive_connection_lifetime"] == 2
+    keepalive = stack_fix("asyncpg", max_idle_s=None, max_lifetime_s=None, keepalives_idle_s=30)
+    assert "min_size=0" in keepalive
+
+
+def test_sqlalchemy_block_says_it_masks_and_names_what_prevents_the_cut() -> None:
+    """QueuePool never closes an idle connection: pool_recycle and pool_pre_ping act at checkout,
+    after the server's cut. The block must not present them as a cure."""
+    python = code(
+        stack_fix("sqlalchemy", max_idle_s=2, max_lifetime_s=None, keepalives_idle_s=None), "python"
+    )
+    assert pool_call_keywords(python)["pool_recycle"] == 2
+    assert "QueuePool never closes an idle connection" in python and "masks the cut" in python
+    assert "role-level SQL" in python and "NullPool" in python
+
+
 def test_hikaricp_keepalive_stays_below_its_lifetime_and_floor() -> None:
     assert "keepalive-time=" not in stack_fix(
         "hikaricp", max_idle_s=None, max_lifetime_s=40, keepalives_idle_s=45

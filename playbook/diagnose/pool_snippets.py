@@ -306,21 +306,38 @@ def _psycopg2(idle: float | None, life: float | None, keepidle: int | None, logi
 
 
 def _sqlalchemy(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
+    # QueuePool never closes a connection sitting idle in it: pool_pre_ping and pool_recycle both
+    # act at checkout, after the server has already ended the idle session. They mask the cut (no
+    # request fails); what prevents it is the role-level SQL, or no idle connection kept.
     args = ["    url,", "    pool_pre_ping=True,  # replaces a connection found cut at checkout: masks a cut"]
     limits = [v for v in (idle, life) if v is not None]
     if limits:
         # pool_recycle is by age at checkout; a connection idle past the limit is older than it too
+        args.append(
+            "    # acts at checkout only: QueuePool never closes an idle connection, so the server"
+            "\n    # still ends the ones idle past its limit; this masks the cut, it does not stop it"
+        )
         args.append(f"    pool_recycle={_secs(min(limits))},")
     if keepidle is not None:
         kw = ", ".join(f'"{k}": {v}' for k, v in _keepalive_params(keepidle).items())
         args.append(f"    connect_args={{{kw}}},  # psycopg / psycopg2 (libpq)")
     body = "\n".join(args)
-    return block("python", f"from sqlalchemy import create_engine\n\nengine = create_engine(\n{body}\n)")
+    text = f"from sqlalchemy import create_engine\n\nengine = create_engine(\n{body}\n)"
+    if limits:
+        text += (
+            "\n# What stops the cut: the limit lifted where it is set (for a server limit, the"
+            "\n# role-level SQL offered with this finding), or no idle connection kept"
+            "\n# (poolclass=NullPool, or a pool_size no larger than what the load keeps busy)."
+        )
+    return block("python", text)
 
 
 def _asyncpg(idle: float | None, life: float | None, keepidle: int | None, login: Login) -> str:
     args = ["    dsn,"]
     if idle is not None:
+        # asyncpg (0.32, pool.py _deactivate_inactive_connection) never closes a connection while
+        # the pool holds min_size or fewer: its default floor of 10 idles past any limit for good.
+        args.append("    min_size=0,  # the inactive lifetime closes only connections above min_size")
         args.append(f"    max_inactive_connection_lifetime={_secs(idle)},")
     if life is not None:
         args.append(
@@ -331,7 +348,8 @@ def _asyncpg(idle: float | None, life: float | None, keepidle: int | None, login
     if keepidle is not None:
         text += (
             f"\n# asyncpg does not set TCP keepalives itself: set net.ipv4.tcp_keepalive_time={keepidle}\n"
-            "# on the client host, or keep max_inactive_connection_lifetime below the path's idle cut-off."
+            "# on the client host, or keep max_inactive_connection_lifetime below the path's idle cut-off\n"
+            "# (with min_size=0: asyncpg never closes the connections of its min_size floor)."
         )
     return block("python", text)
 
