@@ -195,3 +195,21 @@ def test_a_psycopg_lifetime_limit_alone_cannot_reach_idle_connections() -> None:
     assert can_enforce("psycopg", max_idle_s=2.0, max_lifetime_s=4.0)
     fix = stack_fix("psycopg", max_idle_s=None, max_lifetime_s=4.0, keepalives_idle_s=None)
     assert "min_size=0" not in fix and "checked when a connection is returned" in fix
+
+
+def test_pooler_advice_is_sized_to_the_usable_slots() -> None:
+    """POOL-002's PgBouncer block on the recorded too_many_connections evidence (max_connections 20,
+    3 + 4 reserved, only the application's role seen): default_pool_size at most the 13 usable
+    slots, not a fixed 20 the server would refuse."""
+    from playbook.diagnose import diagnose_all
+    from playbook.evidence import Evidence
+
+    evidence = Evidence.load(Path(__file__).parent / "data" / "evidence" / "too_many_connections")
+    finding = next(f for f in diagnose_all(evidence) if f.id == "POOL-002")
+    ini = configparser.ConfigParser()
+    ini.read_string(code(finding.recommendation, "ini"))
+    assert ini.getint("pgbouncer", "default_pool_size") == 13
+    assert ini.getint("pgbouncer", "max_db_connections") == 13
+    assert ini.getint("pgbouncer", "max_client_conn") >= 100
+    assert "multiplexes many client connections onto fewer server connections" in finding.recommendation
+    assert "adds no capacity" in finding.recommendation

@@ -103,15 +103,16 @@ PROOFS = [
         ("do slow calls (HTTP, queues) outside the `with` block",),
         (("think_outside_transaction", True),),
     ),
-    # PgBouncer in front of the three pools, as POOL-002 offers: it adds no capacity (30 workers
-    # holding 1 s queries want 30 connections, the server leaves 13), and its default_pool_size = 20
-    # is above those 13, so the server goes on refusing PgBouncer's own logins.
+    # PgBouncer in front of the three pools, as POOL-002 offers, sized from the evidence
+    # (default_pool_size = 13, the usable slots): the server refuses no login any more, but a pooler
+    # adds no capacity (30 workers holding 1 s queries want 30 connections, the server leaves 13),
+    # so the application's pools still time out waiting.
     Proof(
         "too_many_connections",
         "POOL-002",
         "ini",
         "fails",
-        why="default_pool_size = 20 exceeds the 13 usable slots, and a pooler adds no capacity",
+        why="sized to the 13 usable slots it ends the refused logins, but a pooler adds no capacity",
     ),
     # No configuration stops an operator's pg_terminate_backend or a restart: the finding's own
     # words (check on checkout; and retry the unit of work once) keep the application error-free.

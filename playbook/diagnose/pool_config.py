@@ -9,6 +9,7 @@ from playbook.diagnose.findings import Finding, Severity
 from playbook.diagnose.fix_text import NO_NAME, ini, joined, sql, sql_name
 from playbook.diagnose.leak import held_and_busy_before
 from playbook.evidence import Evidence
+from playbook.evidence.frames import ACTIVITY_SAMPLES
 from playbook.evidence.views import (
     app_events,
     app_samples,
@@ -36,6 +37,10 @@ SIZING_QUANTILE = 0.95
 SIZING_HEADROOM = 1.25
 SIZING_MIN = 2
 CONFIDENCE_POOL_WAITS = 0.6
+# PgBouncer's max_client_conn offered with POOL-002: the application connections seen at once,
+# doubled (restarts, deploys), never below PgBouncer's own default.
+CLIENT_CONN_HEADROOM = 2
+MIN_CLIENT_CONN = 100
 
 
 def peak_usage(evidence: Evidence) -> tuple[int, int | None]:
@@ -107,13 +112,7 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
                     "usable_connections": usable,
                     **first_last(slots if not slots.empty else app),
                 },
-                recommendation=joined(
-                    f"The pools together ask for more than the {usable or 'usable'} slots left after the "
-                    "reserved ones. Add up max_size over every process and keep the sum below that (with "
-                    "headroom for admin, migrations and monitoring), or put PgBouncer in transaction mode "
-                    "in front:",
-                    ini("pool_mode = transaction", "default_pool_size = 20", "max_client_conn = 1000"),
-                ),
+                recommendation=_pooler_advice(evidence, slots, usable),
             )
         )
     if not limits.empty or own_limit:
@@ -142,6 +141,63 @@ def find_rejections(evidence: Evidence) -> list[Finding]:
             )
         )
     return findings
+
+
+def pooler_sizes(evidence: Evidence, refused: pd.DataFrame) -> tuple[int | None, int, int]:
+    """(default_pool_size, the sessions that are not the application's, max_client_conn) for a
+    PgBouncer in front: the usable slots (max_connections minus both reserved bands) minus, at the
+    sampled tick where they were most, the sessions of roles other than those whose logins were
+    refused (monitoring, admin, other applications: the pooler does not take their slots). None
+    when the evidence has no max_connections. max_client_conn covers the clients: every
+    application connection seen at once, never below MIN_CLIENT_CONN."""
+    usable = usable_connections(evidence.settings)
+    samples = evidence.frame(ACTIVITY_SAMPLES)
+    apps = set(refused["user"].dropna().astype(str)) if "user" in refused else set()
+    others, clients = 0, 0
+    if not samples.empty and "tick_ts" in samples:
+        per_tick = samples.groupby("tick_ts").size()
+        clients = int(per_tick.max()) if not per_tick.empty else 0
+        if apps and "usename" in samples:
+            other = samples[~samples["usename"].astype(str).isin(apps)]
+            others = int(other.groupby("tick_ts").size().max()) if not other.empty else 0
+    if not usable:
+        return None, others, max(MIN_CLIENT_CONN, clients * CLIENT_CONN_HEADROOM)
+    return max(1, usable - others), others, max(MIN_CLIENT_CONN, clients * CLIENT_CONN_HEADROOM)
+
+
+def _pooler_advice(evidence: Evidence, refused: pd.DataFrame, usable: int | None) -> str:
+    size, others, clients = pooler_sizes(evidence, refused)
+    lead = (
+        f"The pools together ask for more than the {usable or 'usable'} slots left after the "
+        "reserved ones. Add up max_size over every process and keep the sum below that (with "
+        "headroom for admin, migrations and monitoring), or put PgBouncer in transaction mode "
+        "in front. A pooler multiplexes many client connections onto fewer server connections: "
+        "the application's pools can stay as large as they are (max_client_conn takes them), "
+        "while the server sees at most default_pool_size"
+    )
+    if size is None:
+        return joined(
+            lead + ": set default_pool_size below max_connections minus the reserved slots and the "
+            "sessions of other clients (max_connections was not read here).",
+            ini("pool_mode = transaction", f"max_client_conn = {clients}"),
+        )
+    sized = (
+        f" (here {size}: {usable} usable slots"
+        + (f" minus {others} session(s) of other roles seen at once" if others else "")
+        + "; default_pool_size is per database and user pair, max_db_connections holds the sum "
+        "for a database: with several databases, split the slots between them). It adds no "
+        "capacity: work that needs more connections at once than that waits in PgBouncer's queue "
+        "instead of being refused:"
+    )
+    return joined(
+        lead + sized,
+        ini(
+            "pool_mode = transaction",
+            f"default_pool_size = {size}",
+            f"max_db_connections = {size}",
+            f"max_client_conn = {clients}",
+        ),
+    )
 
 
 def _limit_statements(evidence: Evidence, limits: pd.DataFrame) -> list[str]:
