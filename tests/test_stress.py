@@ -208,6 +208,34 @@ def test_without_yes_it_says_what_it_would_hold_and_exits_3(tmp_path: Path) -> N
     assert "Traceback" not in wrong.stderr
 
 
+@pytest.mark.parametrize("pool", ["sqlalchemy", "asyncpg"])
+def test_a_pool_whose_library_is_missing_names_the_stress_extra(pool: str, tmp_path: Path) -> None:
+    """A core install (no [stress], no [dev]) lacks SQLAlchemy and asyncpg: the process below hides
+    them the way an absent package reads (sys.modules[name] = None: find_spec answers None)."""
+    argv = [
+        "stress",
+        "--dsn",
+        "host=127.0.0.1 port=1 dbname=x",
+        "--pool",
+        pool,
+        "--out",
+        str(tmp_path),
+        "--yes",
+    ]
+    hide = (
+        "import sys; sys.modules['sqlalchemy'] = sys.modules['asyncpg'] = None; "
+        f"from playbook.cli import main; sys.exit(main({argv!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.splitlines()  # one sentence, no traceback
+    assert f"playbook stress --pool {pool} needs the [stress] extra" in line, line
+    assert "pip install 'pg-session-playbook[stress]'" in line
+    assert not (tmp_path / "summary.json").exists()
+
+
 def test_psycopg_pool_breaks_at_the_idle_timeout_and_holds_with_the_findings_pool_block(runs: Runs) -> None:
     result, summary = runs["psycopg-before"]
     assert_breaks_at_idle_timeout(result, summary)

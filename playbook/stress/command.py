@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from playbook import request
+from playbook import extras, request
 from playbook.errors import EXIT_ERROR, PlaybookError
 
 DEFAULT_DURATION_S = 60.0
@@ -35,6 +35,8 @@ CONFIG_KEYS = ("pool", "size", "min_size", "max_idle", "max_lifetime", "check", 
 PROGRESS_EVERY_S = 5.0
 # The Python package each pool needs (SQLAlchemy and asyncpg are not in the core install).
 LIBRARY = {"psycopg": "psycopg_pool", "sqlalchemy": "sqlalchemy", "asyncpg": "asyncpg"}
+# The pools whose library comes with the [stress] extra (pip install 'pg-session-playbook[stress]').
+STRESS_EXTRA = ("sqlalchemy", "asyncpg")
 
 
 def _seconds(text: str) -> float:
@@ -163,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         reason = node_unavailable()
         if reason:
             raise PlaybookError(reason)
+    elif settings.pool in STRESS_EXTRA and importlib.util.find_spec(LIBRARY[settings.pool]) is None:
+        extras.require("stress", f"playbook stress --pool {settings.pool}")
     elif importlib.util.find_spec(LIBRARY[settings.pool]) is None:
         raise PlaybookError(
             f"--pool {settings.pool} needs {LIBRARY[settings.pool]}, which is not installed here: "
