@@ -70,3 +70,4 @@ class Manifest(TypedDict, total=False):
     app_logs: list[str]
     pgbouncer_logs: list[str]
     zones: dict[str, str]  # what each clock was read in: "server_log", "app_log" -> zone and origin
+    path_probe: str  # the `playbook probe path` folder --path-probe joined to evidence read from disk

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from playbook.collect.collection import collect_evidence
+from playbook.collect.sources.read_path_probe import join_path_probe
 from playbook.diagnose import diagnose_all
 from playbook.errors import PlaybookError, TargetRefused
 from playbook.evidence.views import detected_stack
@@ -252,7 +253,8 @@ def run(options: RunRequest) -> int:
         if password:
             os.environ["PGPASSWORD"] = password  # for the kernels' own connections
         evidence = (
-            evidence_from(options)  # a watch folder's slice, or a saved run's evidence
+            # a watch folder's slice, or a saved run's evidence, with the --path-probe folder joined
+            join_path_probe(evidence_from(options), options.path_probe)
             if options.evidence_from
             else collect_evidence(
                 target,
