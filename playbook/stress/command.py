@@ -23,11 +23,17 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from playbook import extras, request
 from playbook.errors import EXIT_ERROR, PlaybookError
+
+if TYPE_CHECKING:  # imported where used: `playbook --help` and the other commands stay light
+    from playbook.stress.pools import Job, PoolSettings, Unit
+    from playbook.stress.workload import Slots
 
 DEFAULT_DURATION_S = 60.0
 DEFAULT_OUT = Path("stress-report")
@@ -143,9 +149,26 @@ def settings_of(args: argparse.Namespace) -> tuple[Any, int]:
     return validated(settings), workers
 
 
+def _require_library(pool: str) -> None:
+    """The pool's library is importable here (node-postgres: node and its `pg` package), else one
+    sentence (exit 3) saying what to install: the [stress] extra for SQLAlchemy and asyncpg."""
+    from playbook.stress.pools import node_unavailable
+
+    if pool == "node-postgres":
+        reason = node_unavailable()
+        if reason:
+            raise PlaybookError(reason)
+    elif pool in STRESS_EXTRA and importlib.util.find_spec(LIBRARY[pool]) is None:
+        extras.require("stress", f"playbook stress --pool {pool}")
+    elif importlib.util.find_spec(LIBRARY[pool]) is None:
+        raise PlaybookError(
+            f"--pool {pool} needs {LIBRARY[pool]}, which is not installed here: "
+            f"pip install {LIBRARY[pool].replace('_', '-')} in the playbook's environment"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from playbook.report.summary import exit_code
-    from playbook.stress.pools import node_unavailable
     from playbook.target import resolve_target
 
     settings, workers = settings_of(args)
@@ -161,17 +184,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    if settings.pool == "node-postgres":
-        reason = node_unavailable()
-        if reason:
-            raise PlaybookError(reason)
-    elif settings.pool in STRESS_EXTRA and importlib.util.find_spec(LIBRARY[settings.pool]) is None:
-        extras.require("stress", f"playbook stress --pool {settings.pool}")
-    elif importlib.util.find_spec(LIBRARY[settings.pool]) is None:
-        raise PlaybookError(
-            f"--pool {settings.pool} needs {LIBRARY[settings.pool]}, which is not installed here: "
-            f"pip install {LIBRARY[settings.pool].replace('_', '-')} in the playbook's environment"
-        )
+    _require_library(settings.pool)
     summary = stress(settings, workers, duration, target, args.pgbouncer, args.out)
     print(
         f"stress: {summary['stress']['verdict']} ({summary['status']}): {(args.out / 'index.html').resolve()}"
@@ -221,32 +234,50 @@ def _setup_read(own: Any, what: str) -> Iterator[None]:
         raise
 
 
-def stress(
-    settings: Any, workers: int, duration: float, target: Any, console: str | None, out: Path
-) -> dict[str, Any]:
-    """Run the stress and write DIR/summary.json and DIR/index.html; returns the summary."""
-    import psycopg
+@dataclass(frozen=True)
+class Setup:
+    """What the stress read before it opened its pool: the limits the pool's sessions run under
+    (seconds), the server's slots, who and where those sessions are (role, database, server
+    version), and PgBouncer's own limits (empty without --pgbouncer)."""
 
-    from playbook.stress import report
-    from playbook.stress.pools import RUNNERS, Unit, expectation, psycopg_kwargs
-    from playbook.stress.workload import (
-        Monitor,
-        Recorder,
-        build_schedule,
-        idle_limits_in_force,
-        read_pooler_limits,
-        read_server_limits,
-        read_slots,
-    )
-    from playbook.target import POOLER_NOTE
+    limits: dict[str, float]
+    slots: Slots
+    role: str
+    database: str
+    server_version: str
+    pooler: dict[str, Any]
 
+
+@dataclass(frozen=True)
+class Cap:
+    """How many connections the stress opens: `connections`, the pool's size within the server's
+    `free_slots` minus a margin, and the sentence the report says it in."""
+
+    connections: int
+    free_slots: int
+    sentence: str
+
+
+def _make_out(out: Path) -> None:
+    """The report folder, created if need be; a folder that cannot be is one sentence (exit 3)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PlaybookError(f"cannot create --out {out}: {exc.strerror or exc}") from None
-    own = target.check()  # safe, named, read-only; finds out whether a pooler is in the way
+
+
+def _read_setup(target: Any, own: Any, app: str, console: str | None, notes: list[str]) -> Setup:
+    """The setup reads: the limits, slots, role, database and server version, read in read-only
+    transactions on a session of their own (named `{app}-setup`, shaped as the pool's sessions so
+    role and database settings count), then PgBouncer's SHOW CONFIG through `console`. A driver
+    error is one sentence (exit 3), Ctrl-C stays an interrupt (exit 130) and `own` is closed on
+    either. Through a pooler with no console, `notes` says its timeouts are not known."""
+    import psycopg
+
+    from playbook.stress.pools import psycopg_kwargs
+    from playbook.stress.workload import read_pooler_limits, read_server_limits, read_slots
+
     pooled = bool(own.pooled)
-    app = f"playbook-stress-{os.getpid()}"
     with (
         _setup_read(own, "cannot read the limits the pool's sessions run under"),
         psycopg.connect(target.dsn, connect_timeout=10, **psycopg_kwargs(f"{app}-setup", pooled)) as probe,
@@ -261,9 +292,7 @@ def stress(
             probe.close()  # cut mid-query: no ROLLBACK on the way out (see read_only_rows)
             raise
     assert row is not None
-    role, database, server_version = str(row[0]), str(row[1]), str(row[2])
     pooler: dict[str, Any] = {}
-    notes: list[str] = []
     if console:
         with _setup_read(own, "cannot read PgBouncer's SHOW CONFIG through --pgbouncer"):
             pooler = read_pooler_limits(console)
@@ -272,88 +301,125 @@ def stress(
             "reached through a pooler whose console was not given (--pgbouncer): its own timeouts "
             "are not known, only what the server side shows"
         )
+    return Setup(limits, slots, str(row[0]), str(row[1]), str(row[2]), pooler)
+
+
+def _capped(settings: PoolSettings, slots: Slots, own: Any, notes: list[str]) -> tuple[PoolSettings, Cap]:
+    """The cap: the settings with their size (and min_size) lowered to the server's free slots
+    minus a margin, `notes` saying so when they were. With no slot to spare, `own` is closed and
+    the stress refused in one sentence (exit 3): it opens none."""
     cap = slots.cap()
+    free = slots.max_connections - slots.reserved - slots.in_use
     if cap < 1:
         own.close()
         raise PlaybookError(
             f"the server has no slot to spare: {slots.max_connections} max_connections, "
             f"{slots.reserved} reserved, {slots.in_use} in use; the stress opens none"
         )
-    cap_sentence = (
+    sentence = (
         f"{min(settings.size, cap)} connection(s): --size {settings.size}, the server's free slots "
-        f"{slots.max_connections - slots.reserved - slots.in_use} minus a margin allow {cap}"
+        f"{free} minus a margin allow {cap}"
     )
     if settings.size > cap:
-        from dataclasses import replace
-
-        notes.append(f"--size {settings.size} lowered to {cap}: {cap_sentence}")
+        notes.append(f"--size {settings.size} lowered to {cap}: {sentence}")
         settings = replace(
             settings, size=cap, min_size=min(settings.min_size, cap) if settings.min_size else None
         )
-    idle_limits = idle_limits_in_force(limits, pooler)
-    phases, schedule_notes = build_schedule(idle_limits, duration)
-    notes += schedule_notes
-    unit = Unit(statement_timeout_ms=max(100, min(2000, int((limits.get("statement_timeout") or 10) * 500))))
-    recorder = Recorder()
-    started_at = report.now_utc()
+    return settings, Cap(min(settings.size, cap), free, sentence)
+
+
+def _unit_of(limits: dict[str, float]) -> Unit:
+    """The unit of work: its statement bound half the server's statement_timeout (taken as 10 s
+    when off), kept within 100 ms..2 s."""
+    from playbook.stress.pools import Unit
+
+    return Unit(statement_timeout_ms=max(100, min(2000, int((limits.get("statement_timeout") or 10) * 500))))
+
+
+def _run_pool(job: Job, own: Any, duration: float, idle_limits: dict[str, float], notes: list[str]) -> None:
+    """Running: directly on the server, a monitor on `own` watches the pool's backends (through a
+    pooler `own` is closed and `notes` says losses come from the pool's errors); progress on
+    stderr every PROGRESS_EVERY_S; the pool's runner through the schedule. Whatever happens the
+    workers are stopped, the monitor and `own` closed; a driver error raised while a Ctrl-C was
+    handled is re-raised as the interrupt (exit 130)."""
+    from playbook.stress.pools import RUNNERS
+    from playbook.stress.workload import Monitor
+
     monitor = None
-    if pooled:
+    if job.pooled:
         own.close()
         notes.append(
             "through a pooler the server's backends are the pooler's: connections cut are counted "
             "from the pool's own errors, not from pg_stat_activity"
         )
     else:
-        monitor = Monitor(own, app, recorder)
+        monitor = Monitor(own, job.app, job.recorder)
         monitor.start()
-    stop, progress_stop = threading.Event(), threading.Event()
-    progress = threading.Thread(target=_progress, args=(recorder, duration, progress_stop), daemon=True)
+    progress_stop = threading.Event()
+    progress = threading.Thread(target=_progress, args=(job.recorder, duration, progress_stop), daemon=True)
     progress.start()
     print(
-        f"stress: {settings.pool} pool of {settings.size}, {workers} worker(s), {duration:g} s, "
+        f"stress: {job.settings.pool} pool of {job.settings.size}, {job.workers} worker(s), {duration:g} s, "
         f"gaps crossing "
         f"{', '.join(idle_limits) or 'no idle limit (none in force)'}",
         file=sys.stderr,
     )
     try:
-        RUNNERS[settings.pool](settings, target.dsn, app, pooled, workers, phases, recorder, stop, unit)
+        RUNNERS[job.settings.pool](job)
     except KeyboardInterrupt:
-        stop.set()
+        job.stop.set()
         raise
     except Exception as exc:
-        stop.set()
+        job.stop.set()
         if interrupted(exc):  # a pool's close failing on a session Ctrl-C cut mid-query
             raise KeyboardInterrupt from None
         raise
     finally:
-        stop.set()
+        job.stop.set()
         progress_stop.set()
         if monitor is not None:
             time.sleep(0.3)  # one more poll, so a close at the very end is seen as the pool's
             monitor.close()
         own.close()
-    notes += recorder.notes
-    findings, stress_object = report.analyse(recorder, settings, limits, role=role, database=database)
+
+
+def _report(
+    out: Path,
+    job: Job,
+    setup: Setup,
+    cap: Cap,
+    idle_limits: dict[str, float],
+    target: Any,
+    started_at: datetime,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Reporting: the run analysed into findings and its `stress` object (pool, cap, limits,
+    phases, the model's expectation), written as OUT/summary.json and OUT/index.html; returns
+    the summary."""
+    from playbook.stress import report
+    from playbook.stress.pools import expectation
+    from playbook.target import POOLER_NOTE
+
+    settings, recorder, phases = job.settings, job.recorder, job.phases
+    findings, stress_object = report.analyse(
+        recorder, settings, setup.limits, role=setup.role, database=setup.database
+    )
     ran_s = recorder.now()
     stress_object.update(
         {
             "pool": settings.described(),
-            "workers": workers,
-            "cap": {
-                "connections": min(settings.size, cap),
-                "free_slots": slots.max_connections - slots.reserved - slots.in_use,
-                "sentence": cap_sentence,
-            },
+            "workers": job.workers,
+            "cap": {"connections": cap.connections, "free_slots": cap.free_slots, "sentence": cap.sentence},
             "limits": {
-                "server": limits,
-                "pooler": pooler,
+                "server": setup.limits,
+                "pooler": setup.pooler,
                 "crossed": sorted({p.crosses for p in phases if p.crosses}),
             },
             "phases": [
                 {"start": p.start, "burst_end": p.burst_end, "end": p.end, "crosses": p.crosses}
                 for p in phases
             ],
-            "through_pooler": pooled,
+            "through_pooler": job.pooled,
             "model": expectation(settings, idle_limits),
         }
     )
@@ -361,8 +427,8 @@ def stress(
         findings=findings,
         stress=stress_object,
         dsn=target.redacted,
-        server_version=server_version,
-        pooler_note=POOLER_NOTE if pooled else None,
+        server_version=setup.server_version,
+        pooler_note=POOLER_NOTE if job.pooled else None,
         started_at=started_at,
         duration_s=ran_s,
         notes=notes,
@@ -370,3 +436,34 @@ def stress(
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     report.write_html(out, summary, report.figure_png(recorder, stress_object))
     return summary
+
+
+def stress(
+    settings: PoolSettings, workers: int, duration: float, target: Any, console: str | None, out: Path
+) -> dict[str, Any]:
+    """Run the stress and write DIR/summary.json and DIR/index.html; returns the summary.
+
+    In order: the report folder, the stress's own session (target.check(): safe, named,
+    read-only; it finds out whether a pooler is in the way), the setup reads, the cap, the
+    schedule crossing every idle limit in force, the run, the report. Bad input or a setup read
+    that fails: PlaybookError (exit 3); Ctrl-C: KeyboardInterrupt (exit 130), nothing left open."""
+    from playbook.stress import report
+    from playbook.stress.pools import Job
+    from playbook.stress.workload import Recorder, build_schedule, idle_limits_in_force
+
+    _make_out(out)
+    own = target.check()
+    app = f"playbook-stress-{os.getpid()}"
+    notes: list[str] = []
+    setup = _read_setup(target, own, app, console, notes)
+    settings, cap = _capped(settings, setup.slots, own, notes)
+    idle_limits = idle_limits_in_force(setup.limits, setup.pooler)
+    phases, schedule_notes = build_schedule(idle_limits, duration)
+    notes += schedule_notes
+    unit = _unit_of(setup.limits)
+    recorder = Recorder()
+    started_at = report.now_utc()
+    job = Job(settings, target.dsn, app, bool(own.pooled), workers, phases, recorder, threading.Event(), unit)
+    _run_pool(job, own, duration, idle_limits, notes)
+    notes += recorder.notes
+    return _report(out, job, setup, cap, idle_limits, target, started_at, notes)

@@ -37,6 +37,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -222,12 +223,60 @@ class Unit:
     sleep_s: float = 0.02
     statement_timeout_ms: int = 2000
 
+    def statements(self) -> tuple[str, str]:
+        """What a unit runs inside its READ ONLY transaction, the same text on every Python driver:
+        its statement bound, then its sleep (far below that bound)."""
+        return (
+            f"SET LOCAL statement_timeout = {self.statement_timeout_ms}",
+            f"SELECT pg_sleep({self.sleep_s:.3f})",
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a runner needs: the pool's settings, where and as whom it connects (`app` is the
+    sessions' application_name, `pooled` whether a pooler is in the way), the workers and the
+    schedule they follow, the record they fill, the event that stops them, and the unit they run."""
+
+    settings: PoolSettings
+    dsn: str
+    app: str
+    pooled: bool
+    workers: int
+    phases: list[Phase]
+    recorder: Recorder
+    stop: threading.Event
+    unit: Unit
+
 
 def classify_exception(exc: BaseException) -> tuple[str | None, str]:
     """(SQLSTATE, one line of text) of a driver's exception, whatever library raised it."""
     code = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
     text = " ".join(str(exc).split()) or type(exc).__name__
     return (str(code) if code else None), f"{type(exc).__name__}: {text}"[:400]
+
+
+def is_pool_timeout(exc: BaseException) -> bool:
+    """The pool had no connection to hand out in time (psycopg_pool.PoolTimeout, SQLAlchemy's
+    TimeoutError, asyncio's TimeoutError from asyncpg's acquire)."""
+    name = type(exc).__name__
+    return name in ("PoolTimeout", "TimeoutError") and "statement timeout" not in str(exc)
+
+
+def _record_failure(recorder: Recorder, worker: int, started: float, exc: BaseException) -> None:
+    """A failed unit as a result (report.py classifies it): its SQLSTATE and text, the backend pid
+    the runner tagged it with (`_stress_pid`, 0 when no connection was out), whether it was a
+    pool timeout."""
+    code, text = classify_exception(exc)
+    recorder.unit(
+        worker,
+        started,
+        ok=False,
+        pid=int(getattr(exc, "_stress_pid", 0) or 0),
+        sqlstate=code,
+        error=text,
+        pool_timeout=is_pool_timeout(exc),
+    )
 
 
 # -- psycopg_pool and SQLAlchemy (threads) -------------------------------------------------------------
@@ -258,6 +307,40 @@ def psycopg_kwargs(application_name: str, pooled: bool) -> dict[str, Any]:
     return kwargs
 
 
+def _opened_hook(recorder: Recorder) -> Callable[[Any], None]:
+    """What a sync pool calls on each new psycopg connection: tag it with its backend pid (the
+    Tracked close and the unit of work read it) and record the open."""
+
+    def opened(conn: Any) -> None:
+        conn._stress_pid = conn.info.backend_pid
+        recorder.opened(conn.info.backend_pid)
+
+    return opened
+
+
+def _sync_unit(
+    checkout: Callable[[], AbstractContextManager[Any]],
+    session_of: Callable[[Any], tuple[int, Callable[[str], object]]],
+    statements: tuple[str, ...],
+    errors: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+) -> tuple[float, int]:
+    """One unit of work on a thread pool: check a connection out (`checkout()`, the pool's own
+    context manager, which gives it back), take its backend pid and how to run SQL on it
+    (`session_of`), run `statements` in order. Returns (seconds waited for the connection, pid).
+    An `errors` exception carries that pid as `_stress_pid` (0 when none was out yet)."""
+    asked, pid = time.monotonic(), 0
+    try:
+        with checkout() as conn:
+            wait_s = time.monotonic() - asked
+            pid, execute = session_of(conn)
+            for statement in statements:
+                execute(statement)
+    except errors as exc:
+        exc._stress_pid = pid  # type: ignore[attr-defined]
+        raise
+    return wait_s, pid
+
+
 def _run_threads(workers: int, body: Callable[[int], None], stop: threading.Event) -> None:
     threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(workers)]
     for thread in threads:
@@ -272,124 +355,77 @@ def _run_threads(workers: int, body: Callable[[int], None], stop: threading.Even
             thread.join(10)
 
 
-def _worker_loop(
-    worker: int,
-    phases: list[Phase],
-    recorder: Recorder,
-    stop: threading.Event,
-    one_unit: Callable[[], tuple[float, int]],
-) -> None:
+def _worker_loop(job: Job, worker: int, one_unit: Callable[[], tuple[float, int]]) -> None:
     """Each phase: units back to back until the burst ends, then idle until the phase ends."""
-    for phase in phases:
+    recorder, stop = job.recorder, job.stop
+    for phase in job.phases:
         while not stop.is_set() and recorder.now() < phase.burst_end:
             started = recorder.now()
             try:
                 wait_s, pid = one_unit()
                 recorder.unit(worker, started, ok=True, wait_s=wait_s, pid=pid)
             except Exception as exc:  # every driver error is a result here, classified by report.py
-                code, text = classify_exception(exc)
-                pid = int(getattr(exc, "_stress_pid", 0) or 0)
-                recorder.unit(
-                    worker,
-                    started,
-                    ok=False,
-                    pid=pid,
-                    sqlstate=code,
-                    error=text,
-                    pool_timeout=is_pool_timeout(exc),
-                )
+                _record_failure(recorder, worker, started, exc)
         if stop.wait(max(0.0, phase.end - recorder.now())):
             return
 
 
-def is_pool_timeout(exc: BaseException) -> bool:
-    """The pool had no connection to hand out in time (psycopg_pool.PoolTimeout, SQLAlchemy's
-    TimeoutError, asyncio's TimeoutError from asyncpg's acquire)."""
-    name = type(exc).__name__
-    return name in ("PoolTimeout", "TimeoutError") and "statement timeout" not in str(exc)
+def _drive_threads(job: Job, one_unit: Callable[[], tuple[float, int]], close: Callable[[], None]) -> None:
+    """Start the schedule's clock, run job.workers threads through it, then `close` the pool
+    (whatever happened, Ctrl-C included)."""
+    job.recorder.begin()
+    try:
+        _run_threads(job.workers, lambda i: _worker_loop(job, i, one_unit), job.stop)
+    finally:
+        close()
 
 
-def run_psycopg(
-    settings: PoolSettings,
-    dsn: str,
-    app: str,
-    pooled: bool,
-    workers: int,
-    phases: list[Phase],
-    recorder: Recorder,
-    stop: threading.Event,
-    unit: Unit,
-) -> None:
+def run_psycopg(job: Job) -> None:
     from psycopg_pool import ConnectionPool
 
     # the pool's own warnings ("discarding closed connection") are counted, not printed
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-    tracked = _tracked_class(recorder)
-
-    def configure(conn: Any) -> None:
-        conn._stress_pid = conn.info.backend_pid
-        recorder.opened(conn.info.backend_pid)
-
+    settings = job.settings
     pool = ConnectionPool(
-        dsn,
+        job.dsn,
         min_size=settings.effective_min(),
         max_size=settings.size,
         max_idle=settings.effective_max_idle() or 600.0,
         max_lifetime=settings.effective_max_lifetime() or 3600.0,
         check=ConnectionPool.check_connection if settings.check else None,
         timeout=settings.pool_timeout,
-        kwargs=psycopg_kwargs(app, pooled),
-        connection_class=tracked,
-        configure=configure,
+        kwargs=psycopg_kwargs(job.app, job.pooled),
+        connection_class=_tracked_class(job.recorder),
+        configure=_opened_hook(job.recorder),
         name="playbook-stress",
         open=False,
     )
     pool.open(wait=False)
+    # autocommit sessions: the unit opens and commits its READ ONLY transaction itself
+    statements = ("BEGIN READ ONLY", *job.unit.statements(), "COMMIT")
 
     def one() -> tuple[float, int]:
-        asked = time.monotonic()
-        with pool.connection() as conn:
-            wait_s, pid = time.monotonic() - asked, int(getattr(conn, "_stress_pid", 0))
-            try:
-                conn.execute("BEGIN READ ONLY")
-                conn.execute(f"SET LOCAL statement_timeout = {unit.statement_timeout_ms}")
-                conn.execute("SELECT pg_sleep(%s)", [unit.sleep_s])
-                conn.execute("COMMIT")
-            except Exception as exc:
-                exc._stress_pid = pid  # type: ignore[attr-defined]
-                raise
-        return wait_s, pid
+        return _sync_unit(
+            pool.connection, lambda conn: (int(getattr(conn, "_stress_pid", 0)), conn.execute), statements
+        )
 
-    recorder.begin()
-    try:
-        _run_threads(workers, lambda i: _worker_loop(i, phases, recorder, stop, one), stop)
-    finally:
-        pool.close(timeout=5)
+    _drive_threads(job, one, lambda: pool.close(timeout=5))
 
 
-def run_sqlalchemy(
-    settings: PoolSettings,
-    dsn: str,
-    app: str,
-    pooled: bool,
-    workers: int,
-    phases: list[Phase],
-    recorder: Recorder,
-    stop: threading.Event,
-    unit: Unit,
-) -> None:
+def run_sqlalchemy(job: Job) -> None:
     from sqlalchemy import create_engine
+    from sqlalchemy import exc as sa_exc
     from sqlalchemy.pool import QueuePool
 
-    tracked = _tracked_class(recorder)
-    kwargs = {**psycopg_kwargs(app, pooled), "autocommit": False}
+    tracked, opened = _tracked_class(job.recorder), _opened_hook(job.recorder)
+    kwargs = {**psycopg_kwargs(job.app, job.pooled), "autocommit": False}
 
     def creator() -> Any:
-        conn = tracked.connect(dsn, **kwargs)
-        conn._stress_pid = conn.info.backend_pid
-        recorder.opened(conn.info.backend_pid)
+        conn = tracked.connect(job.dsn, **kwargs)
+        opened(conn)
         return conn
 
+    settings = job.settings
     engine = create_engine(
         "postgresql+psycopg://",
         creator=creator,
@@ -400,29 +436,16 @@ def run_sqlalchemy(
         pool_recycle=int(math.ceil(settings.max_lifetime)) if settings.max_lifetime else -1,
         pool_pre_ping=settings.check,
     )
+    # engine.begin() opens the transaction and commits it on the way out
+    statements = ("SET TRANSACTION READ ONLY", *job.unit.statements())
+
+    def session_of(conn: Any) -> tuple[int, Callable[[str], object]]:
+        return int(getattr(conn.connection.driver_connection, "_stress_pid", 0)), conn.exec_driver_sql
 
     def one() -> tuple[float, int]:
-        from sqlalchemy import exc as sa_exc
+        return _sync_unit(engine.begin, session_of, statements, sa_exc.SQLAlchemyError)
 
-        asked, pid = time.monotonic(), 0
-        try:
-            with engine.begin() as conn:
-                wait_s = time.monotonic() - asked
-                raw = conn.connection.driver_connection
-                pid = int(getattr(raw, "_stress_pid", 0))
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {unit.statement_timeout_ms}")
-                conn.exec_driver_sql(f"SELECT pg_sleep({unit.sleep_s:.3f})")
-        except sa_exc.SQLAlchemyError as exc:
-            exc._stress_pid = pid  # type: ignore[attr-defined]
-            raise
-        return wait_s, pid
-
-    recorder.begin()
-    try:
-        _run_threads(workers, lambda i: _worker_loop(i, phases, recorder, stop, one), stop)
-    finally:
-        engine.dispose()
+    _drive_threads(job, one, engine.dispose)
 
 
 # -- asyncpg (one event loop) ---------------------------------------------------------------------------
@@ -452,17 +475,9 @@ def asyncpg_connect_args(dsn: str) -> dict[str, Any]:
     return args
 
 
-def run_asyncpg(
-    settings: PoolSettings,
-    dsn: str,
-    app: str,
-    pooled: bool,
-    workers: int,
-    phases: list[Phase],
-    recorder: Recorder,
-    stop: threading.Event,
-    unit: Unit,
-) -> None:
+def _asyncpg_tracked_class(recorder: Recorder) -> Any:
+    """An asyncpg.Connection that tells the recorder when the pool closes or terminates it (and
+    whether it was still open then)."""
     import asyncpg
 
     class Tracked(asyncpg.Connection):
@@ -474,68 +489,77 @@ def run_asyncpg(
             recorder.closed(self.get_server_pid(), by_pool=not self.is_closed())
             super().terminate()
 
+    return Tracked
+
+
+async def _asyncpg_pool(job: Job) -> Any:
+    """The asyncpg pool of the job's settings, its connections tracked and their opens recorded."""
+    import asyncpg
+
     async def init(conn: Any) -> None:
-        recorder.opened(conn.get_server_pid())
+        job.recorder.opened(conn.get_server_pid())
 
-    async def main() -> None:
-        pool = await asyncpg.create_pool(
-            **asyncpg_connect_args(dsn),
-            min_size=settings.effective_min(),
-            max_size=settings.size,
-            max_inactive_connection_lifetime=settings.effective_max_idle() or 0.0,
-            connection_class=Tracked,
-            init=init,
-            server_settings={"application_name": app},
-            statement_cache_size=0 if pooled else 100,
-        )
+    return await asyncpg.create_pool(
+        **asyncpg_connect_args(job.dsn),
+        min_size=job.settings.effective_min(),
+        max_size=job.settings.size,
+        max_inactive_connection_lifetime=job.settings.effective_max_idle() or 0.0,
+        connection_class=_asyncpg_tracked_class(job.recorder),
+        init=init,
+        server_settings={"application_name": job.app},
+        statement_cache_size=0 if job.pooled else 100,
+    )
 
-        async def one() -> tuple[float, int]:
-            asked = time.monotonic()
-            async with pool.acquire(timeout=settings.pool_timeout) as conn:
-                wait_s, pid = time.monotonic() - asked, conn.get_server_pid()
-                try:
-                    async with conn.transaction(readonly=True):
-                        await conn.execute(f"SET LOCAL statement_timeout = {unit.statement_timeout_ms}")
-                        await conn.execute(f"SELECT pg_sleep({unit.sleep_s:.3f})")
-                except Exception as exc:
-                    exc._stress_pid = pid  # type: ignore[attr-defined]
-                    raise
-            return wait_s, pid
 
-        async def worker(i: int) -> None:
-            for phase in phases:
-                while not stop.is_set() and recorder.now() < phase.burst_end:
-                    started = recorder.now()
-                    try:
-                        wait_s, pid = await one()
-                        recorder.unit(i, started, ok=True, wait_s=wait_s, pid=pid)
-                    except Exception as exc:  # a result, classified by report.py
-                        code, text = classify_exception(exc)
-                        recorder.unit(
-                            i,
-                            started,
-                            ok=False,
-                            pid=int(getattr(exc, "_stress_pid", 0) or 0),
-                            sqlstate=code,
-                            error=text,
-                            pool_timeout=is_pool_timeout(exc),
-                        )
-                while not stop.is_set() and recorder.now() < phase.end:
-                    await asyncio.sleep(min(0.1, max(0.0, phase.end - recorder.now())))
-                if stop.is_set():
-                    return
-
-        recorder.begin()
+async def _asyncpg_unit(job: Job, pool: Any) -> tuple[float, int]:
+    """One unit of work on the asyncpg pool: (seconds waited for the connection, its backend pid);
+    an error raised once the connection is out carries that pid as `_stress_pid`."""
+    asked = time.monotonic()
+    async with pool.acquire(timeout=job.settings.pool_timeout) as conn:
+        wait_s, pid = time.monotonic() - asked, conn.get_server_pid()
         try:
-            await asyncio.gather(*(worker(i) for i in range(workers)))
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.close(), 5)
+            async with conn.transaction(readonly=True):
+                for statement in job.unit.statements():
+                    await conn.execute(statement)
+        except Exception as exc:
+            exc._stress_pid = pid  # type: ignore[attr-defined]
+            raise
+    return wait_s, pid
 
+
+async def _asyncpg_worker(job: Job, pool: Any, worker: int) -> None:
+    """_worker_loop on the event loop: units through each burst, then idle to the phase's end."""
+    recorder, stop = job.recorder, job.stop
+    for phase in job.phases:
+        while not stop.is_set() and recorder.now() < phase.burst_end:
+            started = recorder.now()
+            try:
+                wait_s, pid = await _asyncpg_unit(job, pool)
+                recorder.unit(worker, started, ok=True, wait_s=wait_s, pid=pid)
+            except Exception as exc:  # a result, classified by report.py
+                _record_failure(recorder, worker, started, exc)
+        while not stop.is_set() and recorder.now() < phase.end:
+            await asyncio.sleep(min(0.1, max(0.0, phase.end - recorder.now())))
+        if stop.is_set():
+            return
+
+
+async def _asyncpg_main(job: Job) -> None:
+    """Build the pool, start the schedule's clock, run every worker, close the pool (5 s at most)."""
+    pool = await _asyncpg_pool(job)
+    job.recorder.begin()
     try:
-        asyncio.run(main())
+        await asyncio.gather(*(_asyncpg_worker(job, pool, i) for i in range(job.workers)))
     finally:
-        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pool.close(), 5)
+
+
+def run_asyncpg(job: Job) -> None:
+    try:
+        asyncio.run(_asyncpg_main(job))
+    finally:
+        job.stop.set()
 
 
 # -- node-postgres (a node process running pg_stress.js) ------------------------------------------------
@@ -571,24 +595,15 @@ def node_connection(dsn: str) -> tuple[dict[str, Any], dict[str, str]]:
     return options, env
 
 
-def run_node(
-    settings: PoolSettings,
-    dsn: str,
-    app: str,
-    pooled: bool,
-    workers: int,
-    phases: list[Phase],
-    recorder: Recorder,
-    stop: threading.Event,
-    unit: Unit,
-) -> None:
+def run_node(job: Job) -> None:
     reason = node_unavailable()
     if reason:
         raise PlaybookError(reason)
-    options, env = node_connection(dsn)
+    settings, recorder, stop, unit = job.settings, job.recorder, job.stop, job.unit
+    options, env = node_connection(job.dsn)
     idle = settings.effective_max_idle()
     config = {
-        "connection": {**options, "application_name": app},
+        "connection": {**options, "application_name": job.app},
         "pool": {
             "max": settings.size,
             "min": settings.effective_min(),
@@ -596,8 +611,8 @@ def run_node(
             "maxLifetimeSeconds": int(settings.max_lifetime or 0),
             "connectionTimeoutMillis": int(settings.pool_timeout * 1000),
         },
-        "workers": workers,
-        "phases": [asdict(p) for p in phases],
+        "workers": job.workers,
+        "phases": [asdict(p) for p in job.phases],
         "sleep_s": unit.sleep_s,
         "statement_timeout_ms": unit.statement_timeout_ms,
     }
@@ -665,7 +680,7 @@ def _read_node(lines: Iterator[str], recorder: Recorder) -> None:
                 )
 
 
-RUNNERS: dict[PoolName, Callable[..., None]] = {
+RUNNERS: dict[PoolName, Callable[[Job], None]] = {
     "psycopg": run_psycopg,
     "sqlalchemy": run_sqlalchemy,
     "asyncpg": run_asyncpg,

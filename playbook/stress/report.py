@@ -173,6 +173,27 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return out
 
 
+def _safe_idle(limit: float) -> float:
+    """diagnose.timeout's sizing of a pool's idle limit under a layer's: half of it, never under a
+    second."""
+    return max(1.0, round(limit * SAFE_IDLE_FRACTION, 1))
+
+
+def _pool_block(
+    settings: PoolSettings, idle: float, life: float | None, role: str | None, database: str | None
+) -> str:
+    """The pool's own fix block (the one `playbook run` writes): idle connections closed after
+    `idle` s, and none older than `life` s when given."""
+    return stack_fix(
+        settings.pool,
+        max_idle_s=idle,
+        max_lifetime_s=life,
+        keepalives_idle_s=None,
+        role=role,
+        database=database,
+    )
+
+
 def _recommendation(
     finding_id: str, settings: PoolSettings, limits: dict[str, float], role: str | None, database: str | None
 ) -> str:
@@ -180,17 +201,9 @@ def _recommendation(
     blocks `playbook run` writes), for this pool's stack."""
     if finding_id == "TMO-001" and limits.get("idle_session_timeout"):
         limit = limits["idle_session_timeout"]
-        # diagnose.timeout's sizing: idle at half the timeout, lifetime at 80 %, never under a second
-        idle = max(1.0, round(limit * SAFE_IDLE_FRACTION, 1))
-        life = max(idle, round(limit * SAFE_LIFETIME_FRACTION, 1))
-        pool_side = stack_fix(
-            settings.pool,
-            max_idle_s=idle,
-            max_lifetime_s=life,
-            keepalives_idle_s=None,
-            role=role,
-            database=database,
-        )
+        idle = _safe_idle(limit)
+        life = max(idle, round(limit * SAFE_LIFETIME_FRACTION, 1))  # and lifetime at 80 % of it
+        pool_side = _pool_block(settings, idle, life, role, database)
         server_side = joined(
             "stop the server from ending pooled sessions for the application's role (or set a value "
             "above the pool's own limits):",
@@ -212,18 +225,10 @@ def _recommendation(
         )
     if finding_id == "BNC-001" and limits.get("client_idle_timeout"):
         limit = limits["client_idle_timeout"]
-        idle = max(1.0, round(limit * SAFE_IDLE_FRACTION, 1))
         return joined(
             f"PgBouncer's client_idle_timeout ({limit:g} s) closes client connections the pool keeps "
             "idle longer. Keep them younger than that:\n\n",
-            stack_fix(
-                settings.pool,
-                max_idle_s=idle,
-                max_lifetime_s=None,
-                keepalives_idle_s=None,
-                role=role,
-                database=database,
-            ),
+            _pool_block(settings, _safe_idle(limit), None, role, database),
         )
     if finding_id == "POOL-005":
         return (
@@ -237,58 +242,71 @@ def _recommendation(
     )
 
 
-def analyse(
-    recorder: Recorder,
-    settings: PoolSettings,
-    limits: dict[str, float],
-    *,
-    role: str | None = None,
-    database: str | None = None,
-) -> tuple[list[Finding], dict[str, Any]]:
-    """The findings of a run and its `stress` object (verdict, failures, losses, waits, churn, latency)."""
-    lost = losses(recorder, limits)
+# Errors that say only that the connection went, not why: when the monitor saw why its backend went,
+# that cause is the failure's kind.
+GONE_WITHOUT_REASON = (
+    None,
+    "server_closed_unexpectedly",
+    "connection_lost",
+    "connection_closed",
+    "pool_discarded_broken",
+    "validation_failed",
+)
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A failure row as JSON keeps it: its Counters as plain dicts."""
+    return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in row.items()}
+
+
+def _failure_row(rows: dict[str, dict[str, Any]], kind: str | None, example: str | None) -> dict[str, Any]:
+    """The row of the finding that explains `kind` (its layer and link), added to `rows` with zero
+    counts the first time that finding is seen (`example`: its first failed request's error)."""
+    finding_id, layer, link = _finding_of(kind)
+    return rows.setdefault(
+        finding_id,
+        {
+            "finding": finding_id,
+            "layer": layer,
+            "link": link,
+            "failed_requests": 0,
+            "lost_connections": 0,
+            "causes": Counter(),
+            "example": example,
+        },
+    )
+
+
+def _classify_failures(
+    recorder: Recorder, lost: list[dict[str, Any]], rows: dict[str, dict[str, Any]]
+) -> Counter[str]:
+    """Each failed request's kind, stored on it as unit["kind"] (a pool timeout; else its error's
+    kind, replaced by the monitor's cause when the error only says the connection went), counted
+    in its finding's row. Returns the failed requests by finding id. A cut's cause is counted
+    once, with its lost connection (_count_losses), not per request."""
     lost_by_pid = {item["pid"]: item for item in lost if item["kind"]}
     failures: Counter[str] = Counter()
-    failure_rows: dict[str, dict[str, Any]] = {}
     for unit in recorder.units:
         if unit["ok"]:
             continue
         kind = "pool_timeout" if unit["pool_timeout"] else kind_of(unit["sqlstate"], unit["error"])
-        if (
-            kind
-            in (
-                None,
-                "server_closed_unexpectedly",
-                "connection_lost",
-                "connection_closed",
-                "pool_discarded_broken",
-                "validation_failed",
-            )
-            and unit["pid"] in lost_by_pid
-        ):
+        if kind in GONE_WITHOUT_REASON and unit["pid"] in lost_by_pid:
             kind = lost_by_pid[unit["pid"]]["kind"]  # the monitor saw why that backend went
         unit["kind"] = kind
-        finding_id, layer, link = _finding_of(kind)
-        failures[finding_id] += 1
-        row = failure_rows.setdefault(
-            finding_id,
-            {
-                "finding": finding_id,
-                "layer": layer,
-                "link": link,
-                "failed_requests": 0,
-                "lost_connections": 0,
-                "causes": Counter(),
-                "example": unit["error"],
-            },
-        )
+        row = _failure_row(rows, kind, unit["error"])
+        failures[row["finding"]] += 1
         row["failed_requests"] += 1
         if kind not in CUT_KINDS:  # a cut is counted once, with its connection, below
             row["causes"][kind or "unknown"] += 1
+    return failures
+
+
+def _cuts_seen_by_requests(recorder: Recorder, lost: list[dict[str, Any]]) -> None:
+    """Add to `lost` the connections only a failed request saw cut (its kind in CUT_KINDS, its pid
+    not lost already): through a pooler, where the server's backends are not the pool's, the only
+    sign of a cut. Runs after _classify_failures (it reads unit["kind"])."""
     cut_pids = {item["pid"] for item in lost}
     for unit in recorder.units:
-        # a request that failed because its connection was gone: that connection was cut too (the
-        # only sign of it through a pooler, where the server's backends are not the pool's)
         if not unit["ok"] and unit.get("kind") in CUT_KINDS and unit["pid"] and unit["pid"] not in cut_pids:
             cut_pids.add(unit["pid"])
             lost.append(
@@ -301,24 +319,28 @@ def analyse(
                     "seen_by": "request",
                 }
             )
+
+
+def _count_losses(lost: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
+    """Each lost connection counted, with its cause, in the row of the finding that explains it."""
     for item in lost:
-        finding_id, layer, link = _finding_of(item["kind"])
-        row = failure_rows.setdefault(
-            finding_id,
-            {
-                "finding": finding_id,
-                "layer": layer,
-                "link": link,
-                "failed_requests": 0,
-                "lost_connections": 0,
-                "causes": Counter(),
-                "example": None,
-            },
-        )
+        row = _failure_row(rows, item["kind"], None)
         row["lost_connections"] += 1
         row["causes"][item["kind"] or "unknown"] += 1
+
+
+def _findings_of(
+    rows: dict[str, dict[str, Any]],
+    failures: Counter[str],
+    settings: PoolSettings,
+    limits: dict[str, float],
+    role: str | None,
+    database: str | None,
+) -> list[Finding]:
+    """One finding a row, worst first: critical when a request failed (warning for WARNING_ONLY
+    findings, and for cuts every request survived: masked), then by failed requests and cuts."""
     findings = []
-    for finding_id, row in failure_rows.items():
+    for finding_id, row in rows.items():
         failed, cut = row["failed_requests"], row["lost_connections"]
         severity = Severity.WARNING if (not failed or finding_id in WARNING_ONLY) else Severity.CRITICAL
         masked = "" if failed else " (masked: every request still succeeded)"
@@ -333,41 +355,75 @@ def analyse(
                 severity=severity,
                 title=title,
                 confidence=0.95 if failed else 0.8,
-                evidence={k: (dict(v) if isinstance(v, Counter) else v) for k, v in row.items()},
+                evidence=_plain(row),
                 recommendation=_recommendation(finding_id, settings, limits, role, database),
             )
         )
     findings.sort(
         key=lambda f: (-f.severity.rank, -(failures[f.id] * 1000 + int(f.evidence["lost_connections"])))
     )
-    ok_units = [u for u in recorder.units if u["ok"]]
-    waits = [float(u["wait_s"]) for u in recorder.units if u.get("wait_s") is not None]
-    churn = {
+    return findings
+
+
+def _churn(recorder: Recorder, lost: list[dict[str, Any]]) -> dict[str, Any]:
+    """Connections opened, closed by the pool, lost, and the most pool sessions the server held."""
+    return {
         "opened": len(recorder.opens),
         "closed_by_pool": sum(1 for c in recorder.closes if c["by_pool"]),
         "lost": len(lost),
         "peak_server_sessions": max((n for _, n in recorder.server_counts), default=None),
     }
+
+
+def _pool_waits(recorder: Recorder) -> dict[str, Any]:
+    """How long requests waited for a connection: percentiles, waits over 100 ms, timeouts."""
+    waits = [float(u["wait_s"]) for u in recorder.units if u.get("wait_s") is not None]
+    return {
+        **{k.replace("_ms", "_wait_ms"): v for k, v in percentiles(waits).items()},
+        "waited_over_100ms": sum(1 for w in waits if w > 0.1),
+        "timed_out": sum(1 for u in recorder.units if u["pool_timeout"]),
+    }
+
+
+def _latency(recorder: Recorder) -> dict[str, Any]:
+    """Latency percentiles of the requests that succeeded, and how many did."""
+    ok_units = [u for u in recorder.units if u["ok"]]
+    return {**percentiles([float(u["latency_s"]) for u in ok_units]), "ok_requests": len(ok_units)}
+
+
+def _verdict(findings: list[Finding]) -> str:
+    """The verdict: "holds" with no finding, else "breaks at link X (finding Y)" of the worst one."""
     top = findings[0] if findings else None
-    verdict = "holds" if top is None else f"breaks at link {top.evidence['link']} (finding {top.id})"
+    return "holds" if top is None else f"breaks at link {top.evidence['link']} (finding {top.id})"
+
+
+def analyse(
+    recorder: Recorder,
+    settings: PoolSettings,
+    limits: dict[str, float],
+    *,
+    role: str | None = None,
+    database: str | None = None,
+) -> tuple[list[Finding], dict[str, Any]]:
+    """The findings of a run (worst first) and its `stress` object: verdict, requests and failures
+    by finding (most first), pool waits, churn, latency and the connections lost. Marks each failed
+    unit of `recorder` with its kind (unit["kind"])."""
+    lost = losses(recorder, limits)
+    rows: dict[str, dict[str, Any]] = {}
+    failures = _classify_failures(recorder, lost, rows)
+    _cuts_seen_by_requests(recorder, lost)
+    _count_losses(lost, rows)
+    findings = _findings_of(rows, failures, settings, limits, role, database)
+    ranked = sorted(rows.values(), key=lambda r: -(r["failed_requests"] * 1000 + r["lost_connections"]))
     stress = {
-        "verdict": verdict,
-        "holds": top is None,
+        "verdict": _verdict(findings),
+        "holds": not findings,
         "requests": len(recorder.units),
         "failed_requests": sum(failures.values()),
-        "failures": [
-            {**{k: (dict(v) if isinstance(v, Counter) else v) for k, v in row.items()}}
-            for row in sorted(
-                failure_rows.values(), key=lambda r: -(r["failed_requests"] * 1000 + r["lost_connections"])
-            )
-        ],
-        "pool_waits": {
-            **{k.replace("_ms", "_wait_ms"): v for k, v in percentiles(waits).items()},
-            "waited_over_100ms": sum(1 for w in waits if w > 0.1),
-            "timed_out": sum(1 for u in recorder.units if u["pool_timeout"]),
-        },
-        "churn": churn,
-        "latency": {**percentiles([float(u["latency_s"]) for u in ok_units]), "ok_requests": len(ok_units)},
+        "failures": [_plain(row) for row in ranked],
+        "pool_waits": _pool_waits(recorder),
+        "churn": _churn(recorder, lost),
+        "latency": _latency(recorder),
         "lost_connections": lost,
     }
     return findings, stress
