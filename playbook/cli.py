@@ -236,7 +236,7 @@ def add_fleet_arguments(fleet: argparse.ArgumentParser) -> None:
 
 
 def add_lab_arguments(lab: argparse.ArgumentParser) -> None:
-    from playbook.lab import proxy_cli, scenario_cli
+    from playbook.lab import proxy_cli
 
     lab.add_argument("--lab-dir", type=Path, help="where the lab lives (default: $PLAYBOOK_LAB_DIR)")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, parser_class=Parser)
@@ -244,9 +244,12 @@ def add_lab_arguments(lab: argparse.ArgumentParser) -> None:
     lab_commands.add_parser("down", help="stop the lab server")
     lab_commands.add_parser("status", help="say whether the lab server runs (exit 1 when not)")
     proxy_cli.add_arguments(lab_commands.add_parser("proxy", help="the chaos TCP proxy in front of the lab"))
-    scenario_cli.add_arguments(
-        lab_commands.add_parser("scenario", help="make one root cause happen in the lab")
-    )
+    scenario = lab_commands.add_parser("scenario", help="make one root cause happen in the lab")
+    # the scenarios import psutil: without the [lab] extra only `lab proxy` gets this far (main)
+    if not extras.missing("lab"):
+        from playbook.lab import scenario_cli
+
+        scenario_cli.add_arguments(scenario)
 
 
 def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
@@ -287,6 +290,28 @@ def command_of(argv: Sequence[str]) -> str:
     return next((arg for arg in argv if not arg.startswith("-")), "")
 
 
+# The options before a subcommand's own subcommand that take a value (`playbook lab --lab-dir D proxy`).
+VALUE_OPTIONS = {"--lab-dir"}
+
+
+def subcommand_of(argv: Sequence[str]) -> str:
+    """The word after the subcommand (`proxy` in `playbook lab --lab-dir D proxy start`), '' when none."""
+    words = list(argv)
+    command = command_of(words)
+    if not command:
+        return ""
+    rest = words[words.index(command) + 1 :]
+    skip = False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg in VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
 # When the user asked: the default --since of `playbook run` counts from here, not from the window's
 # start, so what happened while the playbook imported, connected and probed is read too.
 INVOKED_AT: datetime | None = None
@@ -302,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # before the parser: a command's parser imports its extra (the lab's parsers import psutil)
-        extras.require_for_command(command_of(argv))
+        extras.require_for_command(command_of(argv), subcommand_of(argv))
         args = build_parser(only=command_of(argv)).parse_args(argv)
         return dispatch(args)
     except PlaybookError as exc:

@@ -2,10 +2,10 @@
 
 `pip install pg-session-playbook` is the core: `playbook run`, `logs`, `history`, `probe`,
 `stress`, `watch`, the notebooks and the reports. The extras of pyproject.toml add the rest:
-`[lab]` the embedded PostgreSQL that `playbook lab` and `playbook demo` start, `[fleet]` Dask for
-`playbook fleet`, `[jupyter]` JupyterLab, `[stress]` the SQLAlchemy and asyncpg pools `playbook stress`
-can drive. A command whose extra is missing stops before it
-imports anything of it: `require` raises PlaybookError (exit 3) naming the extra to install.
+`[lab]` the embedded PostgreSQL that `playbook lab` and `playbook demo` start (`playbook lab proxy`
+needs none of it), `[fleet]` Dask for `playbook fleet`, `[jupyter]` JupyterLab, `[stress]` the
+SQLAlchemy and asyncpg pools `playbook stress` can drive. A command whose extra is missing stops
+before it imports anything of it: `require` raises PlaybookError (exit 3) naming the extra to install.
 The check finds the packages without importing them (importlib.util.find_spec), so it costs
 microseconds and never loads Dask or the lab on the core path.
 """
@@ -28,6 +28,9 @@ MODULES = {
 
 # The subcommands that need an extra from their first line (their parsers import it already).
 COMMAND_EXTRAS = {"lab": "lab", "demo": "lab", "fleet": "fleet"}
+# The exceptions among their own subcommands: `playbook lab proxy` is a TCP proxy in front of any
+# server (--upstream), it starts no embedded PostgreSQL and imports neither it nor psutil.
+FREE_SUBCOMMANDS = {("lab", "proxy")}
 
 
 def missing(extra: str) -> tuple[str, ...]:
@@ -53,8 +56,9 @@ def require(extra: str, for_what: str) -> None:
         )
 
 
-def require_for_command(command: str) -> None:
-    """`require` for a subcommand of the CLI that needs an extra (nothing for the others)."""
+def require_for_command(command: str, subcommand: str = "") -> None:
+    """`require` for a subcommand of the CLI that needs an extra (nothing for the others, nor for
+    the FREE_SUBCOMMANDS of one: `subcommand` is the word after `command`, '' when none)."""
     extra = COMMAND_EXTRAS.get(command)
-    if extra is not None:
+    if extra is not None and (command, subcommand) not in FREE_SUBCOMMANDS:
         require(extra, f"playbook {command}")

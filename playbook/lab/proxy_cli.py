@@ -353,8 +353,11 @@ def _parse_port(value: str, flag: str, *, allow_zero: bool = False) -> int:
 
 def _upstream(value: str | None) -> tuple[str, int]:
     if value is None:
+        from playbook.extras import missing
         from playbook.lab.server import LabServer, default_lab_dir
 
+        if missing("lab"):  # no lab server can exist: its default upstream is no default here
+            raise PlaybookError("--upstream HOST:PORT is needed: the lab server comes with the [lab] extra")
         return "127.0.0.1", LabServer(default_lab_dir()).port
     match = re.fullmatch(r"\[([^\]]+)\]:(\S+)|([^:\s]+):(\S+)", value.strip())
     if not match:
