@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -338,94 +338,18 @@ def load_slice(
     since_at, until_at = _bound(since, "since"), _bound(until, "until")
     if since_at and until_at and until_at <= since_at:
         raise PlaybookError("until must be later than since")
-    found = segments(folder)
-    chosen = [
-        s
-        for s in found
-        if (since_at is None or s.end >= since_at) and (until_at is None or s.start <= until_at)
-    ]
-    if not chosen:
-        held = (
-            f"it holds {found[0].start:%Y-%m-%d %H:%M:%S} to {found[-1].end:%Y-%m-%d %H:%M:%S} UTC"
-            if found
-            else "it holds no segment yet"
-        )
-        asked = f"{since_at:%Y-%m-%d %H:%M:%S}" if since_at else "its start"
-        to = f"{until_at:%Y-%m-%d %H:%M:%S}" if until_at else "now"
-        raise PlaybookError(f"no segment of {folder} covers {asked} to {to} UTC: {held}")
+    chosen = _choose_segments(folder, since_at, until_at)
     start = max(since_at, chosen[0].start) if since_at else chosen[0].start
     end = min(until_at, chosen[-1].end) if until_at else chosen[-1].end
-    parts = [Evidence.load(s.path) for s in chosen]
-    samples = _concat([p.frame(ACTIVITY_SAMPLES) for p in parts], ACTIVITY_SAMPLES, start, end)
-    ticks = _concat([p.frame(ACTIVITY_TICKS) for p in parts], ACTIVITY_TICKS, start, end)
-    settings = next((p.snapshots["settings"] for p in reversed(parts) if p.snapshots.get("settings")), None)
-    gaps = _gaps([g for p in parts for g in p.gaps], start, end)
-    failures: list[Failure] = [f for p in parts for f in p.manifest.get("failures", [])]
-    unavailable = _unique([u for p in parts for u in p.manifest.get("unavailable", [])])
-
-    frames: dict[str, pd.DataFrame] = {"activity_samples": samples, "activity_ticks": ticks}
-    snapshots: dict[str, Any] = {"settings": settings} if settings else {}
-    collected = (["settings"] if settings else []) + ["activity"]
-    # PgBouncer's console, when it was watched too: its frames sliced alike, its snapshots merged.
-    for name in sorted({n for p in parts for n in p.frames} - set(frames)):
-        frames[name] = _concat([p.frames[name] for p in parts if name in p.frames], None, start, end)
-    consoles = [p.snapshots[CONSOLE_SNAPSHOT] for p in parts if p.snapshots.get(CONSOLE_SNAPSHOT)]
-    if consoles:
-        snapshots[CONSOLE_SNAPSHOT] = {
-            **consoles[-1],
-            "ticks": sum(int(c.get("ticks") or 0) for c in consoles),
-            "ticks_ok": sum(int(c.get("ticks_ok") or 0) for c in consoles),
-            "gaps": _gaps([g for c in consoles for g in c.get("gaps") or []], start, end),
-            "unsupported": {k: v for c in consoles for k, v in (c.get("unsupported") or {}).items()},
-            "notes": sorted({n for c in consoles for n in c.get("notes") or []}),
-        }
-        collected.append("pgbouncer_console")
-    config = next(
-        (p.snapshots[CONFIG_SNAPSHOT] for p in reversed(parts) if p.snapshots.get(CONFIG_SNAPSHOT)), None
-    )
-    if config:
-        snapshots[CONFIG_SNAPSHOT] = config
-    zones: dict[str, str] = {}
-    # The logs the chosen segments recorded (a watch restarted with other logs names others).
-    logs: dict[str, list[str]] = {kind: [] for kind in LOG_KINDS}
-    for part in parts:
-        for span in cast(dict[str, Any], part.manifest).get("watch_logs", []):
-            if span.get("kind") in logs and span.get("path") not in logs[span["kind"]]:
-                logs[span["kind"]].append(span["path"])
+    sliced = _Slice([Evidence.load(s.path) for s in chosen], start, end)
+    _add_activity(sliced)
+    _add_pgbouncer(sliced)
+    logs = _watched_logs(sliced.parts)
     if any(logs.values()):
         request = RunRequest.build(log_tz=log_tz or "", app_tz=app_tz or "", prefix=prefix or "")
-        log_part = _read_logs(parts, logs, settings or {}, replace(request, since=start, until=end))
-        frames.update(log_part.frames)
-        snapshots.update({k: v for k, v in log_part.snapshots.items() if k != "settings"})
-        collected += [c for c in log_part.manifest.get("collected", []) if c != "settings"]
-        failures += log_part.manifest.get("failures", [])
-        zones.update(log_part.manifest.get("zones", {}))
-    server = (settings or {}).get("server", {})
-    manifest = {
-        "playbook_version": __version__,
-        "target": parts[-1].manifest.get("target") or meta.get("target"),
-        "window": {
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "duration_s": round((end - start).total_seconds(), 3),
-        },
-        "interval_s": meta.get("interval_s"),
-        "app": None,
-        "logs_since": start.isoformat(),
-        "logs_until": end.isoformat(),
-        "live": {"connected": True, "watch": str(folder.resolve()), "segments": len(chosen)},
-        "collected": collected,
-        "privileges": {
-            k: server.get(k)
-            for k in ("role", "is_superuser", "has_pg_monitor", "has_read_all_stats", "has_read_all_settings")
-        },
-        "unavailable": unavailable,
-        "gaps": gaps,
-        "failures": failures,
-        **{kind: [str(p) for p in logs[kind]] for kind in LOG_KINDS},
-        "zones": zones,
-    }
-    return Evidence(manifest=cast(Manifest, manifest), frames=frames, snapshots=snapshots)
+        _add_logs(sliced, logs, replace(request, since=start, until=end))
+    manifest = _slice_manifest(sliced, meta, folder, logs)
+    return Evidence(manifest=cast(Manifest, manifest), frames=sliced.frames, snapshots=sliced.snapshots)
 
 
 def evidence_from(request: RunRequest) -> Evidence:
@@ -444,6 +368,147 @@ def evidence_from(request: RunRequest) -> Evidence:
     if not request.evidence_from.is_dir():
         raise PlaybookError(f"--evidence-from {request.evidence_from} is not a folder")
     return Evidence.load(request.evidence_from)
+
+
+def _choose_segments(folder: Path, since_at: datetime | None, until_at: datetime | None) -> list[Segment]:
+    """The whole segments of `folder` that overlap [since_at, until_at] (None: unbounded), oldest
+    first; none: a PlaybookError sentence saying what the folder does hold."""
+    found = segments(folder)
+    chosen = [
+        s
+        for s in found
+        if (since_at is None or s.end >= since_at) and (until_at is None or s.start <= until_at)
+    ]
+    if not chosen:
+        held = (
+            f"it holds {found[0].start:%Y-%m-%d %H:%M:%S} to {found[-1].end:%Y-%m-%d %H:%M:%S} UTC"
+            if found
+            else "it holds no segment yet"
+        )
+        asked = f"{since_at:%Y-%m-%d %H:%M:%S}" if since_at else "its start"
+        to = f"{until_at:%Y-%m-%d %H:%M:%S}" if until_at else "now"
+        raise PlaybookError(f"no segment of {folder} covers {asked} to {to} UTC: {held}")
+    return chosen
+
+
+@dataclass
+class _Slice:
+    """A slice being assembled: the chosen segments' evidence (`parts`, oldest first), the window
+    [start, end] it is clipped to, and what it holds so far, in the order the Evidence lists it."""
+
+    parts: list[Evidence]
+    start: datetime
+    end: datetime
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    snapshots: dict[str, Any] = field(default_factory=dict)
+    collected: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    zones: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The server's settings as last read by the segments ({} when none read them)."""
+        return cast(dict[str, Any], self.snapshots.get("settings") or {})
+
+
+def _add_activity(sliced: _Slice) -> None:
+    """The samples and ticks within the window, the settings as last read, and the segments' own
+    failures."""
+    parts, start, end = sliced.parts, sliced.start, sliced.end
+    samples = _concat([p.frame(ACTIVITY_SAMPLES) for p in parts], ACTIVITY_SAMPLES, start, end)
+    ticks = _concat([p.frame(ACTIVITY_TICKS) for p in parts], ACTIVITY_TICKS, start, end)
+    settings = next((p.snapshots["settings"] for p in reversed(parts) if p.snapshots.get("settings")), None)
+    sliced.frames.update({"activity_samples": samples, "activity_ticks": ticks})
+    if settings:
+        sliced.snapshots["settings"] = settings
+    sliced.collected += (["settings"] if settings else []) + ["activity"]
+    sliced.failures += [f for p in parts for f in p.manifest.get("failures", [])]
+
+
+def _add_pgbouncer(sliced: _Slice) -> None:
+    """PgBouncer's console, when it was watched too: its frames (every frame not yet sliced)
+    clipped to the window alike, its snapshots merged (counts summed, gaps within the window), the
+    config as last read."""
+    parts, start, end = sliced.parts, sliced.start, sliced.end
+    for name in sorted({n for p in parts for n in p.frames} - set(sliced.frames)):
+        sliced.frames[name] = _concat([p.frames[name] for p in parts if name in p.frames], None, start, end)
+    consoles = [p.snapshots[CONSOLE_SNAPSHOT] for p in parts if p.snapshots.get(CONSOLE_SNAPSHOT)]
+    if consoles:
+        sliced.snapshots[CONSOLE_SNAPSHOT] = {
+            **consoles[-1],
+            "ticks": sum(int(c.get("ticks") or 0) for c in consoles),
+            "ticks_ok": sum(int(c.get("ticks_ok") or 0) for c in consoles),
+            "gaps": _gaps([g for c in consoles for g in c.get("gaps") or []], start, end),
+            "unsupported": {k: v for c in consoles for k, v in (c.get("unsupported") or {}).items()},
+            "notes": sorted({n for c in consoles for n in c.get("notes") or []}),
+        }
+        sliced.collected.append("pgbouncer_console")
+    config = next(
+        (p.snapshots[CONFIG_SNAPSHOT] for p in reversed(parts) if p.snapshots.get(CONFIG_SNAPSHOT)), None
+    )
+    if config:
+        sliced.snapshots[CONFIG_SNAPSHOT] = config
+
+
+def _spans(part: Evidence) -> list[dict[str, Any]]:
+    """Where each watched log stood when the segment opened and closed (its manifest's watch_logs)."""
+    return cast(list[dict[str, Any]], cast(dict[str, Any], part.manifest).get("watch_logs", []))
+
+
+def _watched_logs(parts: list[Evidence]) -> dict[str, list[str]]:
+    """The logs the chosen segments recorded, per kind of LOG_KINDS, in the order first recorded
+    (a watch restarted with other logs names others)."""
+    logs: dict[str, list[str]] = {kind: [] for kind in LOG_KINDS}
+    for part in parts:
+        for span in _spans(part):
+            if span.get("kind") in logs and span.get("path") not in logs[span["kind"]]:
+                logs[span["kind"]].append(span["path"])
+    return logs
+
+
+def _add_logs(sliced: _Slice, logs: dict[str, list[str]], request: RunRequest) -> None:
+    """The watched logs read for the window (`request`): their frames, snapshots (but the
+    settings, already in), collectors, failures and time zones added to the slice."""
+    log_part = _read_logs(sliced.parts, logs, sliced.settings, request)
+    sliced.frames.update(log_part.frames)
+    sliced.snapshots.update({k: v for k, v in log_part.snapshots.items() if k != "settings"})
+    sliced.collected += [c for c in log_part.manifest.get("collected", []) if c != "settings"]
+    sliced.failures += log_part.manifest.get("failures", [])
+    sliced.zones.update(log_part.manifest.get("zones", {}))
+
+
+def _slice_manifest(
+    sliced: _Slice, meta: dict[str, Any], folder: Path, logs: dict[str, list[str]]
+) -> dict[str, Any]:
+    """The slice's manifest, as a run's would read: its window, the target and interval the watch
+    recorded, the gaps overlapping the window, the logs read, and where the slice came from
+    (`live`: the watch folder and how many segments)."""
+    parts, start, end = sliced.parts, sliced.start, sliced.end
+    server = sliced.settings.get("server", {})
+    return {
+        "playbook_version": __version__,
+        "target": parts[-1].manifest.get("target") or meta.get("target"),
+        "window": {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "duration_s": round((end - start).total_seconds(), 3),
+        },
+        "interval_s": meta.get("interval_s"),
+        "app": None,
+        "logs_since": start.isoformat(),
+        "logs_until": end.isoformat(),
+        "live": {"connected": True, "watch": str(folder.resolve()), "segments": len(parts)},
+        "collected": sliced.collected,
+        "privileges": {
+            k: server.get(k)
+            for k in ("role", "is_superuser", "has_pg_monitor", "has_read_all_stats", "has_read_all_settings")
+        },
+        "unavailable": _unique([u for p in parts for u in p.manifest.get("unavailable", [])]),
+        "gaps": _gaps([g for p in parts for g in p.gaps], start, end),
+        "failures": sliced.failures,
+        **{kind: [str(p) for p in logs[kind]] for kind in LOG_KINDS},
+        "zones": sliced.zones,
+    }
 
 
 def _concat(
@@ -503,6 +568,31 @@ class _SavedSettings:
         return Contribution(snapshots={"settings": self.settings} if self.settings else {})
 
 
+def _copy_watched_logs(
+    parts: list[Evidence], logs: dict[str, list[str]], into: Path
+) -> tuple[dict[str, list[Path]], dict[str, str], list[str]]:
+    """Each watched log's byte ranges the chosen segments cover, copied into a folder of its own
+    under `into`: the copies per kind, the log each copy stands for (copy path: name as the user
+    gave it), and what could not be found, as sentences."""
+    copies: dict[str, list[Path]] = {kind: [] for kind in LOG_KINDS}
+    originals: dict[str, str] = {}
+    missing: list[str] = []
+    for kind in LOG_KINDS:
+        for index, name in enumerate(logs[kind]):
+            spans = [
+                span
+                for p in parts
+                for span in _spans(p)
+                if span.get("kind") == kind and span.get("path") == name
+            ]
+            copy = Path(into, f"{kind}-{index}", Path(name).name)
+            copy.parent.mkdir()
+            missing += copy_log_slice(Path(name), spans, copy)
+            copies[kind].append(copy)
+            originals[str(copy)] = name
+    return copies, originals, missing
+
+
 def _read_logs(
     parts: list[Evidence], logs: dict[str, list[str]], settings: dict[str, Any], request: RunRequest
 ) -> Evidence:
@@ -513,23 +603,8 @@ def _read_logs(
     from playbook.collect.sources.read_pgbouncer_log import PgBouncerLogSource
     from playbook.collect.sources.read_server_log import ServerLogSource
 
-    missing: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pg-session-playbook-watch-logs-") as tmp:
-        copies: dict[str, list[Path]] = {kind: [] for kind in LOG_KINDS}
-        originals: dict[str, str] = {}
-        for kind in LOG_KINDS:
-            for index, name in enumerate(logs[kind]):
-                spans = [
-                    span
-                    for p in parts
-                    for span in cast(dict[str, Any], p.manifest).get("watch_logs", [])
-                    if span.get("kind") == kind and span.get("path") == name
-                ]
-                into = Path(tmp, f"{kind}-{index}", Path(name).name)
-                into.parent.mkdir()
-                missing += copy_log_slice(Path(name), spans, into)
-                copies[kind].append(into)
-                originals[str(into)] = name
+        copies, originals, missing = _copy_watched_logs(parts, logs, Path(tmp))
         request = replace(
             request,
             server_logs=tuple(copies["server_logs"]),
