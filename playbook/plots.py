@@ -265,32 +265,55 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
     """
     if not layer_read(evidence, "logs") and not evidence.gaps:
         return None
-    counts = counts_over_time(evidence.activity_samples, evidence.activity_ticks, ["state"])
     fig = Figure(figsize=(10, 5.5))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    _timeline_states(top, evidence)
+    rows = _timeline_rows(evidence, categories)
+    if rows:
+        _timeline_events(bottom, rows)
+    else:
+        _none(bottom, _no_events_text(evidence), keep_time_axis=True)
+    _timeline_span(top, evidence, rows)
+    _format_time_axis(bottom)
+    fig.tight_layout()
+    return fig
+
+
+def _timeline_states(ax: Axes, evidence: Evidence) -> None:
+    """The timeline's top row: one step line per state against the usable limit, or "none: …"
+    saying whether the server was sampled at all."""
+    counts = counts_over_time(evidence.activity_samples, evidence.activity_ticks, ["state"])
     if not counts.empty and counts.shape[1]:
         for state in counts.columns:
-            top.step(
+            ax.step(
                 counts.index,
                 counts[state],
                 where="post",
                 label=state,
                 color=STATE_COLORS.get(state, "#999999"),
             )
-        top.legend(loc="upper left", fontsize="small", ncol=3)
-        _counts_axis(top)
+        ax.legend(loc="upper left", fontsize="small", ncol=3)
+        _counts_axis(ax)
         peak = float(counts.sum(axis=1).max())
-        _limit_or_note(top, usable_connections(evidence.settings), peak, "usable limit")
+        _limit_or_note(ax, usable_connections(evidence.settings), peak, "usable limit")
     else:
         _none(
-            top,
+            ax,
             "no client backend was seen in the window"
             if layer_read(evidence, "activity")
             else "the server was not sampled (no live connection)",
         )
-    top.set_ylabel("connections")
-    top.set_title("Connections by state, and what the logs say happened at the same time")
-    # One row per kind of event: every occurrence of a kind goes on its row.
+    ax.set_ylabel("connections")
+    ax.set_title("Connections by state, and what the logs say happened at the same time")
+
+
+def _timeline_rows(
+    evidence: Evidence, categories: tuple[str, ...] | None
+) -> list[tuple[str, str, pd.Series]]:
+    """The timeline's rows of events, one per kind (label, category, the placed times of every
+    occurrence): the server's events of `categories` (None: all categorized ones), the
+    application's failures by kind, and the times the playbook lost its own session. Kinds with
+    no placeable time are left out."""
     by_label: dict[str, tuple[str, list[pd.Series]]] = {}
 
     def add(label: str, category: str, stamps: pd.Series) -> None:
@@ -311,34 +334,36 @@ def incident_timeline(evidence: Evidence, categories: tuple[str, ...] | None = N
     starts = [pd.Timestamp(gap["start"]) for gap in evidence.gaps if gap.get("start")]
     if starts:
         add("playbook session lost", "gap", pd.Series(starts))
-    rows = [(label, category, pd.concat(parts)) for label, (category, parts) in by_label.items()]
+    return [(label, category, pd.concat(parts)) for label, (category, parts) in by_label.items()]
+
+
+def _timeline_events(ax: Axes, rows: list[tuple[str, str, pd.Series]]) -> None:
+    """The timeline's bottom row: each kind of event on a row of its own, a tick per occurrence."""
+    for y, (_label, category, stamps) in enumerate(rows):
+        ax.scatter(stamps, [y] * len(stamps), marker="|", s=200, color=EVENT_COLORS.get(category, "#3182bd"))
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize="small")
+    ax.set_ylim(-0.8, len(rows) - 0.2)
+
+
+def _no_events_text(evidence: Evidence) -> str:
+    """What an empty events row says: the logs read held nothing to place, or no log was read."""
+    if evidence.manifest.get("server_logs") or evidence.manifest.get("app_logs"):
+        return "no session-ending event in the logs for this window"
+    return "no log was read: pass --server-log / --app-log (or server_log / app_log here)"
+
+
+def _timeline_span(ax: Axes, evidence: Evidence, rows: list[tuple[str, str, pd.Series]]) -> None:
+    """The shared time axis spans the sampled window and every placed event, padded so that an
+    event at either end stays off the frame (one lone event gets a second either side); left to
+    matplotlib when there is neither."""
     span = list(evidence.window or ())
-    if rows:
-        for y, (_label, category, stamps) in enumerate(rows):
-            span += [stamps.min().to_pydatetime(), stamps.max().to_pydatetime()]
-            bottom.scatter(
-                stamps, [y] * len(stamps), marker="|", s=200, color=EVENT_COLORS.get(category, "#3182bd")
-            )
-        bottom.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize="small")
-        bottom.set_ylim(-0.8, len(rows) - 0.2)
-    else:
-        _none(
-            bottom,
-            (
-                "no session-ending event in the logs for this window"
-                if evidence.manifest.get("server_logs") or evidence.manifest.get("app_logs")
-                else "no log was read: pass --server-log / --app-log (or server_log / app_log here)"
-            ),
-            keep_time_axis=True,
-        )
+    for _label, _category, stamps in rows:
+        span += [stamps.min().to_pydatetime(), stamps.max().to_pydatetime()]
     if span:
         first, last = min(span), max(span)
-        # an event at either end stays off the frame; one lone event gets a second either side
         pad = max((last - first) * 0.02, timedelta(seconds=1))
-        top.set_xlim(first - pad, last + pad)
-    _format_time_axis(bottom)
-    fig.tight_layout()
-    return fig
+        # matplotlib converts datetimes by its date units; its type stubs name floats only
+        ax.set_xlim(first - pad, last + pad)  # type: ignore[arg-type]
 
 
 def connections_by_application(evidence: Evidence, top_n: int = 8) -> Figure | None:
