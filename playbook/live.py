@@ -32,6 +32,7 @@ from playbook.collect.sources.base import Context
 from playbook.errors import PlaybookError
 from playbook.evidence import Evidence
 from playbook.evidence.settings import setting_text, usable_connections
+from playbook.plots import EVENT_COLORS, STATE_COLORS  # the final figures' colours: both read alike
 from playbook.request import RunRequest
 
 PAPERMILL_PARAMETERS = "# Parameters\n"  # how papermill's injected cell starts (papermill.translators)
@@ -41,25 +42,6 @@ FOLLOW_CHUNK_MAX = 4 << 20  # bytes of a log read per tick at most: a burst is c
 SHOWN_EVENTS = 6  # the latest log events listed under the figure
 TOP_APPS = 6
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4")  # rotated logs: nothing is written to them live
-
-# The colours of playbook.plots, so the live figure and the final ones read alike.
-STATE_COLORS = {
-    "active": "#2b8cbe",
-    "idle": "#a6bddb",
-    "idle in transaction": "#e34a33",
-    "idle in transaction (aborted)": "#b30000",
-    "fastpath function call": "#756bb1",
-    "disabled": "#969696",
-    "(hidden)": "#d9d9d9",
-}
-EVENT_COLORS = {
-    "leak": "#e34a33",
-    "timeout": "#fd8d3c",
-    "network": "#6a51a3",
-    "pool_config": "#31a354",
-    "server": "#252525",
-    "application": "#3182bd",
-}
 
 
 def interactive() -> bool:
@@ -383,7 +365,7 @@ class LiveView:
         rows = sorted({e.category for e in placed})
         for y, category in enumerate(rows):
             stamps = [e.ts for e in placed if e.category == category]
-            color = EVENT_COLORS.get(category, "#3182bd")
+            color = EVENT_COLORS.get(category, "#3182bd")  # "application" too: the final timeline's blue
             ax.scatter(stamps, [y] * len(stamps), marker="|", s=150, color=color)
             label = f"{category} ({len(stamps)})"
             ax.text(0.005, y, label, transform=ax.get_yaxis_transform(), fontsize=8, va="bottom")
