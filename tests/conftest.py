@@ -79,6 +79,28 @@ def any_server(
     server.destroy()
 
 
+@pytest.fixture(scope="module")
+def one_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A notebook folder (for $PLAYBOOK_NOTEBOOKS) whose only page, the triage, loads the run's
+    evidence and prints its window: for tests about what a run collects or finds, not about the
+    pages (the shipped triage takes several times longer; the tests about the pages run it)."""
+    import nbformat
+
+    folder = tmp_path_factory.mktemp("one-page")
+    page = nbformat.v4.new_notebook()
+    page.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    page.metadata["language_info"] = {"name": "python"}
+    page.cells = [
+        nbformat.v4.new_code_cell('evidence_dir = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from playbook.notebook import load_or_collect\n"
+            "print(load_or_collect(evidence_dir=evidence_dir).manifest['window'])"
+        ),
+    ]
+    nbformat.write(page, str(folder / "00_triage.ipynb"))
+    return folder
+
+
 def run_cli(
     *args: str,
     env: dict[str, str] | None = None,

@@ -37,28 +37,6 @@ RUN_TIMEOUT_S = 180
 STRETCH_MS = 200  # each round trip of the playbook's session, while the phase is awaited
 
 
-@pytest.fixture(scope="module")
-def one_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A notebook folder ($PLAYBOOK_NOTEBOOKS) whose triage page only loads the run's evidence: the
-    pages' content is not what these runs are about, and the shipped triage takes several times
-    longer. The shipped one runs in the notebooks' case."""
-    import nbformat
-
-    folder = tmp_path_factory.mktemp("one-page")
-    page = nbformat.v4.new_notebook()
-    page.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    page.metadata["language_info"] = {"name": "python"}
-    page.cells = [
-        nbformat.v4.new_code_cell('evidence_dir = ""', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(
-            "from playbook.notebook import load_or_collect\n"
-            "print(load_or_collect(evidence_dir=evidence_dir).manifest['window'])"
-        ),
-    ]
-    nbformat.write(page, str(folder / "00_triage.ipynb"))
-    return folder
-
-
 @pytest.fixture
 def proxy(lab: LabServer) -> Iterator[ChaosProxy]:
     with ChaosProxy("127.0.0.1", lab.port) as chaos:

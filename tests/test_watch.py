@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import psycopg
 import pytest
@@ -67,25 +66,6 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, s
 def ticks(out: Path) -> int:
     """Ticks in the whole segments written so far."""
     return sum(len(Evidence.load(s.path).activity_ticks) for s in segments(out))
-
-
-@pytest.fixture(scope="module")
-def one_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A notebook folder whose triage page only loads the evidence: the findings (summary.json)
-    come from diagnose, not from the pages, and the shipped triage takes several times longer."""
-    folder = tmp_path_factory.mktemp("one-page")
-    page = nbformat.v4.new_notebook()
-    page.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    page.metadata["language_info"] = {"name": "python"}
-    page.cells = [
-        nbformat.v4.new_code_cell('evidence_dir = ""', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(
-            "from playbook.notebook import load_or_collect\n"
-            "print(load_or_collect(evidence_dir=evidence_dir).manifest['window'])"
-        ),
-    ]
-    nbformat.write(page, str(folder / "00_triage.ipynb"))
-    return folder
 
 
 def no_dsn_env(**extra: str) -> dict[str, str]:
