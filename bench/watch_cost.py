@@ -19,14 +19,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from psycopg_pool import ConnectionPool
+from sampler import idle_fleet  # bench/ is the script's folder: python bench/watch_cost.py
 
 from playbook.evidence import Evidence
-from playbook.lab.server import APP_ROLE, LabServer
 from playbook.lab.wait import wait_until
 from playbook.watch.segments import segments
 
@@ -46,20 +44,10 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=4, help="segments measured (default 4)")
     parser.add_argument("--at", type=float, default=10.0, help="the interval the figures are scaled to")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = LabServer(Path(tmp) / "lab")
-        server.up()
-        server.alter_system({"max_connections": args.backends + 50, "log_connections": "off",
-                             "log_disconnections": "off"})  # fmt: skip
-        server.restart()
-        pool = ConnectionPool(server.dsn(APP_ROLE), min_size=args.backends, max_size=args.backends,
-                              kwargs={"application_name": "idle-fleet"}, open=False)  # fmt: skip
+    with idle_fleet(args.backends, open_timeout=600) as server:
         watcher = None
         try:
-            started = time.monotonic()
-            pool.open(wait=True, timeout=600)
-            print(f"opened {args.backends} idle connections in {time.monotonic() - started:.1f} s")
-            out = Path(tmp) / "watch"
+            out = server.base_dir.parent / "watch"
             segment_s = args.interval * TICKS_PER_SEGMENT
             watcher = subprocess.Popen(
                 [sys.executable, "-m", "playbook.cli", "watch", "--dsn", server.dsn(), "--out", str(out),
@@ -98,8 +86,6 @@ def main() -> None:
             if watcher is not None and watcher.poll() is None:
                 watcher.send_signal(signal.SIGTERM)
                 watcher.wait(60)
-            pool.close()
-            server.destroy()
 
 
 if __name__ == "__main__":
