@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import replace
 from datetime import datetime, timezone
 from multiprocessing import get_context
@@ -64,8 +66,33 @@ def ipc_kernel_manager(directory: str | None = None) -> type:
             kwargs.setdefault("ip", os.path.join(folder, name))
             kwargs.setdefault("connection_file", os.path.join(folder, f"kernel-{name}.json"))
             super().__init__(**kwargs)
+            _STARTED_KERNELS.add(self)
 
     return IPCKernelManager
+
+
+# The kernel managers this process created: on an interrupt their kernels are killed here.
+_STARTED_KERNELS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def kill_started_kernels() -> None:
+    """Kill every kernel this process started that is still running, and remove its files.
+
+    Why: a kernel runs in a session of its own (jupyter_client starts it so), so the terminal's
+    Ctrl-C never reaches it, and an interrupted papermill skips its shutdown. A kernel still
+    starting then writes its connection file after the run removed the kernel folder (ipykernel
+    recreates the folder), and leaves it behind when it notices its parent gone (it exits with
+    os._exit, no clean-up). Killed here, before the folder is removed, it writes nothing more."""
+    for manager in list(_STARTED_KERNELS):
+        process = getattr(getattr(manager, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            with suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)  # the kernel's session: it and its children
+            with suppress(Exception):
+                process.wait(timeout=10)
+        with suppress(Exception):
+            manager.cleanup_resources()  # its connection file and IPC sockets
+        _STARTED_KERNELS.discard(manager)
 
 
 SOCKET_DIR_MAX = 70  # room for "/k<12 hex>-<n>" under the 107 bytes of a Unix socket path
@@ -165,6 +192,9 @@ def execute_notebook(
         error = f"{exc.ename}: {exc.evalue}"[:500]
     except Exception as exc:  # kernel died, notebook unreadable: the run goes on without it
         error = f"{type(exc).__name__}: {exc}"[:500]
+    except BaseException:  # Ctrl-C: no kernel of ours outlives the run (see kill_started_kernels)
+        kill_started_kernels()
+        raise
     return {
         "name": name,
         "status": "failed" if error else "ok",
@@ -173,6 +203,17 @@ def execute_notebook(
         "seconds": round(time.monotonic() - started, 2),
         "error": error,
     }
+
+
+def _stop_kernels_on_sigterm() -> None:
+    """In a notebook worker: SIGTERM (the pool ending its workers after one of them died of the
+    Ctrl-C, e.g. while idle) kills the worker's kernels first, as the interrupt does."""
+
+    def stop(signum: int, _frame: object) -> None:
+        kill_started_kernels()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def run_notebooks(
@@ -187,7 +228,9 @@ def run_notebooks(
         if options.jobs <= 1 or len(args) == 1:
             results = [execute_notebook(*a) for a in args]
         else:
-            with ProcessPoolExecutor(max_workers=options.jobs, mp_context=get_context("fork")) as pool:
+            with ProcessPoolExecutor(
+                max_workers=options.jobs, mp_context=get_context("fork"), initializer=_stop_kernels_on_sigterm
+            ) as pool:
                 results = list(pool.map(execute_notebook, *zip(*args, strict=True)))
     return results
 
