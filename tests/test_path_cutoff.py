@@ -235,3 +235,27 @@ def test_a_hop_cutting_at_4_s_is_measured_and_the_offered_pool_fix_holds(
 def _python_block(recommendation: str) -> str:
     (text,) = [text for kind, text in fenced_blocks(recommendation) if kind == "python"]
     return text
+
+
+@pytest.mark.parametrize("cutoff", [3.0499, 3.0501, 3.05, 20.149, 20.151])
+def test_the_probes_verdict_says_the_cut_off_summary_json_carries(cutoff: float) -> None:
+    """The sentence and summary.json's path.idle_cutoff_s agree at one decimal whatever the raw
+    value's last digits (the clean-clone CI once read '3.1 s' beside a summary of 3.05)."""
+    from playbook.diagnose.path_cutoff import ProbeVerdict
+
+    verdict = ProbeVerdict(
+        max_idle_s=8.0,
+        idle_cutoff_s=cutoff,
+        kind="measured",
+        survived_up_to_s=2.0,
+        failed_from_s=4.0,
+        low_s=cutoff,
+        high_s=cutoff,
+        cut=2,
+        how="reset",
+        keepalives_help=False,
+        rungs=[],
+        said=None,
+    )
+    carried = verdict.as_summary()["idle_cutoff_s"]
+    assert f"cut idle connections at {carried:.1f} s (reset)" in verdict.text()

@@ -166,7 +166,10 @@ class ProbeVerdict:
             False: "keepalives did not help",
             None: "whether keepalives help is unknown",
         }[self.keepalives_help]
-        return f"{who} idle connections at {qualifier}{self.idle_cutoff_s:.1f} s ({self.how}); {help_text}"
+        # From the value summary.json carries (2 decimals): 3.0501 rounds to 3.05, which is 3.0 at
+        # one decimal, whereas the raw value would read 3.1 beside a summary of 3.05.
+        cutoff = round(self.idle_cutoff_s, 2)
+        return f"{who} idle connections at {qualifier}{cutoff:.1f} s ({self.how}); {help_text}"
 
 
 def _ladder_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
