@@ -129,10 +129,10 @@ class RunRequest:
         for key, value in (("dsn", dsn), ("pgbouncer", pgbouncer)):
             if value is not None:
                 check_dsn(value, password_allowed=password_allowed, what=name(key))
-        seconds = _named(name("duration"), positive_seconds, duration)
-        every = _named(name("interval"), positive_seconds, interval)
-        since_at = _named(name("since"), moment, since)
-        until_at = _named(name("until"), moment, until)
+        seconds = named(name("duration"), positive_seconds, duration)
+        every = named(name("interval"), positive_seconds, interval)
+        since_at = named(name("since"), moment, since)
+        until_at = named(name("until"), moment, until)
         if since_at and until_at and until_at <= since_at:
             raise PlaybookError(f"{name('until')} must be later than {name('since')}")
         chosen, relevant_only = notebook_selection(notebooks, name("notebooks"))
@@ -151,20 +151,20 @@ class RunRequest:
             pgbouncer_dsn=pgbouncer,
             pgbouncer_logs=pgbouncer_logs,
             log_prefix=_text(prefix, name("prefix")),
-            log_tz=_named(name("log_tz"), time_zone, _text(log_tz, name("log_tz"))),
-            app_tz=_named(name("app_tz"), time_zone, _text(app_tz, name("app_tz"))),
+            log_tz=named(name("log_tz"), time_zone, _text(log_tz, name("log_tz"))),
+            app_tz=named(name("app_tz"), time_zone, _text(app_tz, name("app_tz"))),
             app=_text(app, name("app")),
             evidence_from=_path(evidence_from, name("evidence_from")),
             path_probe=_path(path_probe, name("path_probe")),
             out=_path(out, name("out")),
             notebooks=chosen,
             relevant_only=relevant_only,
-            jobs=_named(name("jobs"), positive_int, jobs),
+            jobs=named(name("jobs"), positive_int, jobs),
             fail_on=fail_on,
             show_code=bool(show_code),
             progress=bool(progress),
             history=_path(history, name("history")),
-            notify=_named(name("notify"), webhook_url, _text(notify, name("notify"))),
+            notify=named(name("notify"), webhook_url, _text(notify, name("notify"))),
             prometheus=_path(prometheus, name("prometheus")),
         )
 
@@ -189,7 +189,7 @@ def _FLAG(key: str) -> str:  # noqa: N802
     return "--" + key.replace("_", "-")
 
 
-def _named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:
+def named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:
     """`parse(value)`, None for None; its one sentence said with the option's name in front."""
     if value is None:
         return None

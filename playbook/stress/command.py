@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from playbook import extras, request
+from playbook.cli import positive_int, positive_seconds
 from playbook.errors import EXIT_ERROR, PlaybookError
 
 if TYPE_CHECKING:  # imported where used: `playbook --help` and the other commands stay light
@@ -45,24 +46,10 @@ LIBRARY = {"psycopg": "psycopg_pool", "sqlalchemy": "sqlalchemy", "asyncpg": "as
 STRESS_EXTRA = ("sqlalchemy", "asyncpg")
 
 
-def _seconds(text: str) -> float:
-    try:
-        return request.positive_seconds(text)
-    except PlaybookError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _whole(text: str) -> int:
-    try:
-        return request.positive_int(text)
-    except PlaybookError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _count(text: str) -> int:
     if text.strip() == "0":
         return 0
-    return _whole(text)
+    return positive_int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,14 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dsn", help="libpq DSN or URI of a staging server or its PgBouncer (else PLAYBOOK_DSN)"
     )
     parser.add_argument("--pool", choices=POOLS, help="the client pool to drive (or `pool:` in --config)")
-    parser.add_argument("--size", type=_whole, help="the pool's most connections (default 4)")
+    parser.add_argument("--size", type=positive_int, help="the pool's most connections (default 4)")
     parser.add_argument("--min-size", type=_count, help="connections kept open (default: the library's)")
-    parser.add_argument("--max-idle", type=_seconds, help="the pool's idle limit, seconds")
-    parser.add_argument("--max-lifetime", type=_seconds, help="the pool's lifetime limit, seconds")
+    parser.add_argument("--max-idle", type=positive_seconds, help="the pool's idle limit, seconds")
+    parser.add_argument("--max-lifetime", type=positive_seconds, help="the pool's lifetime limit, seconds")
     parser.add_argument("--check", action="store_true", default=None, help="test connections at checkout")
-    parser.add_argument("--workers", type=_whole, help="concurrent workers (default: --size)")
+    parser.add_argument("--workers", type=positive_int, help="concurrent workers (default: --size)")
     parser.add_argument(
-        "--duration", type=_seconds, default=DEFAULT_DURATION_S, help="seconds (5..600, default 60)"
+        "--duration", type=positive_seconds, default=DEFAULT_DURATION_S, help="seconds (5..600, default 60)"
     )
     parser.add_argument("--config", type=Path, help="a small YAML with pool, size, min_size, max_idle, ...")
     parser.add_argument("--pgbouncer", help="PgBouncer's admin console DSN: its timeouts are crossed too")

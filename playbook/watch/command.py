@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from playbook.cli import positive_seconds
 from playbook.errors import PlaybookError, TargetRefused
 from playbook.watch.segments import (
     LOG_KINDS,
@@ -50,14 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dsn", help="libpq DSN or URL (default: $PLAYBOOK_DSN, else the PG* variables)")
     parser.add_argument(
         "--interval",
-        type=float,
+        type=positive_seconds,
         default=DEFAULT_INTERVAL_S,
         metavar="S",
         help="seconds between samples (default 10)",
     )
     parser.add_argument(
         "--segment",
-        type=float,
+        type=positive_seconds,
         default=DEFAULT_SEGMENT_S,
         metavar="S",
         help="seconds of samples per segment on disk (default 300): a run sees segments written so far",
@@ -82,12 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="AGE|SIZE",
         help="keep segments this young (24h, 7d) or this much on disk (500MB); oldest go first (default 24h)",
     )
-
-
-def _positive(value: float, flag: str) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise PlaybookError(f"{flag} must be a positive number of seconds, not {value:g}")
-    return value
 
 
 def _utcnow() -> datetime:
@@ -261,8 +256,7 @@ def _watch(args: argparse.Namespace, stopped: threading.Event) -> int:
     from playbook.request import check_dsn
     from playbook.target import redact, resolve_target
 
-    interval = _positive(args.interval, "--interval")
-    segment_s = _positive(args.segment, "--segment")
+    interval, segment_s = args.interval, args.segment
     keep = parse_keep(args.keep)
     out: Path = args.out
     logs = {

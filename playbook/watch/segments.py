@@ -42,7 +42,7 @@ from playbook.evidence import Evidence, Manifest
 from playbook.evidence.frames import ACTIVITY_SAMPLES, ACTIVITY_TICKS, FrameSchema
 from playbook.evidence.manifest import MANIFEST_SCHEMA, Failure, Gap
 from playbook.evidence.pgbouncer_frames import CONFIG_SNAPSHOT, CONSOLE_SNAPSHOT
-from playbook.request import RunRequest, moment
+from playbook.request import RunRequest, moment, named
 
 WATCH_META = "watch.json"
 WATCH_SCHEMA = "pg-session-playbook/watch/v1"
@@ -309,15 +309,6 @@ def read_meta(watch_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def _bound(value: str | datetime | None, what: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return moment(value)
-    except PlaybookError as exc:
-        raise PlaybookError(f"{what}: {exc}") from None
-
-
 def load_slice(
     watch_dir: Path | str,
     since: str | datetime | None = None,
@@ -335,7 +326,7 @@ def load_slice(
     sentence."""
     folder = Path(watch_dir)
     meta = read_meta(folder)
-    since_at, until_at = _bound(since, "since"), _bound(until, "until")
+    since_at, until_at = named("since", moment, since), named("until", moment, until)
     if since_at and until_at and until_at <= since_at:
         raise PlaybookError("until must be later than since")
     chosen = _choose_segments(folder, since_at, until_at)
